@@ -1,0 +1,1 @@
+"""A trio-native producer and a lookup-aware consumer."""

@@ -1,0 +1,1 @@
+"""The trio shell: sockets, servers, drivers and the node that owns them."""

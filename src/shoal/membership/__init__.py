@@ -1,0 +1,1 @@
+"""SWIM with Lifeguard as a pure state machine, fed packets and time."""

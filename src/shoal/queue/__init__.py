@@ -1,0 +1,1 @@
+"""The NSQ data plane as pure cores: framing, commands, messages, topics and channels."""

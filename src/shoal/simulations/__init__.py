@@ -1,0 +1,1 @@
+"""A deterministic discrete-event simulator driving the real membership engine."""

@@ -1,0 +1,1 @@
+"""Public test doubles: an in-memory network with a fault hook."""
