@@ -62,8 +62,13 @@ class QueueConfig:
             raise ConfigError(f"node-id must be 0..1023, got {self.node_id}")
         if self.mem_queue_size < 0:
             raise ConfigError("mem-queue-size must not be negative")
-        for name in ("msg_timeout", "max_msg_timeout", "max_req_timeout",
-                     "max_heartbeat_interval", "client_timeout"):
+        for name in (
+            "msg_timeout",
+            "max_msg_timeout",
+            "max_req_timeout",
+            "max_heartbeat_interval",
+            "client_timeout",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be positive")
         if self.msg_timeout > self.max_msg_timeout:

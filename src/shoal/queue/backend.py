@@ -1,0 +1,119 @@
+"""The overflow store behind every topic and channel memory queue.
+
+Topics and channels keep up to ``mem_queue_size`` messages in memory and hand
+the rest to a `Backend` as encoded records (`encode_message`: the 26-byte
+header then the body), as nsqd hands them to its disk queue. The protocol and
+the channel logic only see this interface, so the disk queue slots in
+without touching them.
+
+Rules:
+1. Records come back in the order they were put (FIFO).
+2. ``put`` either stores the record or raises `BackendError`; a record is
+   never half-stored as far as ``get`` can tell.
+3. ``get`` removes the record it returns: once handed out, the message lives
+   in memory only (in flight or deferred), as in nsqd (nsq.md §4.5).
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Protocol
+
+from shoal.errors import ShoalError
+
+__all__ = ["Backend", "BackendError", "BackendFactory", "MemoryBackend", "memory_backend_factory"]
+
+
+class BackendError(ShoalError):
+    """A backend could not store or read a record (for example a failed write)."""
+
+
+class Backend(Protocol):
+    """A FIFO of encoded message records."""
+
+    @property
+    def depth(self) -> int:
+        """Records stored and not yet read."""
+        ...
+
+    def put(self, record: bytes) -> None:
+        """Append one record.
+
+        Raises:
+            BackendError: the record could not be stored; the backend is unchanged.
+        """
+        ...
+
+    def get(self) -> bytes | None:
+        """Remove and return the oldest record, or None when empty."""
+        ...
+
+    def empty(self) -> None:
+        """Drop every stored record."""
+        ...
+
+    def sync(self) -> None:
+        """Make every stored record durable (a no-op where nothing is durable)."""
+        ...
+
+    def close(self) -> None:
+        """Sync and release resources, keeping the records for the next start."""
+        ...
+
+    def delete(self) -> None:
+        """Release resources and remove the records for good."""
+        ...
+
+
+class BackendFactory(Protocol):
+    """Opens the backend for a topic (``name`` = topic) or channel (``topic:channel``)."""
+
+    def __call__(self, name: str, *, ephemeral: bool) -> Backend:
+        """Return the backend for ``name``; ephemeral queues never touch disk."""
+        ...
+
+
+class MemoryBackend:
+    """An unbounded in-memory backend: overflow stays in the process.
+
+    Used for ephemeral topics and channels in place of nsqd's dropping
+    backend, and for nodes run without a data path.
+    """
+
+    __slots__ = ("_records",)
+
+    def __init__(self) -> None:
+        self._records: collections.deque[bytes] = collections.deque()
+
+    @property
+    def depth(self) -> int:
+        """Records stored and not yet read."""
+        return len(self._records)
+
+    def put(self, record: bytes) -> None:
+        """Append one record."""
+        self._records.append(record)
+
+    def get(self) -> bytes | None:
+        """Remove and return the oldest record, or None when empty."""
+        return self._records.popleft() if self._records else None
+
+    def empty(self) -> None:
+        """Drop every stored record."""
+        self._records.clear()
+
+    def sync(self) -> None:
+        """Nothing to make durable."""
+
+    def close(self) -> None:
+        """Nothing to release; the records are lost with the process."""
+
+    def delete(self) -> None:
+        """Drop every stored record."""
+        self._records.clear()
+
+
+def memory_backend_factory(name: str, *, ephemeral: bool) -> Backend:
+    """A `BackendFactory` that keeps every overflow in memory."""
+    del name, ephemeral
+    return MemoryBackend()

@@ -1,0 +1,111 @@
+"""Messages, their 16-hex-character IDs, and the 26-byte header they travel with.
+
+A message is what a publisher sent plus what the broker adds: an ID, the
+publish timestamp and a delivery attempts counter. The same header layout is
+used in message frames (nsq.md §1.1) and in disk-queue records, so a record
+read back from disk is sent to a client without re-encoding the body.
+
+ID rules (nsq.md §4.10): a 64-bit value made of a ~1.05 ms tick, the node ID
+(10 bits) and a sequence (12 bits), rendered as 16 lowercase hex ASCII
+characters. nsqd sleeps when the clock goes backwards or a tick runs out of
+sequence numbers; a pure core cannot sleep, so the generator instead never
+lets its tick go backwards and borrows the next tick when a tick is full.
+IDs stay unique and increasing per generator; across nodes they are unique
+only if node IDs are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+
+from shoal.errors import LocalProtocolError, RemoteProtocolError
+
+__all__ = [
+    "HEADER",
+    "HEADER_SIZE",
+    "ID_SIZE",
+    "Message",
+    "MessageIDGenerator",
+    "decode_message",
+    "encode_message",
+]
+
+ID_SIZE = 16
+#: timestamp (int64 ns), attempts (uint16); the 16-byte ID follows.
+HEADER = struct.Struct(">qH")
+HEADER_SIZE = HEADER.size + ID_SIZE
+
+_EPOCH_TICK = 1288834974288
+_NODE_BITS = 10
+_SEQ_BITS = 12
+_SEQ_MASK = (1 << _SEQ_BITS) - 1
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class Message:
+    """One message as topics and channels hold it.
+
+    Attributes:
+        id: 16 ASCII hex bytes; every channel copy shares it.
+        body: the payload, opaque to the broker.
+        timestamp: publish time, nanoseconds since the epoch.
+        attempts: deliveries so far; incremented just before each delivery.
+        defer: seconds to hold the message back before it is deliverable (DPUB);
+            not persisted, as in nsqd (nsq.md §4.4).
+    """
+
+    id: bytes
+    body: bytes
+    timestamp: int
+    attempts: int = 0
+    defer: float = 0.0
+
+    def copy(self) -> Message:
+        """Return an independent copy for another channel (same ID and body)."""
+        return Message(self.id, self.body, self.timestamp, self.attempts, self.defer)
+
+
+def encode_message(msg: Message) -> bytes:
+    """Return the 26-byte header followed by the body (frame data, disk record)."""
+    return HEADER.pack(msg.timestamp, msg.attempts) + msg.id + msg.body
+
+
+def decode_message(data: bytes) -> Message:
+    """Parse what `encode_message` produced.
+
+    Raises:
+        RemoteProtocolError: the data is shorter than a header.
+    """
+    if len(data) < HEADER_SIZE:
+        raise RemoteProtocolError(f"message of {len(data)} bytes is shorter than its header")
+    timestamp, attempts = HEADER.unpack_from(data)
+    return Message(bytes(data[10:26]), bytes(data[26:]), timestamp, attempts)
+
+
+class MessageIDGenerator:
+    """Hands out unique, increasing message IDs for one topic on one node."""
+
+    __slots__ = ("_last_tick", "_node_bits", "_seq")
+
+    def __init__(self, node_id: int) -> None:
+        if not 0 <= node_id < (1 << _NODE_BITS):
+            raise LocalProtocolError(f"node id {node_id} is outside 0..1023")
+        self._node_bits = node_id << _SEQ_BITS
+        self._last_tick = 0
+        self._seq = 0
+
+    def next_id(self, now_ns: int) -> bytes:
+        """Return the next ID for a message published at ``now_ns``."""
+        tick = (now_ns >> 20) - _EPOCH_TICK
+        if tick > self._last_tick:
+            self._last_tick = tick
+            self._seq = 0
+        else:
+            self._seq += 1
+            if self._seq > _SEQ_MASK:
+                # The tick is full (or the clock went back): borrow the next one.
+                self._last_tick += 1
+                self._seq = 0
+        value = (self._last_tick << (_NODE_BITS + _SEQ_BITS)) | self._node_bits | self._seq
+        return b"%016x" % (value & 0xFFFFFFFFFFFFFFFF)
