@@ -1,0 +1,147 @@
+"""The ``shoal`` command: builds a config from flags and runs it under trio.
+
+No logic lives here beyond turning flags into config objects, running the
+node, and turning failures into one line on stderr with a non-zero exit
+(1 for runtime failures, 2 for usage), never a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import socket
+import sys
+import zlib
+from typing import Any
+
+import click
+import trio
+
+from shoal import __version__
+from shoal.cli.logs import setup_logging
+from shoal.cli.options import DURATION
+from shoal.cluster.node import Node
+from shoal.config import NodeConfig
+from shoal.errors import ConfigError
+from shoal.queue.config import QueueConfig
+
+__all__ = ["main"]
+
+
+def default_node_id() -> int:
+    """nsqd's default: crc32(md5(hostname)) mod 1024."""
+    digest = hashlib.md5(socket.gethostname().encode(), usedforsecurity=False).digest()
+    return zlib.crc32(digest) % 1024
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="shoal", message="%(prog)s %(version)s")
+def cli() -> None:
+    """shoal: an NSQ-compatible message broker whose nodes find each other by gossip."""
+
+
+@cli.command("node")
+@click.option("--tcp-address", default="0.0.0.0:4150", show_default=True,
+              help="<addr>:<port> to listen on for TCP clients (port 0 picks one).")
+@click.option("--http-address", default="0.0.0.0:4151", show_default=True,
+              help="<addr>:<port> to listen on for HTTP clients.")
+@click.option("--broadcast-address", default=None,
+              help="Address advertised to clients and peers [default: host name].")
+@click.option("--data-path", default=None, help="Directory for queues and metadata.")
+@click.option("--ready-file", default=None, type=click.Path(dir_okay=False),
+              help="Write the bound addresses here as JSON once listening.")
+@click.option("--node-id", type=click.IntRange(0, 1023), default=None,
+              help="Unique part of message IDs, 0..1023 [default: hash of host name].")
+@click.option("--mem-queue-size", type=click.IntRange(min=0), default=10000, show_default=True,
+              help="Messages kept in memory per topic and per channel.")
+@click.option("--msg-timeout", type=DURATION, default="60s", show_default=True,
+              help="Default time to wait before an unanswered message is requeued.")
+@click.option("--max-msg-timeout", type=DURATION, default="15m", show_default=True,
+              help="Longest message timeout a client may ask for.")
+@click.option("--max-req-timeout", type=DURATION, default="1h", show_default=True,
+              help="Longest REQ delay, and longest DPUB defer.")
+@click.option("--max-rdy-count", type=click.IntRange(min=1), default=2500, show_default=True,
+              help="Largest RDY a client may send.")
+@click.option("--max-msg-size", type=click.IntRange(min=1), default=1048576, show_default=True,
+              help="Largest message body in bytes.")
+@click.option("--max-body-size", type=click.IntRange(min=1), default=5242880, show_default=True,
+              help="Largest IDENTIFY, AUTH or MPUB body in bytes.")
+@click.option("--max-heartbeat-interval", type=DURATION, default="60s", show_default=True,
+              help="Longest heartbeat interval a client may ask for.")
+@click.option("--max-output-buffer-size", type=click.IntRange(min=64), default=65536,
+              show_default=True, help="Largest output buffer a client may ask for.")
+@click.option("--output-buffer-timeout", type=DURATION, default="250ms", show_default=True,
+              help="Default flush interval of a client's output buffer.")
+@click.option("--min-output-buffer-timeout", type=DURATION, default="25ms", show_default=True,
+              help="Shortest output buffer timeout a client may ask for.")
+@click.option("--max-output-buffer-timeout", type=DURATION, default="30s", show_default=True,
+              help="Longest output buffer timeout a client may ask for.")
+@click.option("--max-channel-consumers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Connections allowed per channel (0 = unlimited).")
+@click.option("--max-deflate-level", type=click.IntRange(1, 9), default=6, show_default=True,
+              help="Highest deflate level reported to clients.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warn", "error", "fatal"]),
+              default="info", show_default=True, help="Lowest level of log lines written.")
+def node_command(**options: Any) -> None:
+    """Run a node: NSQ TCP protocol V2 and the HTTP APIs, with embedded defaults."""
+    setup_logging(options.pop("log_level"))
+    try:
+        config = build_node_config(options)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    node = Node(config)
+    try:
+        trio.run(_run_until_signalled, node)
+    except* OSError as group:
+        exc = group.exceptions[0]
+        click.echo(f"shoal: cannot start node: {exc.strerror or exc}", err=True)
+        sys.exit(1)
+
+
+def build_node_config(options: dict[str, Any]) -> NodeConfig:
+    """Turn the ``node`` command's options into a `NodeConfig`.
+
+    Raises:
+        ConfigError: an option is out of range or inconsistent with another.
+    """
+    node_id = options.pop("node_id")
+    queue = QueueConfig(
+        node_id=default_node_id() if node_id is None else node_id,
+        mem_queue_size=options.pop("mem_queue_size"),
+        msg_timeout=options.pop("msg_timeout"),
+        max_msg_timeout=options.pop("max_msg_timeout"),
+        max_req_timeout=options.pop("max_req_timeout"),
+        max_rdy_count=options.pop("max_rdy_count"),
+        max_msg_size=options.pop("max_msg_size"),
+        max_body_size=options.pop("max_body_size"),
+        max_heartbeat_interval=options.pop("max_heartbeat_interval"),
+        max_output_buffer_size=options.pop("max_output_buffer_size"),
+        output_buffer_timeout=options.pop("output_buffer_timeout"),
+        min_output_buffer_timeout=options.pop("min_output_buffer_timeout"),
+        max_output_buffer_timeout=options.pop("max_output_buffer_timeout"),
+        max_channel_consumers=options.pop("max_channel_consumers"),
+        max_deflate_level=options.pop("max_deflate_level"),
+    )
+    broadcast = options.pop("broadcast_address") or socket.gethostname()
+    return NodeConfig(queue=queue, broadcast_address=broadcast, **options)
+
+
+async def _run_until_signalled(node: Node) -> None:
+    """Run ``node`` until SIGINT or SIGTERM, then shut it down cleanly."""
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals(*, task_status: trio.TaskStatus[None]) -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                task_status.started()
+                async for _ in signals:
+                    node.shutdown()
+                    return
+
+        await nursery.start(watch_signals)
+        await node.run()
+        nursery.cancel_scope.cancel()
+
+
+def main() -> None:
+    """Entry point of the ``shoal`` console script."""
+    cli(prog_name="shoal")

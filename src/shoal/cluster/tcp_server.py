@@ -1,0 +1,285 @@
+"""The NSQ TCP protocol V2 server: the trio shell around `ClientV2`.
+
+Each connection runs three tasks in its own nursery:
+
+- the reader decodes commands, applies them and writes responses; it owns
+  the read deadline (2 x heartbeat interval, nsq.md §1.5) and ends the
+  connection on EOF, on a fatal error and on a silent client;
+- the pump sends message frames while RDY allows, woken by its channel when
+  messages become deliverable and by the reader when RDY or the in-flight
+  count changes;
+- the heartbeat sends ``_heartbeat_`` every heartbeat interval.
+
+Writes from the three tasks go through one lock, each with a deadline of one
+heartbeat interval, so a client that stops reading is disconnected instead of
+pinning memory. Message frames are buffered per pump round: everything
+deliverable in one round goes out in one write, which is nsqd's output
+buffer flushed when "the client cannot take more or the channel is empty".
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from shoal import __version__
+from shoal.queue.commands import CommandDecoder, Fin, Rdy, Req, Sub
+from shoal.queue.errors import ClientError, FatalClientError
+from shoal.queue.frames import HEARTBEAT_FRAME, encode_message_frame
+from shoal.queue.protocol import ClientV2
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from shoal.queue.broker import Broker
+    from shoal.queue.channel import Channel
+    from shoal.queue.config import QueueConfig
+
+__all__ = ["ChannelNotifier", "Connection", "TCPServer"]
+
+log = logging.getLogger("shoal.tcp")
+
+#: Bytes asked of the socket per read: big enough for a 200-message MPUB.
+RECEIVE_SIZE = 256 * 1024
+
+
+class ChannelNotifier:
+    """The `Channel.wakeup` hook: wakes the pump of every subscribed connection."""
+
+    __slots__ = ("connections",)
+
+    def __init__(self) -> None:
+        self.connections: set[Connection] = set()
+
+    def __call__(self) -> None:
+        for conn in self.connections:
+            conn.wake()
+
+
+class Connection:
+    """One client connection: a stream plus its protocol state."""
+
+    def __init__(self, server: TCPServer, stream: trio.SocketStream, client: ClientV2) -> None:
+        self.server = server
+        self.stream = stream
+        self.client = client
+        self._send_lock = trio.Lock()
+        self._wake = trio.Event()
+        self._notifier: ChannelNotifier | None = None
+
+    def wake(self) -> None:
+        """Ask the pump to look for deliverable messages again."""
+        self._wake.set()
+
+    async def send(self, data: bytes) -> None:
+        """Write ``data`` within one heartbeat interval, or give up on the client.
+
+        Raises:
+            trio.TooSlowError: the client did not take the data in time.
+        """
+        interval = self.client.heartbeat_interval
+        timeout = interval if interval > 0 else math.inf
+        async with self._send_lock:
+            with trio.fail_after(timeout):
+                await self.stream.send_all(data)
+
+    async def run(self) -> None:
+        """Serve the connection until either side ends it."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump)
+                nursery.start_soon(self._heartbeat)
+                await self._read()
+                nursery.cancel_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
+            log.info("client %s: connection ended: %s", self.client.remote_address, exc)
+        finally:
+            self._detach()
+            self.client.close()
+            with trio.move_on_after(1) as scope:
+                scope.shield = True
+                await self.stream.aclose()
+
+    async def _read(self) -> None:
+        decoder = self.server.new_decoder()
+        client = self.client
+        while True:
+            interval = client.heartbeat_interval
+            deadline = 2 * interval if interval > 0 else math.inf
+            with trio.move_on_after(deadline) as scope:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            if scope.cancelled_caught:
+                log.info("client %s: no command for %.0fs, closing", client.remote_address, deadline)
+                return
+            if not data:
+                return
+            decoder.receive_data(data)
+            out: list[bytes] = []
+            wake = False
+            try:
+                while (cmd := decoder.next_command()) is not None:
+                    try:
+                        response = client.execute(cmd, time.time())
+                    except ClientError as err:
+                        if err.fatal:
+                            raise
+                        out.append(err.frame())
+                        continue
+                    if response is not None:
+                        out.append(response)
+                    if isinstance(cmd, Rdy | Fin | Req):
+                        wake = True
+                    elif isinstance(cmd, Sub):
+                        self._attach()
+                        self.server.on_subscribe(client)
+            except FatalClientError as err:
+                log.info("client %s: %s %s", client.remote_address, err.code, err.description)
+                out.append(err.frame())
+                await self.send(b"".join(out))
+                return
+            if wake:
+                self._wake.set()
+            if out:
+                await self.send(b"".join(out) if len(out) > 1 else out[0])
+
+    def _attach(self) -> None:
+        channel = self.client.channel
+        if channel is None:
+            return
+        self._notifier = self.server.notifier_for(channel)
+        self._notifier.connections.add(self)
+
+    def _detach(self) -> None:
+        if self._notifier is not None:
+            self._notifier.connections.discard(self)
+            self._notifier = None
+
+    async def _pump(self) -> None:
+        client = self.client
+        while True:
+            self._wake = trio.Event()
+            msgs = client.deliver(time.time())
+            if msgs:
+                await self.send(b"".join([encode_message_frame(m) for m in msgs]))
+                continue
+            await self._wake.wait()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            interval = self.client.heartbeat_interval
+            if interval <= 0:
+                # Disabled by IDENTIFY; IDENTIFY cannot run twice, so for good.
+                await trio.sleep_forever()
+            await trio.sleep(interval)
+            if self.client.heartbeat_interval == interval:
+                await self.send(HEARTBEAT_FRAME)
+
+
+class TCPServer:
+    """Accepts NSQ clients and runs a `Connection` for each.
+
+    Args:
+        broker: the node's topics and channels.
+        config: limits and defaults shared by every connection.
+        on_subscribe: called after each successful SUB (the node uses it to
+            start draining a topic backlog into a new channel).
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        config: QueueConfig,
+        *,
+        on_subscribe: Callable[[ClientV2], None] | None = None,
+    ) -> None:
+        self.broker = broker
+        self.config = config
+        self.connections: dict[int, Connection] = {}
+        self._ids = itertools.count(1)
+        self._on_subscribe = on_subscribe
+
+    def new_decoder(self) -> CommandDecoder:
+        """A decoder with this server's limits, expecting the V2 magic first."""
+        cfg = self.config
+        return CommandDecoder(
+            max_msg_size=cfg.max_msg_size,
+            max_body_size=cfg.max_body_size,
+            max_req_timeout_ms=int(cfg.max_req_timeout * 1000),
+            max_rdy_count=cfg.max_rdy_count,
+        )
+
+    def notifier_for(self, channel: Channel) -> ChannelNotifier:
+        """The wakeup hook of ``channel``, installed on first use."""
+        hook = channel.wakeup
+        if isinstance(hook, ChannelNotifier):
+            return hook
+        notifier = ChannelNotifier()
+        channel.wakeup = notifier
+        return notifier
+
+    def on_subscribe(self, client: ClientV2) -> None:
+        """Forward a successful SUB to the node's hook."""
+        if self._on_subscribe is not None:
+            self._on_subscribe(client)
+
+    def timed_out(self, client_ids: list[int]) -> None:
+        """Account for in-flight messages of these clients that timed out."""
+        for client_id in client_ids:
+            conn = self.connections.get(client_id)
+            if conn is not None:
+                conn.client.timed_out(1)
+                conn.wake()
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        """Serve one accepted stream (the `trio.serve_listeners` handler)."""
+        try:
+            peer = stream.socket.getpeername()
+            remote = f"{peer[0]}:{peer[1]}"
+        except OSError:
+            remote = "unknown:0"
+        client_id = next(self._ids)
+        client = ClientV2(
+            self.broker,
+            self.config,
+            client_id=client_id,
+            remote_address=remote,
+            version=__version__,
+            now=time.time(),
+        )
+        conn = Connection(self, stream, client)
+        self.connections[client_id] = conn
+        log.debug("TCP: new client(%s)", remote)
+        try:
+            await conn.run()
+        finally:
+            del self.connections[client_id]
+
+    async def serve(
+        self,
+        listeners: list[trio.SocketListener],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept connections on ``listeners`` until cancelled."""
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(self._accept_loop, listener, nursery)
+            task_status.started()
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:
+                    # Out of file descriptors and the like: back off, keep serving.
+                    log.warning("TCP: accept failed: %s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                nursery.start_soon(self.handle, stream)
+

@@ -1,0 +1,67 @@
+"""`NodeConfig`: everything one ``shoal node`` process is started with.
+
+It composes the package configs (`QueueConfig` for the data plane) with the
+node's own settings: where it listens, what it advertises and where it keeps
+its data. Every field maps 1:1 to a ``shoal node`` flag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+
+from shoal.errors import ConfigError
+from shoal.queue.config import QueueConfig
+
+__all__ = ["NodeConfig", "parse_address"]
+
+
+def parse_address(text: str, *, what: str = "address") -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` too); an empty host means every interface.
+
+    Raises:
+        ConfigError: the text is not ``host:port`` with a port in 0..65535.
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise ConfigError(f"{what} {text!r} is not host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"{what} {text!r} has no numeric port") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{what} {text!r} has a port outside 0..65535")
+    return (host or "0.0.0.0", port)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    """Configuration of one node.
+
+    Attributes:
+        tcp_address: NSQ TCP protocol listener, ``host:port``; port 0 picks one.
+        http_address: nsqd HTTP API listener (also serves the lookup read
+            endpoints and ``/members``).
+        broadcast_address: the host name other nodes and clients should dial;
+            defaults to this machine's host name, as nsqd's does.
+        data_path: where queues and metadata live; None keeps everything in
+            memory (overflow included) and nothing survives a restart.
+        ready_file: once every listener is bound, their addresses are written
+            here as JSON, for harnesses started with port 0.
+        queue: the data plane's limits and defaults.
+    """
+
+    tcp_address: str = "0.0.0.0:4150"
+    http_address: str = "0.0.0.0:4151"
+    broadcast_address: str = dataclasses.field(default_factory=socket.gethostname)
+    data_path: str | None = None
+    ready_file: str | None = None
+    queue: QueueConfig = dataclasses.field(default_factory=QueueConfig)
+
+    def __post_init__(self) -> None:
+        parse_address(self.tcp_address, what="tcp-address")
+        parse_address(self.http_address, what="http-address")
+        if not self.broadcast_address:
+            raise ConfigError("broadcast-address must not be empty")
