@@ -40,6 +40,7 @@ _EPOCH_TICK = 1288834974288
 _NODE_BITS = 10
 _SEQ_BITS = 12
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
+_SEQ_HEX = [b"%03x" % seq for seq in range(_SEQ_MASK + 1)]
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -109,3 +110,33 @@ class MessageIDGenerator:
                 self._seq = 0
         value = (self._last_tick << (_NODE_BITS + _SEQ_BITS)) | self._node_bits | self._seq
         return b"%016x" % (value & 0xFFFFFFFFFFFFFFFF)
+
+    def next_ids(self, now_ns: int, count: int) -> list[bytes]:
+        """Return ``count`` IDs at once, as ``next_id`` called ``count`` times would.
+
+        An MPUB batch gets its IDs in one call: one comprehension per tick
+        instead of a method call per message.
+        """
+        tick = (now_ns >> 20) - _EPOCH_TICK
+        if tick > self._last_tick:
+            seq = 0
+        else:
+            tick = self._last_tick
+            seq = self._seq + 1
+        ids: list[bytes] = []
+        while count > 0:
+            if seq > _SEQ_MASK:
+                tick += 1
+                seq = 0
+            take = min(count, _SEQ_MASK + 1 - seq)
+            base = ((tick << (_NODE_BITS + _SEQ_BITS)) | self._node_bits) & 0xFFFFFFFFFFFFFFFF
+            # The sequence is exactly the last three hex digits: format the
+            # other thirteen once per tick.
+            prefix = b"%013x" % (base >> _SEQ_BITS)
+            ids += [prefix + suffix for suffix in _SEQ_HEX[seq : seq + take]]
+            seq += take
+            count -= take
+        if ids:
+            self._last_tick = tick
+            self._seq = seq - 1
+        return ids

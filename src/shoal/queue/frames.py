@@ -1,0 +1,175 @@
+"""Server-to-client framing of the NSQ TCP protocol V2 (nsq.md §1.1).
+
+Every frame the server writes is ``[int32 size][int32 frame_type][data]``,
+big-endian, where ``size`` counts the frame type and the data (4 + len(data)).
+A message frame's data is the 26-byte message header (int64 timestamp in
+nanoseconds, uint16 attempts, 16-byte ID) followed by the body, which is
+exactly what `shoal.queue.message.encode_message` produces; an error frame's
+data is ``<CODE> <description>``.
+
+Encoding is the server's hot path, so `encode_message_frame` packs the frame
+header and the message header with one ``struct`` call and joins the parts.
+`FrameDecoder` is the client side (our own client, tests and benchmarks): it
+is fed bytes and hands back whole frames, in the style of h11.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from typing import TYPE_CHECKING
+
+from shoal.errors import LocalProtocolError, RemoteProtocolError
+from shoal.queue.message import decode_message
+
+if TYPE_CHECKING:
+    from shoal.queue.message import Message
+
+__all__ = [
+    "CLOSE_WAIT_FRAME",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "HEARTBEAT_FRAME",
+    "MAGIC_V2",
+    "OK_FRAME",
+    "FrameDecoder",
+    "FrameType",
+    "decode_message_frame",
+    "encode_error",
+    "encode_message_frame",
+    "encode_response",
+]
+
+#: What a V2 client sends first: two spaces, ``V``, ``2``.
+MAGIC_V2 = b"  V2"
+#: Default largest ``size`` a `FrameDecoder` accepts before reading the data.
+DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
+
+
+class FrameType(enum.IntEnum):
+    """The ``frame_type`` field; on the wire, so append only."""
+
+    RESPONSE = 0
+    ERROR = 1
+    MESSAGE = 2
+
+
+_FRAME_HEAD = struct.Struct(">ii")
+# Frame size, frame type, then the message header (timestamp, attempts); the ID follows.
+_MESSAGE_HEAD = struct.Struct(">iiqH")
+# Frame type plus the 26-byte message header: what `size` counts besides the body.
+_MESSAGE_OVERHEAD = 4 + 8 + 2 + 16
+
+
+def encode_response(data: bytes) -> bytes:
+    """Return a response frame (type 0) carrying ``data``."""
+    return _FRAME_HEAD.pack(len(data) + 4, FrameType.RESPONSE) + data
+
+
+def encode_error(code: str, description: str) -> bytes:
+    """Return an error frame (type 1) carrying ``<code> <description>``."""
+    data = f"{code} {description}".encode()
+    return _FRAME_HEAD.pack(len(data) + 4, FrameType.ERROR) + data
+
+
+def encode_message_frame(msg: Message) -> bytes:
+    """Return the message frame (type 2) that delivers ``msg`` to a consumer.
+
+    The caller has already incremented ``msg.attempts`` for this delivery.
+    """
+    body = msg.body
+    # join copies each part once; chained + would copy the body twice.
+    return b"".join(
+        (
+            _MESSAGE_HEAD.pack(len(body) + _MESSAGE_OVERHEAD, 2, msg.timestamp, msg.attempts),
+            msg.id,
+            body,
+        )
+    )
+
+
+#: The reply to a successful PUB, MPUB, DPUB, SUB or a plain IDENTIFY.
+OK_FRAME = encode_response(b"OK")
+#: Sent every heartbeat interval; clients answer with NOP (nsq.md §1.5).
+HEARTBEAT_FRAME = encode_response(b"_heartbeat_")
+#: The reply to CLS; the server then waits for the client to close.
+CLOSE_WAIT_FRAME = encode_response(b"CLOSE_WAIT")
+
+#: Parse the data of a MESSAGE frame; the layout is the message record's.
+decode_message_frame = decode_message
+
+# Compact the receive buffer once this much of it has been consumed.
+_COMPACT_AT = 64 * 1024
+
+
+class FrameDecoder:
+    """Splits a server's byte stream into frames (client side).
+
+    Feed bytes with `receive_data` and call `next_frame` until it returns
+    ``None``. The size field is checked as soon as it arrives, so an absurd
+    size is refused before its data is buffered.
+
+    Args:
+        max_frame_size: largest ``size`` field accepted (frame type plus data).
+    """
+
+    __slots__ = ("_buf", "_errored", "_max_frame_size", "_pos")
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        if max_frame_size < 4:
+            raise LocalProtocolError(f"max_frame_size {max_frame_size} is below 4")
+        self._max_frame_size = max_frame_size
+        self._buf = bytearray()
+        self._pos = 0
+        self._errored = False
+
+    def receive_data(self, data: bytes) -> None:
+        """Append bytes read from the connection; nothing is parsed yet.
+
+        Raises:
+            LocalProtocolError: an earlier call raised `RemoteProtocolError`.
+        """
+        if self._errored:
+            raise LocalProtocolError("frame decoder is unusable after a protocol error")
+        self._buf += data
+
+    def next_frame(self) -> tuple[FrameType, bytes] | None:
+        """Return the next whole frame, or ``None`` when more data is needed.
+
+        Returns:
+            The frame type and the frame data (without size and type).
+
+        Raises:
+            RemoteProtocolError: the size is below 4 or above ``max_frame_size``,
+                or the frame type is unknown. The decoder is then unusable.
+            LocalProtocolError: an earlier call raised `RemoteProtocolError`.
+        """
+        if self._errored:
+            raise LocalProtocolError("frame decoder is unusable after a protocol error")
+        buf = self._buf
+        pos = self._pos
+        avail = len(buf) - pos
+        if avail < 4:
+            return None
+        (size,) = struct.unpack_from(">i", buf, pos)
+        if size < 4 or size > self._max_frame_size:
+            self._errored = True
+            raise RemoteProtocolError(f"frame size {size} is outside 4..{self._max_frame_size}")
+        if avail < 4 + size:
+            return None
+        (raw_type,) = struct.unpack_from(">i", buf, pos + 4)
+        try:
+            frame_type = FrameType(raw_type)
+        except ValueError:
+            self._errored = True
+            raise RemoteProtocolError(f"unknown frame type {raw_type}") from None
+        with memoryview(buf) as view:
+            data = view[pos + 8 : pos + 4 + size].tobytes()
+        pos += 4 + size
+        if pos == len(buf):
+            buf.clear()
+            pos = 0
+        elif pos >= _COMPACT_AT:
+            del buf[:pos]
+            pos = 0
+        self._pos = pos
+        return frame_type, data

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shoal.errors import LocalProtocolError, RemoteProtocolError
+from shoal.queue.message import (
+    HEADER_SIZE,
+    Message,
+    MessageIDGenerator,
+    decode_message,
+    encode_message,
+)
+
+NOW_NS = 1_795_000_000_000_000_000
+
+
+def test_message_id_is_16_lowercase_hex_chars_with_node_id() -> None:
+    msg_id = MessageIDGenerator(837).next_id(NOW_NS)
+    assert len(msg_id) == 16
+    assert msg_id == msg_id.lower()
+    assert (int(msg_id, 16) >> 12) & 0x3FF == 837
+
+
+def test_message_ids_increase_when_a_tick_runs_out_of_sequence_numbers() -> None:
+    gen = MessageIDGenerator(1)
+    ids = [gen.next_id(NOW_NS) for _ in range(10_000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_message_ids_never_repeat_when_the_clock_goes_back() -> None:
+    gen = MessageIDGenerator(1)
+    first = [gen.next_id(NOW_NS) for _ in range(10)]
+    later = [gen.next_id(NOW_NS - 10**9) for _ in range(10)]
+    assert later[0] > first[-1]
+    assert len(set(first + later)) == 20
+
+
+def test_message_id_generator_refuses_an_out_of_range_node_id() -> None:
+    with pytest.raises(LocalProtocolError):
+        MessageIDGenerator(1024)
+
+
+@given(
+    node_id=st.integers(0, 1023),
+    steps=st.lists(st.tuples(st.integers(-(5 << 20), 5 << 20), st.integers(0, 9000)), max_size=6),
+)
+def test_next_ids_equals_next_id_called_count_times(
+    node_id: int, steps: list[tuple[int, int]]
+) -> None:
+    one, bulk = MessageIDGenerator(node_id), MessageIDGenerator(node_id)
+    now = NOW_NS
+    for shift, count in steps:
+        now += shift
+        assert bulk.next_ids(now, count) == [one.next_id(now) for _ in range(count)]
+
+
+def test_message_encoding_round_trips_header_and_body() -> None:
+    msg = Message(b"0123456789abcdef", b"body \x00 bytes", NOW_NS, 7)
+    data = encode_message(msg)
+    assert len(data) == HEADER_SIZE + len(msg.body)
+    back = decode_message(data)
+    assert (back.id, back.body, back.timestamp, back.attempts) == (msg.id, msg.body, NOW_NS, 7)
+
+
+def test_decode_message_refuses_data_shorter_than_a_header() -> None:
+    with pytest.raises(RemoteProtocolError):
+        decode_message(b"x" * (HEADER_SIZE - 1))
