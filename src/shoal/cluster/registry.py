@@ -1,0 +1,629 @@
+"""The gossiped topic registry: who holds which topics and channels.
+
+This replaces nsqlookupd's registration database (nsq.md §3.2). It is pure
+logic (no I/O, no clock: callers pass ``now``), driven by the broker on this
+node and by gossip from the others.
+
+Theory of operation (Scuttlebutt, as chitchat does it):
+
+- Every node owns one *state*: a map of keys to values, each entry stamped
+  with the version at which it was last written. Only the owner writes its
+  state; every write takes the next version. A state also carries a
+  *generation* (the owner's start time), so a restarted node, whose versions
+  start again from 1, replaces what others remember of its previous life.
+- Gossip moves *entries*. An entry is applied when its version is newer than
+  the stored one for that key, so duplicated and reordered gossip is
+  harmless, and merges commute.
+- Each node also tracks, per owner, the highest version up to which it has
+  seen every entry (the *watermark*). A digest maps owner to
+  (generation, watermark); given a peer's digest, `delta` returns exactly
+  the entries the peer lacks. Push-pull exchanges digests and deltas, so it
+  sends what changed, not the whole table.
+- Deleting a key writes a tombstone (value None) at a new version; tombstones
+  older than `TOMBSTONE_GC` are dropped, and a peer whose watermark is below
+  the oldest dropped version gets the owner's whole state with a reset flag.
+
+Keys (all strings, values CBOR-friendly):
+
+- ``info``: the owner's addresses as a producer (broadcast address, host
+  name, TCP and HTTP ports, version string).
+- ``t:<topic>``: the owner's broker holds the topic; value ``{"c": [channels],
+  "at": ns}``, where ``at`` is the wall time of the last change.
+- ``k:<topic>``: a topic (and channels) registered through the owner's
+  lookup API without a producer (``/topic/create``, ``/channel/create``).
+- ``d:<topic>`` and ``d:<topic>/<channel>``: a delete ordered through the
+  owner's lookup API at wall time ``at``; it hides every registration of
+  that key written before ``at``, cluster-wide.
+- ``x:<topic>@<host:http_port>``: a producer tombstone (``/topic/tombstone``)
+  hiding that producer of that topic until the value's wall time.
+
+Views (`lookup`, `topics`, `channels`, `nodes`) are computed over these
+states, with liveness given by the caller: producers on dead or left members
+are hidden, while their non-ephemeral keys remain, as nsqlookupd's do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+import cbor2
+
+from shoal.errors import RemoteProtocolError
+from shoal.queue.names import is_ephemeral
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+
+__all__ = [
+    "Entry",
+    "NodeInfo",
+    "OwnerDelta",
+    "Producer",
+    "Registry",
+    "decode_delta",
+    "decode_digest",
+    "encode_delta",
+    "encode_digest",
+]
+
+#: Tombstones older than this (seconds) are forgotten.
+TOMBSTONE_GC = 3600.0
+#: Bytes of one encoded delta or digest we accept from a peer.
+MAX_ENCODED = 32 * 1024 * 1024
+#: Entries and owners per message we accept from a peer.
+MAX_ENTRIES = 1_000_000
+MAX_KEY = 256
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class NodeInfo:
+    """How clients reach a node's broker (the producer fields of nsq.md §3.1)."""
+
+    broadcast_address: str
+    hostname: str
+    tcp_port: int
+    http_port: int
+    version: str
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``info`` value."""
+        return {
+            "b": self.broadcast_address,
+            "h": self.hostname,
+            "t": self.tcp_port,
+            "p": self.http_port,
+            "v": self.version,
+        }
+
+    @classmethod
+    def from_wire(cls, value: Any) -> NodeInfo:
+        """Parse an ``info`` value.
+
+        Raises:
+            RemoteProtocolError: the value is not a well-formed info map.
+        """
+        if not isinstance(value, dict):
+            raise RemoteProtocolError("malformed node info")
+        fields = value.get("b"), value.get("h"), value.get("t"), value.get("p"), value.get("v")
+        address, hostname, tcp_port, http_port, version = fields
+        if not (
+            isinstance(address, str)
+            and isinstance(hostname, str)
+            and isinstance(version, str)
+            and _is_port(tcp_port)
+            and _is_port(http_port)
+        ):
+            raise RemoteProtocolError("malformed node info")
+        return cls(
+            broadcast_address=address,
+            hostname=hostname,
+            tcp_port=tcp_port,
+            http_port=http_port,
+            version=version,
+        )
+
+
+def _is_port(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Producer:
+    """One node holding a topic, as /lookup and /nodes describe it."""
+
+    node: str
+    info: NodeInfo
+
+    @property
+    def http_id(self) -> str:
+        """``broadcast_address:http_port``, the ``node`` of /topic/tombstone."""
+        return f"{self.info.broadcast_address}:{self.info.http_port}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Entry:
+    """One key of one owner's state at one version."""
+
+    key: str
+    value: Any
+    version: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OwnerDelta:
+    """What one owner's state has that a peer lacks.
+
+    Attributes:
+        owner: whose state.
+        generation: the owner's generation these entries belong to.
+        watermark: the sender holds every entry of this owner up to here.
+        reset: ``entries`` are the owner's whole state (the peer knew an older
+            generation, or is below the sender's GC floor).
+        entries: sorted by version.
+    """
+
+    owner: str
+    generation: int
+    watermark: int
+    reset: bool
+    entries: list[Entry]
+
+
+@dataclasses.dataclass(slots=True)
+class _Slot:
+    value: Any
+    version: int
+    written_at: float  # local time the tombstone was stored, for GC
+
+
+@dataclasses.dataclass(slots=True)
+class _State:
+    generation: int
+    entries: dict[str, _Slot] = dataclasses.field(default_factory=dict)
+    watermark: int = 0
+    # Versions seen above the watermark (gaps below them still missing).
+    pending: set[int] = dataclasses.field(default_factory=set)
+    # Highest version of a tombstone we have dropped; peers below it need a reset.
+    gc_floor: int = 0
+
+    @property
+    def max_version(self) -> int:
+        return max(self.pending, default=self.watermark)
+
+
+class Registry:
+    """Every node's topic state, as this node knows it.
+
+    Args:
+        name: this node's member name (owner key of its own state).
+        generation: increases across restarts of the same name; the node's
+            start time in nanoseconds is the natural choice.
+        info: this node's producer addresses.
+        now: local time (seconds) of creation.
+    """
+
+    def __init__(self, name: str, *, generation: int, info: NodeInfo, now: float) -> None:
+        self.name = name
+        self._states: dict[str, _State] = {name: _State(generation)}
+        self._own = self._states[name]
+        self._version = 0
+        #: Bumped on every applied change; views cache against it.
+        self.change_count = 0
+        self._listeners: list[Callable[[], None]] = []
+        self._write("info", info.to_wire(), now)
+
+    # -- local writes -----------------------------------------------------------
+
+    def add_listener(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` after every change to any state (for long polls)."""
+        self._listeners.append(fn)
+
+    def _changed(self) -> None:
+        self.change_count += 1
+        for fn in self._listeners:
+            fn()
+
+    def _write(self, key: str, value: Any, now: float) -> Entry:
+        self._version += 1
+        self._own.entries[key] = _Slot(value, self._version, now)
+        self._own.watermark = self._version
+        self._changed()
+        return Entry(key, value, self._version)
+
+    def set_info(self, info: NodeInfo, now: float) -> Entry:
+        """Record this node's (possibly changed) producer addresses."""
+        return self._write("info", info.to_wire(), now)
+
+    def set_topic(self, topic: str, channels: Iterable[str], *, wall: float, now: float) -> Entry:
+        """This node's broker holds ``topic`` with exactly ``channels``."""
+        value = {"c": sorted(channels), "at": int(wall * 1e9)}
+        return self._write(f"t:{topic}", value, now)
+
+    def remove_topic(self, topic: str, now: float) -> Entry | None:
+        """This node's broker no longer holds ``topic``."""
+        slot = self._own.entries.get(f"t:{topic}")
+        if slot is None or slot.value is None:
+            return None
+        return self._write(f"t:{topic}", None, now)
+
+    def register(self, topic: str, channel: str | None, *, wall: float, now: float) -> Entry:
+        """Register a topic (and channel) key through the lookup API, with no producer."""
+        key = f"k:{topic}"
+        slot = self._own.entries.get(key)
+        channels = set(slot.value["c"]) if slot is not None and slot.value is not None else set()
+        if channel is not None:
+            channels.add(channel)
+        return self._write(key, {"c": sorted(channels), "at": int(wall * 1e9)}, now)
+
+    def order_delete(self, topic: str, channel: str | None, *, wall: float, now: float) -> Entry:
+        """Delete a topic or channel key cluster-wide (lookup API ``/topic/delete``...).
+
+        Every registration of it written before ``wall`` is hidden on every node.
+        """
+        key = f"d:{topic}" if channel is None else f"d:{topic}/{channel}"
+        return self._write(key, int(wall * 1e9), now)
+
+    def tombstone(self, topic: str, http_id: str, *, until: float, now: float) -> Entry:
+        """Hide producer ``http_id`` of ``topic`` from /lookup until wall time ``until``."""
+        return self._write(f"x:{topic}@{http_id}", int(until * 1e9), now)
+
+    # -- gossip -----------------------------------------------------------------
+
+    def digest(self) -> dict[str, tuple[int, int]]:
+        """Owner -> (generation, watermark): what this node has seen."""
+        return {name: (st.generation, st.watermark) for name, st in self._states.items()}
+
+    def delta(self, peer_digest: Mapping[str, tuple[int, int]]) -> list[OwnerDelta]:
+        """The entries a peer with ``peer_digest`` lacks, one `OwnerDelta` per owner with news."""
+        out = []
+        for name, st in self._states.items():
+            known = peer_digest.get(name)
+            if known is not None and known[0] > st.generation:
+                continue
+            reset = known is None or known[0] < st.generation or known[1] < st.gc_floor
+            floor = 0 if reset or known is None else known[1]
+            entries = sorted(
+                (Entry(k, s.value, s.version) for k, s in st.entries.items() if s.version > floor),
+                key=lambda e: e.version,
+            )
+            if entries or reset or (known is not None and known[1] < st.watermark):
+                out.append(OwnerDelta(name, st.generation, st.watermark, reset, entries))
+        return out
+
+    def apply_delta(self, delta: OwnerDelta, now: float) -> bool:
+        """Merge what a peer's `delta` sent: entries, then the peer's watermark.
+
+        The peer sent every entry it holds above our watermark (or all of
+        them, with ``reset``), so afterwards we hold everything up to its
+        watermark too.
+        """
+        changed = self.apply(delta.owner, delta.generation, delta.reset, delta.entries, now)
+        st = self._states.get(delta.owner)
+        if (
+            st is not None
+            and st is not self._own
+            and st.generation == delta.generation
+            and delta.watermark > st.watermark
+        ):
+            st.watermark = delta.watermark
+            st.pending = {v for v in st.pending if v > st.watermark}
+            self._advance(st)
+        return changed
+
+    @staticmethod
+    def _advance(st: _State) -> None:
+        while st.watermark + 1 in st.pending:
+            st.watermark += 1
+            st.pending.discard(st.watermark)
+        st.pending = {v for v in st.pending if v > st.watermark}
+
+    def apply(
+        self, owner: str, generation: int, reset: bool, entries: Iterable[Entry], now: float
+    ) -> bool:
+        """Merge entries of ``owner``'s state; idempotent and order-independent.
+
+        With ``reset``, ``entries`` are the owner's whole state: keys they lack
+        were deleted and collected, and our watermark restarts from zero.
+
+        Returns:
+            True when anything changed.
+        """
+        if owner == self.name:
+            # Nobody else writes our state; news of an older life of ours is stale.
+            return False
+        entries = list(entries)
+        st = self._states.get(owner)
+        if st is None or generation > st.generation:
+            st = _State(generation)
+            self._states[owner] = st
+            changed = True
+        elif generation < st.generation:
+            return False
+        else:
+            changed = False
+        if reset:
+            keep = {e.key for e in entries}
+            for key in [k for k in st.entries if k not in keep]:
+                del st.entries[key]
+                changed = True
+            st.watermark = 0
+            st.pending = set()
+        for entry in entries:
+            slot = st.entries.get(entry.key)
+            if slot is None or entry.version > slot.version:
+                st.entries[entry.key] = _Slot(entry.value, entry.version, now)
+                changed = True
+            if entry.version > st.watermark:
+                st.pending.add(entry.version)
+        self._advance(st)
+        if changed:
+            self._changed()
+        return changed
+
+    def snapshot(self) -> dict[str, tuple[int, dict[str, tuple[Any, int]]]]:
+        """Everything held, as plain data: owner -> (generation, key -> (value, version))."""
+        return {
+            name: (st.generation, {k: (s.value, s.version) for k, s in st.entries.items()})
+            for name, st in self._states.items()
+        }
+
+    def behind(self) -> list[str]:
+        """Owners for which some entries are known to be missing (a gap below news)."""
+        return [name for name, st in self._states.items() if st.pending]
+
+    def forget(self, owner: str) -> None:
+        """Drop everything known of ``owner`` (a member gone for good)."""
+        if owner != self.name and self._states.pop(owner, None) is not None:
+            self._changed()
+
+    def collect(self, now: float) -> None:
+        """Drop tombstones older than `TOMBSTONE_GC` and expired producer tombstones."""
+        for st in self._states.values():
+            dead = [
+                k
+                for k, s in st.entries.items()
+                if s.value is None and now - s.written_at > TOMBSTONE_GC
+            ]
+            for key in dead:
+                st.gc_floor = max(st.gc_floor, st.entries.pop(key).version)
+
+    # -- views ------------------------------------------------------------------
+
+    def owners(self) -> list[str]:
+        """Every owner with a state, this node first."""
+        return [self.name, *sorted(n for n in self._states if n != self.name)]
+
+    def info(self, owner: str) -> NodeInfo | None:
+        """The producer addresses of ``owner``, if known."""
+        st = self._states.get(owner)
+        slot = st.entries.get("info") if st is not None else None
+        if slot is None or slot.value is None:
+            return None
+        try:
+            return NodeInfo.from_wire(slot.value)
+        except RemoteProtocolError:
+            return None
+
+    def _deletions(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+        topics: dict[str, int] = {}
+        channels: dict[tuple[str, str], int] = {}
+        for st in self._states.values():
+            for key, slot in st.entries.items():
+                if not key.startswith("d:") or not isinstance(slot.value, int):
+                    continue
+                name = key[2:]
+                topic, sep, channel = name.partition("/")
+                if sep:
+                    channels[(topic, channel)] = max(channels.get((topic, channel), 0), slot.value)
+                else:
+                    topics[topic] = max(topics.get(topic, 0), slot.value)
+        return topics, channels
+
+    def _registrations(self) -> Iterable[tuple[str, str, str, list[str], int]]:
+        """(owner, kind "t" or "k", topic, channels, at) for every live registration."""
+        for owner, st in self._states.items():
+            for key, slot in st.entries.items():
+                if key[:2] not in ("t:", "k:") or not isinstance(slot.value, dict):
+                    continue
+                value = slot.value
+                channels = value.get("c")
+                at = value.get("at")
+                if not isinstance(channels, list) or not isinstance(at, int):
+                    continue
+                yield owner, key[0], key[2:], [c for c in channels if isinstance(c, str)], at
+
+    def _view(self, alive: Callable[[str], bool]) -> dict[str, tuple[set[str], set[str]]]:
+        """Topic -> (channels, producing owners), after deletions and liveness."""
+        del_topics, del_channels = self._deletions()
+        view: dict[str, tuple[set[str], set[str]]] = {}
+        for owner, kind, topic, channels, at in self._registrations():
+            if at < del_topics.get(topic, -1):
+                continue
+            producing = kind == "t" and alive(owner)
+            if kind == "t" and not producing and is_ephemeral(topic):
+                # An ephemeral key vanishes with its last producer (nsq.md §3.2).
+                continue
+            chans, producers = view.setdefault(topic, (set(), set()))
+            for channel in channels:
+                if at < del_channels.get((topic, channel), -1):
+                    continue
+                if is_ephemeral(channel) and not producing:
+                    continue
+                chans.add(channel)
+            if producing:
+                producers.add(owner)
+        return view
+
+    def _tombstoned(self, now_wall: float) -> set[tuple[str, str]]:
+        out = set()
+        stamp = int(now_wall * 1e9)
+        for st in self._states.values():
+            for key, slot in st.entries.items():
+                if key.startswith("x:") and isinstance(slot.value, int) and slot.value > stamp:
+                    topic, _, http_id = key[2:].rpartition("@")
+                    out.add((topic, http_id))
+        return out
+
+    def lookup(
+        self, topic: str, alive: Callable[[str], bool], *, wall: float
+    ) -> tuple[list[str], list[Producer]] | None:
+        """Channels and live producers of ``topic``; None when no node knows the topic."""
+        entry = self._view(alive).get(topic)
+        if entry is None:
+            return None
+        channels, owners = entry
+        tombstoned = self._tombstoned(wall)
+        producers = []
+        for owner in sorted(owners):
+            info = self.info(owner)
+            if info is None:
+                continue
+            producer = Producer(owner, info)
+            if (topic, producer.http_id) not in tombstoned:
+                producers.append(producer)
+        return sorted(channels), producers
+
+    def topics(self, alive: Callable[[str], bool]) -> list[str]:
+        """Every topic key in the cluster (with or without producers)."""
+        return sorted(self._view(alive))
+
+    def channels(self, topic: str, alive: Callable[[str], bool]) -> list[str]:
+        """Every channel key of ``topic`` ([] for an unknown topic)."""
+        entry = self._view(alive).get(topic)
+        return sorted(entry[0]) if entry is not None else []
+
+    def nodes(
+        self, alive: Callable[[str], bool], *, wall: float
+    ) -> list[tuple[Producer, list[str], list[bool]]]:
+        """Live producers with their topics and the parallel tombstone flags (/nodes)."""
+        view = self._view(alive)
+        tombstoned = self._tombstoned(wall)
+        by_owner: dict[str, list[str]] = {}
+        for topic, (_chans, owners) in view.items():
+            for owner in owners:
+                by_owner.setdefault(owner, []).append(topic)
+        out = []
+        for owner in self.owners():
+            if not alive(owner):
+                continue
+            info = self.info(owner)
+            if info is None:
+                continue
+            producer = Producer(owner, info)
+            topics = sorted(by_owner.get(owner, []))
+            out.append((producer, topics, [(t, producer.http_id) in tombstoned for t in topics]))
+        return out
+
+    def producer_set(
+        self, topic: str, alive: Callable[[str], bool], *, wall: float
+    ) -> frozenset[str]:
+        """The owners /lookup would list for ``topic`` (for change detection)."""
+        result = self.lookup(topic, alive, wall=wall)
+        return frozenset(p.node for p in result[1]) if result is not None else frozenset()
+
+
+# -- wire ------------------------------------------------------------------------
+
+
+def encode_digest(digest: Mapping[str, tuple[int, int]]) -> bytes:
+    """CBOR of a digest: ``{owner: [generation, watermark]}``."""
+    return cbor2.dumps({k: [g, w] for k, (g, w) in digest.items()})
+
+
+def encode_delta(parts: Iterable[OwnerDelta]) -> bytes:
+    """CBOR of deltas: ``[[owner, generation, watermark, reset, [[key, value, version]]]]``."""
+    return cbor2.dumps(
+        [
+            [
+                d.owner,
+                d.generation,
+                d.watermark,
+                d.reset,
+                [[e.key, e.value, e.version] for e in d.entries],
+            ]
+            for d in parts
+        ]
+    )
+
+
+def _load(data: bytes) -> Any:
+    if len(data) > MAX_ENCODED:
+        raise RemoteProtocolError(f"registry message of {len(data)} bytes is over the limit")
+    fp = io.BytesIO(data)
+    try:
+        value = cbor2.CBORDecoder(fp).decode()
+    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError) as exc:
+        raise RemoteProtocolError(f"malformed registry message: {exc}") from None
+    if fp.tell() != len(data):
+        raise RemoteProtocolError("trailing bytes after a registry message")
+    return value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def decode_digest(data: bytes) -> dict[str, tuple[int, int]]:
+    """Parse `encode_digest` output.
+
+    Raises:
+        RemoteProtocolError: malformed, oversized or of the wrong shape.
+    """
+    value = _load(data)
+    if not isinstance(value, dict) or len(value) > MAX_ENTRIES:
+        raise RemoteProtocolError("registry digest is not a map")
+    out = {}
+    for owner, pair in value.items():
+        if (
+            not isinstance(owner, str)
+            or not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(_is_int(x) for x in pair)
+        ):
+            raise RemoteProtocolError("malformed registry digest entry")
+        out[owner] = (pair[0], pair[1])
+    return out
+
+
+def decode_delta(data: bytes) -> list[OwnerDelta]:
+    """Parse `encode_delta` output.
+
+    Raises:
+        RemoteProtocolError: malformed, oversized or of the wrong shape.
+    """
+    value = _load(data)
+    if not isinstance(value, list) or len(value) > MAX_ENTRIES:
+        raise RemoteProtocolError("registry delta is not a list")
+    out = []
+    total = 0
+    for part in value:
+        if not isinstance(part, list) or len(part) != 5:
+            raise RemoteProtocolError("malformed registry delta part")
+        owner, generation, watermark, reset, raw = part
+        if (
+            not isinstance(owner, str)
+            or not _is_int(generation)
+            or not _is_int(watermark)
+            or not isinstance(reset, bool)
+            or not isinstance(raw, list)
+        ):
+            raise RemoteProtocolError("malformed registry delta part")
+        entries = []
+        for item in raw:
+            if (
+                not isinstance(item, list)
+                or len(item) != 3
+                or not isinstance(item[0], str)
+                or len(item[0]) > MAX_KEY
+                or not _is_int(item[2])
+                or item[2] == 0
+            ):
+                raise RemoteProtocolError("malformed registry entry")
+            entries.append(Entry(item[0], item[1], item[2]))
+        total += len(entries)
+        if total > MAX_ENTRIES:
+            raise RemoteProtocolError("registry delta has too many entries")
+        out.append(OwnerDelta(owner, generation, watermark, reset, entries))
+    return out
