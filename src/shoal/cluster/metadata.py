@@ -1,0 +1,280 @@
+"""The node's metadata file and the lock on its data directory (nsq.md §4.6).
+
+``shoal.dat`` in the data path lists the durable topics and channels and
+their pause state, in nsqd's ``nsqd.dat`` shape::
+
+    {"version": "0.1.0",
+     "topics": [{"name": "t", "paused": false,
+                 "channels": [{"name": "c", "paused": true}]}]}
+
+Rules:
+1. Ephemeral topics and channels are never written: they do not survive a
+   restart (nsq.md §4.7).
+2. The file is replaced atomically (temp file, fsync, rename, fsync of the
+   directory), so a crash leaves either the old or the new file, never a
+   mix, and a replaced file survives a power loss.
+3. A file that cannot be read or parsed stops the node with a one-line
+   `ConfigError`: starting without the topic list would silently drop the
+   node's durable topics.
+4. One node per data path: `lock_data_path` takes an exclusive ``flock``
+   held for the node's lifetime; the kernel releases it when the process
+   dies, so a SIGKILL never leaves a stale lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from shoal.errors import ConfigError
+from shoal.queue.names import is_ephemeral
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from types import TracebackType
+
+__all__ = [
+    "LOCK_FILE_NAME",
+    "METADATA_FILE_NAME",
+    "ChannelMeta",
+    "DataPathLock",
+    "NodeMetadata",
+    "TopicMeta",
+    "load_metadata",
+    "lock_data_path",
+    "save_metadata",
+]
+
+METADATA_FILE_NAME = "shoal.dat"
+LOCK_FILE_NAME = "shoal.lock"
+#: A metadata file larger than this is refused rather than parsed.
+MAX_METADATA_SIZE = 64 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelMeta:
+    """A durable channel and whether it is paused."""
+
+    name: str
+    paused: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class TopicMeta:
+    """A durable topic, whether it is paused, and its durable channels."""
+
+    name: str
+    paused: bool = False
+    channels: tuple[ChannelMeta, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class NodeMetadata:
+    """The content of ``shoal.dat``.
+
+    Attributes:
+        version: the shoal version that wrote the file.
+        topics: durable topics in file order.
+    """
+
+    version: str
+    topics: tuple[TopicMeta, ...]
+
+
+def save_metadata(
+    data_path: str | os.PathLike[str], topics_info: Iterable[TopicMeta], version: str
+) -> None:
+    """Atomically replace ``shoal.dat``, leaving ephemeral topics and channels out.
+
+    Args:
+        data_path: the node's (locked) data directory.
+        topics_info: every topic the node has, ephemeral ones included.
+        version: the running shoal version.
+
+    Raises:
+        OSError: the file could not be written; the previous file is intact
+            and no temporary file is left behind.
+    """
+    directory = os.fspath(data_path)
+    topics = [
+        {
+            "name": topic.name,
+            "paused": topic.paused,
+            "channels": [
+                {"name": channel.name, "paused": channel.paused}
+                for channel in topic.channels
+                if not is_ephemeral(channel.name)
+            ],
+        }
+        for topic in topics_info
+        if not is_ephemeral(topic.name)
+    ]
+    data = json.dumps({"version": version, "topics": topics}).encode()
+    path = os.path.join(directory, METADATA_FILE_NAME)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    replaced = False
+    try:
+        with open(tmp, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+        replaced = True
+    finally:
+        if not replaced:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_metadata(data_path: str | os.PathLike[str]) -> NodeMetadata | None:
+    """Read ``shoal.dat``.
+
+    Returns:
+        The metadata, or None when the file does not exist (a new node).
+        Ephemeral entries, which a well-formed file never holds, are dropped.
+
+    Raises:
+        ConfigError: the file is unreadable, too large, not JSON, or not of
+            the expected shape; the message is one line naming the file.
+    """
+    path = os.path.join(os.fspath(data_path), METADATA_FILE_NAME)
+    try:
+        with open(path, "rb") as file:
+            raw = file.read(MAX_METADATA_SIZE + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read metadata file {path}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_METADATA_SIZE:
+        raise ConfigError(f"metadata file {path} is larger than {MAX_METADATA_SIZE} bytes")
+    try:
+        document = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"metadata file {path} is not UTF-8: {exc.reason} at byte {exc.start}"
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"metadata file {path} is not valid JSON: {exc.msg}"
+            f" at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    try:
+        return _parse(document)
+    except _ShapeError as exc:
+        raise ConfigError(f"metadata file {path} is invalid: {exc}") from exc
+
+
+class _ShapeError(Exception):
+    """The JSON parsed but is not shaped like a metadata file."""
+
+
+def _parse(document: Any) -> NodeMetadata:
+    if not isinstance(document, dict):
+        raise _ShapeError("the top level is not an object")
+    version = document.get("version", "")
+    if not isinstance(version, str):
+        raise _ShapeError("version is not a string")
+    topics = document.get("topics")
+    if topics is None:
+        topics = []
+    if not isinstance(topics, list):
+        raise _ShapeError("topics is not a list")
+    parsed: list[TopicMeta] = []
+    for index, topic in enumerate(topics):
+        name, paused = _name_and_paused(topic, f"topics[{index}]")
+        channels = topic.get("channels")
+        if channels is None:  # nsqd writes null for a topic without channels
+            channels = []
+        if not isinstance(channels, list):
+            raise _ShapeError(f"topics[{index}].channels is not a list")
+        parsed_channels = []
+        for number, channel in enumerate(channels):
+            channel_name, channel_paused = _name_and_paused(
+                channel, f"topics[{index}].channels[{number}]"
+            )
+            if not is_ephemeral(channel_name):
+                parsed_channels.append(ChannelMeta(name=channel_name, paused=channel_paused))
+        if not is_ephemeral(name):
+            parsed.append(TopicMeta(name=name, paused=paused, channels=tuple(parsed_channels)))
+    return NodeMetadata(version=version, topics=tuple(parsed))
+
+
+def _name_and_paused(entry: Any, where: str) -> tuple[str, bool]:
+    if not isinstance(entry, dict):
+        raise _ShapeError(f"{where} is not an object")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name:
+        raise _ShapeError(f"{where}.name is not a non-empty string")
+    paused = entry.get("paused", False)
+    if not isinstance(paused, bool):
+        raise _ShapeError(f"{where}.paused is not a boolean")
+    return name, paused
+
+
+class DataPathLock:
+    """An exclusive lock on a data directory; release it with `release` or ``with``."""
+
+    __slots__ = ("_fd", "path")
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @property
+    def held(self) -> bool:
+        """Whether the lock is still held."""
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Release the lock (idempotent). The lock file stays, as nsqd's does."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the descriptor drops the flock
+
+    def __enter__(self) -> DataPathLock:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+def lock_data_path(path: str | os.PathLike[str]) -> DataPathLock:
+    """Take the exclusive lock of a data directory for this node's lifetime.
+
+    The lock is an ``flock`` on ``shoal.lock`` inside the directory, so it
+    also refuses a second holder inside the same process.
+
+    Raises:
+        ConfigError: the directory does not exist or cannot hold the lock
+            file, or another node holds the lock.
+    """
+    directory = os.fspath(path)
+    if not os.path.isdir(directory):
+        raise ConfigError(f"data path {directory} is not a directory")
+    try:
+        fd = os.open(os.path.join(directory, LOCK_FILE_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"cannot lock data path {directory}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(f"data path {directory} is in use by another node") from None
+    except OSError as exc:
+        os.close(fd)
+        raise ConfigError(f"cannot lock data path {directory}: {exc.strerror or exc}") from exc
+    return DataPathLock(directory, fd)
