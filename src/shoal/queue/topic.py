@@ -1,0 +1,320 @@
+"""A topic: names messages and copies each one into every channel (nsq.md §4.1).
+
+Rules:
+1. Every published message gets a fresh ID from the topic's own generator,
+   the publish timestamp ``int(now * 1e9)`` and zero attempts.
+2. With at least one channel and not paused, a publish is fanned out at
+   once: every channel receives its own copy (same ID, body and timestamp).
+3. Otherwise messages wait in the topic's backlog (memory up to
+   ``mem_queue_size``, then the backend). The backlog flows only through
+   `Topic.pump`, which the shell calls after `has_backlog` turns true (first
+   channel created, unpause) until it returns 0. Later channels only see
+   messages fanned out after they exist.
+
+Theory of operation:
+    nsqd runs one pump goroutine per topic that reads the memory queue or the
+    disk queue and copies into every channel. Here the publish path copies
+    directly when it can (no hop through the topic's queue, no task switch),
+    which is what a running nsqd pump does at once anyway; only a backlog
+    needs pumping, and the shell does it in bounded steps so one large
+    backlog cannot starve the event loop. Order between a backlog being
+    pumped and fresh publishes is not guaranteed, as in nsqd, where memory
+    and disk reads interleave (nsq.md §4.2).
+
+    A DPUB message keeps its ``defer`` while it waits in the topic's memory,
+    and each channel defers its copy from the moment it receives it; written
+    to the backend it loses the delay, as in nsqd (nsq.md §4.4).
+
+    Channel backends are opened through the same factory as the topic's, named
+    ``topic:channel``; the channels of an ephemeral topic get ephemeral
+    backends too, since nothing of an ephemeral topic is ever restored.
+
+Ephemeral topics (``#ephemeral`` suffix, nsq.md §4.7) are deleted when their
+last channel is deleted; `Topic.delete_channel` sets `Topic.should_delete`
+and the owner (the broker) acts on it. A topic that never had a channel stays.
+"""
+
+from __future__ import annotations
+
+import collections
+from itertools import repeat
+from typing import TYPE_CHECKING
+
+from shoal.queue.channel import EPHEMERAL_SUFFIX, Channel
+from shoal.queue.message import Message, MessageIDGenerator, decode_message, encode_message
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from shoal.queue.backend import BackendFactory
+    from shoal.queue.config import QueueConfig
+
+__all__ = ["Topic"]
+
+
+def _no_wakeup() -> None:
+    """Default `Topic.wakeup`: nobody pumps."""
+
+
+def _no_deadline_hook(channel: Channel, deadline: float) -> None:
+    """Default `Topic.on_deadline`: nobody keeps a deadline index."""
+
+
+class Topic:
+    """A topic's backlog, its channels and its message IDs.
+
+    Attributes:
+        name: the topic name, ``#ephemeral`` suffix included.
+        ephemeral: the name ends with ``#ephemeral`` (nsq.md §4.7).
+        paused: messages are held in the topic instead of fanned out.
+        deleted: `delete` was called; the topic must not be used again.
+        should_delete: an ephemeral topic lost its last channel; its owner
+            should delete it.
+        channels: the channels by name. Change it only through
+            `get_or_create_channel` and `delete_channel`.
+        message_count: messages published to the topic.
+        message_bytes: body bytes published to the topic.
+        wakeup: called (no arguments) when `has_backlog` becomes true
+            because a first channel appeared or the topic was unpaused; the
+            shell then calls `pump` until it returns 0. Must be quick.
+        on_deadline: installed as ``on_deadline`` of every channel this topic
+            creates (see `Channel`); the broker sets it.
+    """
+
+    __slots__ = (
+        "_backend",
+        "_backend_factory",
+        "_config",
+        "_fanout",
+        "_ids",
+        "_memory",
+        "channels",
+        "deleted",
+        "ephemeral",
+        "message_bytes",
+        "message_count",
+        "name",
+        "on_deadline",
+        "paused",
+        "should_delete",
+        "wakeup",
+    )
+
+    def __init__(self, name: str, config: QueueConfig, backend_factory: BackendFactory) -> None:
+        self.name = name
+        self.ephemeral = name.endswith(EPHEMERAL_SUFFIX)
+        self.paused = False
+        self.deleted = False
+        self.should_delete = False
+        self.channels: dict[str, Channel] = {}
+        self.message_count = 0
+        self.message_bytes = 0
+        self.wakeup: Callable[[], None] = _no_wakeup
+        self.on_deadline: Callable[[Channel, float], None] = _no_deadline_hook
+        self._config = config
+        self._backend_factory = backend_factory
+        self._ids = MessageIDGenerator(config.node_id)
+        self._backend = backend_factory(name, ephemeral=self.ephemeral)
+        self._memory: collections.deque[Message] = collections.deque()
+        # The channels as a tuple, rebuilt on create/delete, for the hot path.
+        self._fanout: tuple[Channel, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"<Topic {self.name} channels={len(self.channels)} depth={self.depth}>"
+
+    @property
+    def depth(self) -> int:
+        """Messages waiting in the topic itself: memory plus backend."""
+        return len(self._memory) + self._backend.depth
+
+    @property
+    def backend_depth(self) -> int:
+        """Messages waiting in the topic's backend."""
+        return self._backend.depth
+
+    @property
+    def has_backlog(self) -> bool:
+        """`pump` would move messages: channels exist, not paused, depth > 0."""
+        return bool(self._fanout) and not self.paused and self.depth > 0
+
+    # -- publishing -------------------------------------------------------
+
+    def publish(self, bodies: Sequence[bytes], now: float, defer: float = 0.0) -> None:
+        """Publish message bodies (PUB, MPUB, DPUB, HTTP /pub and /mpub).
+
+        Args:
+            bodies: the message bodies, in order; validation of their size is
+                the protocol's job.
+            now: the current time; becomes the messages' timestamp.
+            defer: seconds every channel holds its copy back (DPUB).
+
+        Raises:
+            BackendError: a backend refused a record; the messages are counted
+                and may be stored in some channels but not others.
+        """
+        if not bodies:
+            return
+        count = len(bodies)
+        ts = int(now * 1e9)
+        ids = self._ids.next_ids(ts, count)
+        # map() over the class is the cheapest way to build a batch of messages.
+        msgs = list(
+            map(Message, ids, bodies, repeat(ts, count), repeat(0, count), repeat(defer, count))
+        )
+        self.message_count += count
+        self.message_bytes += sum(map(len, bodies))
+        if self._fanout and not self.paused:
+            self._fan_out(msgs, now)
+        else:
+            self._hold(msgs)
+
+    def _fan_out(self, msgs: list[Message], now: float) -> None:
+        channels = self._fanout
+        if len(channels) > 1:
+            copy = Message.copy
+            for channel in channels[1:]:
+                channel.put_many(list(map(copy, msgs)), now)
+        channels[0].put_many(msgs, now)
+
+    def _hold(self, msgs: list[Message]) -> None:
+        """Append messages to the backlog (memory first, then the backend)."""
+        memory = self._memory
+        room = self._config.mem_queue_size - len(memory)
+        if room >= len(msgs):
+            memory.extend(msgs)
+            return
+        if room > 0:
+            memory.extend(msgs[:room])
+        else:
+            room = 0
+        put = self._backend.put
+        for msg in msgs[room:]:
+            put(encode_message(msg))
+
+    def pump(self, now: float, limit: int) -> int:
+        """Move up to ``limit`` backlog messages into every channel.
+
+        Memory is drained before the backend.
+
+        Returns:
+            How many messages were moved; 0 when there are no channels, the
+            topic is paused or the backlog is empty.
+
+        Raises:
+            RemoteProtocolError: a backend record is shorter than a header.
+            BackendError: a channel's backend refused a record.
+        """
+        if not self._fanout or self.paused or limit <= 0:
+            return 0
+        memory = self._memory
+        if len(memory) >= limit:
+            popleft = memory.popleft
+            batch = [popleft() for _ in range(limit)]
+        else:
+            batch = list(memory)
+            memory.clear()
+            get = self._backend.get
+            for _ in range(limit - len(batch)):
+                record = get()
+                if record is None:
+                    break
+                batch.append(decode_message(record))
+        if batch:
+            self._fan_out(batch, now)
+        return len(batch)
+
+    # -- channels ---------------------------------------------------------
+
+    def get_channel(self, name: str) -> Channel | None:
+        """Return the channel called ``name``, or None."""
+        return self.channels.get(name)
+
+    def get_or_create_channel(self, name: str, now: float) -> tuple[Channel, bool]:
+        """Return the channel called ``name``, creating it if needed.
+
+        Creating the first channel of a topic with a backlog calls `wakeup`:
+        the backlog now flows to that channel through `pump`.
+
+        Returns:
+            The channel and whether it was created by this call.
+        """
+        del now  # creation has no time-dependent state yet
+        channel = self.channels.get(name)
+        if channel is not None:
+            return channel, False
+        ephemeral = self.ephemeral or name.endswith(EPHEMERAL_SUFFIX)
+        backend = self._backend_factory(f"{self.name}:{name}", ephemeral=ephemeral)
+        channel = Channel(self.name, name, self._config, backend)
+        channel.on_deadline = self.on_deadline
+        first = not self._fanout
+        self.channels[name] = channel
+        self._fanout = tuple(self.channels.values())
+        if first and self.has_backlog:
+            self.wakeup()
+        return channel, True
+
+    def delete_channel(self, name: str) -> Channel:
+        """Remove a channel and delete it (its messages and backend are dropped).
+
+        Sets `should_delete` when the topic is ephemeral and this was its last
+        channel.
+
+        Raises:
+            KeyError: no channel has that name.
+        """
+        channel = self.channels.pop(name)
+        self._fanout = tuple(self.channels.values())
+        channel.delete()
+        if self.ephemeral and not self.channels:
+            self.should_delete = True
+        return channel
+
+    # -- administration ---------------------------------------------------
+
+    def pause(self) -> None:
+        """Hold new messages in the topic; channels keep what they have."""
+        self.paused = True
+
+    def unpause(self) -> None:
+        """Resume fan-out; calls `wakeup` when a backlog is ready to pump."""
+        self.paused = False
+        if self.has_backlog:
+            self.wakeup()
+
+    def empty(self) -> None:
+        """Drop the topic's own backlog; channels are untouched (nsq.md §4.8)."""
+        self._memory.clear()
+        self._backend.empty()
+
+    def flush(self, now: float) -> None:
+        """Write the topic's memory backlog and every channel's messages to backends.
+
+        Called at shutdown, so everything is ready again after a restart
+        (nsq.md §4.6). DPUB messages held by the topic lose their delay.
+
+        Raises:
+            BackendError: a write failed; unwritten messages stay in memory.
+        """
+        put = self._backend.put
+        memory = self._memory
+        while memory:
+            put(encode_message(memory[0]))
+            memory.popleft()
+        for channel in self._fanout:
+            channel.flush(now)
+
+    def close(self) -> None:
+        """Close every channel's backend and the topic's, keeping their records."""
+        for channel in self._fanout:
+            channel.close()
+        self._backend.close()
+
+    def delete(self) -> None:
+        """Delete every channel, drop the backlog and remove the backend for good."""
+        for channel in self._fanout:
+            channel.delete()
+        self.channels.clear()
+        self._fanout = ()
+        self._memory.clear()
+        self._backend.delete()
+        self.deleted = True
