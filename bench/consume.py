@@ -19,8 +19,12 @@ import nsqbench
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nsqd-tcp-address", default=None, help="existing node (default: start one)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--nsqd-tcp-address", default=None, help="existing node (default: start one)"
+    )
     parser.add_argument("--topic", default="sub_bench")
     parser.add_argument("--channel", default="ch")
     parser.add_argument("--messages", type=int, default=1_000_000)
@@ -43,8 +47,10 @@ def main() -> None:
         fill = time.monotonic() - fill_start
         total = args.messages // 200 * 200
         if pid:
-            print(f"filled {total} msgs in {fill:.2f}s; node RSS {nsqbench.rss_mib(pid):.1f} MiB "
-                  f"({nsqbench.rss_mib(pid) / (total / 1e6):.0f} MiB per million queued)")
+            print(
+                f"filled {total} msgs in {fill:.2f}s; node RSS {nsqbench.rss_mib(pid):.1f} MiB "
+                f"({nsqbench.rss_mib(pid) / (total / 1e6):.0f} MiB per million queued)"
+            )
         start_at = time.time() + 0.5
         share = total // args.connections
         with multiprocessing.Pool(args.connections) as pool:

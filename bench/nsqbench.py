@@ -13,10 +13,13 @@ import os
 import socket
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shoal.testing.process import NodeProcess
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 MAGIC = b"  V2"
 
@@ -57,7 +60,9 @@ def connect(address: tuple[str, int]) -> socket.socket:
 
 
 def mpub_command(topic: str, bodies: list[bytes]) -> bytes:
-    payload = struct.pack(">i", len(bodies)) + b"".join(struct.pack(">i", len(b)) + b for b in bodies)
+    payload = struct.pack(">i", len(bodies)) + b"".join(
+        struct.pack(">i", len(b)) + b for b in bodies
+    )
     return b"MPUB %s\n" % topic.encode() + struct.pack(">i", len(payload)) + payload
 
 
@@ -84,19 +89,32 @@ def read_frames(sock: socket.socket, buf: bytearray, count: int) -> list[tuple[i
             if len(frames) == count:
                 break
         if len(frames) < count:
-            chunk = sock.recv(1 << 20)
+            chunk = sock.recv(262144)
             if not chunk:
                 raise ConnectionError("node closed the connection")
             buf += chunk
     return frames
 
 
-def writer_loop(address: tuple[str, int], topic: str, size: int, batch: int, duration: float,
-                start_at: float) -> int:
-    """Publish for ``duration`` seconds as bench_writer does; return messages sent."""
+def writer_loop(
+    address: tuple[str, int],
+    topic: str,
+    size: int,
+    batch: int,
+    duration: float,
+    start_at: float,
+    pipeline: int = 1,
+) -> int:
+    """Publish for ``duration`` seconds as bench_writer does; return messages sent.
+
+    With ``pipeline`` > 1 that many commands are written before their ``OK``s
+    are read, as asynchronous publishers (pynsq's Writer, go-nsq's
+    PublishAsync) do; 1 is bench_writer's strict request and response.
+    """
     sock = connect(address)
     body = b"a" * size
-    command = mpub_command(topic, [body] * batch) if batch > 1 else pub_command(topic, body)
+    one = mpub_command(topic, [body] * batch) if batch > 1 else pub_command(topic, body)
+    command = one * pipeline
     buf = bytearray()
     while time.time() < start_at:
         time.sleep(0.001)
@@ -104,14 +122,15 @@ def writer_loop(address: tuple[str, int], topic: str, size: int, batch: int, dur
     end = time.monotonic() + duration
     while time.monotonic() < end:
         sock.sendall(command)
-        read_frames(sock, buf, 1)
-        sent += batch
+        read_frames(sock, buf, pipeline)
+        sent += batch * pipeline
     sock.close()
     return sent
 
 
-def reader_loop(address: tuple[str, int], topic: str, channel: str, rdy: int, total: int,
-                start_at: float) -> tuple[int, float]:
+def reader_loop(
+    address: tuple[str, int], topic: str, channel: str, rdy: int, total: int, start_at: float
+) -> tuple[int, float]:
     """Consume until ``total`` messages arrived or the node goes quiet; FIN each one.
 
     Returns:
@@ -132,11 +151,10 @@ def reader_loop(address: tuple[str, int], topic: str, channel: str, rdy: int, to
     sock.settimeout(2.0)
     try:
         while got < total:
-            if not buf or len(buf) < 8:
-                chunk = sock.recv(1 << 20)
-                if not chunk:
-                    break
-                buf += chunk
+            chunk = sock.recv(262144)
+            if not chunk:
+                break
+            buf += chunk
             pos = 0
             while len(buf) - pos >= 8:
                 size, ftype = struct.unpack_from(">ii", buf, pos)

@@ -17,13 +17,25 @@ import nsqbench
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nsqd-tcp-address", default=None, help="existing node (default: start one)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--nsqd-tcp-address", default=None, help="existing node (default: start one)"
+    )
     parser.add_argument("--topic", default="sub_bench")
     parser.add_argument("--size", type=int, default=200, help="message size in bytes")
-    parser.add_argument("--batch-size", type=int, default=200, help="messages per MPUB; 1 sends PUB")
+    parser.add_argument(
+        "--batch-size", type=int, default=200, help="messages per MPUB; 1 sends PUB"
+    )
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--runfor", type=float, default=10.0, help="seconds")
+    parser.add_argument(
+        "--pipeline",
+        type=int,
+        default=1,
+        help="commands in flight per connection (1 = bench_writer)",
+    )
     parser.add_argument("--mem-queue-size", type=int, default=100_000_000)
     args = parser.parse_args()
 
@@ -33,10 +45,23 @@ def main() -> None:
         with multiprocessing.Pool(args.connections) as pool:
             results = pool.starmap(
                 nsqbench.writer_loop,
-                [(address, args.topic, args.size, args.batch_size, args.runfor, start_at)]
+                [
+                    (
+                        address,
+                        args.topic,
+                        args.size,
+                        args.batch_size,
+                        args.runfor,
+                        start_at,
+                        args.pipeline,
+                    )
+                ]
                 * args.connections,
             )
-        label = f"publish size={args.size} batch={args.batch_size} connections={args.connections}"
+        label = (
+            f"publish size={args.size} batch={args.batch_size} "
+            f"connections={args.connections} pipeline={args.pipeline}"
+        )
         nsqbench.report(label, sum(results), args.runfor, args.size, pid)
 
 

@@ -12,6 +12,7 @@ import socket
 
 from shoal.errors import ConfigError
 from shoal.queue.config import QueueConfig
+from shoal.queue.diskqueue import DiskQueueConfig
 
 __all__ = ["NodeConfig", "parse_address"]
 
@@ -46,19 +47,31 @@ class NodeConfig:
             endpoints and ``/members``).
         broadcast_address: the host name other nodes and clients should dial;
             defaults to this machine's host name, as nsqd's does.
-        data_path: where queues and metadata live; None keeps everything in
-            memory (overflow included) and nothing survives a restart.
+        data_path: where queues and metadata live (created if missing); None
+            keeps everything in memory, overflow included, and nothing
+            survives a restart.
         ready_file: once every listener is bound, their addresses are written
             here as JSON, for harnesses started with port 0.
         queue: the data plane's limits and defaults.
+        disk: segment size and fsync policy of the disk queues. With
+            ``sync_every`` 1 the node runs durable: every message of a
+            non-ephemeral queue is on disk, fsynced, before its ``OK``
+            (memory queues are bypassed), so a SIGKILL loses no
+            acknowledged message that was not in flight.
     """
 
     tcp_address: str = "0.0.0.0:4150"
     http_address: str = "0.0.0.0:4151"
     broadcast_address: str = dataclasses.field(default_factory=socket.gethostname)
-    data_path: str | None = None
+    data_path: str | None = "shoal-data"
     ready_file: str | None = None
     queue: QueueConfig = dataclasses.field(default_factory=QueueConfig)
+    disk: DiskQueueConfig = dataclasses.field(default_factory=DiskQueueConfig)
+
+    @property
+    def durable(self) -> bool:
+        """Every acknowledged message is fsynced to disk before the ``OK``."""
+        return self.data_path is not None and self.disk.sync_every == 1
 
     def __post_init__(self) -> None:
         parse_address(self.tcp_address, what="tcp-address")

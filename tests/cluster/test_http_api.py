@@ -65,6 +65,7 @@ class Harness:
             tcp_address="127.0.0.1:0",
             http_address="127.0.0.1:0",
             broadcast_address="node-a",
+            data_path=None,
             queue=queue,
         )
         self.broker = Broker(queue)

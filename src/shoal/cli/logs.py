@@ -26,8 +26,14 @@ class NsqFormatter(logging.Formatter):
 
 def setup_logging(level: str) -> None:
     """Send the ``shoal`` loggers to stderr at ``level`` (debug, info, warn, error)."""
-    names = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-             "warning": logging.WARNING, "error": logging.ERROR, "fatal": logging.CRITICAL}
+    names = {
+        "debug": logging.DEBUG,
+        "info": logging.INFO,
+        "warn": logging.WARNING,
+        "warning": logging.WARNING,
+        "error": logging.ERROR,
+        "fatal": logging.CRITICAL,
+    }
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(NsqFormatter())
     root = logging.getLogger("shoal")

@@ -22,66 +22,189 @@ from shoal.cli.logs import setup_logging
 from shoal.cli.options import DURATION
 from shoal.cluster.node import Node
 from shoal.config import NodeConfig
-from shoal.errors import ConfigError
+from shoal.errors import ConfigError, ShoalError
 from shoal.queue.config import QueueConfig
+from shoal.queue.diskqueue import DiskQueueConfig
 
 __all__ = ["main"]
 
 
 def default_node_id() -> int:
-    """nsqd's default: crc32(md5(hostname)) mod 1024."""
+    """Return nsqd's default node ID: crc32(md5(hostname)) mod 1024."""
     digest = hashlib.md5(socket.gethostname().encode(), usedforsecurity=False).digest()
     return zlib.crc32(digest) % 1024
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, "--version", "-V", prog_name="shoal", message="%(prog)s %(version)s")
+@click.version_option(
+    __version__, "--version", "-V", prog_name="shoal", message="%(prog)s %(version)s"
+)
 def cli() -> None:
     """shoal: an NSQ-compatible message broker whose nodes find each other by gossip."""
 
 
 @cli.command("node")
-@click.option("--tcp-address", default="0.0.0.0:4150", show_default=True,
-              help="<addr>:<port> to listen on for TCP clients (port 0 picks one).")
-@click.option("--http-address", default="0.0.0.0:4151", show_default=True,
-              help="<addr>:<port> to listen on for HTTP clients.")
-@click.option("--broadcast-address", default=None,
-              help="Address advertised to clients and peers [default: host name].")
-@click.option("--data-path", default=None, help="Directory for queues and metadata.")
-@click.option("--ready-file", default=None, type=click.Path(dir_okay=False),
-              help="Write the bound addresses here as JSON once listening.")
-@click.option("--node-id", type=click.IntRange(0, 1023), default=None,
-              help="Unique part of message IDs, 0..1023 [default: hash of host name].")
-@click.option("--mem-queue-size", type=click.IntRange(min=0), default=10000, show_default=True,
-              help="Messages kept in memory per topic and per channel.")
-@click.option("--msg-timeout", type=DURATION, default="60s", show_default=True,
-              help="Default time to wait before an unanswered message is requeued.")
-@click.option("--max-msg-timeout", type=DURATION, default="15m", show_default=True,
-              help="Longest message timeout a client may ask for.")
-@click.option("--max-req-timeout", type=DURATION, default="1h", show_default=True,
-              help="Longest REQ delay, and longest DPUB defer.")
-@click.option("--max-rdy-count", type=click.IntRange(min=1), default=2500, show_default=True,
-              help="Largest RDY a client may send.")
-@click.option("--max-msg-size", type=click.IntRange(min=1), default=1048576, show_default=True,
-              help="Largest message body in bytes.")
-@click.option("--max-body-size", type=click.IntRange(min=1), default=5242880, show_default=True,
-              help="Largest IDENTIFY, AUTH or MPUB body in bytes.")
-@click.option("--max-heartbeat-interval", type=DURATION, default="60s", show_default=True,
-              help="Longest heartbeat interval a client may ask for.")
-@click.option("--max-output-buffer-size", type=click.IntRange(min=64), default=65536,
-              show_default=True, help="Largest output buffer a client may ask for.")
-@click.option("--output-buffer-timeout", type=DURATION, default="250ms", show_default=True,
-              help="Default flush interval of a client's output buffer.")
-@click.option("--min-output-buffer-timeout", type=DURATION, default="25ms", show_default=True,
-              help="Shortest output buffer timeout a client may ask for.")
-@click.option("--max-output-buffer-timeout", type=DURATION, default="30s", show_default=True,
-              help="Longest output buffer timeout a client may ask for.")
-@click.option("--max-channel-consumers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Connections allowed per channel (0 = unlimited).")
-@click.option("--max-deflate-level", type=click.IntRange(1, 9), default=6, show_default=True,
-              help="Highest deflate level reported to clients.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warn", "error", "fatal"]),
-              default="info", show_default=True, help="Lowest level of log lines written.")
+@click.option(
+    "--tcp-address",
+    default="0.0.0.0:4150",
+    show_default=True,
+    help="<addr>:<port> to listen on for TCP clients (port 0 picks one).",
+)
+@click.option(
+    "--http-address",
+    default="0.0.0.0:4151",
+    show_default=True,
+    help="<addr>:<port> to listen on for HTTP clients.",
+)
+@click.option(
+    "--broadcast-address",
+    default=None,
+    help="Address advertised to clients and peers [default: host name].",
+)
+@click.option(
+    "--data-path",
+    default="./shoal-data",
+    show_default=True,
+    help="Directory for disk queues and metadata (created if missing).",
+)
+@click.option(
+    "--sync-every",
+    type=click.IntRange(min=1),
+    default=2500,
+    show_default=True,
+    help="Fsync a disk queue after this many writes and reads; 1 = durable mode.",
+)
+@click.option(
+    "--sync-timeout",
+    type=DURATION,
+    default="2s",
+    show_default=True,
+    help="Fsync disk queues with unsynced activity at least this often.",
+)
+@click.option(
+    "--max-bytes-per-file",
+    type=click.IntRange(min=1),
+    default=104857600,
+    show_default=True,
+    help="Size at which a disk queue starts a new segment file.",
+)
+@click.option(
+    "--ready-file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write the bound addresses here as JSON once listening.",
+)
+@click.option(
+    "--node-id",
+    type=click.IntRange(0, 1023),
+    default=None,
+    help="Unique part of message IDs, 0..1023 [default: hash of host name].",
+)
+@click.option(
+    "--mem-queue-size",
+    type=click.IntRange(min=0),
+    default=10000,
+    show_default=True,
+    help="Messages kept in memory per topic and per channel.",
+)
+@click.option(
+    "--msg-timeout",
+    type=DURATION,
+    default="60s",
+    show_default=True,
+    help="Default time to wait before an unanswered message is requeued.",
+)
+@click.option(
+    "--max-msg-timeout",
+    type=DURATION,
+    default="15m",
+    show_default=True,
+    help="Longest message timeout a client may ask for.",
+)
+@click.option(
+    "--max-req-timeout",
+    type=DURATION,
+    default="1h",
+    show_default=True,
+    help="Longest REQ delay, and longest DPUB defer.",
+)
+@click.option(
+    "--max-rdy-count",
+    type=click.IntRange(min=1),
+    default=2500,
+    show_default=True,
+    help="Largest RDY a client may send.",
+)
+@click.option(
+    "--max-msg-size",
+    type=click.IntRange(min=1),
+    default=1048576,
+    show_default=True,
+    help="Largest message body in bytes.",
+)
+@click.option(
+    "--max-body-size",
+    type=click.IntRange(min=1),
+    default=5242880,
+    show_default=True,
+    help="Largest IDENTIFY, AUTH or MPUB body in bytes.",
+)
+@click.option(
+    "--max-heartbeat-interval",
+    type=DURATION,
+    default="60s",
+    show_default=True,
+    help="Longest heartbeat interval a client may ask for.",
+)
+@click.option(
+    "--max-output-buffer-size",
+    type=click.IntRange(min=64),
+    default=65536,
+    show_default=True,
+    help="Largest output buffer a client may ask for.",
+)
+@click.option(
+    "--output-buffer-timeout",
+    type=DURATION,
+    default="250ms",
+    show_default=True,
+    help="Default flush interval of a client's output buffer.",
+)
+@click.option(
+    "--min-output-buffer-timeout",
+    type=DURATION,
+    default="25ms",
+    show_default=True,
+    help="Shortest output buffer timeout a client may ask for.",
+)
+@click.option(
+    "--max-output-buffer-timeout",
+    type=DURATION,
+    default="30s",
+    show_default=True,
+    help="Longest output buffer timeout a client may ask for.",
+)
+@click.option(
+    "--max-channel-consumers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Connections allowed per channel (0 = unlimited).",
+)
+@click.option(
+    "--max-deflate-level",
+    type=click.IntRange(1, 9),
+    default=6,
+    show_default=True,
+    help="Highest deflate level reported to clients.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warn", "error", "fatal"]),
+    default="info",
+    show_default=True,
+    help="Lowest level of log lines written.",
+)
 def node_command(**options: Any) -> None:
     """Run a node: NSQ TCP protocol V2 and the HTTP APIs, with embedded defaults."""
     setup_logging(options.pop("log_level"))
@@ -93,8 +216,12 @@ def node_command(**options: Any) -> None:
     try:
         trio.run(_run_until_signalled, node)
     except* OSError as group:
-        exc = group.exceptions[0]
-        click.echo(f"shoal: cannot start node: {exc.strerror or exc}", err=True)
+        error = group.exceptions[0]
+        reason = getattr(error, "strerror", None) or error
+        click.echo(f"shoal: cannot start node: {reason}", err=True)
+        sys.exit(1)
+    except* ShoalError as group:
+        click.echo(f"shoal: cannot start node: {group.exceptions[0]}", err=True)
         sys.exit(1)
 
 
@@ -122,8 +249,14 @@ def build_node_config(options: dict[str, Any]) -> NodeConfig:
         max_channel_consumers=options.pop("max_channel_consumers"),
         max_deflate_level=options.pop("max_deflate_level"),
     )
+    disk = DiskQueueConfig(
+        sync_every=options.pop("sync_every"),
+        sync_timeout=options.pop("sync_timeout"),
+        max_bytes_per_file=options.pop("max_bytes_per_file"),
+        max_msg_size=queue.max_msg_size,
+    )
     broadcast = options.pop("broadcast_address") or socket.gethostname()
-    return NodeConfig(queue=queue, broadcast_address=broadcast, **options)
+    return NodeConfig(queue=queue, disk=disk, broadcast_address=broadcast, **options)
 
 
 async def _run_until_signalled(node: Node) -> None:

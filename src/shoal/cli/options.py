@@ -42,12 +42,14 @@ def parse_duration(text: str) -> float:
     return sign * total
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType[float, Any]):
     """A click parameter for durations (see `parse_duration`)."""
 
     name = "duration"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         """Return seconds, or fail with a usage error naming the bad value."""
         if isinstance(value, int | float):
             return float(value)

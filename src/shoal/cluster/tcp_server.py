@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from shoal import __version__
-from shoal.queue.commands import CommandDecoder, Fin, Rdy, Req, Sub
+from shoal.queue.commands import CommandDecoder, Fin, Identify, Rdy, Req, Sub
 from shoal.queue.errors import ClientError, FatalClientError
 from shoal.queue.frames import HEARTBEAT_FRAME, encode_message_frame
 from shoal.queue.protocol import ClientV2
@@ -57,6 +57,7 @@ class ChannelNotifier:
         self.connections: set[Connection] = set()
 
     def __call__(self) -> None:
+        """Wake every subscribed connection's pump."""
         for conn in self.connections:
             conn.wake()
 
@@ -70,7 +71,9 @@ class Connection:
         self.client = client
         self._send_lock = trio.Lock()
         self._wake = trio.Event()
+        self._identified = trio.Event()
         self._notifier: ChannelNotifier | None = None
+        self._scope: trio.CancelScope | None = None
 
     def wake(self) -> None:
         """Ask the pump to look for deliverable messages again."""
@@ -88,16 +91,36 @@ class Connection:
             with trio.fail_after(timeout):
                 await self.stream.send_all(data)
 
+    def close(self) -> None:
+        """End the connection from elsewhere in the node (its channel was deleted)."""
+        if self._scope is not None:
+            self._scope.cancel()
+
     async def run(self) -> None:
-        """Serve the connection until either side ends it."""
+        """Serve the connection until either side ends it.
+
+        Error handling:
+            A broken or too slow peer ends only its own connection; so does an
+            unexpected error, which is logged in one line. The node carries on.
+        """
         try:
             async with trio.open_nursery() as nursery:
+                self._scope = nursery.cancel_scope
                 nursery.start_soon(self._pump)
                 nursery.start_soon(self._heartbeat)
                 await self._read()
                 nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
-            log.info("client %s: connection ended: %s", self.client.remote_address, exc)
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as group:
+            log.info(
+                "client %s: connection ended: %s", self.client.remote_address, group.exceptions[0]
+            )
+        except* Exception as group:
+            # One line, no traceback: the node's log is read by people.
+            log.error(  # noqa: TRY400
+                "client %s: closing after an internal error: %r",
+                self.client.remote_address,
+                group.exceptions[0],
+            )
         finally:
             self._detach()
             self.client.close()
@@ -114,7 +137,9 @@ class Connection:
             with trio.move_on_after(deadline) as scope:
                 data = await self.stream.receive_some(RECEIVE_SIZE)
             if scope.cancelled_caught:
-                log.info("client %s: no command for %.0fs, closing", client.remote_address, deadline)
+                log.info(
+                    "client %s: no command for %.0fs, closing", client.remote_address, deadline
+                )
                 return
             if not data:
                 return
@@ -137,6 +162,8 @@ class Connection:
                     elif isinstance(cmd, Sub):
                         self._attach()
                         self.server.on_subscribe(client)
+                    elif isinstance(cmd, Identify):
+                        self._identified.set()
             except FatalClientError as err:
                 log.info("client %s: %s %s", client.remote_address, err.code, err.description)
                 out.append(err.frame())
@@ -172,12 +199,16 @@ class Connection:
     async def _heartbeat(self) -> None:
         while True:
             interval = self.client.heartbeat_interval
-            if interval <= 0:
-                # Disabled by IDENTIFY; IDENTIFY cannot run twice, so for good.
-                await trio.sleep_forever()
-            await trio.sleep(interval)
-            if self.client.heartbeat_interval == interval:
-                await self.send(HEARTBEAT_FRAME)
+            changed = self._identified
+            # A heartbeat is due one interval after the last one, unless
+            # IDENTIFY changes the interval first: then start again with it.
+            with trio.move_on_after(interval if interval > 0 else math.inf):
+                await changed.wait()
+            if changed.is_set():
+                if self._identified is changed:
+                    self._identified = trio.Event()
+                continue
+            await self.send(HEARTBEAT_FRAME)
 
 
 class TCPServer:
@@ -226,6 +257,12 @@ class TCPServer:
         """Forward a successful SUB to the node's hook."""
         if self._on_subscribe is not None:
             self._on_subscribe(client)
+
+    def close_clients_of(self, channel: Channel) -> None:
+        """Close every connection subscribed to ``channel`` (it was deleted)."""
+        for conn in list(self.connections.values()):
+            if conn.client.channel is channel:
+                conn.close()
 
     def timed_out(self, client_ids: list[int]) -> None:
         """Account for in-flight messages of these clients that timed out."""
@@ -282,4 +319,3 @@ class TCPServer:
                     await trio.sleep(0.1)
                     continue
                 nursery.start_soon(self.handle, stream)
-

@@ -30,6 +30,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from shoal.queue import errors
+from shoal.queue.backend import BackendError
 from shoal.queue.channel import Channel, InFlightError
 from shoal.queue.commands import (
     Auth,
@@ -205,7 +206,10 @@ class ClientV2:
         topic, _ = self.broker.get_or_create_topic(topic_name, now)
         if topic.deleted:
             raise FatalClientError(failed_code, f"{verb} failed topic is exiting")
-        topic.publish(bodies, now, defer)
+        try:
+            topic.publish(bodies, now, defer)
+        except BackendError as exc:
+            raise FatalClientError(failed_code, f"{verb} failed {exc}") from None
         self.pub_counts[topic_name] = self.pub_counts.get(topic_name, 0) + len(bodies)
         return OK_FRAME
 
@@ -390,11 +394,11 @@ class ClientV2:
         self.state = ClientState.DISCONNECTED
         if channel is None or channel.deleted:
             return
-        if channel.remove_client(self.id):
-            try:
-                self.broker.delete_channel(channel.topic_name, channel.name)
-            except KeyError:
-                pass
+        if (
+            channel.remove_client(self.id)
+            and self.broker.get_channel(channel.topic_name, channel.name) is channel
+        ):
+            self.broker.delete_channel(channel.topic_name, channel.name)
 
     def stats(self) -> dict[str, Any]:
         """The client object of /stats (nsq.md §2.3)."""

@@ -16,7 +16,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import TracebackType
 
 __all__ = ["NodeProcess", "split_address"]
 
@@ -44,7 +47,9 @@ class NodeProcess:
         still running and its temporary directory removed.
     """
 
-    def __init__(self, *args: str, workdir: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *args: str, workdir: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="shoal-node-")
@@ -71,11 +76,14 @@ class NodeProcess:
             "--http-address", "127.0.0.1:0",
             "--broadcast-address", "127.0.0.1",
             "--ready-file", str(self.ready_file),
+            *([] if "--data-path" in self.args else ["--data-path", str(self.workdir / "data")]),
             *self.args,
         ]  # fmt: skip
         env = {**os.environ, **self.env}
         with self.stderr_path.open("ab") as stderr:
-            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, env=env)
+            self.proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, env=env
+            )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.ready_file.exists():

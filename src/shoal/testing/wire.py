@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shoal.queue.commands import (
     Command,
@@ -30,6 +29,9 @@ from shoal.queue.commands import (
 from shoal.queue.frames import MAGIC_V2, FrameDecoder, FrameType
 from shoal.queue.message import Message, decode_message
 
+if TYPE_CHECKING:
+    from types import TracebackType
+
 __all__ = ["NsqConnection"]
 
 
@@ -42,7 +44,9 @@ class NsqConnection:
         magic: what to send first; None sends nothing (to test the check).
     """
 
-    def __init__(self, address: tuple[str, int], *, timeout: float = 10.0, magic: bytes | None = MAGIC_V2) -> None:
+    def __init__(
+        self, address: tuple[str, int], *, timeout: float = 10.0, magic: bytes | None = MAGIC_V2
+    ) -> None:
         self.sock = socket.create_connection(address, timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.decoder = FrameDecoder()

@@ -1,0 +1,542 @@
+"""Wire format of the gossip protocol: a version byte, then CBOR, with hard limits.
+
+Rules:
+
+1. Every packet and every stream message starts with one byte,
+   `PROTOCOL_VERSION`; anything else is refused. The rest is CBOR (RFC 8949).
+2. A **packet** is ``version || CBOR array of 1..255 messages`` (memberlist's
+   compound message, without the separate length table: CBOR frames each
+   part). A **stream** request or reply is ``version || one CBOR message``.
+3. A message is a CBOR array ``[type, field, ...]`` with fields in the order
+   below; `MessageType` numbers are on the wire and append-only::
+
+       PING       [0, seq, target, source]
+       PING_REQ   [1, seq, target, [host, port], nack, source]
+       ACK        [2, seq]
+       NACK       [3, seq]
+       ALIVE      [4, incarnation, name, [host, port], {meta}]
+       SUSPECT    [5, incarnation, name, source]
+       DEAD       [6, incarnation, name, source]
+       PUSH_PULL  [7, source, join, reply, [[name, [host, port], incarnation,
+                   state, {meta}], ...], app_state]
+       USER       [8, key, data]
+
+   Member states in push-pull tables are small integers, also on the wire
+   and append-only: alive 0, suspect 1, dead 2, left 3. A table names each
+   member once.
+4. Decoding is bounded and strict, because every byte comes from an untrusted
+   peer (STYLE §3.5): the size is checked before parsing; the CBOR nesting
+   depth, string lengths, metadata size and member counts are capped;
+   indefinite-length items, duplicate map keys, every CBOR tag (no dates,
+   regexes, shared references or bignums), trailing bytes, unknown message
+   types and messages on the wrong transport are refused, and each field is
+   type-checked (a bool is not an int). Every refusal raises `CodecError`, a
+   `RemoteProtocolError` whose ``reason`` names a drop counter; nothing else
+   escapes `decode_packet` or `decode_stream`.
+5. Encoding trusts its input (it comes from our own engine) and never checks
+   limits beyond what the engine already enforces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import TYPE_CHECKING, Any, Final
+
+import cbor2
+
+from shoal.errors import RemoteProtocolError
+from shoal.membership.messages import (
+    Ack,
+    Address,
+    Alive,
+    Dead,
+    Message,
+    MessageType,
+    Nack,
+    Ping,
+    PingReq,
+    PushPull,
+    PushPullEntry,
+    Suspect,
+    UserMsg,
+)
+from shoal.membership.state import MemberState
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from shoal.membership.config import MembershipConfig
+
+__all__ = [
+    "MAX_PACKET_MESSAGES",
+    "PACKET_OVERHEAD",
+    "PACKET_TYPES",
+    "PROTOCOL_VERSION",
+    "STREAM_REPLY_TYPES",
+    "STREAM_REQUEST_TYPES",
+    "CodecError",
+    "CodecLimits",
+    "decode_packet",
+    "decode_stream",
+    "encode_message",
+    "encode_packet",
+    "encode_stream",
+]
+
+#: First byte of every packet and stream message. On the wire.
+PROTOCOL_VERSION: Final = 1
+
+#: Most messages packed in one packet (memberlist's compound limit).
+MAX_PACKET_MESSAGES: Final = 255
+
+#: Bytes a packet spends outside its messages: the version byte and the CBOR
+#: array header for up to 255 items.
+PACKET_OVERHEAD: Final = 1 + 2
+
+#: Deepest CBOR nesting in any valid message (a push-pull entry's address).
+_MAX_DEPTH: Final = 4
+
+_UINT32_MAX: Final = (1 << 32) - 1
+_UINT64_MAX: Final = (1 << 64) - 1
+_MAX_HOST_LENGTH: Final = 255
+
+#: Member states as numbers on the wire. Append only.
+_STATE_TO_WIRE: Final[Mapping[MemberState, int]] = {
+    MemberState.ALIVE: 0,
+    MemberState.SUSPECT: 1,
+    MemberState.DEAD: 2,
+    MemberState.LEFT: 3,
+}
+_WIRE_TO_STATE: Final[Mapping[int, MemberState]] = {v: k for k, v in _STATE_TO_WIRE.items()}
+
+#: Message types allowed in a packet, in a stream request and in a stream reply.
+PACKET_TYPES: Final = frozenset(
+    {
+        MessageType.PING,
+        MessageType.PING_REQ,
+        MessageType.ACK,
+        MessageType.NACK,
+        MessageType.ALIVE,
+        MessageType.SUSPECT,
+        MessageType.DEAD,
+        MessageType.USER,
+    }
+)
+STREAM_REQUEST_TYPES: Final = frozenset({MessageType.PING, MessageType.PUSH_PULL, MessageType.USER})
+STREAM_REPLY_TYPES: Final = frozenset({MessageType.ACK, MessageType.PUSH_PULL})
+_PACKET_CODES: Final = frozenset(t.value for t in PACKET_TYPES)
+
+
+class CodecError(RemoteProtocolError):
+    """A peer's bytes were refused.
+
+    Attributes:
+        reason: a short name for the drop counter: ``"empty"``, ``"oversize"``,
+            ``"version"``, ``"cbor"`` (malformed, tagged, indefinite, too deep,
+            duplicate key), ``"trailing"``, ``"shape"`` (a field of the wrong
+            type or range), ``"limit"`` (too many items or bytes),
+            ``"unknown_type"`` or ``"unexpected_type"`` (valid, wrong transport).
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CodecLimits:
+    """Bounds applied while decoding; see the same-named `MembershipConfig` fields."""
+
+    max_packet_size: int = 65_536
+    max_stream_size: int = 16 * 1024 * 1024
+    max_name_length: int = 255
+    meta_max_size: int = 512
+    max_push_pull_members: int = 65_536
+    max_app_message_size: int = 1024 * 1024
+
+    @classmethod
+    def from_config(cls, config: MembershipConfig) -> CodecLimits:
+        """Take the limits from a membership configuration."""
+        return cls(
+            max_packet_size=config.max_packet_size,
+            max_stream_size=config.max_stream_size,
+            max_name_length=config.max_name_length,
+            meta_max_size=config.meta_max_size,
+            max_push_pull_members=config.max_push_pull_members,
+            max_app_message_size=config.max_app_message_size,
+        )
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _address(address: Address) -> list[Any]:
+    return [address[0], address[1]]
+
+
+def encode_message(message: Message) -> bytes:
+    """Return the CBOR encoding of one message (no version byte).
+
+    The result is a part for `encode_packet`, or a broadcast kept queued in
+    encoded form so it is encoded once however often it is sent.
+    """
+    item: list[Any]
+    match message:
+        case Ping(seq=seq, target=target, source=source):
+            item = [MessageType.PING.value, seq, target, source]
+        case PingReq(seq=seq, target=target, target_address=address, nack=nack, source=source):
+            item = [MessageType.PING_REQ.value, seq, target, _address(address), nack, source]
+        case Ack(seq=seq):
+            item = [MessageType.ACK.value, seq]
+        case Nack(seq=seq):
+            item = [MessageType.NACK.value, seq]
+        case Alive(incarnation=incarnation, name=name, address=address, meta=meta):
+            item = [MessageType.ALIVE.value, incarnation, name, _address(address), dict(meta)]
+        case Suspect(incarnation=incarnation, name=name, source=source):
+            item = [MessageType.SUSPECT.value, incarnation, name, source]
+        case Dead(incarnation=incarnation, name=name, source=source):
+            item = [MessageType.DEAD.value, incarnation, name, source]
+        case PushPull(source=source, join=join, reply=reply, members=members, app_state=app_state):
+            entries = [
+                [
+                    e.name,
+                    _address(e.address),
+                    e.incarnation,
+                    _STATE_TO_WIRE[e.state],
+                    dict(e.meta),
+                ]
+                for e in members
+            ]
+            item = [MessageType.PUSH_PULL.value, source, join, reply, entries, app_state]
+        case UserMsg(key=key, data=data):
+            item = [MessageType.USER.value, key, data]
+    return cbor2.dumps(item)
+
+
+def _array_header(count: int) -> bytes:
+    if count < 24:
+        return bytes((0x80 | count,))
+    if count < 256:
+        return bytes((0x98, count))
+    return bytes((0x99, count >> 8, count & 0xFF))
+
+
+def encode_packet(parts: Sequence[bytes]) -> bytes:
+    """Pack already-encoded messages into one packet.
+
+    Args:
+        parts: 1 to `MAX_PACKET_MESSAGES` outputs of `encode_message`.
+
+    Returns:
+        The datagram: version byte, CBOR array header, the parts.
+    """
+    return b"".join((bytes((PROTOCOL_VERSION,)), _array_header(len(parts)), *parts))
+
+
+def encode_stream(message: Message) -> bytes:
+    """Return the bytes of a stream request or reply carrying ``message``."""
+    return bytes((PROTOCOL_VERSION,)) + encode_message(message)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _reject_tag(tag: object, immutable: bool) -> Any:
+    raise CodecError("cbor", "CBOR tags are not part of the protocol")
+
+
+def _reject_semantic(value: object, immutable: bool) -> Any:
+    raise CodecError("cbor", "CBOR tags are not part of the protocol")
+
+
+# Every tag cbor2 decodes on its own (dates, bignums, decimals, fractions,
+# regexes, MIME, UUIDs, sets, IP addresses, shared and string references,
+# self-describe): refused before their decoders run. Unknown tags reach
+# `_reject_tag`.
+_SEMANTIC_TAGS: Final = (
+    0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261,
+    1004, 43000, 55799,
+)  # fmt: skip
+_REJECT_SEMANTIC: Final = dict.fromkeys(_SEMANTIC_TAGS, _reject_semantic)
+
+
+def _parse_cbor(data: bytes, offset: int) -> Any:
+    stream = io.BytesIO(data)
+    stream.seek(offset)
+    decoder = cbor2.CBORDecoder(
+        stream,
+        tag_hook=_reject_tag,
+        semantic_decoders=_REJECT_SEMANTIC,
+        max_depth=_MAX_DEPTH,
+        allow_indefinite=False,
+        allow_duplicate_keys=False,
+    )
+    try:
+        value = decoder.decode()
+    except CodecError:
+        raise
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # CodecError raised inside a hook arrives wrapped by cbor2.
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, CodecError):
+            raise cause from None
+        raise CodecError("cbor", str(exc)) from None
+    if stream.tell() != len(data):
+        raise CodecError("trailing", f"{len(data) - stream.tell()} bytes after the message")
+    return value
+
+
+def _shape(detail: str) -> CodecError:
+    return CodecError("shape", detail)
+
+
+# The field checks below sit on the hot path of every received message, so
+# each does one cheap test first and builds its error only on failure.
+
+
+def _uint(value: Any, maximum: int, what: str) -> int:
+    if type(value) is not int or not 0 <= value <= maximum:
+        raise _shape(f"{what} must be an unsigned integer")
+    return value
+
+
+def _bool(value: Any, what: str) -> bool:
+    if type(value) is not bool:
+        raise _shape(f"{what} must be a boolean")
+    return value
+
+
+def _name(value: Any, limits: CodecLimits, what: str) -> str:
+    if type(value) is not str or not 0 < len(value) <= limits.max_name_length:
+        if type(value) is str and value:
+            raise CodecError("limit", f"{what} is longer than {limits.max_name_length}")
+        raise _shape(f"{what} must be a non-empty string")
+    return value
+
+
+def _bytes(value: Any, maximum: int, what: str) -> bytes:
+    if type(value) is not bytes:
+        raise _shape(f"{what} must be a byte string")
+    if len(value) > maximum:
+        raise CodecError("limit", f"{what} is longer than {maximum} bytes")
+    return value
+
+
+def _addr(value: Any) -> Address:
+    if type(value) is not list or len(value) != 2:
+        raise _shape("an address must be [host, port]")
+    host, port = value
+    if type(host) is not str or not 0 < len(host) <= _MAX_HOST_LENGTH:
+        raise _shape("an address host must be a non-empty string")
+    if type(port) is not int or not 0 <= port <= 65535:
+        raise _shape("an address port must be in 0..65535")
+    return (host, port)
+
+
+def _meta(value: Any, limits: CodecLimits) -> dict[str, str]:
+    if type(value) is not dict:
+        raise _shape("meta must be a map")
+    chars = 0
+    longest = limits.max_name_length
+    for key, item in value.items():
+        if type(key) is not str or type(item) is not str or not key:
+            raise _shape("meta must map non-empty strings to strings")
+        if len(key) > longest:
+            raise CodecError("limit", "meta key too long")
+        chars += len(key) + len(item)
+    # A character takes at most 4 bytes of UTF-8: only near the limit is it
+    # worth measuring exactly.
+    if chars * 4 > limits.meta_max_size:
+        size = sum(len(k.encode()) + len(v.encode()) for k, v in value.items())
+        if size > limits.meta_max_size:
+            raise CodecError("limit", f"meta larger than {limits.meta_max_size} bytes")
+    return value
+
+
+def _fields(item: list[Any], count: int, what: str) -> None:
+    if len(item) != count:
+        raise _shape(f"{what} needs {count - 1} fields, got {len(item) - 1}")
+
+
+def _entry(value: Any, limits: CodecLimits) -> PushPullEntry:
+    if type(value) is not list or len(value) != 5:
+        raise _shape("a push-pull entry must be [name, address, incarnation, state, meta]")
+    name, address, incarnation, state, meta = value
+    member_state = _WIRE_TO_STATE.get(state) if type(state) is int else None
+    if member_state is None:
+        raise _shape(f"unknown member state {state!r}")
+    return PushPullEntry(
+        name=_name(name, limits, "member name"),
+        address=_addr(address),
+        incarnation=_uint(incarnation, _UINT64_MAX, "incarnation"),
+        state=member_state,
+        meta=_meta(meta, limits),
+    )
+
+
+def _ping(item: list[Any], limits: CodecLimits) -> Message:
+    _fields(item, 4, "ping")
+    return Ping(
+        seq=_uint(item[1], _UINT32_MAX, "seq"),
+        target=_name(item[2], limits, "target"),
+        source=_name(item[3], limits, "source"),
+    )
+
+
+def _ping_req(item: list[Any], limits: CodecLimits) -> Message:
+    _fields(item, 6, "ping-req")
+    return PingReq(
+        seq=_uint(item[1], _UINT32_MAX, "seq"),
+        target=_name(item[2], limits, "target"),
+        target_address=_addr(item[3]),
+        nack=_bool(item[4], "nack"),
+        source=_name(item[5], limits, "source"),
+    )
+
+
+def _ack(item: list[Any], limits: CodecLimits) -> Message:
+    _fields(item, 2, "ack")
+    return Ack(seq=_uint(item[1], _UINT32_MAX, "seq"))
+
+
+def _nack(item: list[Any], limits: CodecLimits) -> Message:
+    _fields(item, 2, "nack")
+    return Nack(seq=_uint(item[1], _UINT32_MAX, "seq"))
+
+
+def _alive(item: list[Any], limits: CodecLimits) -> Message:
+    _fields(item, 5, "alive")
+    return Alive(
+        incarnation=_uint(item[1], _UINT64_MAX, "incarnation"),
+        name=_name(item[2], limits, "name"),
+        address=_addr(item[3]),
+        meta=_meta(item[4], limits),
+    )
+
+
+def _suspect(item: list[Any], limits: CodecLimits) -> Message:
+    _fields(item, 4, "suspect")
+    return Suspect(
+        incarnation=_uint(item[1], _UINT64_MAX, "incarnation"),
+        name=_name(item[2], limits, "name"),
+        source=_name(item[3], limits, "source"),
+    )
+
+
+def _dead(item: list[Any], limits: CodecLimits) -> Message:
+    _fields(item, 4, "dead")
+    return Dead(
+        incarnation=_uint(item[1], _UINT64_MAX, "incarnation"),
+        name=_name(item[2], limits, "name"),
+        source=_name(item[3], limits, "source"),
+    )
+
+
+def _push_pull(item: list[Any], limits: CodecLimits) -> Message:
+    _fields(item, 6, "push-pull")
+    entries = item[4]
+    if type(entries) is not list:
+        raise _shape("push-pull members must be an array")
+    if len(entries) > limits.max_push_pull_members:
+        raise CodecError("limit", f"more than {limits.max_push_pull_members} members")
+    members = tuple(_entry(e, limits) for e in entries)
+    if len({m.name for m in members}) != len(members):
+        # One record per member: a table that contradicts itself has no
+        # meaning, and merging it would depend on the order of its records.
+        raise _shape("a push-pull table names a member twice")
+    return PushPull(
+        source=_name(item[1], limits, "source"),
+        join=_bool(item[2], "join"),
+        reply=_bool(item[3], "reply"),
+        members=members,
+        app_state=_bytes(item[5], limits.max_stream_size, "app state"),
+    )
+
+
+def _user(item: list[Any], limits: CodecLimits) -> Message:
+    _fields(item, 3, "user")
+    return UserMsg(
+        key=_name(item[1], limits, "key"),
+        data=_bytes(item[2], limits.max_app_message_size, "user data"),
+    )
+
+
+_DECODERS: Final[Mapping[int, Callable[[list[Any], CodecLimits], Message]]] = {
+    MessageType.PING.value: _ping,
+    MessageType.PING_REQ.value: _ping_req,
+    MessageType.ACK.value: _ack,
+    MessageType.NACK.value: _nack,
+    MessageType.ALIVE.value: _alive,
+    MessageType.SUSPECT.value: _suspect,
+    MessageType.DEAD.value: _dead,
+    MessageType.PUSH_PULL.value: _push_pull,
+    MessageType.USER.value: _user,
+}
+
+
+def _message(item: Any, limits: CodecLimits, allowed: frozenset[int]) -> Message:
+    if type(item) is not list or not item:
+        raise _shape("a message must be a non-empty array")
+    kind = item[0]
+    if type(kind) is not int:
+        raise _shape("a message type must be an integer")
+    if kind not in allowed:
+        if kind in _DECODERS:
+            raise CodecError("unexpected_type", f"{MessageType(kind).name} is not allowed here")
+        raise CodecError("unknown_type", f"message type {kind}")
+    return _DECODERS[kind](item, limits)
+
+
+def _check_frame(data: bytes, maximum: int) -> None:
+    if not data:
+        raise CodecError("empty", "no bytes")
+    if len(data) > maximum:
+        raise CodecError("oversize", f"{len(data)} bytes, limit {maximum}")
+    if data[0] != PROTOCOL_VERSION:
+        raise CodecError("version", f"protocol version {data[0]}, expected {PROTOCOL_VERSION}")
+
+
+def decode_packet(data: bytes, limits: CodecLimits) -> list[Message]:
+    """Decode one datagram into its messages.
+
+    Args:
+        data: the datagram as received.
+        limits: the bounds to enforce.
+
+    Returns:
+        The messages, in packet order (at least one).
+
+    Raises:
+        CodecError: the datagram is refused as a whole (even when only one of
+            its messages is bad, since a peer that sends one malformed part is
+            not trusted for the rest). No other exception escapes.
+    """
+    _check_frame(data, limits.max_packet_size)
+    items = _parse_cbor(data, 1)
+    if type(items) is not list or not items:
+        raise _shape("a packet must be a non-empty array of messages")
+    if len(items) > MAX_PACKET_MESSAGES:
+        raise CodecError("limit", f"more than {MAX_PACKET_MESSAGES} messages in a packet")
+    allowed = _PACKET_CODES
+    return [_message(item, limits, allowed) for item in items]
+
+
+def decode_stream(
+    data: bytes, limits: CodecLimits, allowed: frozenset[MessageType] = STREAM_REQUEST_TYPES
+) -> Message:
+    """Decode a stream request (or, with ``allowed=STREAM_REPLY_TYPES``, a reply).
+
+    Args:
+        data: the whole stream payload.
+        limits: the bounds to enforce.
+        allowed: message types acceptable here.
+
+    Returns:
+        The one message.
+
+    Raises:
+        CodecError: the payload is refused. No other exception escapes.
+    """
+    _check_frame(data, limits.max_stream_size)
+    return _message(_parse_cbor(data, 1), limits, frozenset(t.value for t in allowed))

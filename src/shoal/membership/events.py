@@ -1,0 +1,141 @@
+"""What the engine tells its driver about other members.
+
+Events are frozen, slotted, keyword-only dataclasses; never subclass them, and
+dispatch on ``type(event)`` (or ``match``). Each carries a `Member` snapshot
+taken when the event happened. The engine queues them in order; the driver
+drains them with ``Membership.events()``.
+
+Which transition raises which event:
+
+================================  ====================
+transition                        event
+================================  ====================
+unknown -> alive                  `MemberJoined`
+dead or left -> alive             `MemberJoined` (again)
+suspect -> alive (refuted)        `MemberRecovered`
+alive, new address or metadata    `MemberUpdated`
+alive -> suspect                  `MemberSuspected`
+alive or suspect -> dead          `MemberFailed`
+alive or suspect -> left          `MemberLeft`
+dead or left -> forgotten         `MemberReaped`
+a second address claims a name    `NameConflict`
+================================  ====================
+
+A recovered member whose metadata also changed gives `MemberRecovered` only;
+its ``member`` carries the new metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shoal.membership.messages import Address
+    from shoal.membership.state import Member
+
+__all__ = [
+    "Event",
+    "MemberFailed",
+    "MemberJoined",
+    "MemberLeft",
+    "MemberReaped",
+    "MemberRecovered",
+    "MemberSuspected",
+    "MemberUpdated",
+    "NameConflict",
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MemberJoined:
+    """A member became alive: first seen, or back after being dead or having left."""
+
+    member: Member
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MemberUpdated:
+    """An alive member announced a new address or new metadata."""
+
+    member: Member
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MemberSuspected:
+    """A member is suspected of having failed; it may still refute.
+
+    Attributes:
+        member: the member, now suspect.
+        accuser: the member whose suspicion we adopted (ourselves after a failed
+            probe).
+    """
+
+    member: Member
+    accuser: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MemberRecovered:
+    """A suspect member refuted the suspicion and is alive again."""
+
+    member: Member
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MemberFailed:
+    """A member was declared dead.
+
+    Attributes:
+        member: the member, now dead.
+        declared_by: the member whose suspicion timed out first (ourselves when
+            our own timer fired).
+    """
+
+    member: Member
+    declared_by: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MemberLeft:
+    """A member left the cluster gracefully."""
+
+    member: Member
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MemberReaped:
+    """A dead or left member was forgotten after ``dead_retention``."""
+
+    member: Member
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class NameConflict:
+    """A node at another address claimed the name of a member we still hold.
+
+    The claim was ignored (reference/membership.md §1.3). For our own name the
+    engine refutes instead, and this event tells the operator two nodes share
+    a name.
+
+    Attributes:
+        name: the contested name.
+        known_address: the address we keep for it.
+        claimed_address: the address of the rejected claim.
+    """
+
+    name: str
+    known_address: Address
+    claimed_address: Address
+
+
+Event = (
+    MemberJoined
+    | MemberUpdated
+    | MemberSuspected
+    | MemberRecovered
+    | MemberFailed
+    | MemberLeft
+    | MemberReaped
+    | NameConflict
+)

@@ -1,0 +1,195 @@
+"""The gossip protocol's messages, as frozen dataclasses, and their wire type numbers.
+
+Rules:
+
+1. `MessageType` values are on the wire: **only append** to the enum, never
+   renumber or reuse a value, or nodes of different versions will misread each
+   other.
+2. Messages are plain data with no behaviour; `shoal.membership.codec` turns
+   them into bytes and back, and validates every field of a decoded message.
+3. Names follow SWIM and memberlist (reference/membership.md §1.1): ``Ping``,
+   ``PingReq`` (memberlist's indirect ping), ``Ack``, ``Nack``, ``Alive``,
+   ``Suspect``, ``Dead``, ``PushPull``; ``UserMsg`` carries application data.
+
+Which transport carries what:
+
+* packets (best effort, several messages per datagram): ``Ping``, ``PingReq``,
+  ``Ack``, ``Nack``, ``Alive``, ``Suspect``, ``Dead``, ``UserMsg``;
+* stream requests (reliable, one message, answered by one reply): ``Ping``
+  (the TCP fallback probe, answered by ``Ack``), ``PushPull`` (answered by a
+  ``PushPull``), ``UserMsg`` (an application message too large for a packet,
+  answered by nothing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from shoal.membership.state import MemberState
+
+__all__ = [
+    "Ack",
+    "Address",
+    "Alive",
+    "Dead",
+    "Message",
+    "MessageType",
+    "Nack",
+    "Ping",
+    "PingReq",
+    "PushPull",
+    "PushPullEntry",
+    "Suspect",
+    "UserMsg",
+]
+
+#: A transport address: (host, port). Hosts are opaque strings to the engine.
+Address = tuple[str, int]
+
+
+class MessageType(enum.IntEnum):
+    """Wire number of each message type. On the wire: ONLY APPEND TO THIS ENUM."""
+
+    PING = 0
+    PING_REQ = 1
+    ACK = 2
+    NACK = 3
+    ALIVE = 4
+    SUSPECT = 5
+    DEAD = 6
+    PUSH_PULL = 7
+    USER = 8
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Ping:
+    """A probe; the receiver answers with ``Ack(seq)`` if it is ``target``.
+
+    Attributes:
+        seq: sequence number chosen by the prober, echoed in the ack.
+        target: name of the member the prober means to reach; a different node
+            now living at that address (a restart under another name) ignores it.
+        source: name of the prober.
+    """
+
+    seq: int
+    target: str
+    source: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PingReq:
+    """Ask the receiver to probe ``target`` on the sender's behalf (SWIM ping-req).
+
+    Attributes:
+        seq: the original prober's sequence number; acks and nacks relayed back
+            carry it.
+        target: name of the member to probe.
+        target_address: where to probe it.
+        nack: whether the prober wants a ``Nack`` if the target stays silent
+            for a probe timeout (Lifeguard).
+        source: name of the original prober.
+    """
+
+    seq: int
+    target: str
+    target_address: Address
+    nack: bool
+    source: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Ack:
+    """Answer to a ``Ping``, or relayed answer to a ``PingReq``."""
+
+    seq: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Nack:
+    """An indirect helper's report that the target did not answer in time."""
+
+    seq: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Alive:
+    """Member ``name`` is alive at ``address`` with this incarnation and metadata."""
+
+    incarnation: int
+    name: str
+    address: Address
+    meta: Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Suspect:
+    """``source`` suspects member ``name`` at this incarnation."""
+
+    incarnation: int
+    name: str
+    source: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Dead:
+    """``source`` declares member ``name`` dead; ``source == name`` means it left."""
+
+    incarnation: int
+    name: str
+    source: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PushPullEntry:
+    """One member record of a push-pull table.
+
+    Attributes:
+        name: member name.
+        address: member address.
+        incarnation: the incarnation the sender holds.
+        state: the state the sender holds.
+        meta: the member's metadata.
+    """
+
+    name: str
+    address: Address
+    incarnation: int
+    state: MemberState
+    meta: Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PushPull:
+    """A full-state exchange: the sender's member table and application state.
+
+    Attributes:
+        source: name of the sender.
+        join: the sender is joining through this exchange (a seed or a
+            reconnect attempt), not running its periodic anti-entropy.
+        reply: this is the answer to a push-pull request.
+        members: every member record the sender holds, itself included.
+        app_state: the application delegate's ``local_state()``.
+    """
+
+    source: str
+    join: bool
+    reply: bool
+    members: tuple[PushPullEntry, ...]
+    app_state: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class UserMsg:
+    """An application broadcast; a newer one with the same ``key`` supersedes it."""
+
+    key: str
+    data: bytes
+
+
+Message = Ping | PingReq | Ack | Nack | Alive | Suspect | Dead | PushPull | UserMsg
