@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import nsq
 import pytest
 
-from shoal.testing.process import NodeProcess
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from shoal.testing.process import NodeProcess
 
 pytestmark = pytest.mark.integration
 
@@ -27,9 +29,9 @@ def run(scenario: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
     return asyncio.run(main())
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+async def wait_for(condition: Callable[[], bool], limit: float = 20.0) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + limit
     while not condition():
         if loop.time() > deadline:
             raise TimeoutError("condition not met")
@@ -61,7 +63,9 @@ async def publish(writer: Any, topic: str, bodies: list[bytes], batch: int = 100
     assert not failures
 
 
-def reader(node: NodeProcess, topic: str, channel: str, handler: Callable[[Any], bool], **kw: Any) -> Any:
+def reader(
+    node: NodeProcess, topic: str, channel: str, handler: Callable[[Any], bool], **kw: Any
+) -> Any:
     host, port = node.tcp
     return nsq.Reader(
         topic=topic,
@@ -89,7 +93,7 @@ def test_pynsq_consumes_10000_messages_exactly_once(node: NodeProcess) -> None:
         writer = await connected_writer(node)
         await publish(writer, topic, bodies)
         r = reader(node, topic, "archive", handle, max_in_flight=200)
-        await wait_for(lambda: sum(counts.values()) >= len(bodies), timeout=45)
+        await wait_for(lambda: sum(counts.values()) >= len(bodies), limit=45)
         await asyncio.sleep(0.3)  # a duplicate would show up here
         r.close()
         writer.close() if hasattr(writer, "close") else None
@@ -101,7 +105,10 @@ def test_pynsq_consumes_10000_messages_exactly_once(node: NodeProcess) -> None:
 
 def test_pynsq_two_consumers_on_one_channel_split_the_load(node: NodeProcess) -> None:
     topic = topic_name()
-    per_reader: dict[str, collections.Counter[bytes]] = {"a": collections.Counter(), "b": collections.Counter()}
+    per_reader: dict[str, collections.Counter[bytes]] = {
+        "a": collections.Counter(),
+        "b": collections.Counter(),
+    }
 
     def handler(name: str) -> Callable[[Any], bool]:
         def handle(message: Any) -> bool:
@@ -125,7 +132,8 @@ def test_pynsq_two_consumers_on_one_channel_split_the_load(node: NodeProcess) ->
     a, b = per_reader["a"], per_reader["b"]
     assert not set(a) & set(b)
     assert len(a) + len(b) == 400
-    assert len(a) > 40 and len(b) > 40
+    assert len(a) > 40
+    assert len(b) > 40
 
 
 def test_pynsq_requeued_message_comes_back_with_more_attempts(node: NodeProcess) -> None:

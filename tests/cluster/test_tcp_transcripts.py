@@ -6,13 +6,16 @@ import json
 import struct
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 import pytest
 
 from shoal.queue.commands import Nop, Pub
 from shoal.queue.frames import FrameType
-from shoal.testing.process import NodeProcess
 from shoal.testing.wire import NsqConnection
+
+if TYPE_CHECKING:
+    from shoal.testing.process import NodeProcess
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +24,9 @@ def topic_name() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
-def consumer(node: NodeProcess, topic: str, channel: str, *, rdy: int = 1, **identify: object) -> NsqConnection:
+def consumer(
+    node: NodeProcess, topic: str, channel: str, *, rdy: int = 1, **identify: object
+) -> NsqConnection:
     conn = NsqConnection(node.tcp)
     if identify:
         conn.identify(**identify)
@@ -41,7 +46,9 @@ def test_identify_feature_negotiation_answers_every_nsqd_key(node: NodeProcess) 
     assert expected <= data.keys()
     assert data["max_rdy_count"] == 2500
     assert data["msg_timeout"] == 5000
-    assert data["tls_v1"] is False and data["snappy"] is False and data["deflate"] is False
+    assert data["tls_v1"] is False
+    assert data["snappy"] is False
+    assert data["deflate"] is False
 
 
 def test_identify_without_negotiation_answers_ok(node: NodeProcess) -> None:
@@ -100,7 +107,8 @@ def test_req_with_delay_redelivers_no_earlier_than_the_delay(node: NodeProcess) 
         sub.req(msg.id, 700)
         again = sub.read_message()
         assert time.monotonic() - sent >= 0.7
-        assert again.id == msg.id and again.attempts == 2
+        assert again.id == msg.id
+        assert again.attempts == 2
 
 
 def test_dpub_is_delivered_no_earlier_than_its_defer(node: NodeProcess) -> None:
@@ -152,7 +160,9 @@ def test_fin_of_unknown_id_is_non_fatal(node: NodeProcess) -> None:
         (b"FIN short\n", b"E_INVALID"),
     ],
 )
-def test_bad_input_gives_its_error_frame_and_closes(node: NodeProcess, payload: bytes, code: bytes) -> None:
+def test_bad_input_gives_its_error_frame_and_closes(
+    node: NodeProcess, payload: bytes, code: bytes
+) -> None:
     with NsqConnection(node.tcp, timeout=5) as conn:
         conn.send_raw(payload)
         ftype, data = conn.read_frame()
