@@ -19,7 +19,11 @@ def test_config_lan_matches_memberlist_defaults() -> None:
 def test_config_wan_overrides_timing() -> None:
     config = MembershipConfig.wan()
     assert (config.probe_interval, config.probe_timeout, config.suspicion_mult) == (5.0, 3.0, 6)
-    assert (config.gossip_nodes, config.gossip_interval, config.push_pull_interval) == (4, 0.5, 60.0)
+    assert (config.gossip_nodes, config.gossip_interval, config.push_pull_interval) == (
+        4,
+        0.5,
+        60.0,
+    )
 
 
 def test_config_local_is_fast() -> None:
@@ -54,4 +58,4 @@ def test_config_is_frozen() -> None:
 )
 def test_config_rejects_out_of_range_values(overrides: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
-        dataclasses.replace(MembershipConfig.lan(), **overrides)
+        dataclasses.replace(MembershipConfig.lan(), **overrides)  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
 """One SWIM or Lifeguard rule per test, on a single engine fed by hand."""
 
 import dataclasses
+import itertools
 import random
 from collections.abc import Iterable
 
@@ -54,7 +55,13 @@ ADDR = {name: (f"10.0.0.{i}", 4160) for i, name in enumerate("abcdefgh", start=1
 
 def make(config: MembershipConfig = CONFIG, **kwargs: object) -> Membership:
     return Membership(
-        config, name="a", address=A, meta={"v": "1"}, rng=random.Random(7), now=0.0, **kwargs  # type: ignore[arg-type]
+        config,
+        name="a",
+        address=A,
+        meta={"v": "1"},
+        rng=random.Random(7),
+        now=0.0,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -64,7 +71,9 @@ def alive(name: str, incarnation: int = 1, **kwargs: object) -> Alive:
     return Alive(incarnation=incarnation, name=name, **fields)  # type: ignore[arg-type]
 
 
-def feed(engine: Membership, *messages: Message, now: float = 0.0, src: Address = ADDR["b"]) -> None:
+def feed(
+    engine: Membership, *messages: Message, now: float = 0.0, src: Address = ADDR["b"]
+) -> None:
     engine.receive_packet(encode_packet([encode_message(m) for m in messages]), src, now)
 
 
@@ -118,8 +127,11 @@ class Driver:
             for address, reply in replies:
                 feed(engine, reply, now=now, src=address)
 
-    def messages(self, kind: type) -> list[tuple[float, Address, Message]]:
-        return [item for item in self.sent if isinstance(item[2], kind)]
+    def pings(self) -> list[tuple[float, Address, Ping]]:
+        return [(at, a, m) for at, a, m in self.sent if isinstance(m, Ping)]
+
+    def ping_reqs(self) -> list[tuple[float, Address, PingReq]]:
+        return [(at, a, m) for at, a, m in self.sent if isinstance(m, PingReq)]
 
 
 def state(engine: Membership, name: str) -> MemberState | None:
@@ -166,7 +178,8 @@ def test_join_opens_push_pull_with_every_seed_but_ourselves() -> None:
     for _, data in streams:
         request = decode_stream(data, LIMITS)
         assert isinstance(request, PushPull)
-        assert request.join and not request.reply
+        assert request.join
+        assert not request.reply
         assert [(e.name, e.state) for e in request.members] == [("a", MemberState.ALIVE)]
 
 
@@ -233,6 +246,14 @@ def test_dead_about_self_is_refuted_never_applied() -> None:
     assert me is not None
     assert me.state is MemberState.ALIVE
     assert engine.incarnation == 8
+
+
+def test_refutation_at_largest_incarnation_stays_encodable() -> None:
+    engine = with_members("b")
+    feed(engine, Suspect(incarnation=2**64 - 1, name="a", source="b"))
+    feed(engine, Ping(seq=1, target="a", source="b"))
+    sent = [m for _, m in drain(engine)]  # decodes: nothing beyond 64 bits went out
+    assert Alive(incarnation=2**64 - 1, name="a", address=A, meta={"v": "1"}) in sent
 
 
 def test_alive_about_self_with_newer_incarnation_is_refuted() -> None:
@@ -383,7 +404,7 @@ def test_leave_broadcasts_dead_about_self_until_complete() -> None:
     # Sent as often as any broadcast: b and c are the live members now.
     assert len(leaves) == retransmit_limit(CONFIG.retransmit_mult, 2)
     assert engine.leave_complete()
-    assert driver.messages(Ping) == []  # a leaving node stops probing
+    assert driver.pings() == []  # a leaving node stops probing
 
 
 def test_leaving_node_does_not_refute_its_own_leave() -> None:
@@ -409,7 +430,9 @@ def test_dead_members_are_reaped_after_retention_and_retried() -> None:
     assert engine.member("b") is None
     assert any(isinstance(e, MemberReaped) for e in engine.events())
     driver.run_until(CONFIG.dead_retention + 2.0 + 2 * CONFIG.reconnect_interval)
-    retried = [at for at, address, m in driver.streams if address == ADDR["b"] and isinstance(m, PushPull)]
+    retried = [
+        at for at, address, m in driver.streams if address == ADDR["b"] and isinstance(m, PushPull)
+    ]
     assert any(at > CONFIG.dead_retention for at in retried)
 
 
@@ -420,7 +443,7 @@ def test_probe_pings_members_in_round_robin() -> None:
     engine = with_members("b", "c", "d")
     driver = Driver(engine, answer="bcd")
     driver.run_until(6.0)
-    targets = [m.target for _, _, m in driver.messages(Ping)]  # type: ignore[attr-defined]
+    targets = [m.target for _, _, m in driver.pings()]
     assert len(targets) == 6
     assert sorted(targets[:3]) == ["b", "c", "d"]
     assert sorted(targets[3:]) == ["b", "c", "d"]
@@ -432,9 +455,9 @@ def test_failed_probe_asks_helpers_then_suspects() -> None:
     engine = with_members("b", "c")
     driver = Driver(engine, answer="c")
     driver.run_until(3.0)
-    requests = [m for _, _, m in driver.messages(PingReq)]
+    requests = [m for _, _, m in driver.ping_reqs()]
     assert requests
-    assert all(m.target == "b" for m in requests)  # type: ignore[attr-defined]
+    assert all(m.target == "b" for m in requests)
     assert any(isinstance(m, Ping) and m.target == "b" for _, _, m in driver.streams)
     assert state(engine, "b") is MemberState.SUSPECT
     assert engine.statistics().probe_failures >= 1
@@ -444,8 +467,8 @@ def test_probe_timeout_and_helper_wait_follow_config() -> None:
     engine = with_members("b", "c")
     driver = Driver(engine, answer="c")
     driver.run_until(3.0)
-    ping_at = next(at for at, _, m in driver.messages(Ping) if m.target == "b")  # type: ignore[attr-defined]
-    req_at = next(at for at, _, _ in driver.messages(PingReq))
+    ping_at = next(at for at, _, m in driver.pings() if m.target == "b")
+    req_at = next(at for at, _, _ in driver.ping_reqs())
     assert req_at == pytest.approx(ping_at + CONFIG.probe_timeout)
 
 
@@ -459,13 +482,13 @@ def test_missing_nacks_raise_health_and_slow_probing() -> None:
 def test_received_nack_spares_the_health_score() -> None:
     engine = with_members("b", "c")
     driver = Driver(engine, answer="c")
+    requests: list[tuple[float, Address, PingReq]] = []
     for _ in range(200):
         driver.run_until(engine.next_deadline())
-        requests = driver.messages(PingReq)
+        requests = driver.ping_reqs()
         if requests:
             break
     _, helper, request = requests[0]
-    assert isinstance(request, PingReq)
     feed(engine, Nack(seq=request.seq), now=engine.next_deadline(), src=helper)
     score = engine.health_score
     driver.run_until(driver.sent[-1][0] + CONFIG.probe_interval)
@@ -525,17 +548,24 @@ def test_ping_req_sends_nack_when_target_is_silent() -> None:
     drain(engine)
     driver = Driver(engine)
     driver.run_until(CONFIG.probe_timeout + 0.01)
-    assert [(at, address, m) for at, address, m in driver.sent if isinstance(m, Nack)] == [
-        (pytest.approx(CONFIG.probe_timeout), ADDR["b"], Nack(seq=77))
-    ]
+    nacks = [(at, address, m) for at, address, m in driver.sent if isinstance(m, Nack)]
+    assert len(nacks) == 1
+    at, address, nack = nacks[0]
+    assert at == pytest.approx(CONFIG.probe_timeout)
+    assert (address, nack) == (ADDR["b"], Nack(seq=77))
 
 
 def test_stream_ping_is_answered_with_ack() -> None:
     engine = make()
-    reply = engine.receive_stream(encode_stream(Ping(seq=5, target="a", source="b")), ADDR["b"], 0.0)
+    reply = engine.receive_stream(
+        encode_stream(Ping(seq=5, target="a", source="b")), ADDR["b"], 0.0
+    )
     assert reply is not None
     assert decode_stream(reply, LIMITS, STREAM_REPLY_TYPES) == Ack(seq=5)
-    assert engine.receive_stream(encode_stream(Ping(seq=5, target="x", source="b")), ADDR["b"], 0.0) is None
+    assert (
+        engine.receive_stream(encode_stream(Ping(seq=5, target="x", source="b")), ADDR["b"], 0.0)
+        is None
+    )
 
 
 # ------------------------------------------------------------------ push-pull
@@ -543,7 +573,9 @@ def test_stream_ping_is_answered_with_ack() -> None:
 
 def entry(name: str, incarnation: int, member_state: MemberState) -> PushPullEntry:
     address = A if name == "a" else ADDR[name]
-    return PushPullEntry(name=name, address=address, incarnation=incarnation, state=member_state, meta={})
+    return PushPullEntry(
+        name=name, address=address, incarnation=incarnation, state=member_state, meta={}
+    )
 
 
 def test_push_pull_merges_remote_dead_as_suspect() -> None:
@@ -552,7 +584,11 @@ def test_push_pull_merges_remote_dead_as_suspect() -> None:
         source="b",
         join=False,
         reply=False,
-        members=(entry("b", 1, MemberState.ALIVE), entry("c", 1, MemberState.DEAD), entry("d", 4, MemberState.ALIVE)),
+        members=(
+            entry("b", 1, MemberState.ALIVE),
+            entry("c", 1, MemberState.DEAD),
+            entry("d", 4, MemberState.ALIVE),
+        ),
         app_state=b"",
     )
     engine.receive_stream(encode_stream(request), ADDR["b"], 0.0)
@@ -563,7 +599,11 @@ def test_push_pull_merges_remote_dead_as_suspect() -> None:
 def test_push_pull_reply_carries_refutation() -> None:
     engine = with_members("b")
     request = PushPull(
-        source="b", join=True, reply=False, members=(entry("a", 1, MemberState.DEAD),), app_state=b""
+        source="b",
+        join=True,
+        reply=False,
+        members=(entry("a", 1, MemberState.DEAD),),
+        app_state=b"",
     )
     data = engine.receive_stream(encode_stream(request), ADDR["b"], 0.0)
     assert data is not None
@@ -576,7 +616,13 @@ def test_push_pull_reply_carries_refutation() -> None:
 
 def test_push_pull_remote_left_is_merged_as_leave() -> None:
     engine = with_members("b", "c")
-    reply = PushPull(source="b", join=False, reply=True, members=(entry("c", 1, MemberState.LEFT),), app_state=b"")
+    reply = PushPull(
+        source="b",
+        join=False,
+        reply=True,
+        members=(entry("c", 1, MemberState.LEFT),),
+        app_state=b"",
+    )
     engine.receive_stream_reply(encode_stream(reply), ADDR["b"], 0.0)
     assert state(engine, "c") is MemberState.LEFT
 
@@ -596,7 +642,7 @@ def test_periodic_push_pull_goes_to_a_live_member() -> None:
     driver.run_until(CONFIG.push_pull_interval + 0.1)
     push_pulls = [(address, m) for _, address, m in driver.streams if isinstance(m, PushPull)]
     assert push_pulls
-    assert all(address == ADDR["b"] and not m.join for address, m in push_pulls)  # type: ignore[attr-defined]
+    assert all(address == ADDR["b"] and not m.join for address, m in push_pulls)
 
 
 # ------------------------------------------------------------------ application channel
@@ -658,7 +704,13 @@ def test_app_broadcast_too_large_for_a_packet_goes_over_streams() -> None:
 def test_app_state_travels_in_push_pull() -> None:
     delegate = Recorder(state=b"mine")
     engine = make(delegate=delegate)
-    request = PushPull(source="b", join=True, reply=False, members=(entry("b", 1, MemberState.ALIVE),), app_state=b"theirs")
+    request = PushPull(
+        source="b",
+        join=True,
+        reply=False,
+        members=(entry("b", 1, MemberState.ALIVE),),
+        app_state=b"theirs",
+    )
     data = engine.receive_stream(encode_stream(request), ADDR["b"], 0.0)
     assert data is not None
     reply = decode_stream(data, LIMITS, STREAM_REPLY_TYPES)
@@ -686,7 +738,18 @@ def test_app_broadcasts_get_their_share_of_a_full_packet() -> None:
     engine = with_members(*"bcdefgh")
     for i in range(60):  # far more membership news than a packet holds
         engine.receive_packet(
-            encode_packet([encode_message(Alive(incarnation=1, name=f"m{i:02}-{'x' * 40}", address=("10.9.0.1", i), meta={}))]),
+            encode_packet(
+                [
+                    encode_message(
+                        Alive(
+                            incarnation=1,
+                            name=f"m{i:02}-{'x' * 40}",
+                            address=("10.9.0.1", i),
+                            meta={},
+                        )
+                    )
+                ]
+            ),
             ADDR["b"],
             0.0,
         )
@@ -705,7 +768,9 @@ def test_update_meta_bumps_incarnation_and_broadcasts() -> None:
     engine.update_meta({"v": "2"}, now=0.0)
     assert engine.incarnation == 2
     feed(engine, Ping(seq=1, target="a", source="b"))
-    assert Alive(incarnation=2, name="a", address=A, meta={"v": "2"}) in [m for _, m in drain(engine)]
+    assert Alive(incarnation=2, name="a", address=A, meta={"v": "2"}) in [
+        m for _, m in drain(engine)
+    ]
 
 
 def test_constructor_rejects_bad_arguments() -> None:
@@ -714,7 +779,9 @@ def test_constructor_rejects_bad_arguments() -> None:
     with pytest.raises(LocalProtocolError):
         Membership(CONFIG, name="a", address=("h", 70000), rng=random.Random(0), now=0.0)
     with pytest.raises(LocalProtocolError):
-        Membership(CONFIG, name="a", address=A, meta={"k": "v" * 600}, rng=random.Random(0), now=0.0)
+        Membership(
+            CONFIG, name="a", address=A, meta={"k": "v" * 600}, rng=random.Random(0), now=0.0
+        )
 
 
 def test_garbage_is_dropped_and_counted() -> None:
@@ -730,9 +797,117 @@ def test_garbage_is_dropped_and_counted() -> None:
 
 def test_statistics_count_traffic() -> None:
     engine = with_members("b")
-    engine.receive_packet(encode_packet([encode_message(Ping(seq=1, target="a", source="b"))]), ADDR["b"], 0.0)
+    engine.receive_packet(
+        encode_packet([encode_message(Ping(seq=1, target="a", source="b"))]), ADDR["b"], 0.0
+    )
     sent = engine.packets_to_send()
     stats = engine.statistics()
     assert (stats.packets_received, stats.messages_received) == (2, 2)
     assert (stats.packets_sent, stats.bytes_sent) == (1, len(sent[0][1]))
     assert (stats.alive, stats.suspect, stats.dead, stats.left) == (2, 0, 0, 0)
+
+
+# ------------------------------------------------------------------ departures from memberlist
+
+
+def test_awareness_slows_probing_when_unhealthy() -> None:
+    engine = with_members("b", "c")
+    driver = Driver(engine)  # nobody answers: every probe fails, nacks never come
+    driver.run_until(30.0)
+    probe_starts = sorted({at for at, _, m in driver.pings() if m.source == "a"})
+    gaps = [b - a for a, b in itertools.pairwise(probe_starts)]
+    assert engine.health_score == CONFIG.awareness_max_multiplier - 1
+    # Each failure raises the score, and the period is interval * (score + 1).
+    assert gaps[0] == pytest.approx(CONFIG.probe_interval)
+    assert gaps == sorted(gaps)
+    assert gaps[-1] >= 4 * CONFIG.probe_interval
+
+
+def test_probing_keeps_its_pace_without_lifeguard_awareness() -> None:
+    config = dataclasses.replace(CONFIG, lifeguard_awareness=False)
+    engine = with_members("b", "c", config=config)
+    driver = Driver(engine)
+    driver.run_until(10.0)
+    assert engine.health_score == 0
+    assert len({at for at, _, m in driver.pings() if m.source == "a"}) >= 9
+
+
+def test_failed_probe_tells_the_suspect_at_once() -> None:
+    engine = with_members("b", "c")
+    driver = Driver(engine, answer="c")
+    driver.run_until(3.0)
+    pinged_at = next(at for at, _, m in driver.pings() if m.target == "b")
+    suspected_at = next(
+        at for at, address, m in driver.sent if address == ADDR["b"] and isinstance(m, Suspect)
+    )
+    assert state(engine, "b") is MemberState.SUSPECT
+    # Right when the failed probe's period ended, not at b's next probe.
+    assert suspected_at == pytest.approx(pinged_at + CONFIG.probe_interval)
+
+
+def test_refutation_goes_straight_back_to_the_sender() -> None:
+    engine = with_members("b", "c")
+    feed(engine, Suspect(incarnation=1, name="a", source="b"), src=ADDR["c"])
+    sent = drain(engine)
+    alive = Alive(incarnation=2, name="a", address=A, meta={"v": "1"})
+    assert (ADDR["c"], alive) in sent  # who told us
+    assert (ADDR["b"], alive) in sent  # who accused us
+
+
+def test_stale_accusation_is_answered_with_current_incarnation() -> None:
+    engine = with_members("b")
+    feed(engine, Suspect(incarnation=3, name="a", source="b"))
+    drain(engine)
+    Driver(engine, answer="b").run_until(10.0)  # the refutation is fully gossiped
+    feed(engine, Suspect(incarnation=3, name="a", source="b"), now=10.0)
+    assert engine.incarnation == 4
+    assert (ADDR["b"], Alive(incarnation=4, name="a", address=A, meta={"v": "1"})) in drain(engine)
+
+
+def test_suspicion_at_newer_incarnation_restarts_instead_of_confirming() -> None:
+    engine = with_members("b", "c", "d", "e")
+    feed(engine, Suspect(incarnation=1, name="b", source="c"))
+    feed(engine, Suspect(incarnation=2, name="b", source="d"), now=5.0)
+    assert engine.statistics().confirmations == 0
+    member = engine.member("b")
+    assert member is not None
+    assert (member.state, member.incarnation) == (MemberState.SUSPECT, 2)
+    driver = Driver(engine, answer="bcde")
+    driver.run_until(5.0 + 17.9)  # a fresh 18 s suspicion, not the old one's 3 s minimum
+    assert state(engine, "b") is MemberState.SUSPECT
+    driver.run_until(5.0 + 18.01)
+    assert state(engine, "b") is MemberState.DEAD
+
+
+def test_push_pull_suspicion_is_not_a_confirmation() -> None:
+    engine = with_members("b", "c", "d", "e")
+    feed(engine, Suspect(incarnation=1, name="b", source="c"))
+    table = PushPull(
+        source="d",
+        join=False,
+        reply=True,
+        members=(entry("b", 1, MemberState.SUSPECT),),
+        app_state=b"",
+    )
+    engine.receive_stream_reply(encode_stream(table), ADDR["d"], 1.0)
+    assert engine.statistics().confirmations == 0
+
+
+def test_join_follows_up_with_a_catch_up_push_pull() -> None:
+    engine = make()
+    engine.join([ADDR["b"]], now=0.0)
+    engine.streams_to_open()
+    table = PushPull(
+        source="b",
+        join=False,
+        reply=True,
+        members=(entry("b", 1, MemberState.ALIVE), entry("c", 1, MemberState.ALIVE)),
+        app_state=b"",
+    )
+    engine.receive_stream_reply(encode_stream(table), ADDR["b"], 0.01)
+    driver = Driver(engine, answer="bc")
+    driver.run_until(2.0 * CONFIG.probe_interval + 0.01)
+    catch_ups = [(at, a) for at, a, m in driver.streams if isinstance(m, PushPull)]
+    assert catch_ups
+    assert catch_ups[0][1] == ADDR["b"]  # the seed first
+    assert CONFIG.probe_interval <= catch_ups[0][0] <= 2 * CONFIG.probe_interval

@@ -3,9 +3,8 @@
 import random
 from collections.abc import Sequence
 
-from shoal.membership import MembershipConfig
+from shoal.membership import Address, MembershipConfig
 from shoal.testing import Cluster, MemoryNetwork, Transmission
-from shoal.testing.network import Address
 
 A: Address = ("10.0.0.1", 1)
 B: Address = ("10.0.0.2", 1)

@@ -84,13 +84,16 @@ def apply(engine: Membership, message: Message, now: float = 0.0) -> None:
 
 
 def table(engine: Membership) -> dict[str, tuple[MemberState, int, Address, dict[str, str]]]:
-    return {
-        m.name: (m.state, m.incarnation, m.address, dict(m.meta)) for m in engine.members()
-    }
+    return {m.name: (m.state, m.incarnation, m.address, dict(m.meta)) for m in engine.members()}
 
 
 @pytest.mark.slow
-@given(st.lists(st.tuples(st.sampled_from(["packet", "stream", "reply"]), st.binary(max_size=120)), max_size=20))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["packet", "stream", "reply"]), st.binary(max_size=120)),
+        max_size=20,
+    )
+)
 def test_engine_never_raises_on_arbitrary_bytes(inputs: list[tuple[str, bytes]]) -> None:
     engine = make()
     handled = 0
@@ -156,7 +159,13 @@ def test_node_never_declares_itself_dead_and_refutes(messages: list[Message]) ->
 @pytest.mark.slow
 @given(
     st.lists(
-        st.builds(Alive, incarnation=incarnations, name=st.sampled_from(NAMES[1:]), address=addresses, meta=metas),
+        st.builds(
+            Alive,
+            incarnation=incarnations,
+            name=st.sampled_from(NAMES[1:]),
+            address=addresses,
+            meta=metas,
+        ),
         max_size=8,
         unique_by=lambda m: m.name,
     ),

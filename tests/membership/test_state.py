@@ -1,6 +1,7 @@
 import pytest
 
 from shoal.membership.state import (
+    MAX_INCARNATION,
     MemberState,
     address_change_allowed,
     alive_applies,
@@ -16,7 +17,9 @@ D = MemberState.DEAD
 L = MemberState.LEFT
 
 
-@pytest.mark.parametrize(("known", "incoming", "applies"), [(3, 2, False), (3, 3, False), (3, 4, True)])
+@pytest.mark.parametrize(
+    ("known", "incoming", "applies"), [(3, 2, False), (3, 3, False), (3, 4, True)]
+)
 def test_alive_applies_only_to_newer_incarnation(known: int, incoming: int, applies: bool) -> None:
     assert alive_applies(known, incoming) is applies
 
@@ -58,6 +61,10 @@ def test_dead_applies_to_live_members_only(
 def test_refute_incarnation_exceeds_both() -> None:
     assert refute_incarnation(3, 7) == 8
     assert refute_incarnation(9, 7) == 10
+
+
+def test_refute_incarnation_saturates_at_wire_maximum() -> None:
+    assert refute_incarnation(1, MAX_INCARNATION) == MAX_INCARNATION
 
 
 def test_self_alive_needs_refute_rules() -> None:

@@ -64,7 +64,9 @@ def test_suspicion_bounds_fixed_timeout_when_not_dynamic() -> None:
 
 def test_suspicion_timeout_scales_with_log10_of_members() -> None:
     assert suspicion_timeout(4, 100, 0.5) == pytest.approx(4.0)
-    assert suspicion_timeout(4, 31, 1.0) == pytest.approx(4 * math.floor(math.log10(31) * 1000) / 1000)
+    assert suspicion_timeout(4, 31, 1.0) == pytest.approx(
+        4 * math.floor(math.log10(31) * 1000) / 1000
+    )
 
 
 def test_suspicion_confirmations_shorten_deadline() -> None:

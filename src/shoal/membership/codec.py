@@ -64,7 +64,7 @@ from shoal.membership.messages import (
 from shoal.membership.state import MemberState
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from shoal.membership.config import MembershipConfig
 
@@ -81,7 +81,9 @@ __all__ = [
     "decode_stream",
     "encode_message",
     "encode_packet",
+    "encode_push_pull",
     "encode_stream",
+    "encode_table",
 ]
 
 #: First byte of every packet and stream message. On the wire.
@@ -198,20 +200,37 @@ def encode_message(message: Message) -> bytes:
         case Dead(incarnation=incarnation, name=name, source=source):
             item = [MessageType.DEAD.value, incarnation, name, source]
         case PushPull(source=source, join=join, reply=reply, members=members, app_state=app_state):
-            entries = [
-                [
-                    e.name,
-                    _address(e.address),
-                    e.incarnation,
-                    _STATE_TO_WIRE[e.state],
-                    dict(e.meta),
-                ]
-                for e in members
-            ]
-            item = [MessageType.PUSH_PULL.value, source, join, reply, entries, app_state]
+            return _push_pull_bytes(source, join, reply, encode_table(members), app_state)
         case UserMsg(key=key, data=data):
             item = [MessageType.USER.value, key, data]
     return cbor2.dumps(item)
+
+
+def encode_table(members: Iterable[PushPullEntry]) -> bytes:
+    """Return the CBOR array of push-pull records (the ``members`` field).
+
+    Kept separate so an engine can encode its table once and reuse it until a
+    record changes: the table is the bulk of every push-pull.
+    """
+    wire = _STATE_TO_WIRE
+    return cbor2.dumps(
+        [
+            [name, [address[0], address[1]], incarnation, wire[state], dict(meta)]
+            for name, address, incarnation, state, meta in members
+        ]
+    )
+
+
+def _push_pull_bytes(source: str, join: bool, reply: bool, table: bytes, app_state: bytes) -> bytes:
+    # A definite-length CBOR array is its header followed by its items, so the
+    # pre-encoded table slots in as one item.
+    head = cbor2.dumps([MessageType.PUSH_PULL.value, source, join, reply])
+    return b"".join((b"\x86", head[1:], table, cbor2.dumps(app_state)))
+
+
+def encode_push_pull(source: str, join: bool, reply: bool, table: bytes, app_state: bytes) -> bytes:
+    """Return the stream bytes of a push-pull whose table `encode_table` produced."""
+    return bytes((PROTOCOL_VERSION,)) + _push_pull_bytes(source, join, reply, table, app_state)
 
 
 def _array_header(count: int) -> bytes:
@@ -360,19 +379,18 @@ def _fields(item: list[Any], count: int, what: str) -> None:
 
 
 def _entry(value: Any, limits: CodecLimits) -> PushPullEntry:
+    # Checks inlined where cheap: a table has a record per member.
     if type(value) is not list or len(value) != 5:
         raise _shape("a push-pull entry must be [name, address, incarnation, state, meta]")
     name, address, incarnation, state, meta = value
     member_state = _WIRE_TO_STATE.get(state) if type(state) is int else None
     if member_state is None:
         raise _shape(f"unknown member state {state!r}")
-    return PushPullEntry(
-        name=_name(name, limits, "member name"),
-        address=_addr(address),
-        incarnation=_uint(incarnation, _UINT64_MAX, "incarnation"),
-        state=member_state,
-        meta=_meta(meta, limits),
-    )
+    if type(name) is not str or not 0 < len(name) <= limits.max_name_length:
+        _name(name, limits, "member name")
+    if type(incarnation) is not int or not 0 <= incarnation <= _UINT64_MAX:
+        raise _shape("incarnation must be an unsigned integer")
+    return PushPullEntry(name, _addr(address), incarnation, member_state, _meta(meta, limits))
 
 
 def _ping(item: list[Any], limits: CodecLimits) -> Message:

@@ -50,6 +50,25 @@ Theory of operation (reference/membership.md §1; SWIM; Lifeguard; memberlist
 The application channel (`MembershipDelegate`, `Membership.broadcast_app`)
 lets the gossiped topic registry ride on the same packets and push-pulls; see
 `MembershipDelegate` for its contract.
+
+Departures from memberlist, each found by the virtual-time tests to cause
+false deaths, slow convergence or wasted work, and each named where it lives:
+
+* a suspicion merged from a push-pull table is attributed to the remote and
+  never counts as an independent confirmation (memberlist counts it, which
+  collapsed timeouts to the minimum on mere echoes);
+* a suspicion at a newer incarnation than the one held restarts the
+  suspicion (SWIM's precedence) instead of confirming the stale one;
+* the prober tells the suspect at once (buddy system without waiting for the
+  next probe, which round-robin may put seconds away), and the suspicion goes
+  ahead of the ping so the refutation rides back on the ack;
+* a refutation also goes straight back to whoever sent the accusation, and a
+  stale accusation re-announces our current incarnation;
+* a fresh joiner does not re-gossip the whole table it learned, and instead
+  runs up to three catch-up push-pulls right after joining;
+* the first periodic push-pull is spread over the scaled interval;
+* healing (seeds and dead members retried forever / for
+  ``reconnect_timeout``) is built in, as Serf does only partly.
 """
 
 from __future__ import annotations
@@ -79,7 +98,9 @@ from shoal.membership.codec import (
     decode_stream,
     encode_message,
     encode_packet,
+    encode_push_pull,
     encode_stream,
+    encode_table,
 )
 from shoal.membership.events import (
     Event,
@@ -107,6 +128,7 @@ from shoal.membership.messages import (
     UserMsg,
 )
 from shoal.membership.state import (
+    MAX_INCARNATION,
     Member,
     MemberState,
     address_change_allowed,
@@ -484,8 +506,8 @@ class Membership:
             raise LocalProtocolError(f"name must be 1..{config.max_name_length} characters")
         self._name = name
         self._address = _check_address(address, "address")
-        if type(incarnation) is not int or not 0 <= incarnation < 1 << 63:
-            raise LocalProtocolError("incarnation must be a non-negative integer")
+        if type(incarnation) is not int or not 0 <= incarnation <= MAX_INCARNATION:
+            raise LocalProtocolError("incarnation must be an unsigned 64-bit integer")
         self._rng = rng
         self._delegate = delegate
         self._now = now
@@ -501,6 +523,7 @@ class Membership:
         self._remembered: dict[str, tuple[Address, float]] = {}
         self._seeds: list[Address] = []
         self._leaving = False
+        self._table: bytes | None = None  # encoded push-pull records, see _push_pull_bytes
         self._catch_ups_left = 0
         self._catch_up_pending = False
 
@@ -526,6 +549,7 @@ class Membership:
         # Random initial phases, so nodes started together do not probe,
         # push-pull or reconnect in lockstep (memberlist staggers the same way).
         self._schedule(now + rng.uniform(0, config.probe_interval), self._probe_tick)
+        self._push_pull_phase: float | None = now
         if config.push_pull_interval > 0:
             self._schedule(now + rng.uniform(0, config.push_pull_interval), self._push_pull_tick)
         self._schedule(now + rng.uniform(0, config.reconnect_interval), self._reconnect_tick)
@@ -614,7 +638,7 @@ class Membership:
             stats.push_pulls_served += 1
             # Merge first: a refutation it triggers then rides in our reply.
             self._merge_push_pull(message, now)
-            reply = encode_stream(self._push_pull_message(join=False, reply=True))
+            reply = self._push_pull_bytes(join=False, reply=True)
         elif isinstance(message, UserMsg):
             self._on_user(message, now)
         if reply is not None:
@@ -740,7 +764,8 @@ class Membership:
             raise LocalProtocolError("cannot update metadata after leaving")
         me = self._self
         me.meta = self._check_meta(meta)
-        me.incarnation += 1
+        me.incarnation = refute_incarnation(me.incarnation, me.incarnation)
+        self._table = None
         self._queue_self_alive(now)
 
     def broadcast_app(self, key: str, data: bytes, now: float | None = None) -> None:
@@ -770,6 +795,8 @@ class Membership:
     def packets_to_send(self) -> list[tuple[Address, bytes]]:
         """Take the datagrams to send, as (destination, bytes), oldest first."""
         packets = self._packets
+        if not packets:
+            return []
         self._packets = []
         stats = self._stats
         stats.packets_sent += len(packets)
@@ -785,6 +812,8 @@ class Membership:
         call `stream_failed`. An empty reply needs no call.
         """
         streams = self._streams
+        if not streams:
+            return []
         self._streams = []
         stats = self._stats
         stats.streams_opened += len(streams)
@@ -794,6 +823,8 @@ class Membership:
     def events(self) -> list[Event]:
         """Take the events raised since the last call, in order."""
         events = self._events
+        if not events:
+            return []
         self._events = []
         return events
 
@@ -926,23 +957,19 @@ class Membership:
 
     def _open_push_pull(self, address: Address, *, join: bool) -> None:
         self._stats.push_pulls += 1
-        self._streams.append((address, encode_stream(self._push_pull_message(join, reply=False))))
+        self._streams.append((address, self._push_pull_bytes(join, reply=False)))
 
-    def _push_pull_message(self, join: bool, *, reply: bool) -> PushPull:
-        entries = tuple(
-            PushPullEntry(
-                name=node.name,
-                address=node.address,
-                incarnation=node.incarnation,
-                state=node.state,
-                meta=node.meta,
+    def _push_pull_bytes(self, join: bool, *, reply: bool) -> bytes:
+        table = self._table
+        if table is None:
+            # Encoded once per change of any record, not once per push-pull:
+            # in a quiet cluster of n members this saves O(n) work per exchange.
+            table = self._table = encode_table(
+                PushPullEntry(node.name, node.address, node.incarnation, node.state, node.meta)
+                for node in self._nodes.values()
             )
-            for node in self._nodes.values()
-        )
         app_state = b"" if self._delegate is None else self._delegate.local_state()
-        return PushPull(
-            source=self._name, join=join, reply=reply, members=entries, app_state=app_state
-        )
+        return encode_push_pull(self._name, join, reply, table, app_state)
 
     # ------------------------------------------------------------------ selection
 
@@ -1021,6 +1048,7 @@ class Membership:
 
     def _reap(self, node: _Node, now: float) -> None:
         del self._nodes[node.name]
+        self._table = None
         if self._by_address.get(node.address) is node:
             del self._by_address[node.address]
         self._counts[node.state] -= 1
@@ -1181,10 +1209,18 @@ class Membership:
 
     def _push_pull_tick(self, now: float) -> None:
         config = self._config
-        self._schedule(
-            now + push_pull_scale(config.push_pull_interval, self._live_count()),
-            self._push_pull_tick,
-        )
+        period = push_pull_scale(config.push_pull_interval, self._live_count())
+        if self._push_pull_phase is not None:
+            # The first tick was staggered over the unscaled interval, before
+            # we knew the cluster's size; spread the first exchange over the
+            # scaled period instead, or a large cluster started together
+            # push-pulls all at once.
+            target = self._push_pull_phase + self._rng.uniform(0, period)
+            self._push_pull_phase = None
+            if target > now:
+                self._schedule(target, self._push_pull_tick)
+                return
+        self._schedule(now + period, self._push_pull_tick)
         if self._leaving:
             return
         for node in self._random_nodes(1, lambda n: n.state is _ALIVE):
@@ -1297,9 +1333,19 @@ class Membership:
         # a joiner n broadcasts).
         echo = self._live_count() - (0 if self._leaving else 1) > 0
         source = message.source
+        nodes = self._nodes
+        own = self._name
         for entry in message.members:
             state = entry.state
             if state is _ALIVE:
+                node = nodes.get(entry.name)
+                if (
+                    node is not None
+                    and node.incarnation >= entry.incarnation
+                    and node.address == entry.address
+                    and entry.name != own
+                ):
+                    continue  # old news, as most of a table is in a quiet cluster
                 alive = Alive(
                     incarnation=entry.incarnation,
                     name=entry.name,
@@ -1336,6 +1382,7 @@ class Membership:
         counts[state] += 1
         node.state = state
         node.state_changed_at = now
+        self._table = None
         if old is _DEAD:
             self._dead.pop(node.name, None)
         elif state is _DEAD:
@@ -1375,6 +1422,7 @@ class Membership:
     def _refute(self, accused_incarnation: int, now: float) -> None:
         me = self._self
         me.incarnation = refute_incarnation(me.incarnation, accused_incarnation)
+        self._table = None
         self._queue_self_alive(now)
         self._awareness.apply_delta(1)
         self._stats.refutations += 1
@@ -1407,6 +1455,7 @@ class Membership:
         meta_changed = node.meta != message.meta
         node.incarnation = message.incarnation
         node.meta = message.meta
+        self._table = None
         if moved:
             if self._by_address.get(node.address) is node:
                 del self._by_address[node.address]
@@ -1447,6 +1496,7 @@ class Membership:
 
     def _add_node(self, node: _Node) -> None:
         self._nodes[node.name] = node
+        self._table = None
         self._by_address[node.address] = node
         self._counts[node.state] += 1
         self._remembered.pop(node.name, None)
@@ -1507,6 +1557,7 @@ class Membership:
         )
         node.incarnation = message.incarnation
         node.state_changed_at = now
+        self._table = None
         suspicion = Suspicion(accuser=message.source, started_at=now, k=k, low=low, high=high)
         node.suspicion = suspicion
         self._arm_suspicion_timer(node, suspicion.deadline)
@@ -1540,6 +1591,7 @@ class Membership:
         if node is None or not dead_applies(node.state, node.incarnation, message.incarnation):
             return
         node.incarnation = message.incarnation
+        self._table = None
         left = message.source == name
         self._set_state(node, _LEFT if left else _DEAD, now)
         self._queue_broadcast(name, message, now)

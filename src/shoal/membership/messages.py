@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -145,9 +145,11 @@ class Dead:
     source: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class PushPullEntry:
+class PushPullEntry(NamedTuple):
     """One member record of a push-pull table.
+
+    A named tuple rather than a dataclass like the messages: a table carries a
+    record per member, thousands in a large cluster, on every push-pull.
 
     Attributes:
         name: member name.

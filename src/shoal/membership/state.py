@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from shoal.membership.messages import Address
 
 __all__ = [
+    "MAX_INCARNATION",
     "Member",
     "MemberState",
     "address_change_allowed",
@@ -128,9 +129,18 @@ def self_alive_needs_refute(
     return True
 
 
+#: Largest incarnation the wire format carries (an unsigned 64-bit integer).
+MAX_INCARNATION = (1 << 64) - 1
+
+
 def refute_incarnation(own_incarnation: int, accused_incarnation: int) -> int:
-    """Return the incarnation that refutes an accusation (rule 3)."""
-    return max(own_incarnation, accused_incarnation) + 1
+    """Return the incarnation that refutes an accusation (rule 3).
+
+    Saturates at `MAX_INCARNATION`: a peer that accuses us at the largest
+    incarnation cannot push us past what the wire can carry (it can only keep
+    us from refuting, which any peer able to send gossip could do anyway).
+    """
+    return min(max(own_incarnation, accused_incarnation) + 1, MAX_INCARNATION)
 
 
 def address_change_allowed(

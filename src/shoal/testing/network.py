@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
@@ -39,8 +40,8 @@ from shoal.membership import (
     MembershipDelegate,
     MemberState,
 )
-from shoal.membership.codec import encode_stream
-from shoal.membership.messages import PushPull, PushPullEntry
+from shoal.membership.codec import encode_push_pull, encode_table
+from shoal.membership.messages import PushPullEntry
 
 __all__ = [
     "Cluster",
@@ -268,13 +269,16 @@ class MemoryNetwork:
         Returns:
             The virtual time at which it first held, or None after ``timeout``.
         """
+        if poll <= 0:
+            raise ValueError("poll must be positive")
         end = self.now + timeout
-        while True:
+        for _ in range(math.ceil(timeout / poll) + 2):
             if predicate():
                 return self.now
             if self.now >= end:
                 return None
             self.run_until(min(end, self.now + poll))
+        return self.now if predicate() else None
 
     # ------------------------------------------------------------------ internals
 
@@ -566,21 +570,15 @@ class Cluster:
         self.network.flush(self._addresses[name])
 
     def _preform(self) -> None:
-        entries = tuple(
-            PushPullEntry(
-                name=name,
-                address=self._addresses[name],
-                incarnation=1,
-                state=MemberState.ALIVE,
-                meta=_meta_for(name),
-            )
+        table = encode_table(
+            PushPullEntry(name, self._addresses[name], 1, MemberState.ALIVE, _meta_for(name))
             for name in self.names
         )
         for name, engine in self.engines.items():
             # Attributed to the engine itself, so nothing is re-gossiped.
-            table = PushPull(source=name, join=False, reply=True, members=entries, app_state=b"")
+            reply = encode_push_pull(name, False, True, table, b"")
             address = self._addresses[name]
-            engine.receive_stream_reply(encode_stream(table), address, self.network.now)
+            engine.receive_stream_reply(reply, address, self.network.now)
             self.network.flush(address)
 
     def _start(self, name: str, *, incarnation: int) -> Membership:
