@@ -214,6 +214,11 @@ class Registry:
         self._listeners: list[Callable[[], None]] = []
         self._write("info", info.to_wire(), now)
 
+    @property
+    def generation(self) -> int:
+        """This node's generation (its start time), the first half of its versions."""
+        return self._own.generation
+
     # -- local writes -----------------------------------------------------------
 
     def add_listener(self, fn: Callable[[], None]) -> None:
@@ -231,6 +236,11 @@ class Registry:
         self._own.watermark = self._version
         self._changed()
         return Entry(key, value, self._version)
+
+    def own_entry(self, key: str) -> Entry | None:
+        """This node's current entry for ``key``, if any."""
+        slot = self._own.entries.get(key)
+        return None if slot is None else Entry(key, slot.value, slot.version)
 
     def set_info(self, info: NodeInfo, now: float) -> Entry:
         """Record this node's (possibly changed) producer addresses."""
@@ -260,7 +270,7 @@ class Registry:
     def order_delete(self, topic: str, channel: str | None, *, wall: float, now: float) -> Entry:
         """Delete a topic or channel key cluster-wide (lookup API ``/topic/delete``...).
 
-        Every registration of it written before ``wall`` is hidden on every node.
+        Every registration of it written at or before ``wall`` is hidden on every node.
         """
         key = f"d:{topic}" if channel is None else f"d:{topic}/{channel}"
         return self._write(key, int(wall * 1e9), now)
@@ -439,7 +449,7 @@ class Registry:
         del_topics, del_channels = self._deletions()
         view: dict[str, tuple[set[str], set[str]]] = {}
         for owner, kind, topic, channels, at in self._registrations():
-            if at < del_topics.get(topic, -1):
+            if at <= del_topics.get(topic, -1):
                 continue
             producing = kind == "t" and alive(owner)
             if kind == "t" and not producing and is_ephemeral(topic):
@@ -447,7 +457,7 @@ class Registry:
                 continue
             chans, producers = view.setdefault(topic, (set(), set()))
             for channel in channels:
-                if at < del_channels.get((topic, channel), -1):
+                if at <= del_channels.get((topic, channel), -1):
                     continue
                 if is_ephemeral(channel) and not producing:
                     continue
