@@ -1,0 +1,962 @@
+"""`MembershipDriver`: the trio shell that runs the SWIM engine over UDP and TCP.
+
+The engine (`shoal.membership.Membership`) is pure: it is fed bytes and
+``now`` and hands back datagrams, stream requests, events and its next
+deadline. This module owns everything it leaves out: the sockets, the clock,
+the tasks, encryption and the framing of streams.
+
+Rules:
+
+1. **One gossip address, two sockets.** A UDP socket and a TCP listener are
+   bound on the same ``host:port``. With port 0 the UDP socket picks a free
+   port and the TCP listener takes the same number, retried on a fresh port a
+   few times if TCP finds it taken.
+2. **Every engine call is followed by a drain** (`MembershipDriver._drain`):
+   datagrams go to the sender task, stream requests each get a task, events go
+   to listeners and subscribers, and the timer task is woken if the engine's
+   next deadline moved earlier. Engine calls are synchronous, so they never
+   interleave.
+3. **Peer input never raises.** Anything undecryptable, oversized or torn is
+   dropped and counted in ``statistics().dropped`` by reason; the engine counts
+   its own decode failures in ``statistics().engine.dropped``.
+4. **Bounded everything.** Datagrams above ``max_packet_size`` (plus the
+   encryption overhead) are dropped unread; stream messages above
+   ``max_stream_size`` are refused from their length prefix; at most
+   ``max_inbound_streams`` inbound streams are served at once (memberlist
+   caps concurrent push-pulls at 128 after one cluster spent 7 GB on them),
+   at most ``max_outbound_streams`` are open at once; every engine stream,
+   both ways, must finish within ``config.stream_timeout``, waiting for a slot
+   included.
+
+Tasks (all in the nursery of `MembershipDriver.serve`):
+
+* the *receiver* reads datagrams, decrypts them and feeds ``receive_packet``;
+* the *sender* writes the datagrams the engine produced, in order, from a
+  bounded queue (a full queue drops, as a full socket buffer would);
+* the *timer* sleeps until the engine's next deadline, or until woken early
+  because an input moved it, and calls ``tick``;
+* the *acceptor* serves inbound streams, one task each;
+* one task per outbound stream request, and one that re-resolves seed names
+  every ``reconnect_interval`` once `MembershipDriver.join` was called.
+
+Stream framing. A TCP stream is a sequence of *messages*, each a 4-byte
+big-endian length followed by that many bytes; with a keyring the bytes are
+the message sealed by `Keyring.seal` (so the length covers the sealed form).
+The length prefix lets a reader take a whole message without relying on
+half-close, and refuse an oversized one before reading it.
+
+* An engine stream carries exactly two messages: the request (it starts with
+  the codec's version byte, 1) and the reply. "No reply" (the engine returned
+  None) is an empty reply message, so it is authenticated like any other.
+* Any other protocol registered with `MembershipDriver.add_stream_handler`
+  opens with a one-byte message holding its *tag*; the handler then exchanges
+  whatever messages its protocol defines (`MembershipDriver.open_stream` is
+  the dialing side). A first message that is not exactly a registered tag
+  goes to the engine.
+
+Encryption. With a keyring, every datagram and every stream message is sealed
+with AES-GCM under the primary key, the cluster ``label`` as associated data
+(`shoal.membership.keyring`); a datagram grows by ``SEAL_OVERHEAD`` (29)
+bytes beyond the engine's ``packet_budget``. Without a keyring everything is
+plaintext and the label plays no part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import logging
+import math
+import random
+import struct
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+import trio
+
+from shoal.config import parse_address
+from shoal.errors import LocalProtocolError, RemoteProtocolError
+from shoal.membership import Address, Event, Membership
+from shoal.membership.codec import PROTOCOL_VERSION
+from shoal.membership.keyring import SEAL_OVERHEAD
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+
+    from shoal.membership import Member, MembershipConfig, MembershipDelegate
+    from shoal.membership.engine import MembershipStatistics
+    from shoal.membership.keyring import Keyring
+
+__all__ = [
+    "FRAME_HEADER",
+    "MembershipDriver",
+    "MembershipDriverStatistics",
+    "MessageStream",
+    "StreamError",
+    "StreamHandler",
+]
+
+log = logging.getLogger("shoal.gossip")
+
+#: Length prefix of every stream message: unsigned 32-bit, big-endian.
+FRAME_HEADER: Final = struct.Struct(">I")
+#: Bytes asked of a TCP socket per read.
+_RECEIVE_CHUNK: Final = 64 * 1024
+#: Attempts at finding a port free for both UDP and TCP when binding port 0.
+_BIND_ATTEMPTS: Final = 16
+#: Pending connections the TCP listener's kernel queue holds.
+_LISTEN_BACKLOG: Final = 128
+#: Pause after a failed accept (out of file descriptors, say), as trio's
+#: ``serve_listeners`` does, so the loop does not spin.
+_ACCEPT_ERROR_PAUSE: Final = 0.1
+
+
+class StreamError(RemoteProtocolError):
+    """A peer's stream message was refused.
+
+    Attributes:
+        reason: the drop counter it is counted under: ``"oversize"`` (the
+            length prefix is above the limit), ``"truncated"`` (the stream ended
+            inside a message) or ``"decrypt"`` (the message does not
+            authenticate under the keyring and label).
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class MessageStream:
+    """A TCP stream framed into length-prefixed messages, sealed when keyed.
+
+    Handlers registered with `MembershipDriver.add_stream_handler` and
+    callers of `MembershipDriver.open_stream` talk through this.
+
+    Args:
+        stream: the underlying byte stream.
+        keyring: seals and opens every message, or None for plaintext.
+        label: the cluster label, the associated data of every sealed message.
+        max_message_size: largest plaintext message sent or accepted.
+    """
+
+    __slots__ = ("_buffer", "_keyring", "_label", "_max_frame", "_max_message_size", "_stream")
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        keyring: Keyring | None,
+        label: bytes,
+        max_message_size: int,
+    ) -> None:
+        self._stream = stream
+        self._keyring = keyring
+        self._label = label
+        self._max_message_size = max_message_size
+        self._max_frame = max_message_size + (0 if keyring is None else SEAL_OVERHEAD)
+        self._buffer = bytearray()
+
+    @property
+    def max_message_size(self) -> int:
+        """Largest plaintext message this stream sends or accepts."""
+        return self._max_message_size
+
+    async def send_message(self, data: bytes) -> None:
+        """Send one message (sealed when keyed).
+
+        Raises:
+            LocalProtocolError: ``data`` is larger than ``max_message_size``.
+            trio.BrokenResourceError: the connection broke.
+            trio.ClosedResourceError: the stream was closed.
+        """
+        if len(data) > self._max_message_size:
+            raise LocalProtocolError(
+                f"stream message of {len(data)} bytes exceeds {self._max_message_size}"
+            )
+        if self._keyring is not None:
+            data = self._keyring.seal(data, label=self._label)
+        await self._stream.send_all(FRAME_HEADER.pack(len(data)) + data)
+
+    async def receive_message(self) -> bytes:
+        """Receive one whole message (opened when keyed).
+
+        Raises:
+            trio.EndOfChannel: the peer closed the stream between messages.
+            StreamError: the message is oversized, torn or does not
+                authenticate; the stream is then unusable.
+            trio.BrokenResourceError: the connection broke.
+        """
+        header = await self._receive_exactly(FRAME_HEADER.size, boundary=True)
+        (length,) = FRAME_HEADER.unpack(header)
+        if length > self._max_frame:
+            raise StreamError("oversize", f"stream message of {length} bytes announced")
+        payload = await self._receive_exactly(length, boundary=False)
+        if self._keyring is None:
+            return payload
+        try:
+            return self._keyring.open(payload, label=self._label)
+        except RemoteProtocolError as exc:
+            raise StreamError("decrypt", str(exc)) from None
+
+    async def aclose(self) -> None:
+        """Close the underlying stream."""
+        await self._stream.aclose()
+
+    async def _receive_exactly(self, size: int, *, boundary: bool) -> bytes:
+        buffer = self._buffer
+        while len(buffer) < size:
+            chunk = await self._stream.receive_some(_RECEIVE_CHUNK)
+            if not chunk:
+                if boundary and not buffer:
+                    raise trio.EndOfChannel
+                raise StreamError("truncated", "stream ended inside a message")
+            buffer += chunk
+        data = bytes(buffer[:size])
+        del buffer[:size]
+        return data
+
+
+#: What serves a tagged inbound stream: ``await handler(stream, peer)``.
+StreamHandler: TypeAlias = Callable[[MessageStream, Address], Awaitable[None]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class MembershipDriverStatistics:
+    """A snapshot of the driver's socket-level counters and the engine's.
+
+    Attributes:
+        engine: the engine's own statistics (its decode drops included).
+        packets_received: datagrams read from the UDP socket.
+        packets_sent: datagrams written to it.
+        bytes_received: their size on the wire (sealed form when keyed).
+        bytes_sent: their size on the wire.
+        streams_accepted: inbound TCP connections served.
+        streams_opened: outbound engine streams attempted.
+        streams_failed: outbound engine streams reported to the engine as
+            failed (refused, timed out, broken, or an unreadable reply).
+        dropped: inputs dropped by the driver, by reason: ``"decrypt"``,
+            ``"oversize"``, ``"truncated"``, ``"timeout"`` (an inbound stream
+            not done within ``stream_timeout``), ``"busy"`` (too many inbound
+            streams), ``"stream_error"`` (a connection broke mid-exchange),
+            ``"handler"`` (a stream handler refused the peer's input),
+            ``"send_queue_full"``, ``"send_error"``, ``"receive_error"``,
+            ``"accept_error"``, ``"subscriber_overflow"`` (a subscriber fell
+            too far behind and was cut off).
+    """
+
+    engine: MembershipStatistics
+    packets_received: int
+    packets_sent: int
+    bytes_received: int
+    bytes_sent: int
+    streams_accepted: int
+    streams_opened: int
+    streams_failed: int
+    dropped: Mapping[str, int]
+
+
+@dataclasses.dataclass(slots=True)
+class _Counters:
+    packets_received: int = 0
+    packets_sent: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    streams_accepted: int = 0
+    streams_opened: int = 0
+    streams_failed: int = 0
+
+
+def _host_port(sockname: object) -> Address:
+    """(host, port) of a socket address; IPv6 flow info and scope are dropped."""
+    assert isinstance(sockname, tuple)
+    host, port = sockname[0], sockname[1]
+    assert isinstance(host, str)
+    assert isinstance(port, int)
+    return (host, port)
+
+
+class MembershipDriver:
+    """Runs one `Membership` engine over real sockets, with optional encryption.
+
+    Use: ``address = await nursery.start(driver.serve)``, then
+    ``await driver.join(["host:port", ...])``; before stopping,
+    ``await driver.leave(timeout)``, then cancel ``serve``.
+
+    Args:
+        config: the engine's tuning; ``stream_timeout`` and
+            ``max_stream_size`` also bound the driver's streams.
+        name: this member's unique name.
+        bind: ``host:port`` to bind UDP and TCP on; port 0 picks a free port.
+        advertise: ``host:port`` other members should dial. Defaults to the
+            bound address, with ``0.0.0.0`` replaced by ``127.0.0.1`` and ``::``
+            by ``::1``; a port of 0 means the bound port.
+        meta: string tags announced with our ``alive``.
+        keyring: encrypts and authenticates all gossip; None sends plaintext.
+        label: the cluster label, authenticated with every sealed message so
+            clusters sharing a key cannot cross-talk.
+        rng: the engine's randomness; a fresh ``random.Random()`` by default.
+        clock: a monotonic clock in seconds; `trio.current_time` by default,
+            so tests on a `trio.testing.MockClock` run in virtual time.
+        delegate: the engine's application channel, or None.
+        max_inbound_streams: inbound streams served at once; more are closed
+            at once and counted as ``"busy"`` drops.
+        max_outbound_streams: outbound engine streams open at once; more wait
+            for a slot within their ``stream_timeout``.
+        send_queue_size: datagrams queued for the sender task; beyond it they
+            are dropped (``"send_queue_full"``).
+
+    Raises:
+        ConfigError: ``bind`` or ``advertise`` is not ``host:port``.
+    """
+
+    def __init__(
+        self,
+        config: MembershipConfig,
+        *,
+        name: str,
+        bind: str,
+        advertise: str | None = None,
+        meta: Mapping[str, str] | None = None,
+        keyring: Keyring | None = None,
+        label: bytes = b"shoal",
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = trio.current_time,
+        delegate: MembershipDelegate | None = None,
+        max_inbound_streams: int = 128,
+        max_outbound_streams: int = 32,
+        send_queue_size: int = 1024,
+    ) -> None:
+        self._config = config
+        self._name = name
+        self._bind = parse_address(bind, what="gossip address")
+        self._advertise = (
+            None if advertise is None else parse_address(advertise, what="advertise address")
+        )
+        self._meta = dict(meta or {})
+        self._keyring = keyring
+        self._label = label
+        self._rng = random.Random() if rng is None else rng
+        self._clock = clock
+        self._delegate = delegate
+        self._max_inbound = max_inbound_streams
+        self._max_outbound = max_outbound_streams
+        self._send_queue_size = send_queue_size
+
+        self._engine: Membership | None = None
+        self._nursery: trio.Nursery | None = None
+        self._bound: Address | None = None
+        self._served = False
+        self._packet_sender: trio.MemorySendChannel[tuple[Address, bytes]] | None = None
+        self._outbound_limiter: trio.CapacityLimiter | None = None
+        self._counters = _Counters()
+        self._drops: dict[str, int] = {}
+        self._inbound = 0
+        self._handlers: dict[int, StreamHandler] = {}
+        self._listeners: list[Callable[[Event], None]] = []
+        self._subscribers: list[trio.MemorySendChannel[Event]] = []
+        self._wake = trio.Event()
+        self._sleeping_until = math.inf
+        self._leaving = False
+        self._leave_done = trio.Event()
+        self._family = trio.socket.AF_INET
+        self._seed_specs: list[Address] = []
+        self._seed_addresses: set[Address] = set()
+        self._resolver_started = False
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def name(self) -> str:
+        """This member's name."""
+        return self._name
+
+    @property
+    def address(self) -> Address:
+        """The bound gossip address (UDP and TCP).
+
+        Raises:
+            RuntimeError: `serve` has not bound yet.
+        """
+        if self._bound is None:
+            raise RuntimeError("the membership driver is not serving")
+        return self._bound
+
+    @property
+    def advertise_address(self) -> Address:
+        """The address other members dial (the engine's own address).
+
+        Raises:
+            RuntimeError: `serve` has not bound yet.
+        """
+        return self.engine.address
+
+    @property
+    def engine(self) -> Membership:
+        """The engine (read-only use: members, statistics, incarnation).
+
+        Raises:
+            RuntimeError: `serve` has not started it yet.
+        """
+        if self._engine is None:
+            raise RuntimeError("the membership driver is not serving")
+        return self._engine
+
+    @property
+    def keyring(self) -> Keyring | None:
+        """The keyring in use, or None for plaintext."""
+        return self._keyring
+
+    # ------------------------------------------------------------------ queries
+
+    def members(self) -> list[Member]:
+        """Every member the engine holds, ourselves, dead and left ones included."""
+        return self.engine.members()
+
+    def member(self, name: str) -> Member | None:
+        """The member called ``name``, or None."""
+        return self.engine.member(name)
+
+    def statistics(self) -> MembershipDriverStatistics:
+        """Return a snapshot of the driver's and the engine's counters."""
+        return MembershipDriverStatistics(
+            engine=self.engine.statistics(),
+            **dataclasses.asdict(self._counters),
+            dropped=dict(self._drops),
+        )
+
+    # ------------------------------------------------------------------ events
+
+    def add_listener(self, fn: Callable[[Event], None]) -> None:
+        """Call ``fn(event)`` for every engine event, in order.
+
+        ``fn`` runs inside the driver's engine drain: it must be fast, must not
+        block and must not call back into the driver's inputs (post to a
+        channel for anything slow). An exception from it is a bug and crashes
+        `serve`.
+        """
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Callable[[Event], None]) -> None:
+        """Stop calling ``fn``; unknown callbacks are ignored."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(fn)
+
+    def subscribe(self, max_buffer_size: int = 256) -> trio.MemoryReceiveChannel[Event]:
+        """Return a channel that receives every engine event from now on.
+
+        A subscriber that falls more than ``max_buffer_size`` events behind is
+        cut off rather than silently missing events: its channel ends (after
+        the buffered events) and a ``"subscriber_overflow"`` drop is counted.
+        Close the receiving end to unsubscribe. Every channel ends when
+        `serve` returns.
+        """
+        send, receive = trio.open_memory_channel[Event](max_buffer_size)
+        self._subscribers.append(send)
+        return receive
+
+    # ------------------------------------------------------------------ streams
+
+    def add_stream_handler(self, tag: int, handler: StreamHandler) -> None:
+        """Serve inbound streams that open with the one-byte message ``tag``.
+
+        ``await handler(stream, peer)`` runs in its own task with the opening
+        message already consumed; the stream is closed when it returns. The
+        whole exchange must finish within ``config.stream_timeout`` (then it is
+        cancelled and counted as a ``"timeout"`` drop). A handler that raises
+        `RemoteProtocolError` (for instance a `StreamError` from
+        ``receive_message``) has it counted as a drop; a stream the peer broke
+        or ended early counts as ``"stream_error"`` or ``"truncated"``; any
+        other exception is a bug and crashes `serve`.
+
+        Raises:
+            ValueError: ``tag`` is not in 0..255, is the membership protocol's
+                version byte, or already has a handler.
+        """
+        if not 0 <= tag <= 255 or tag == PROTOCOL_VERSION:
+            raise ValueError(f"stream tag must be in 0..255 and not {PROTOCOL_VERSION}")
+        if tag in self._handlers:
+            raise ValueError(f"stream tag {tag} already has a handler")
+        self._handlers[tag] = handler
+
+    @contextlib.asynccontextmanager
+    async def open_stream(self, address: Address, tag: int) -> AsyncIterator[MessageStream]:
+        """Open a message stream to the member at ``address`` for protocol ``tag``.
+
+        Connecting is bounded by ``config.stream_timeout``; the exchange
+        itself is bounded by the caller. The stream is closed on exit.
+
+        Raises:
+            OSError: the connection was refused or could not be made.
+            trio.TooSlowError: connecting took longer than ``stream_timeout``.
+            ValueError: ``tag`` is not a valid stream tag.
+        """
+        if not 0 <= tag <= 255 or tag == PROTOCOL_VERSION:
+            raise ValueError(f"stream tag must be in 0..255 and not {PROTOCOL_VERSION}")
+        with trio.fail_after(self._config.stream_timeout):
+            tcp = await trio.open_tcp_stream(address[0], address[1])
+        try:
+            stream = self._message_stream(tcp)
+            await stream.send_message(bytes((tag,)))
+            yield stream
+        finally:
+            await trio.aclose_forcefully(tcp)
+
+    # ------------------------------------------------------------------ membership
+
+    async def join(self, seeds: Sequence[str]) -> list[Address]:
+        """Join the cluster through the ``host:port`` seeds.
+
+        Each seed is resolved (a name with several addresses gives several
+        seeds, of our socket's address family) and handed to the engine, which
+        push-pulls with each at once and keeps retrying any that is not a live
+        member every ``reconnect_interval``, forever. Seed names are also
+        re-resolved every ``reconnect_interval``, so a name that does not
+        resolve yet, or gains addresses later, is joined when it does.
+
+        Returns:
+            The addresses the seeds resolved to now (ours included if listed).
+
+        Raises:
+            ConfigError: a seed is not ``host:port``.
+            RuntimeError: the driver is not serving, or has left.
+        """
+        engine = self.engine
+        if self._leaving:
+            raise RuntimeError("cannot join after leaving")
+        specs = [parse_address(seed, what="seed") for seed in seeds]
+        for spec in specs:
+            if spec not in self._seed_specs:
+                self._seed_specs.append(spec)
+        addresses = await self._resolve(specs)
+        self._join_addresses(engine, addresses)
+        if not self._resolver_started and self._nursery is not None:
+            self._resolver_started = True
+            self._nursery.start_soon(self._resolve_seeds_forever)
+        return addresses
+
+    async def leave(self, timeout: float) -> bool:  # noqa: ASYNC109 - part of the contract
+        """Leave gracefully and wait until the leave has been disseminated.
+
+        The engine broadcasts our departure; this waits until it was sent as
+        often as any broadcast is (`Membership.leave_complete`) or ``timeout``
+        seconds pass, whichever is first. The driver keeps answering until
+        `serve` is cancelled, which the caller does next. The timeout is an
+        argument, against trio's habit, because running out of it is not an
+        error: the caller stops either way (memberlist's ``Leave(timeout)``).
+
+        Returns:
+            True if the leave was fully disseminated in time.
+
+        Raises:
+            RuntimeError: the driver is not serving.
+        """
+        engine = self.engine
+        if not self._leaving:
+            self._leaving = True
+            engine.leave(self._clock())
+            log.info("gossip: %s leaving the cluster", self._name)
+            self._drain()
+        with trio.move_on_after(timeout):
+            await self._leave_done.wait()
+        return engine.leave_complete()
+
+    def update_meta(self, meta: Mapping[str, str]) -> None:
+        """Announce new metadata (`Membership.update_meta`).
+
+        Raises:
+            LocalProtocolError: the metadata is malformed or we left.
+            RuntimeError: the driver is not serving.
+        """
+        engine = self.engine
+        engine.update_meta(meta, self._clock())
+        self._drain()
+
+    def broadcast_app(self, key: str, data: bytes) -> None:
+        """Queue an application broadcast (`Membership.broadcast_app`).
+
+        Raises:
+            LocalProtocolError: the key or data is out of bounds.
+            RuntimeError: the driver is not serving.
+        """
+        engine = self.engine
+        engine.broadcast_app(key, data, self._clock())
+        self._drain()
+
+    # ------------------------------------------------------------------ serving
+
+    async def serve(
+        self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Bind the gossip sockets and run the engine until cancelled.
+
+        Reports the bound address through ``task_status``, so
+        ``await nursery.start(driver.serve)`` returns it once both sockets
+        listen.
+
+        Resource handling: both sockets are closed, and every subscriber's
+        channel ended, when this returns or raises.
+
+        Error handling: binding errors (`OSError`) propagate before
+        ``task_status.started``; peer errors are counted, never raised; an
+        exception from a listener or a stream handler other than the documented
+        ones propagates and stops the driver.
+
+        Raises:
+            RuntimeError: the driver was already served once.
+            OSError: the address could not be bound.
+            LocalProtocolError: ``name`` or ``meta`` is malformed.
+        """
+        if self._served:
+            raise RuntimeError("a MembershipDriver serves only once")
+        self._served = True
+        udp, tcp = await self._bind_sockets()
+        listener = trio.SocketListener(tcp)
+        try:
+            bound = _host_port(udp.getsockname())
+            self._bound = bound
+            advertise = self._advertised(bound)
+            self._engine = Membership(
+                self._config,
+                name=self._name,
+                address=advertise,
+                meta=self._meta,
+                rng=self._rng,
+                now=self._clock(),
+                delegate=self._delegate,
+            )
+            send, receive = trio.open_memory_channel[tuple[Address, bytes]](self._send_queue_size)
+            self._packet_sender = send
+            self._outbound_limiter = trio.CapacityLimiter(self._max_outbound)
+            log.info(
+                "gossip: %s listening on %s:%d (udp+tcp), advertising %s:%d%s",
+                self._name,
+                bound[0],
+                bound[1],
+                advertise[0],
+                advertise[1],
+                ", encrypted" if self._keyring is not None else "",
+            )
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._receive_packets, udp)
+                nursery.start_soon(self._send_packets, udp, receive)
+                nursery.start_soon(self._accept_streams, listener)
+                nursery.start_soon(self._run_timers)
+                self._drain()
+                task_status.started(bound)
+        finally:
+            self._nursery = None
+            udp.close()
+            tcp.close()
+            for channel in self._subscribers:
+                channel.close()
+            self._subscribers.clear()
+
+    def _advertised(self, bound: Address) -> Address:
+        if self._advertise is None:
+            host, port = bound
+        else:
+            host, port = self._advertise
+            if port == 0:
+                port = bound[1]
+        if host == "0.0.0.0":
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        return (host, port)
+
+    async def _bind_sockets(self) -> tuple[trio.socket.SocketType, trio.socket.SocketType]:
+        host, port = self._bind
+        infos = await trio.socket.getaddrinfo(
+            host, port, type=trio.socket.SOCK_DGRAM, flags=trio.socket.AI_PASSIVE
+        )
+        if not infos:
+            raise OSError(f"gossip address {host}:{port} resolves to nothing")
+        family, _, _, _, sockaddr = infos[0]
+        self._family = family
+        attempts = _BIND_ATTEMPTS if port == 0 else 1
+        for attempt in range(1, attempts + 1):
+            udp = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
+            try:
+                await udp.bind(sockaddr)
+                udp_port = _host_port(udp.getsockname())[1]
+                tcp = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+                try:
+                    # A restarted node binds its old port while connections
+                    # of its previous life sit in TIME_WAIT.
+                    tcp.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+                    await tcp.bind((sockaddr[0], udp_port, *sockaddr[2:]))
+                    tcp.listen(_LISTEN_BACKLOG)
+                except BaseException:
+                    tcp.close()
+                    raise
+            except OSError as exc:
+                udp.close()
+                if exc.errno == errno.EADDRINUSE and attempt < attempts:
+                    continue  # TCP port taken: try another free UDP port
+                raise
+            except BaseException:
+                udp.close()
+                raise
+            return udp, tcp
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    # ------------------------------------------------------------------ the drain
+
+    def _drop(self, reason: str) -> None:
+        self._drops[reason] = self._drops.get(reason, 0) + 1
+
+    def _drain(self) -> None:
+        """Take the engine's outputs after an input; see the module's rule 2."""
+        engine = self._engine
+        assert engine is not None
+        packets = engine.packets_to_send()
+        if packets:
+            sender = self._packet_sender
+            assert sender is not None
+            keyring = self._keyring
+            for address, data in packets:
+                if keyring is not None:
+                    data = keyring.seal(data, label=self._label)
+                try:
+                    sender.send_nowait((address, data))
+                except trio.WouldBlock:
+                    self._drop("send_queue_full")
+        streams = engine.streams_to_open()
+        if streams:
+            nursery = self._nursery
+            assert nursery is not None
+            for address, request in streams:
+                nursery.start_soon(self._engine_stream, address, request)
+        events = engine.events()
+        if events:
+            self._publish(events)
+        if self._leaving and engine.leave_complete():
+            self._leave_done.set()
+        if engine.next_deadline() < self._sleeping_until:
+            self._wake.set()
+
+    def _publish(self, events: Iterable[Event]) -> None:
+        for event in events:
+            for fn in tuple(self._listeners):
+                fn(event)
+            for channel in tuple(self._subscribers):
+                try:
+                    channel.send_nowait(event)
+                except trio.WouldBlock:
+                    self._drop("subscriber_overflow")
+                    log.warning("gossip: an event subscriber fell behind and was cut off")
+                    channel.close()
+                    self._subscribers.remove(channel)
+                except trio.BrokenResourceError:
+                    self._subscribers.remove(channel)
+
+    # ------------------------------------------------------------------ tasks
+
+    async def _run_timers(self) -> None:
+        engine = self._engine
+        assert engine is not None
+        while True:
+            deadline = engine.next_deadline()
+            delay = deadline - self._clock()
+            if delay > 0:
+                self._wake = trio.Event()
+                self._sleeping_until = deadline
+                with trio.move_on_after(delay):
+                    await self._wake.wait()
+                continue
+            self._sleeping_until = -math.inf
+            engine.tick(self._clock())
+            self._drain()
+            await trio.lowlevel.checkpoint()
+
+    async def _receive_packets(self, udp: trio.socket.SocketType) -> None:
+        engine = self._engine
+        assert engine is not None
+        keyring = self._keyring
+        limit = self._config.max_packet_size + (0 if keyring is None else SEAL_OVERHEAD)
+        buffer = bytearray(limit + 1)
+        counters = self._counters
+        while True:
+            try:
+                size, src = await udp.recvfrom_into(buffer)
+            except OSError as exc:
+                # Unconnected UDP sockets rarely fail; do not spin if they do.
+                self._drop("receive_error")
+                log.debug("gossip: receive failed: %s", exc)
+                await trio.sleep(_ACCEPT_ERROR_PAUSE)
+                continue
+            counters.packets_received += 1
+            counters.bytes_received += size
+            if size > limit:
+                self._drop("oversize")
+                continue
+            data = bytes(buffer[:size])
+            if keyring is not None:
+                try:
+                    data = keyring.open(data, label=self._label)
+                except RemoteProtocolError:
+                    self._drop("decrypt")
+                    continue
+            engine.receive_packet(data, _host_port(src), self._clock())
+            self._drain()
+
+    async def _send_packets(
+        self,
+        udp: trio.socket.SocketType,
+        queue: trio.MemoryReceiveChannel[tuple[Address, bytes]],
+    ) -> None:
+        counters = self._counters
+        async for address, data in queue:
+            try:
+                await udp.sendto(data, address)
+            except OSError as exc:
+                self._drop("send_error")
+                log.debug("gossip: send to %s:%d failed: %s", address[0], address[1], exc)
+                continue
+            counters.packets_sent += 1
+            counters.bytes_sent += len(data)
+
+    async def _accept_streams(self, listener: trio.SocketListener) -> None:
+        nursery = self._nursery
+        assert nursery is not None
+        while True:
+            try:
+                tcp = await listener.accept()
+            except OSError as exc:
+                self._drop("accept_error")
+                log.warning("gossip: accept failed: %s", exc)
+                await trio.sleep(_ACCEPT_ERROR_PAUSE)
+                continue
+            if self._inbound >= self._max_inbound:
+                self._drop("busy")
+                await trio.aclose_forcefully(tcp)
+                continue
+            self._inbound += 1
+            self._counters.streams_accepted += 1
+            nursery.start_soon(self._serve_stream, tcp)
+
+    async def _serve_stream(self, tcp: trio.SocketStream) -> None:
+        try:
+            try:
+                peer = _host_port(tcp.socket.getpeername())
+            except OSError:
+                self._drop("stream_error")  # gone before we looked
+                return
+            stream = self._message_stream(tcp)
+            with trio.move_on_after(self._config.stream_timeout) as scope:
+                try:
+                    await self._dispatch_stream(stream, peer)
+                except StreamError as exc:
+                    self._drop(exc.reason)
+                except RemoteProtocolError:
+                    self._drop("handler")
+                except trio.EndOfChannel:
+                    self._drop("truncated")
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._drop("stream_error")
+            if scope.cancelled_caught:
+                self._drop("timeout")
+        finally:
+            self._inbound -= 1
+            await trio.aclose_forcefully(tcp)
+
+    async def _dispatch_stream(self, stream: MessageStream, peer: Address) -> None:
+        first = await stream.receive_message()
+        handler = self._handlers.get(first[0]) if len(first) == 1 else None
+        if handler is not None:
+            await handler(stream, peer)
+            return
+        engine = self._engine
+        assert engine is not None
+        reply = engine.receive_stream(first, peer, self._clock())
+        self._drain()
+        if reply is not None and len(reply) > stream.max_message_size:
+            self._drop("oversize_reply")  # the peer would refuse it anyway
+            reply = None
+        # An empty message means "no reply", authenticated like any other.
+        await stream.send_message(reply or b"")
+
+    async def _engine_stream(self, address: Address, request: bytes) -> None:
+        """Make one stream request of the engine's and feed back the outcome."""
+        limiter = self._outbound_limiter
+        assert limiter is not None
+        self._counters.streams_opened += 1
+        reply: bytes | None = None
+        with trio.move_on_after(self._config.stream_timeout):
+            async with limiter:
+                reply = await self._exchange(address, request)
+        engine = self._engine
+        assert engine is not None
+        now = self._clock()
+        if reply is None:
+            self._counters.streams_failed += 1
+            engine.stream_failed(address, now)
+        elif reply:
+            engine.receive_stream_reply(reply, address, now)
+        self._drain()
+
+    async def _exchange(self, address: Address, request: bytes) -> bytes | None:
+        """Send one request and read its reply; None on any failure."""
+        try:
+            tcp = await trio.open_tcp_stream(address[0], address[1])
+        except OSError as exc:
+            log.debug("gossip: stream to %s:%d failed: %s", address[0], address[1], exc)
+            return None
+        try:
+            stream = self._message_stream(tcp)
+            await stream.send_message(request)
+            return await stream.receive_message()
+        except StreamError as exc:
+            self._drop(exc.reason)
+        except LocalProtocolError:
+            self._drop("oversize_request")
+        except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # refused by the peer (wrong key, overload) or broken
+        finally:
+            await trio.aclose_forcefully(tcp)
+        return None
+
+    def _message_stream(self, stream: trio.abc.Stream) -> MessageStream:
+        return MessageStream(
+            stream,
+            keyring=self._keyring,
+            label=self._label,
+            max_message_size=self._config.max_stream_size,
+        )
+
+    # ------------------------------------------------------------------ seeds
+
+    async def _resolve(self, specs: Iterable[Address]) -> list[Address]:
+        addresses: list[Address] = []
+        for host, port in specs:
+            try:
+                infos = await trio.socket.getaddrinfo(
+                    host, port, family=self._family, type=trio.socket.SOCK_STREAM
+                )
+            except OSError as exc:
+                log.warning("gossip: seed %s:%d does not resolve: %s", host, port, exc)
+                continue
+            for info in infos:
+                address = _host_port(info[4])
+                if address not in addresses:
+                    addresses.append(address)
+        return addresses
+
+    def _join_addresses(self, engine: Membership, addresses: Iterable[Address]) -> None:
+        new = [a for a in addresses if a not in self._seed_addresses]
+        if not new or self._leaving:
+            return
+        self._seed_addresses.update(new)
+        log.info("gossip: %s joining through %s", self._name, new)
+        engine.join(new, self._clock())
+        self._drain()
+
+    async def _resolve_seeds_forever(self) -> None:
+        engine = self._engine
+        assert engine is not None
+        while not self._leaving:
+            await trio.sleep(self._config.reconnect_interval)
+            addresses = await self._resolve(self._seed_specs)
+            self._join_addresses(engine, addresses)
