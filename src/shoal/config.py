@@ -11,6 +11,7 @@ import dataclasses
 import socket
 
 from shoal.errors import ConfigError
+from shoal.membership.config import MembershipConfig
 from shoal.queue.config import QueueConfig
 from shoal.queue.diskqueue import DiskQueueConfig
 
@@ -45,6 +46,18 @@ class NodeConfig:
         tcp_address: NSQ TCP protocol listener, ``host:port``; port 0 picks one.
         http_address: nsqd HTTP API listener (also serves the lookup read
             endpoints and ``/members``).
+        gossip_address: membership gossip, UDP and TCP on the same port.
+        lookup_http_address: the nsqlookupd HTTP API listener.
+        seeds: gossip addresses (``host:port``) of members to join through; a
+            name resolving to several addresses counts as several. Seeds
+            that are not current members are retried for ever.
+        node_name: this node's member name; defaults to the name stored in
+            the data path, or on first start ``<broadcast address>:<tcp
+            port>``, which is then stored: a restarted node is the same member.
+        gossip_keys: AES keys (16, 24 or 32 bytes); the first encrypts, all
+            decrypt. Empty means plaintext gossip.
+        tombstone_lifetime: how long ``/topic/tombstone`` hides a producer.
+        membership: the SWIM timings (the ``lan`` preset by default).
         broadcast_address: the host name other nodes and clients should dial;
             defaults to this machine's host name, as nsqd's does.
         data_path: where queues and metadata live (created if missing); None
@@ -62,6 +75,13 @@ class NodeConfig:
 
     tcp_address: str = "0.0.0.0:4150"
     http_address: str = "0.0.0.0:4151"
+    gossip_address: str = "0.0.0.0:4160"
+    lookup_http_address: str = "0.0.0.0:4161"
+    seeds: tuple[str, ...] = ()
+    node_name: str | None = None
+    gossip_keys: tuple[bytes, ...] = ()
+    tombstone_lifetime: float = 45.0
+    membership: MembershipConfig = dataclasses.field(default_factory=MembershipConfig.lan)
     broadcast_address: str = dataclasses.field(default_factory=socket.gethostname)
     data_path: str | None = "shoal-data"
     ready_file: str | None = None
@@ -76,5 +96,11 @@ class NodeConfig:
     def __post_init__(self) -> None:
         parse_address(self.tcp_address, what="tcp-address")
         parse_address(self.http_address, what="http-address")
+        parse_address(self.gossip_address, what="gossip-address")
+        parse_address(self.lookup_http_address, what="lookup-http-address")
+        for seed in self.seeds:
+            parse_address(seed, what="seed")
+        if self.tombstone_lifetime <= 0:
+            raise ConfigError("tombstone-lifetime must be positive")
         if not self.broadcast_address:
             raise ConfigError("broadcast-address must not be empty")

@@ -23,6 +23,8 @@ from shoal.cli.options import DURATION
 from shoal.cluster.node import Node
 from shoal.config import NodeConfig
 from shoal.errors import ConfigError, ShoalError
+from shoal.membership.config import MembershipConfig
+from shoal.membership.keyring import parse_key
 from shoal.queue.config import QueueConfig
 from shoal.queue.diskqueue import DiskQueueConfig
 
@@ -55,6 +57,49 @@ def cli() -> None:
     default="0.0.0.0:4151",
     show_default=True,
     help="<addr>:<port> to listen on for HTTP clients.",
+)
+@click.option(
+    "--gossip-address",
+    default="0.0.0.0:4160",
+    show_default=True,
+    help="<addr>:<port> for membership gossip, UDP and TCP.",
+)
+@click.option(
+    "--lookup-http-address",
+    default="0.0.0.0:4161",
+    show_default=True,
+    help="<addr>:<port> for the nsqlookupd HTTP API.",
+)
+@click.option(
+    "--seed",
+    "seeds",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="Gossip address of a member to join through (repeatable).",
+)
+@click.option(
+    "--node-name", default=None, help="Member name [default: <broadcast-address>:<tcp port>]."
+)
+@click.option(
+    "--gossip-key",
+    "gossip_keys",
+    multiple=True,
+    metavar="BASE64",
+    help="AES key for gossip (repeatable: the first encrypts, all decrypt).",
+)
+@click.option(
+    "--gossip-profile",
+    type=click.Choice(["lan", "wan", "local"]),
+    default="lan",
+    show_default=True,
+    help="Membership timing preset.",
+)
+@click.option(
+    "--tombstone-lifetime",
+    type=DURATION,
+    default="45s",
+    show_default=True,
+    help="How long /topic/tombstone hides a producer.",
 )
 @click.option(
     "--broadcast-address",
@@ -256,7 +301,19 @@ def build_node_config(options: dict[str, Any]) -> NodeConfig:
         max_msg_size=queue.max_msg_size,
     )
     broadcast = options.pop("broadcast_address") or socket.gethostname()
-    return NodeConfig(queue=queue, disk=disk, broadcast_address=broadcast, **options)
+    profile = options.pop("gossip_profile")
+    membership = {"lan": MembershipConfig.lan, "wan": MembershipConfig.wan,
+                  "local": MembershipConfig.local}[profile]()  # fmt: skip
+    keys = tuple(parse_key(text) for text in options.pop("gossip_keys"))
+    return NodeConfig(
+        queue=queue,
+        disk=disk,
+        membership=membership,
+        gossip_keys=keys,
+        broadcast_address=broadcast,
+        seeds=tuple(options.pop("seeds")),
+        **options,
+    )
 
 
 async def _run_until_signalled(node: Node) -> None:

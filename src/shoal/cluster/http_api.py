@@ -250,6 +250,8 @@ class NodeHTTPAPI:
         memory: the process figures for /stats ``memory``.
         router: an existing router to add the routes to; a new one with the
             NSQ headers by default.
+        extra_stats: more top-level keys for /stats (membership and disk
+            figures); clients that do not know them ignore them.
 
     Attributes:
         router: the route table; serve it, or add more routes to it.
@@ -271,6 +273,7 @@ class NodeHTTPAPI:
         clock: Callable[[], float] = time.time,
         memory: Callable[[], dict[str, Any]] = process_memory,
         router: Router | None = None,
+        extra_stats: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.broker = broker
         self.config = config
@@ -283,6 +286,7 @@ class NodeHTTPAPI:
         self._on_channel_deleted = on_channel_deleted
         self._clock = clock
         self._memory = memory
+        self._extra_stats = extra_stats
         self._add_routes()
 
     def _add_routes(self) -> None:
@@ -491,6 +495,8 @@ class NodeHTTPAPI:
             include_clients=include_clients,
             memory=self._memory() if include_mem else None,
         )
+        if self._extra_stats is not None:
+            document.update(self._extra_stats())
         if request.arg("format") == "json":
             return Response.json(document)
         text = stats.render_text(document, now=self._clock(), start_time=node.start_time)

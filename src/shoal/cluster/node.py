@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import os
+import random
 import socket
 import tempfile
 import time
@@ -30,9 +31,12 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from shoal import __version__
+from shoal.cluster import registry as reg
 from shoal.cluster.disk_queue import DiskBackendFactory, disk_backend_factory
-from shoal.cluster.http_api import NodeHTTPAPI, NodeInfo
-from shoal.cluster.http_server import serve_http
+from shoal.cluster.http_api import NodeHTTPAPI, NodeInfo, new_router
+from shoal.cluster.http_server import Request, Response, serve_http
+from shoal.cluster.lookup_api import LookupAPI
+from shoal.cluster.membership_driver import MembershipDriver, StreamError
 from shoal.cluster.metadata import (
     ChannelMeta,
     DataPathLock,
@@ -41,13 +45,19 @@ from shoal.cluster.metadata import (
     lock_data_path,
     save_metadata,
 )
+from shoal.cluster.routing import SYNC_INTERVAL, TopicRouting
 from shoal.cluster.tcp_server import TCPServer
 from shoal.config import parse_address
+from shoal.errors import RemoteProtocolError
+from shoal.membership.keyring import Keyring
+from shoal.membership.state import MemberState
 from shoal.queue.backend import memory_backend_factory
 from shoal.queue.broker import Broker, BrokerEvent
 
 if TYPE_CHECKING:
+    from shoal.cluster.membership_driver import MessageStream
     from shoal.config import NodeConfig
+    from shoal.membership.events import Event
     from shoal.queue.protocol import ClientV2
 
 __all__ = ["SCAN_INTERVAL", "Node", "format_address"]
@@ -58,6 +68,11 @@ log = logging.getLogger("shoal.node")
 SCAN_INTERVAL = 0.1
 #: Backlog messages moved from a topic to its channels per step, between yields.
 BACKLOG_STEP = 1000
+#: Stream tag of the topic registry's digest exchange on the gossip port.
+REGISTRY_TAG = 0x52
+#: Longest wait for a graceful leave to spread before the process exits.
+LEAVE_TIMEOUT = 5.0
+_LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
 
 
 def format_address(sockname: Any) -> str:
@@ -74,6 +89,58 @@ async def open_listeners(address: str) -> list[trio.SocketListener]:
 
 def _port(address: str | None) -> int:
     return parse_address(address)[1] if address else 0
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
+
+
+def _numeric(address: str | None) -> str | None:
+    """Resolve the host of ``host:port`` to an IP (peers dial what we advertise)."""
+    if address is None:
+        return None
+    host, port = parse_address(address)
+    try:
+        host = socket.gethostbyname(host)
+    except OSError:
+        return address
+    return f"{host}:{port}"
+
+
+def _plain(value: Any) -> Any:
+    """A statistics snapshot as JSON-ready data (dataclasses, mappings, enums)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, int | float | str | bool) or value is None:
+        return value
+    return str(value)
+
+
+class _RoutingDelegate:
+    """The engine's application hooks, forwarded to the routing once it exists."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def local_state(self) -> bytes:
+        routing = self._node.routing
+        return routing.local_state() if routing is not None else b""
+
+    def merge_remote_state(self, data: bytes, from_name: str) -> None:
+        routing = self._node.routing
+        if routing is not None:
+            routing.merge_remote_state(data, from_name)
+
+    def notify_message(self, data: bytes) -> bool:
+        routing = self._node.routing
+        return routing.notify_message(data) if routing is not None else False
 
 
 class Node:
@@ -107,9 +174,13 @@ class Node:
         }
         self.start_time = time.time()
         self._backlog = trio.Event()
-        self._cancel_scope: trio.CancelScope | None = None
+        self._stop = trio.Event()
         self._health: str | None = None
-        self._restoring = False
+        self.driver: MembershipDriver | None = None
+        self._sync_wake = trio.Event()
+        self._sync_now: list[tuple[str, int]] = []
+        self.routing: TopicRouting | None = None
+        self.lookup: LookupAPI | None = None
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -127,44 +198,64 @@ class Node:
         """
         self._open_data_path()
         try:
-            with trio.CancelScope() as scope:
-                self._cancel_scope = scope
-                async with trio.open_nursery() as nursery:
-                    await self._start_services(nursery)
-                    if self.config.ready_file:
-                        write_ready_file(self.config.ready_file, self.addresses)
-                    task_status.started(dict(self.addresses))
+            async with trio.open_nursery() as nursery:
+                await self._start_services(nursery)
+                if self.config.ready_file:
+                    write_ready_file(self.config.ready_file, self.addresses)
+                task_status.started(dict(self.addresses))
+                await self._stop.wait()
+                await self._leave()
+                nursery.cancel_scope.cancel()
         finally:
             self._close_data_path()
         log.info("exiting")
 
     def shutdown(self) -> None:
-        """Stop serving; `run` returns once everything is closed and flushed."""
-        if self._cancel_scope is not None:
-            self._cancel_scope.cancel()
+        """Leave the cluster and stop serving; `run` returns once all is flushed."""
+        self._stop.set()
+
+    async def _leave(self) -> None:
+        if self.driver is None:
+            return
+        log.info("leaving the cluster")
+        with trio.move_on_after(LEAVE_TIMEOUT + 1):
+            if not await self.driver.leave(LEAVE_TIMEOUT):
+                log.warning("leave was not fully disseminated before the timeout")
 
     async def _start_services(self, nursery: trio.Nursery) -> None:
-        tcp_listeners = await open_listeners(self.config.tcp_address)
-        http_listeners = await open_listeners(self.config.http_address)
-        for listener in tcp_listeners:
-            address = format_address(listener.socket.getsockname())
-            log.info("TCP: listening on %s", address)
-            self.addresses["tcp"] = self.addresses["tcp"] or address
-        for listener in http_listeners:
-            address = format_address(listener.socket.getsockname())
-            log.info("HTTP: listening on %s", address)
-            self.addresses["http"] = self.addresses["http"] or address
+        config = self.config
+        tcp_listeners = await open_listeners(config.tcp_address)
+        http_listeners = await open_listeners(config.http_address)
+        lookup_listeners = await open_listeners(config.lookup_http_address)
+        for kind, label, listeners in (
+            ("tcp", "TCP", tcp_listeners),
+            ("http", "HTTP", http_listeners),
+            ("lookup_http", "LOOKUP HTTP", lookup_listeners),
+        ):
+            for listener in listeners:
+                address = format_address(listener.socket.getsockname())
+                log.info("%s: listening on %s", label, address)
+                self.addresses[kind] = self.addresses[kind] or address
         self.http_api = NodeHTTPAPI(
             self.broker,
-            self.config,
+            config,
             node_info=self.node_info,
             tcp_server=self.tcp,
             health=self.health,
             kick_backlog=self.kick_backlog,
             on_channel_deleted=self.tcp.close_clients_of,
+            extra_stats=self._extra_stats,
         )
+        await self._start_gossip(nursery)
+        assert self.lookup is not None
+        self.lookup.add_read_routes(self.http_api.router)
+        self.http_api.router.add("GET", "/members", self._members)
+        self.http_api.router.add("POST", "/leave", self._leave_request)
+        lookup_router = new_router()
+        self.lookup.add_routes(lookup_router)
         await nursery.start(self.tcp.serve, tcp_listeners)
         await nursery.start(serve_http, http_listeners, self.http_api.router)
+        await nursery.start(serve_http, lookup_listeners, lookup_router)
         nursery.start_soon(self._scan_loop)
         nursery.start_soon(self._backlog_loop)
         if self.disk is not None:
@@ -172,17 +263,215 @@ class Node:
         if any(topic.has_backlog for topic in self.broker.topics.values()):
             self.kick_backlog()
 
+    # -- gossip -----------------------------------------------------------------
+
+    async def _start_gossip(self, nursery: trio.Nursery) -> None:
+        config = self.config
+        tcp_port = _port(self.addresses["tcp"])
+        http_port = _port(self.addresses["http"])
+        lookup_port = _port(self.addresses["lookup_http"])
+        name = config.node_name or self._stored_name(f"{config.broadcast_address}:{tcp_port}")
+        gossip_host, gossip_port = parse_address(config.gossip_address)
+        advertise = None
+        if gossip_host in ("0.0.0.0", "::", ""):
+            advertise = f"{config.broadcast_address}:{gossip_port}" if gossip_port else None
+        keyring = Keyring(config.gossip_keys) if config.gossip_keys else None
+        self.driver = driver = MembershipDriver(
+            config.membership,
+            name=name,
+            bind=config.gossip_address,
+            advertise=_numeric(advertise),
+            meta={
+                "b": config.broadcast_address,
+                "t": str(tcp_port),
+                "h": str(http_port),
+                "l": str(lookup_port),
+            },
+            keyring=keyring,
+            delegate=_RoutingDelegate(self),
+        )
+        bound = await nursery.start(driver.serve)
+        self.addresses["gossip"] = format_address(bound)
+        log.info("GOSSIP: listening on %s as %s", self.addresses["gossip"], name)
+        info = reg.NodeInfo(
+            broadcast_address=config.broadcast_address,
+            hostname=socket.gethostname(),
+            tcp_port=tcp_port,
+            http_port=http_port,
+            version=__version__,
+        )
+        registry = reg.Registry(name, generation=time.time_ns(), info=info, now=time.monotonic())
+        self.routing = TopicRouting(
+            registry,
+            self.broker,
+            broadcast=driver.broadcast_app,
+            alive=self._member_alive,
+            wall=time.time,
+            monotonic=time.monotonic,
+        )
+        self.lookup = LookupAPI(
+            self.routing,
+            tombstone_lifetime=config.tombstone_lifetime,
+            remote_address=self._remote_address,
+        )
+        driver.add_stream_handler(REGISTRY_TAG, self._answer_sync)
+        driver.add_listener(self._on_member_event)
+        nursery.start_soon(self._sync_loop_registry)
+        if config.seeds:
+            nursery.start_soon(self._join, list(config.seeds))
+
+    def _stored_name(self, default: str) -> str:
+        """The member name kept with the data, so a restarted node is the same member."""
+        if self.config.data_path is None:
+            return default
+        path = os.path.join(self.config.data_path, "shoal.name")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                stored = fh.read().strip()
+        except FileNotFoundError:
+            stored = ""
+        if stored:
+            return stored
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(default + "\n")
+        return default
+
+    async def _join(self, seeds: list[str]) -> None:
+        assert self.driver is not None
+        try:
+            joined = await self.driver.join(seeds)
+        except OSError as exc:
+            log.warning("seeds could not be resolved yet (%s); retrying in the background", exc)
+            return
+        log.info("joining through %d seed address(es)", len(joined))
+
+    def _known_channels(self, topic: str) -> list[str]:
+        """Channels to pre-create with a new topic: those the cluster knows (nsq.md §0.10)."""
+        return self.routing.known_channels(topic) if self.routing is not None else []
+
+    def _member_alive(self, owner: str) -> bool:
+        driver = self.driver
+        member = driver.member(owner) if driver is not None else None
+        return member is not None and member.state in _LIVE
+
+    def _remote_address(self, producer: reg.Producer) -> str:
+        member = self.driver.member(producer.node) if self.driver is not None else None
+        if member is None:
+            return ""
+        return format_address(member.address)
+
+    def _on_member_event(self, event: Event) -> None:
+        if self.lookup is not None:
+            self.lookup.notify_change()
+        member = getattr(event, "member", None)
+        if member is not None and member.state is MemberState.ALIVE:
+            self._sync_now.append(member.address)
+            self._sync_wake.set()
+
+    async def _answer_sync(self, stream: MessageStream, peer: Any) -> None:
+        assert self.routing is not None
+        await self.routing.answer_exchange(stream)
+
+    async def _sync_loop_registry(self) -> None:
+        """Anti-entropy for the registry: a digest exchange now and then, and with newcomers."""
+        rng = random.Random()
+        while True:
+            with trio.move_on_after(SYNC_INTERVAL * rng.uniform(0.8, 1.2)):
+                await self._sync_wake.wait()
+            self._sync_wake = trio.Event()
+            targets, self._sync_now = self._sync_now, []
+            driver = self.driver
+            if not targets and driver is not None:
+                peers = [
+                    m.address
+                    for m in driver.members()
+                    if m.state in _LIVE and m.name != driver.name
+                ]
+                if peers:
+                    targets = [rng.choice(peers)]
+            for address in dict.fromkeys(targets):
+                await self._sync_with(address)
+            if self.routing is not None:
+                self.routing.collect()
+
+    async def _sync_with(self, address: tuple[str, int]) -> None:
+        assert self.driver is not None
+        assert self.routing is not None
+        try:
+            with trio.move_on_after(self.config.membership.stream_timeout):
+                async with self.driver.open_stream(address, REGISTRY_TAG) as stream:
+                    await self.routing.sync_exchange(stream)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
+                trio.EndOfChannel, StreamError, RemoteProtocolError) as exc:  # fmt: skip
+            log.debug("registry sync with %s failed: %r", address, exc)
+
+    # -- HTTP extras --------------------------------------------------------------
+
+    def _members(self, request: Request) -> Response:
+        """GET /members: the membership view, with each member's topics."""
+        assert self.driver is not None
+        assert self.routing is not None
+        status = request.arg("status")
+        registry = self.routing.registry
+        topics_by_owner: dict[str, list[str]] = {}
+        for producer, topics, _flags in registry.nodes(lambda _owner: True, wall=time.time()):
+            topics_by_owner[producer.node] = topics
+        members = []
+        for member in sorted(self.driver.members(), key=lambda m: m.name):
+            if status and member.state.value != status:
+                continue
+            meta = member.meta
+            members.append(
+                {
+                    "name": member.name,
+                    "address": format_address(member.address),
+                    "status": member.state.value,
+                    "incarnation": member.incarnation,
+                    "broadcast_address": meta.get("b", ""),
+                    "tcp_port": _int(meta.get("t")),
+                    "http_port": _int(meta.get("h")),
+                    "lookup_http_port": _int(meta.get("l")),
+                    "topics": topics_by_owner.get(member.name, []),
+                }
+            )
+        return Response.json({"members": members, "statistics": self._membership_stats()})
+
+    def _leave_request(self, request: Request) -> Response:
+        """POST /leave: leave the cluster gracefully, then exit."""
+        log.info("leave requested over HTTP by %s", request.remote)
+        self.shutdown()
+        return Response.text("OK")
+
+    def _membership_stats(self) -> dict[str, Any]:
+        if self.driver is None:
+            return {}
+        out: dict[str, Any] = _plain(self.driver.statistics())
+        if self.routing is not None:
+            out["registry_messages_applied"] = self.routing.messages_applied
+        return out
+
+    def _extra_stats(self) -> dict[str, Any]:
+        disk = {
+            "corrupt_records": sum(q.corrupt_records for q in self.disk.open_queues())
+            if self.disk
+            else 0,
+            "damage": self.damage(),
+        }
+        return {"membership": self._membership_stats(), "disk": disk}
+
     # -- data path --------------------------------------------------------------
 
     def _open_data_path(self) -> None:
         data_path = self.config.data_path
         if data_path is None:
-            self.broker = Broker(self.queue_config, memory_backend_factory)
+            self.broker = Broker(
+                self.queue_config, memory_backend_factory, known_channels=self._known_channels
+            )
         else:
             os.makedirs(data_path, exist_ok=True)
             self._lock = lock_data_path(data_path)
             self.disk = disk_backend_factory(data_path, config=self.config.disk)
-            self.broker = Broker(self.queue_config, self.disk)
+            self.broker = Broker(self.queue_config, self.disk, known_channels=self._known_channels)
             if self.config.durable:
                 log.info("durable mode: every message is fsynced to disk before OK")
         self.tcp.broker = self.broker

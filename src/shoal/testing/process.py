@@ -74,6 +74,8 @@ class NodeProcess:
             sys.executable, "-m", "shoal", "node",
             "--tcp-address", "127.0.0.1:0",
             "--http-address", "127.0.0.1:0",
+            "--gossip-address", "127.0.0.1:0",
+            "--lookup-http-address", "127.0.0.1:0",
             "--broadcast-address", "127.0.0.1",
             "--ready-file", str(self.ready_file),
             *([] if "--data-path" in self.args else ["--data-path", str(self.workdir / "data")]),
@@ -104,6 +106,17 @@ class NodeProcess:
     def http(self) -> tuple[str, int]:
         """The nsqd HTTP listener."""
         return self._address("http")
+
+    @property
+    def gossip(self) -> str:
+        """The gossip address as ``host:port``, what ``--seed`` takes."""
+        host, port = self._address("gossip")
+        return f"{host}:{port}"
+
+    @property
+    def lookup_http(self) -> tuple[str, int]:
+        """The nsqlookupd HTTP listener."""
+        return self._address("lookup_http")
 
     def _address(self, key: str) -> tuple[str, int]:
         address = self.addresses.get(key)
