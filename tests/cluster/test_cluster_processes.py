@@ -7,9 +7,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nsq
 import pytest
@@ -17,6 +15,10 @@ import pytest
 from shoal.membership.keyring import generate_key
 from shoal.testing.process import NodeProcess
 from shoal.testing.wire import NsqConnection
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 
@@ -63,8 +65,8 @@ def eventually(condition: Callable[[], bool], limit: float = 20.0) -> float:
 
 def name_of(node: NodeProcess) -> str:
     _status, body = get(node.http, "/members")
-    host, port = node.tcp
-    return next(m["name"] for m in body["members"] if m["tcp_port"] == port)
+    _host, port = node.tcp
+    return str(next(m["name"] for m in body["members"] if m["tcp_port"] == port))
 
 
 class Cluster:
@@ -149,12 +151,16 @@ def test_pynsq_reader_pointed_at_one_node_consumes_from_every_producer(cluster: 
         conn.mpub("shared", sorted(m for m in sent if m.startswith(b"from b")))
     eventually(lambda: len(get(c.lookup_http, "/lookup?topic=shared")[1].get("producers", [])) == 2)
     got: set[bytes] = set()
+    done: list[asyncio.Event] = []
 
     def handle(message: Any) -> bool:
         got.add(message.body)
+        if got == sent:
+            done[0].set()
         return True
 
     async def scenario() -> None:
+        done.append(asyncio.Event())
         host, port = c.lookup_http
         reader = nsq.Reader(
             topic="shared",
@@ -163,11 +169,10 @@ def test_pynsq_reader_pointed_at_one_node_consumes_from_every_producer(cluster: 
             lookupd_http_addresses=[f"http://{host}:{port}"],
             max_in_flight=20,
         )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while got != sent and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        reader.close()
+        try:
+            await asyncio.wait_for(done[0].wait(), 30)
+        finally:
+            reader.close()
 
     asyncio.run(scenario())
     assert got == sent
@@ -182,22 +187,17 @@ def test_killed_producer_drops_out_of_lookup_and_returns_after_restart(cluster: 
         conn.pub("orders", b"x")
     eventually(lambda: get(c.lookup_http, "/lookup?topic=orders")[0] == 200)
     a.kill()
-    for node in (b, c):
-        eventually(
-            lambda node=node: get(node.lookup_http, "/lookup?topic=orders")[1]["producers"] == []
-        )
+
+    def producer_ports(node: NodeProcess) -> list[int]:
+        return [
+            p["tcp_port"] for p in get(node.lookup_http, "/lookup?topic=orders")[1]["producers"]
+        ]
+
+    eventually(lambda: producer_ports(b) == [] and producer_ports(c) == [])
     assert get(b.lookup_http, "/topics")[1] == {"topics": ["orders"]}
     restarted = cluster.start(data="a", seed=b)
-    for node in (b, c):
-        eventually(
-            lambda node=node: (
-                [
-                    p["tcp_port"]
-                    for p in get(node.lookup_http, "/lookup?topic=orders")[1]["producers"]
-                ]
-                == [restarted.tcp[1]]
-            )
-        )
+    port = restarted.tcp[1]
+    eventually(lambda: producer_ports(b) == [port] and producer_ports(c) == [port])
 
 
 def test_topic_deleted_through_lookup_and_nsqd_apis_disappears_everywhere(cluster: Cluster) -> None:
