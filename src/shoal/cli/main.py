@@ -11,6 +11,7 @@ import hashlib
 import signal
 import socket
 import sys
+import tomllib
 import zlib
 from typing import Any
 
@@ -45,7 +46,45 @@ def cli() -> None:
     """shoal: an NSQ-compatible message broker whose nodes find each other by gossip."""
 
 
+def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Read a TOML file into the command's defaults, so flags given too override it.
+
+    Keys are the flag names without dashes (``tcp-address`` or
+    ``tcp_address``), at the top level or under a ``[node]`` table.
+    """
+    if value is None:
+        return
+    try:
+        with open(value, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {value}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise click.BadParameter(f"{value} is not valid TOML: {exc}") from None
+    section = data.get("node", data)
+    if not isinstance(section, dict):
+        raise click.BadParameter(f"{value}: [node] must be a table")
+    known = {p.name for p in ctx.command.params if p.name and p.name != "config"}
+    defaults = {}
+    for key, item in section.items():
+        name = key.replace("-", "_")
+        # Repeatable flags keep their singular names in files (seed, gossip-key).
+        name = {"seed": "seeds", "gossip_key": "gossip_keys"}.get(name, name)
+        if name not in known:
+            raise click.BadParameter(f"{value}: unknown setting {key!r}")
+        defaults[name] = [str(v) for v in item] if isinstance(item, list) else item
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
 @cli.command("node")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    callback=_load_config_file,
+    is_eager=True,
+    expose_value=False,
+    help="TOML file of settings (flag names as keys); flags given too override it.",
+)
 @click.option(
     "--tcp-address",
     default="0.0.0.0:4150",

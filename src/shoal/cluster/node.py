@@ -292,7 +292,6 @@ class Node:
         )
         bound = await nursery.start(driver.serve)
         self.addresses["gossip"] = format_address(bound)
-        log.info("GOSSIP: listening on %s as %s", self.addresses["gossip"], name)
         info = reg.NodeInfo(
             broadcast_address=config.broadcast_address,
             hostname=socket.gethostname(),

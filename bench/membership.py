@@ -1,0 +1,201 @@
+"""Membership figures with real node processes, lan profile (issue: SWIM with Lifeguard).
+
+    python bench/membership.py loopback --nodes 5
+    python bench/membership.py loopback --nodes 20
+    python bench/membership.py netns
+
+``loopback`` starts N nodes on 127.0.0.1 seeded by the first and prints:
+time until every node sees N alive; time from SIGKILL of one node until
+every other node lists it dead; time from SIGTERM until every other node
+lists it left; gossip bytes per second per node while idle.
+
+``netns`` runs 5 nodes in their own network namespaces (root only), splits
+2 from 3 until each side marks the other dead, restores the links and
+prints the time from restore to a full view on every node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from shoal.testing.process import NodeProcess
+
+POLL = 0.05
+
+
+def members(node: NodeProcess) -> dict[str, Any]:
+    host, port = node.http
+    with urllib.request.urlopen(f"http://{host}:{port}/members", timeout=10) as reply:
+        body: dict[str, Any] = json.loads(reply.read())
+    return body
+
+
+def view(node: NodeProcess) -> dict[str, str]:
+    return {m["name"]: m["status"] for m in members(node)["members"]}
+
+
+def wait(condition: Any, limit: float) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > limit:
+            raise SystemExit(f"gave up after {limit}s")
+        time.sleep(POLL)
+    return time.monotonic() - started
+
+
+def gossip_bytes(node: NodeProcess) -> int:
+    stats = members(node)["statistics"]
+    engine = stats["engine"]
+    udp = int(stats["bytes_sent"]) + int(stats["bytes_received"])
+    return udp + int(engine["stream_bytes_sent"]) + int(engine["stream_bytes_received"])
+
+
+def loopback(n: int, idle: float) -> None:
+    root = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
+    nodes: list[NodeProcess] = []
+    try:
+        first = NodeProcess("--data-path", str(root / "n0"), workdir=root).start()
+        nodes.append(first)
+        started = time.monotonic()
+        for i in range(1, n):
+            node = NodeProcess(
+                "--data-path", str(root / f"n{i}"), "--seed", first.gossip, workdir=root
+            )
+            nodes.append(node.start())
+        launched = time.monotonic() - started
+        converge = wait(lambda: all(list(view(x).values()).count("alive") == n for x in nodes), 60)
+        print(
+            f"N={n}: all {n} processes started in {launched:.1f}s; every node sees {n} alive "
+            f"{converge:.2f}s after the last start"
+        )
+
+        before = [gossip_bytes(x) for x in nodes]
+        time.sleep(idle)
+        after = [gossip_bytes(x) for x in nodes]
+        per_node = sum(b - a for a, b in zip(before, after, strict=True)) / n / idle
+        print(f"N={n}: idle gossip {per_node:.0f} bytes/s per node (in + out, UDP packets and membership streams)")
+
+        victim = nodes[-1]
+        victim_name = next(
+            m["name"] for m in members(victim)["members"] if m["tcp_port"] == victim.tcp[1]
+        )
+        others = nodes[:-1]
+        victim.kill()
+        killed = time.monotonic()
+        per_observer: list[float] = []
+        pending = list(others)
+        while pending:
+            for x in list(pending):
+                if view(x).get(victim_name) == "dead":
+                    per_observer.append(time.monotonic() - killed)
+                    pending.remove(x)
+            if time.monotonic() - killed > 120:
+                raise SystemExit("crash not detected in 120s")
+            time.sleep(POLL)
+        print(
+            f"N={n}: SIGKILL to dead: first observer {min(per_observer):.2f}s, "
+            f"every observer {max(per_observer):.2f}s"
+        )
+
+        leaver = others[-1]
+        leaver_name = next(
+            m["name"] for m in members(leaver)["members"] if m["tcp_port"] == leaver.tcp[1]
+        )
+        rest = others[:-1]
+        leaver.signal(signal.SIGTERM)
+        left_at = time.monotonic()
+        took = wait(lambda: all(view(x).get(leaver_name) == "left" for x in rest), 60)
+        print(f"N={n}: SIGTERM to left in every view: {took:.2f}s")
+        false_deaths = sum(
+            1
+            for x in rest
+            for name, status in view(x).items()
+            if status == "dead" and name != victim_name
+        )
+        print(f"N={n}: healthy members seen dead anywhere: {false_deaths}")
+        del left_at
+    finally:
+        for x in nodes:
+            x.kill()
+
+
+def netns(split_for: float) -> None:
+    from shoal.testing.netns import NetnsCluster, NodeInNamespace, available
+
+    reason = available()
+    if reason is not None:
+        raise SystemExit(f"network namespaces unavailable: {reason}")
+    root = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
+    with NetnsCluster(5) as net:
+        nodes: list[NodeInNamespace] = []
+        try:
+            for i, host in enumerate(net.hosts):
+                args = ["--gossip-address", f"{host.address}:4160",
+                        "--lookup-http-address", f"{host.address}:4161",
+                        "--data-path", str(root / f"n{i}"), "--node-name", f"node{i}"]  # fmt: skip
+                if i:
+                    args += ["--seed", f"{net.hosts[0].address}:4160"]
+                nodes.append(NodeInNamespace(host, *args, workdir=root).start())
+
+            def nview(x: NodeInNamespace) -> dict[str, str]:
+                _status, body = x.http_get("/members")
+                return {m["name"]: m["status"] for m in json.loads(body)["members"]}
+
+            wait(lambda: all(list(nview(x).values()).count("alive") == 5 for x in nodes), 60)
+            net.partition([[0, 1], [2, 3, 4]])
+            cut = time.monotonic()
+            detected = wait(
+                lambda: (
+                    all(nview(x)["node2"] == "dead" for x in nodes[:2])
+                    and all(nview(x)["node0"] == "dead" for x in nodes[2:])
+                ),
+                120,
+            )
+            print(f"netns N=5: split 2|3, each side marks the other dead after {detected:.2f}s")
+            time.sleep(max(0.0, split_for - (time.monotonic() - cut)))
+            net.heal()
+            healed = wait(
+                lambda: all(list(nview(x).values()).count("alive") == 5 for x in nodes), 120
+            )
+            print(
+                f"netns N=5: link restore to a full view on every node: {healed:.2f}s "
+                f"(split lasted {time.monotonic() - cut - healed:.0f}s)"
+            )
+
+            victim = nodes[4]
+            victim.kill()
+            killed = time.monotonic()
+            took = wait(lambda: all(nview(x)["node4"] == "dead" for x in nodes[:4]), 120)
+            print(f"netns N=5: SIGKILL to dead in every view: {took:.2f}s")
+            del killed
+        finally:
+            for x in nodes:
+                x.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="mode", required=True)
+    lo = sub.add_parser("loopback")
+    lo.add_argument("--nodes", type=int, default=5)
+    lo.add_argument("--idle", type=float, default=20.0, help="seconds of idle traffic to measure")
+    ns = sub.add_parser("netns")
+    ns.add_argument("--split-for", type=float, default=30.0, help="seconds the split lasts")
+    args = parser.parse_args()
+    if args.mode == "loopback":
+        loopback(args.nodes, args.idle)
+    else:
+        netns(args.split_for)
+
+
+if __name__ == "__main__":
+    main()
