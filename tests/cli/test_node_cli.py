@@ -113,8 +113,6 @@ def test_config_file_that_is_not_toml_is_refused(tmp_path: Path) -> None:
 
 
 def test_build_node_config_applies_durable_mode_flags() -> None:
-    options = {name: None for name in ()}
-    del options
     config = build_node_config(
         {
             "node_id": 3, "mem_queue_size": 10, "msg_timeout": 60.0, "max_msg_timeout": 900.0,
