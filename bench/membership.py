@@ -52,9 +52,8 @@ def wait(condition: Any, limit: float) -> float:
 
 def gossip_bytes(node: NodeProcess) -> int:
     stats = members(node)["statistics"]
-    engine = stats["engine"]
     udp = int(stats["bytes_sent"]) + int(stats["bytes_received"])
-    return udp + int(engine["stream_bytes_sent"]) + int(engine["stream_bytes_received"])
+    return udp + int(stats["stream_bytes_sent"]) + int(stats["stream_bytes_received"])
 
 
 def loopback(n: int, idle: float) -> None:
@@ -80,7 +79,7 @@ def loopback(n: int, idle: float) -> None:
         time.sleep(idle)
         after = [gossip_bytes(x) for x in nodes]
         per_node = sum(b - a for a, b in zip(before, after, strict=True)) / n / idle
-        print(f"N={n}: idle gossip {per_node:.0f} bytes/s per node (in + out, UDP packets and membership streams)")
+        print(f"N={n}: idle gossip {per_node:.0f} bytes/s per node (in + out: UDP packets, membership and registry streams)")
 
         victim = nodes[-1]
         victim_name = next(

@@ -140,7 +140,15 @@ class MessageStream:
         max_message_size: largest plaintext message sent or accepted.
     """
 
-    __slots__ = ("_buffer", "_keyring", "_label", "_max_frame", "_max_message_size", "_stream")
+    __slots__ = (
+        "_buffer",
+        "_counters",
+        "_keyring",
+        "_label",
+        "_max_frame",
+        "_max_message_size",
+        "_stream",
+    )
 
     def __init__(
         self,
@@ -149,8 +157,10 @@ class MessageStream:
         keyring: Keyring | None,
         label: bytes,
         max_message_size: int,
+        counters: _Counters | None = None,
     ) -> None:
         self._stream = stream
+        self._counters = counters
         self._keyring = keyring
         self._label = label
         self._max_message_size = max_message_size
@@ -177,6 +187,8 @@ class MessageStream:
         if self._keyring is not None:
             data = self._keyring.seal(data, label=self._label)
         await self._stream.send_all(FRAME_HEADER.pack(len(data)) + data)
+        if self._counters is not None:
+            self._counters.stream_bytes_sent += FRAME_HEADER.size + len(data)
 
     async def receive_message(self) -> bytes:
         """Receive one whole message (opened when keyed).
@@ -192,6 +204,8 @@ class MessageStream:
         if length > self._max_frame:
             raise StreamError("oversize", f"stream message of {length} bytes announced")
         payload = await self._receive_exactly(length, boundary=False)
+        if self._counters is not None:
+            self._counters.stream_bytes_received += FRAME_HEADER.size + length
         if self._keyring is None:
             return payload
         try:
@@ -235,6 +249,9 @@ class MembershipDriverStatistics:
         streams_opened: outbound engine streams attempted.
         streams_failed: outbound engine streams reported to the engine as
             failed (refused, timed out, broken, or an unreadable reply).
+        stream_bytes_received: bytes of every stream message read, membership
+            and tagged streams alike, framing included.
+        stream_bytes_sent: likewise, written.
         dropped: inputs dropped by the driver, by reason: ``"decrypt"``,
             ``"oversize"``, ``"truncated"``, ``"timeout"`` (an inbound stream
             not done within ``stream_timeout``), ``"busy"`` (too many inbound
@@ -253,6 +270,8 @@ class MembershipDriverStatistics:
     streams_accepted: int
     streams_opened: int
     streams_failed: int
+    stream_bytes_received: int
+    stream_bytes_sent: int
     dropped: Mapping[str, int]
 
 
@@ -265,6 +284,8 @@ class _Counters:
     streams_accepted: int = 0
     streams_opened: int = 0
     streams_failed: int = 0
+    stream_bytes_received: int = 0
+    stream_bytes_sent: int = 0
 
 
 def _host_port(sockname: object) -> Address:
@@ -924,6 +945,7 @@ class MembershipDriver:
             keyring=self._keyring,
             label=self._label,
             max_message_size=self._config.max_stream_size,
+            counters=self._counters,
         )
 
     # ------------------------------------------------------------------ seeds
