@@ -37,12 +37,12 @@ def main() -> None:
     node_args = ("--mem-queue-size", str(args.mem_queue_size))
     with nsqbench.target(args.nsqd_tcp_address, *node_args) as (address, pid):
         sock = nsqbench.connect(address)
-        buf = bytearray()
+        reader = nsqbench.FrameReader(sock)
         command = nsqbench.mpub_command(args.topic, [b"a" * args.size] * 200)
         fill_start = time.monotonic()
         for _ in range(args.messages // 200):
             sock.sendall(command)
-            nsqbench.read_frames(sock, buf, 1)
+            nsqbench.read_frames(sock, reader, 1)
         sock.close()
         fill = time.monotonic() - fill_start
         total = args.messages // 200 * 200
@@ -52,11 +52,14 @@ def main() -> None:
                 f"({nsqbench.rss_mib(pid) / (total / 1e6):.0f} MiB per million queued)"
             )
         start_at = time.time() + 0.5
-        share = total // args.connections
-        with multiprocessing.Pool(args.connections) as pool:
+        # The readers stop together once all of them received ``total``.
+        received = multiprocessing.Value("q", 0)
+        with multiprocessing.Pool(
+            args.connections, initializer=nsqbench.init_shared_count, initargs=(received,)
+        ) as pool:
             results = pool.starmap(
                 nsqbench.reader_loop,
-                [(address, args.topic, args.channel, args.rdy, share, start_at)] * args.connections,
+                [(address, args.topic, args.channel, args.rdy, total, start_at)] * args.connections,
             )
         got = sum(r[0] for r in results)
         seconds = max(r[1] for r in results)

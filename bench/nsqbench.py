@@ -14,7 +14,7 @@ import socket
 import struct
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shoal.testing.process import NodeProcess
 
@@ -70,30 +70,61 @@ def pub_command(topic: str, body: bytes) -> bytes:
     return b"PUB %s\n" % topic.encode() + struct.pack(">i", len(body)) + body
 
 
-def read_frames(sock: socket.socket, buf: bytearray, count: int) -> list[tuple[int, bytes]]:
-    """Read ``count`` frames, answering heartbeats."""
-    frames: list[tuple[int, bytes]] = []
-    while len(frames) < count:
-        while len(buf) >= 8:
-            size, ftype = struct.unpack_from(">ii", buf)
-            if len(buf) < 4 + size:
+class FrameReader:
+    """Reads frames through one preallocated buffer (``recv_into``, no per-read bytes).
+
+    Frames are handed out as memoryview slices of the buffer, valid until the
+    next `fill`; the client loops are cheap so the node, not the client, is
+    what the figures measure.
+    """
+
+    def __init__(self, sock: socket.socket, size: int = 4 * 1024 * 1024) -> None:
+        self.sock = sock
+        self.buf = bytearray(size)
+        self.view = memoryview(self.buf)
+        self.start = 0
+        self.end = 0
+
+    def fill(self) -> int:
+        """Receive more bytes after the unread ones; returns how many (0 on EOF)."""
+        if self.start == self.end:
+            self.start = self.end = 0
+        elif self.start > len(self.buf) // 2:
+            left = self.end - self.start
+            self.buf[:left] = self.buf[self.start : self.end]
+            self.start, self.end = 0, left
+        got = self.sock.recv_into(self.view[self.end :])
+        self.end += got
+        return got
+
+
+def read_frames(sock: socket.socket, reader: FrameReader, count: int) -> int:
+    """Read ``count`` non-heartbeat frames, answering heartbeats; returns how many."""
+    got = 0
+    buf = reader.buf
+    unpack = _FRAME_HEAD.unpack_from
+    while got < count:
+        start, end = reader.start, reader.end
+        while end - start >= 8:
+            size, ftype = unpack(buf, start)
+            if end - start < 4 + size:
                 break
-            data = bytes(buf[8 : 4 + size])
-            del buf[: 4 + size]
-            if ftype == 0 and data == b"_heartbeat_":
-                sock.sendall(b"NOP\n")
-                continue
             if ftype == 1:
-                raise RuntimeError(f"error frame: {data!r}")
-            frames.append((ftype, data))
-            if len(frames) == count:
+                raise RuntimeError(f"error frame: {bytes(buf[start + 8 : start + 4 + size])!r}")
+            if ftype == 0 and buf[start + 8 : start + 4 + size] == b"_heartbeat_":
+                sock.sendall(b"NOP\n")
+            else:
+                got += 1
+            start += 4 + size
+            if got == count:
                 break
-        if len(frames) < count:
-            chunk = sock.recv(262144)
-            if not chunk:
-                raise ConnectionError("node closed the connection")
-            buf += chunk
-    return frames
+        reader.start = start
+        if got < count and not reader.fill():
+            raise ConnectionError("node closed the connection")
+    return got
+
+
+_FRAME_HEAD = struct.Struct(">ii")
 
 
 def writer_loop(
@@ -115,17 +146,27 @@ def writer_loop(
     body = b"a" * size
     one = mpub_command(topic, [body] * batch) if batch > 1 else pub_command(topic, body)
     command = one * pipeline
-    buf = bytearray()
+    reader = FrameReader(sock)
     while time.time() < start_at:
         time.sleep(0.001)
     sent = 0
     end = time.monotonic() + duration
     while time.monotonic() < end:
         sock.sendall(command)
-        read_frames(sock, buf, pipeline)
+        read_frames(sock, reader, pipeline)
         sent += batch * pipeline
     sock.close()
     return sent
+
+
+#: Messages received by every reader of one run (set by `init_shared_count`).
+_received: Any = None
+
+
+def init_shared_count(counter: Any) -> None:
+    """Pool initializer: share one received-messages counter between readers."""
+    global _received
+    _received = counter
 
 
 def reader_loop(
@@ -133,46 +174,64 @@ def reader_loop(
 ) -> tuple[int, float]:
     """Consume until ``total`` messages arrived or the node goes quiet; FIN each one.
 
+    ``total`` counts what every reader of the run received when the pool was
+    set up with `init_shared_count`, else this reader alone: a reader must
+    not stop at a share of its own while messages it was sent are still in
+    flight to it, or its siblings wait for them until the message timeout.
+
     Returns:
         (messages received, seconds from start to the last one).
     """
     sock = connect(address)
     sock.sendall(b"SUB %s %s\n" % (topic.encode(), channel.encode()))
-    buf = bytearray()
-    read_frames(sock, buf, 1)
+    reader = FrameReader(sock)
+    read_frames(sock, reader, 1)
     while time.time() < start_at:
         time.sleep(0.001)
     started = time.monotonic()
     sock.sendall(b"RDY %d\n" % rdy)
     got = 0
     last = started
-    fins: list[bytes] = []
-    flush_at = max(1, rdy * 3 // 4)
-    sock.settimeout(2.0)
-    try:
-        while got < total:
-            chunk = sock.recv(262144)
-            if not chunk:
+    quiet_since = started
+    buf = reader.buf
+    view = reader.view
+    unpack = _FRAME_HEAD.unpack_from
+    sock.settimeout(0.05)
+
+    def done() -> bool:
+        return (_received.value if _received is not None else got) >= total
+
+    while not done():
+        try:
+            if not reader.fill():
                 break
-            buf += chunk
-            pos = 0
-            while len(buf) - pos >= 8:
-                size, ftype = struct.unpack_from(">ii", buf, pos)
-                if len(buf) - pos < 4 + size:
-                    break
-                if ftype == 2:
-                    fins.append(b"FIN " + bytes(buf[pos + 18 : pos + 34]) + b"\n")
-                    got += 1
-                elif ftype == 0 and buf[pos + 8 : pos + 4 + size] == b"_heartbeat_":
-                    fins.append(b"NOP\n")
-                pos += 4 + size
-            del buf[:pos]
-            if len(fins) >= flush_at or (fins and len(buf) < 8):
-                sock.sendall(b"".join(fins))
-                fins.clear()
-                last = time.monotonic()
-    except TimeoutError:
-        pass
+        except TimeoutError:
+            if time.monotonic() - quiet_since > 2.0:
+                break
+            continue
+        ids: list[memoryview] = []
+        nops = 0
+        start, end = reader.start, reader.end
+        while end - start >= 8:
+            size, ftype = unpack(buf, start)
+            if end - start < 4 + size:
+                break
+            if ftype == 2:
+                ids.append(view[start + 18 : start + 34])
+            elif ftype == 0 and buf[start + 8 : start + 4 + size] == b"_heartbeat_":
+                nops += 1
+            start += 4 + size
+        reader.start = start
+        if ids or nops:
+            # One write per read: every FIN (and NOP) of what arrived.
+            out = b"FIN " + b"\nFIN ".join(ids) + b"\n" if ids else b""
+            sock.sendall(out + b"NOP\n" * nops)
+            got += len(ids)
+            if _received is not None:
+                with _received.get_lock():
+                    _received.value += len(ids)
+            ids.clear()
+            last = quiet_since = time.monotonic()
     sock.close()
     return got, last - started
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from shoal.queue.commands import Nop, Pub
+from shoal.queue.commands import Fin, Nop, Pub, encode_command
 from shoal.queue.frames import FrameType
 from shoal.testing.wire import NsqConnection
 
@@ -206,3 +206,45 @@ def test_cls_answers_close_wait_and_stops_delivery(node: NodeProcess) -> None:
             pub.pub(topic, b"not for a closing client")
         sub.send(Pub(topic_name(), b"probe"))
         assert sub.read_response() == b"OK"
+
+
+def test_fin_run_in_one_write_refuses_only_the_bad_ids_in_order(node: NodeProcess) -> None:
+    topic = topic_name()
+    with NsqConnection(node.tcp) as pub:
+        pub.mpub(topic, [b"a", b"b", b"c"])
+    with consumer(node, topic, "ch", rdy=3) as sub:
+        ids = [sub.read_message().id for _ in range(3)]
+        unknown = b"f" * 16
+        sub.send(Fin(ids[0]), Fin(unknown), Fin(ids[1]), Fin(ids[0]), Fin(ids[2]))
+        assert sub.read_error() == b"E_FIN_FAILED FIN " + unknown + b" failed ID not in flight"
+        assert sub.read_error() == b"E_FIN_FAILED FIN " + ids[0] + b" failed ID not in flight"
+        # All three were finished: RDY 3 has room for three new messages at once.
+        with NsqConnection(node.tcp) as pub:
+            pub.mpub(topic, [b"d", b"e", b"f"])
+        assert sorted(sub.read_message().body for _ in range(3)) == [b"d", b"e", b"f"]
+
+
+def test_pipelined_commands_get_their_answers_in_order(node: NodeProcess) -> None:
+    topic = topic_name()
+    with NsqConnection(node.tcp, timeout=5) as conn:
+        conn.send(*[Pub(topic, b"m%d" % n) for n in range(50)], Nop(), Pub(topic, b"last"))
+        assert [conn.read_response() for _ in range(51)] == [b"OK"] * 51
+        conn.send_raw(encode_command(Pub(topic, b"x")) + b"BOGUS\n" + encode_command(Nop()))
+        assert conn.read_response() == b"OK"
+        assert conn.read_error() == b"E_INVALID invalid command BOGUS"
+        assert conn.is_closed()
+
+
+def test_deliveries_larger_than_socket_buffers_arrive_whole(node: NodeProcess) -> None:
+    topic = topic_name()
+    bodies = [bytes([65 + n]) * 300_000 for n in range(24)]  # about 7 MB
+    with NsqConnection(node.tcp, timeout=20) as pub:
+        pub.mpub(topic, bodies[:12])
+        pub.mpub(topic, bodies[12:])
+    with consumer(node, topic, "ch", rdy=24) as sub:
+        got = []
+        for _ in range(24):
+            msg = sub.read_message()
+            got.append(msg.body)
+            sub.fin(msg.id)
+        assert sorted(got) == bodies

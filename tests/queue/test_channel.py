@@ -9,7 +9,7 @@ import pytest
 from shoal.queue.backend import MemoryBackend
 from shoal.queue.channel import Channel, InFlightError
 from shoal.queue.config import QueueConfig
-from shoal.queue.message import Message, encode_message
+from shoal.queue.message import Message, decode_message, encode_message
 
 T0 = 1_700_000_000.0
 CONFIG = QueueConfig(mem_queue_size=100, msg_timeout=10.0, max_msg_timeout=30.0)
@@ -347,3 +347,169 @@ def test_channel_many_touches_keep_deadline_index_bounded() -> None:
         channel.touch(1, m.id, T0 + step * 0.001, 10.0)
     assert channel.next_deadline() == T0 + 4999 * 0.001 + 10.0
     assert len(channel._heap) <= 2 + 1024 + 1
+
+
+# --- batches: put_batch, deliver_batches, finish_many and the batch deadline keys ---
+
+
+def ids_of(count: int, start: int = 0) -> tuple[bytes, ...]:
+    return tuple(b"%016x" % n for n in range(start, start + count))
+
+
+def bodies_of(ids: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    return tuple(b"body-" + i for i in ids)
+
+
+def put_batch(channel: Channel, count: int, start: int = 0, now: float = T0) -> tuple[bytes, ...]:
+    ids = ids_of(count, start)
+    channel.put_batch(ids, bodies_of(ids), int(T0 * 1e9), now)
+    return ids
+
+
+def test_channel_put_batch_is_put_many_without_message_objects() -> None:
+    by_batch, _ = make_channel()
+    by_many, _ = make_channel()
+    ids = put_batch(by_batch, 5)
+    by_many.put_many(
+        [Message(i, b, int(T0 * 1e9)) for i, b in zip(ids, bodies_of(ids), strict=True)], T0
+    )
+    assert (
+        (by_batch.depth, by_batch.message_count) == (by_many.depth, by_many.message_count) == (5, 5)
+    )
+    for limit in (2, 1, 5):
+        got = [
+            (m.id, m.body, m.timestamp, m.attempts) for m in by_batch.deliver(1, T0, 10.0, limit)
+        ]
+        assert got == [
+            (m.id, m.body, m.timestamp, m.attempts) for m in by_many.deliver(1, T0, 10.0, limit)
+        ]
+
+
+def test_channel_put_batch_overflows_to_backend_in_order() -> None:
+    channel, backend = make_channel(config=dataclasses.replace(CONFIG, mem_queue_size=3))
+    put_batch(channel, 2)
+    ids = put_batch(channel, 4, start=2)
+    assert (channel.depth, backend.depth) == (6, 3)
+    out = channel.deliver(1, T0, 10.0, 10)
+    assert [m.id for m in out] == list(ids_of(6))
+    assert [m.body for m in out] == list(bodies_of(ids_of(6)))
+    assert all(m.attempts == 1 for m in out)
+    assert ids[-1] in [m.id for m in out]
+
+
+def test_channel_put_batch_with_defer_holds_every_message() -> None:
+    channel, _ = make_channel()
+    ids = ids_of(3)
+    channel.put_batch(ids, bodies_of(ids), int(T0 * 1e9), T0, defer=5.0)
+    assert (channel.depth, channel.deferred_count, channel.message_count) == (0, 3, 3)
+    assert channel.next_deadline() == T0 + 5.0
+    assert channel.process_deferred(T0 + 5.0) == 3
+    assert [m.id for m in channel.deliver(1, T0 + 5.0, 10.0, 5)] == list(ids)
+
+
+def test_channel_deliver_batches_names_what_deliver_would() -> None:
+    a, _ = make_channel()
+    b, _ = make_channel()
+    for channel in (a, b):
+        put_batch(channel, 4, start=100)
+        fill(channel, 2)  # single puts after a batch
+        (first,) = channel.deliver(9, T0, 10.0, 1)
+        channel.requeue(9, first.id, 0, T0)  # back at the end with attempts 1
+    expected = [(m.id, m.body, m.timestamp, m.attempts) for m in a.deliver(1, T0, 10.0, 6)]
+    batches = b.deliver_batches(1, T0, 10.0, 6)
+    got = [
+        (i, body, timestamp, attempts)
+        for ids, bodies, timestamp, attempts in batches
+        for i, body in zip(ids, bodies, strict=True)
+    ]
+    assert got == expected
+    assert b.in_flight_count == a.in_flight_count == 6
+    assert b.deliver_batches(1, T0, 10.0, 5) == []
+
+
+def test_channel_finish_many_reports_refusals_in_order_and_finishes_the_rest() -> None:
+    channel, _ = make_channel()
+    ids = put_batch(channel, 4)
+    channel.deliver(1, T0, 10.0, 3)
+    channel.deliver(2, T0, 10.0, 1)
+    unknown = b"f" * 16
+    failed = channel.finish_many(1, [ids[0], unknown, ids[3], ids[1], ids[0]])
+    assert failed == [
+        (unknown, "ID not in flight"),
+        (ids[3], "client does not own message"),
+        (ids[0], "ID not in flight"),
+    ]
+    assert channel.in_flight_count == 2  # ids[2] of client 1, ids[3] of client 2
+    channel.finish(2, ids[3])
+    channel.finish(1, ids[2])
+    assert channel.in_flight_count == 0
+
+
+def test_channel_partly_answered_batch_times_out_only_the_rest() -> None:
+    channel, _ = make_channel()
+    ids = put_batch(channel, 5)
+    channel.deliver(1, T0, 10.0, 5)
+    assert channel.finish_many(1, [ids[0], ids[2], ids[4]]) == []
+    assert channel.process_in_flight(T0 + 9.9) == []
+    assert channel.process_in_flight(T0 + 10.0) == [1, 1]
+    assert channel.timeout_count == 2
+    again = channel.deliver(1, T0 + 10.0, 10.0, 5)
+    assert [(m.id, m.attempts) for m in again] == [(ids[1], 2), (ids[3], 2)]
+
+
+def test_channel_touch_moves_one_message_of_a_batch() -> None:
+    channel, _ = make_channel()
+    ids = put_batch(channel, 3)
+    channel.deliver(1, T0, 10.0, 3)
+    channel.touch(1, ids[1], T0 + 5.0, 10.0)
+    assert channel.process_in_flight(T0 + 10.0) == [1, 1]
+    assert channel.next_deadline() == T0 + 15.0
+    assert channel.process_in_flight(T0 + 15.0) == [1]
+    assert [m.id for m in channel.deliver(1, T0 + 15.0, 10.0, 5)] == [ids[0], ids[2], ids[1]]
+
+
+def test_channel_index_rebuild_keeps_every_deadline() -> None:
+    channel, _ = make_channel(config=dataclasses.replace(CONFIG, mem_queue_size=5000))
+    ids = put_batch(channel, 3000)
+    channel.deliver(1, T0, 10.0, 3000)
+    # Leave 10 of the batch in flight; the index still names all 3000 IDs...
+    assert channel.finish_many(1, ids[10:]) == []
+    # ...until the next change rebuilds it from the 10 live ones.
+    channel.touch(1, ids[0], T0 + 1.0, 10.0)
+    assert len(channel._heap) <= 2
+    assert channel.next_deadline() == T0 + 10.0
+    assert channel.process_in_flight(T0 + 10.0) == [1] * 9
+    assert channel.process_in_flight(T0 + 11.0) == [1]
+    assert channel.next_deadline() is None
+
+
+def test_channel_steady_deliver_and_finish_keeps_deadline_index_bounded() -> None:
+    channel, _ = make_channel(config=dataclasses.replace(CONFIG, mem_queue_size=100_000))
+    for round_ in range(200):
+        ids = put_batch(channel, 50, start=round_ * 50)
+        channel.deliver(1, T0 + round_, 10.0, 50)
+        # Answer all but one: the index must not keep the answered ones.
+        assert channel.finish_many(1, ids[1:]) == []
+        # (Rebuilt on deliver, so 49 answered since then may still be named.)
+        named = sum(len(key[2]) for key in channel._heap)
+        assert named <= 2 * (channel.in_flight_count + 49) + 1024 + 50
+    assert channel.in_flight_count == 200
+
+
+def test_channel_flush_after_a_partial_take_writes_ready_then_in_flight() -> None:
+    channel, backend = make_channel()
+    ids = put_batch(channel, 5)
+    channel.deliver(1, T0, 10.0, 2)
+    channel.flush(T0)
+    assert (channel.depth, channel.in_flight_count) == (backend.depth, 0) == (5, 0)
+    records = []
+    while (record := backend.get()) is not None:
+        records.append(decode_message(record))
+    assert [(m.id, m.attempts) for m in records] == [
+        (ids[2], 0),
+        (ids[3], 0),
+        (ids[4], 0),
+        (ids[0], 1),
+        (ids[1], 1),
+    ]
+    assert [m.body for m in records] == [bodies_of(ids)[i] for i in (2, 3, 4, 0, 1)]

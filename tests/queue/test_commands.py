@@ -575,3 +575,179 @@ def test_decoder_round_trips_encoded_commands(cmds: list[Command]) -> None:
     wire = b"  V2" + b"".join(encode_command(c) for c in cmds)
     assert outcome([wire], expect_magic=True) == (cmds, None)
     assert outcome([bytes([b]) for b in wire], expect_magic=True) == (cmds, None)
+
+
+# --- the FIN run and equal-sized MPUB fast paths ----------------------------------
+
+
+def fin_line(msg_id: bytes) -> bytes:
+    return b"FIN " + msg_id + b"\n"
+
+
+def test_next_fins_takes_the_run_of_plain_fins_and_stops_at_another_command() -> None:
+    ids = [b"%016x" % i for i in range(5)]
+    dec = decoder()
+    dec.receive_data(b"".join(fin_line(i) for i in ids[:3]) + b"RDY 4\n" + fin_line(ids[3]))
+    assert dec.next_fins() == ids[:3]
+    assert dec.next_fins() == []
+    assert dec.next_command() == Rdy(4)
+    assert dec.next_fins() == [ids[3]]
+    assert dec.next_command() is None
+    dec.receive_data(fin_line(ids[4])[:10])
+    assert dec.next_fins() == []  # incomplete
+    dec.receive_data(fin_line(ids[4])[10:])
+    assert dec.next_fins() == [ids[4]]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b"FIN " + MSG_ID + b"\r\n", Fin(MSG_ID)),
+        (b"FIN " + MSG_ID + b" extra\n", Fin(MSG_ID)),
+        (b"FIN 0123456789abcde\r\n", None),  # 15 bytes once the \r is stripped
+        (b"FIN 01234567 9abcdef\n", None),  # a space splits the ID
+        (b"FIN 0123456789abcdef0\n", None),  # 17 bytes
+    ],
+)
+def test_next_fins_leaves_other_spellings_to_next_command(
+    line: bytes, expected: Command | None
+) -> None:
+    dec = decoder()
+    dec.receive_data(fin_line(MSG_ID) + line + fin_line(MSG_ID))
+    assert dec.next_fins() == [MSG_ID]
+    assert dec.next_fins() == []
+    if expected is None:
+        with pytest.raises(FatalClientError) as info:
+            dec.next_command()
+        assert (info.value.code, info.value.description) == (errors.E_INVALID, "invalid message ID")
+        with pytest.raises(LocalProtocolError):
+            dec.next_fins()
+    else:
+        assert dec.next_command() == expected
+        assert dec.next_fins() == [MSG_ID]
+
+
+def test_next_fins_waits_for_the_magic_and_for_bodies() -> None:
+    dec = decoder(expect_magic=True)
+    dec.receive_data(fin_line(MSG_ID))
+    assert dec.next_fins() == []  # the magic comes first
+    with pytest.raises(FatalClientError):
+        dec.next_command()
+    dec = decoder()
+    body = fin_line(MSG_ID) * 2
+    dec.receive_data(b"PUB t\n" + sized(body))
+    assert dec.next_command() == Pub("t", body)  # FIN lines inside a body are data
+    assert dec.next_fins() == []
+
+
+def fin_outcome(
+    chunks: list[bytes], expect_magic: bool
+) -> tuple[list[Command], tuple[str, str] | None]:
+    """As `outcome`, taking plain FIN runs with `next_fins` before each command."""
+    dec = decoder(**SMALL, expect_magic=expect_magic)
+    got: list[Command] = []
+    for chunk in chunks:
+        dec.receive_data(chunk)
+        try:
+            while True:
+                got += [Fin(msg_id) for msg_id in dec.next_fins()]
+                cmd = dec.next_command()
+                if cmd is None:
+                    break
+                got.append(cmd)
+        except FatalClientError as err:
+            return got, (err.code, err.description)
+    return got, None
+
+
+fin_fragments = st.one_of(
+    fragments,
+    ids.map(fin_line),
+    st.sampled_from(
+        [
+            fin_line(MSG_ID) * 3,
+            b"FIN " + MSG_ID + b"\r\n",
+            b"FIN 0123456789abcde\r\n",
+            b"FIN 01234567 9abcdef\n",
+            b"FIN 012345678\n9abcdef\n",
+            b"FIN " + MSG_ID,
+        ]
+    ),
+)
+
+
+@given(st.lists(fin_fragments, max_size=12), st.booleans(), st.data())
+def test_next_fins_then_next_command_equals_next_command_alone(
+    parts: list[bytes], magic: bool, data: st.DataObject
+) -> None:
+    wire = (b"  V2" if magic and data.draw(st.booleans()) else b"") + b"".join(parts)
+    whole = outcome([wire], magic)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=8)))
+    chunks = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+    assert fin_outcome(chunks, magic) == whole
+    assert fin_outcome([wire], magic) == whole
+
+
+def mpub_wire(
+    bodies: list[bytes], *, sizes: list[int] | None = None, declared: int | None = None
+) -> bytes:
+    """An MPUB of ``bodies``; ``sizes`` and ``declared`` override the size fields."""
+    sizes = sizes if sizes is not None else [len(b) for b in bodies]
+    payload = b"".join(i32(n) + b for n, b in zip(sizes, bodies, strict=True))
+    declared = declared if declared is not None else len(payload) + 4
+    return b"MPUB t\n" + i32(declared) + i32(len(bodies)) + payload
+
+
+def test_mpub_of_many_equal_bodies_keeps_every_body_in_order() -> None:
+    bodies = [b"%05d" % i for i in range(700)]  # more than one struct run
+    assert decode(mpub_wire(bodies)) == [Mpub("t", bodies)]
+
+
+def test_mpub_equal_bodies_then_others_keeps_order() -> None:
+    bodies = [b"aaaa"] * 5 + [b"bb", b"cccccc"] + [b"dddd"] * 3
+    assert decode(mpub_wire(bodies)) == [Mpub("t", bodies)]
+
+
+def test_mpub_equal_sizes_with_a_bad_one_names_that_message() -> None:
+    bodies = [b"abcd"] * 8
+    sizes = [4] * 8
+    sizes[5] = 0
+    err = refused(mpub_wire(bodies, sizes=sizes))
+    assert (err.code, err.description) == (
+        errors.E_BAD_MESSAGE,
+        "MPUB invalid message(5) body size 0",
+    )
+
+
+def test_mpub_equal_sizes_beyond_max_body_report_the_first_excess() -> None:
+    # 4 + n * (4 + 4) > 64 from the 8th message on; the declared length is
+    # not cross-checked (as in nsqd), so only the messages give it away.
+    err = refused(mpub_wire([b"abcd"] * 9, declared=64), **SMALL)
+    assert (err.code, err.description) == (errors.E_BAD_BODY, "MPUB body too big 68 > 64")
+
+
+@given(
+    st.lists(st.integers(1, 6), min_size=1, max_size=40),
+    st.lists(st.integers(1, 200), max_size=6),
+)
+def test_mpub_decodes_the_same_however_it_is_split(sizes: list[int], cuts: list[int]) -> None:
+    bodies = [bytes([65 + i % 26]) * n for i, n in enumerate(sizes)]
+    wire = mpub_wire(bodies) + b"NOP\n"
+    points = sorted({min(c, len(wire)) for c in cuts})
+    chunks = [wire[a:b] for a, b in zip([0, *points], [*points, len(wire)], strict=True)]
+    dec = decoder()
+    got: list[Command] = []
+    for chunk in chunks:
+        dec.receive_data(chunk)
+        got += drain(dec)
+    assert got == [Mpub("t", bodies), Nop()]
+
+
+def test_decoder_accepts_bytearray_and_memoryview_input() -> None:
+    dec = decoder()
+    dec.receive_data(bytearray(b"PUB t\n" + sized(b"x")))
+    dec.receive_data(memoryview(b"NOP\n"))
+    got = drain(dec)
+    assert got == [Pub("t", b"x"), Nop()]
+    assert isinstance(got[0], Pub)
+    assert type(got[0].body) is bytes

@@ -16,7 +16,9 @@ from shoal.queue.frames import (
     FrameType,
     decode_message_frame,
     encode_error,
+    encode_message_batches,
     encode_message_frame,
+    encode_message_frames,
     encode_response,
 )
 from shoal.queue.message import Message, encode_message
@@ -212,3 +214,29 @@ def test_encode_message_frame_round_trip(
     got = decode_message_frame(data)
     assert frame_type is FrameType.MESSAGE
     assert (got.id, got.body, got.timestamp, got.attempts) == (msg_id, body, timestamp, attempts)
+
+
+def batch_messages(batch: tuple[list[bytes], list[bytes], int, int]) -> list[Message]:
+    ids, bodies, timestamp, attempts = batch
+    return [Message(i, b, timestamp, attempts) for i, b in zip(ids, bodies, strict=True)]
+
+
+@pytest.mark.parametrize(
+    "bodies",
+    [
+        [b"one"],
+        [b"same"] * 5,
+        [b"a", b"bb", b"", b"cccc", b"bb"],
+    ],
+)
+def test_encode_message_batches_equals_frames_of_each_message(bodies: list[bytes]) -> None:
+    ids = [b"%016x" % i for i in range(len(bodies))]
+    batches = [(ids, bodies, 123_456_789, 3), ([b"f" * 16], [b"last"], 7, 1)]
+    expected = b"".join(encode_message_frame(m) for batch in batches for m in batch_messages(batch))
+    assert encode_message_batches(batches) == expected
+    assert encode_message_frames([m for b in batches for m in batch_messages(b)]) == expected
+
+
+def test_encode_message_batches_of_nothing_is_empty() -> None:
+    assert encode_message_batches([]) == b""
+    assert encode_message_frames([]) == b""

@@ -255,3 +255,47 @@ def test_topic_publish_ids_unique_and_increasing_across_batches() -> None:
     ids = [m.id for m in channel.deliver(1, T0, 10.0, 10_000)]
     assert len(ids) == 10_000
     assert ids == sorted(set(ids))
+
+
+def test_topic_backlog_of_several_batches_pumps_in_order_across_batch_edges() -> None:
+    topic, _ = make_topic(config=dataclasses.replace(CONFIG, mem_queue_size=7))
+    sizes = (5, 1, 4)
+    bodies = [b"m%d" % n for n in range(sum(sizes))]
+    start = 0
+    for size in sizes:
+        topic.publish(bodies[start : start + size], T0)
+        start += size
+    assert (topic.depth, topic.backend_depth) == (10, 3)
+    channel, _ = topic.get_or_create_channel("c", T0)
+    depths = []
+    for _ in range(4):
+        topic.pump(T0, 3)
+        depths.append(topic.depth)
+    assert depths == [7, 4, 1, 0]
+    assert topic.pump(T0, 3) == 0
+    assert [m.body for m in channel.deliver(1, T0, 10.0, 20)] == bodies
+
+
+def test_topic_flush_after_a_partial_pump_keeps_the_rest_in_order() -> None:
+    topic, factory = make_topic()
+    topic.publish([b"a", b"b", b"c", b"d", b"e"], T0)
+    channel, _ = topic.get_or_create_channel("c", T0)
+    assert topic.pump(T0, 2) == 2
+    topic.flush(T0)
+    assert topic.depth == topic.backend_depth == 3
+    backend = factory.opened["t"][0]
+    records = [decode_message(backend.get() or b"") for _ in range(3)]
+    assert [(m.body, m.attempts) for m in records] == [(b"c", 0), (b"d", 0), (b"e", 0)]
+    assert channel.depth == channel.backend_depth == 2  # flushed to its own backend
+    assert [m.body for m in channel.deliver(1, T0, 10.0, 5)] == [b"a", b"b"]
+
+
+def test_topic_keeps_its_own_copy_of_the_published_bodies() -> None:
+    topic, _ = make_topic()
+    held = [b"one", b"two"]
+    topic.publish(held, T0)
+    held[0] = b"changed"
+    held.append(b"three")
+    channel, _ = topic.get_or_create_channel("c", T0)
+    drain(topic)
+    assert [m.body for m in channel.deliver(1, T0, 10.0, 5)] == [b"one", b"two"]

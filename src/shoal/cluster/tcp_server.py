@@ -2,19 +2,30 @@
 
 Each connection runs three tasks in its own nursery:
 
-- the reader decodes commands, applies them and writes responses; it owns
-  the read deadline (2 x heartbeat interval, nsq.md §1.5) and ends the
-  connection on EOF, on a fatal error and on a silent client;
+- the reader decodes commands, applies them and writes responses; it ends
+  the connection on EOF and on a fatal error;
 - the pump sends message frames while RDY allows, woken by its channel when
   messages become deliverable and by the reader when RDY or the in-flight
   count changes;
-- the heartbeat sends ``_heartbeat_`` every heartbeat interval.
+- the timer sends ``_heartbeat_`` every heartbeat interval and enforces the
+  read deadline: a reader that has waited 2 x heartbeat interval for data
+  ends the connection (nsq.md §1.5).
 
 Writes from the three tasks go through one lock, each with a deadline of one
 heartbeat interval, so a client that stops reading is disconnected instead of
 pinning memory. Message frames are buffered per pump round: everything
 deliverable in one round goes out in one write, which is nsqd's output
-buffer flushed when "the client cannot take more or the channel is empty".
+buffer flushed when "the client cannot take more or the channel is empty";
+the responses to all the commands of one read go out in one write too.
+
+Costs. Entering a trio cancel scope or taking a trio lock costs several
+microseconds, which a busy connection would pay per read and per write. So
+the read deadline is not a cancel scope around each read: the reader only
+records when it started waiting, and the timer, which wakes at least once a
+heartbeat interval anyway, checks that time. And a write first goes straight
+to the socket when no other write is under way; only what the socket does
+not take at once waits, under the lock and its deadline. Either way the
+bytes leave in the order the writes were made.
 """
 
 from __future__ import annotations
@@ -22,15 +33,16 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import time
 from typing import TYPE_CHECKING
 
 import trio
 
 from shoal import __version__
-from shoal.queue.commands import CommandDecoder, Fin, Identify, Rdy, Req, Sub
+from shoal.queue.commands import CommandDecoder, Fin, Identify, Mpub, Pub, Rdy, Req, Sub
 from shoal.queue.errors import ClientError, FatalClientError
-from shoal.queue.frames import HEARTBEAT_FRAME, encode_message_frame
+from shoal.queue.frames import HEARTBEAT_FRAME
 from shoal.queue.protocol import ClientV2
 
 if TYPE_CHECKING:
@@ -74,6 +86,9 @@ class Connection:
         self._identified = trio.Event()
         self._notifier: ChannelNotifier | None = None
         self._scope: trio.CancelScope | None = None
+        # trio time at which the reader began waiting for data; inf while it
+        # is busy with what it received (the read deadline is then off).
+        self._reading_since = math.inf
 
     def wake(self) -> None:
         """Ask the pump to look for deliverable messages again."""
@@ -82,12 +97,38 @@ class Connection:
     async def send(self, data: bytes) -> None:
         """Write ``data`` within one heartbeat interval, or give up on the client.
 
+        When no other write is under way the data goes straight to the socket
+        and, if the socket takes all of it, the call returns without a
+        checkpoint; the rest waits for the lock and the deadline.
+
         Raises:
             trio.TooSlowError: the client did not take the data in time.
+            trio.BrokenResourceError: the connection is broken.
+            trio.ClosedResourceError: the socket was closed.
         """
+        lock = self._send_lock
         interval = self.client.heartbeat_interval
         timeout = interval if interval > 0 else math.inf
-        async with self._send_lock:
+        fd = self.stream.socket.fileno()
+        if not lock.locked() and fd >= 0:
+            try:
+                sent = os.write(fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+            if sent == len(data):
+                return
+            # Take the lock before any checkpoint, so no other write can slip
+            # in between the two parts.
+            lock.acquire_nowait()
+            try:
+                with trio.fail_after(timeout):
+                    await self.stream.send_all(memoryview(data)[sent:])
+            finally:
+                lock.release()
+            return
+        async with lock:
             with trio.fail_after(timeout):
                 await self.stream.send_all(data)
 
@@ -107,7 +148,7 @@ class Connection:
             async with trio.open_nursery() as nursery:
                 self._scope = nursery.cancel_scope
                 nursery.start_soon(self._pump)
-                nursery.start_soon(self._heartbeat)
+                nursery.start_soon(self._timer)
                 await self._read()
                 nursery.cancel_scope.cancel()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as group:
@@ -131,23 +172,33 @@ class Connection:
     async def _read(self) -> None:
         decoder = self.server.new_decoder()
         client = self.client
+        receive = self.stream.receive_some
+        current_time = trio.current_time
         while True:
-            interval = client.heartbeat_interval
-            deadline = 2 * interval if interval > 0 else math.inf
-            with trio.move_on_after(deadline) as scope:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
-            if scope.cancelled_caught:
-                log.info(
-                    "client %s: no command for %.0fs, closing", client.remote_address, deadline
-                )
-                return
+            self._reading_since = current_time()
+            data = await receive(RECEIVE_SIZE)
+            self._reading_since = math.inf
             if not data:
                 return
             decoder.receive_data(data)
             out: list[bytes] = []
             wake = False
+            # A run of FINs is taken whole (`CommandDecoder.next_fins`), except
+            # right after a publish: publishers rarely send FINs, and skipping
+            # the look costs nothing but a FIN parsed on its own.
+            look_for_fins = True
             try:
-                while (cmd := decoder.next_command()) is not None:
+                # Bounded by the data received: every pass consumes a command
+                # or ends the loop.
+                while True:
+                    if look_for_fins:
+                        fins = decoder.next_fins()
+                        if fins:
+                            out += client.finish_many(fins)
+                            wake = True
+                    cmd = decoder.next_command()
+                    if cmd is None:
+                        break
                     try:
                         response = client.execute(cmd, time.time())
                     except ClientError as err:
@@ -157,12 +208,14 @@ class Connection:
                         continue
                     if response is not None:
                         out.append(response)
-                    if isinstance(cmd, Rdy | Fin | Req):
+                    kind = type(cmd)
+                    look_for_fins = kind is not Pub and kind is not Mpub
+                    if kind is Rdy or kind is Fin or kind is Req:
                         wake = True
-                    elif isinstance(cmd, Sub):
+                    elif kind is Sub:
                         self._attach()
                         self.server.on_subscribe(client)
-                    elif isinstance(cmd, Identify):
+                    elif kind is Identify:
                         self._identified.set()
             except FatalClientError as err:
                 log.info("client %s: %s %s", client.remote_address, err.code, err.description)
@@ -190,25 +243,44 @@ class Connection:
         client = self.client
         while True:
             self._wake = trio.Event()
-            msgs = client.deliver(time.time())
-            if msgs:
-                await self.send(b"".join([encode_message_frame(m) for m in msgs]))
+            frames = client.deliver_frames(time.time())
+            if frames:
+                await self.send(frames)
                 continue
             await self._wake.wait()
 
-    async def _heartbeat(self) -> None:
+    async def _timer(self) -> None:
+        client = self.client
+        current_time = trio.current_time
+        interval = client.heartbeat_interval
+        beat_at = current_time() + interval if interval > 0 else math.inf
         while True:
-            interval = self.client.heartbeat_interval
+            interval = client.heartbeat_interval
             changed = self._identified
-            # A heartbeat is due one interval after the last one, unless
-            # IDENTIFY changes the interval first: then start again with it.
-            with trio.move_on_after(interval if interval > 0 else math.inf):
+            # With heartbeats off there is neither a heartbeat nor a deadline.
+            read_deadline = self._reading_since + 2 * interval if interval > 0 else math.inf
+            with trio.move_on_at(min(beat_at, read_deadline)):
                 await changed.wait()
             if changed.is_set():
+                # IDENTIFY changed the interval: start again with it.
                 if self._identified is changed:
                     self._identified = trio.Event()
+                interval = client.heartbeat_interval
+                beat_at = current_time() + interval if interval > 0 else math.inf
                 continue
-            await self.send(HEARTBEAT_FRAME)
+            now = current_time()
+            if interval > 0 and now >= self._reading_since + 2 * interval:
+                log.info(
+                    "client %s: no command for %.0fs, closing",
+                    client.remote_address,
+                    2 * interval,
+                )
+                self.close()
+                return
+            if now >= beat_at:
+                # The next heartbeat is due one interval after this one.
+                await self.send(HEARTBEAT_FRAME)
+                beat_at = current_time() + interval
 
 
 class TCPServer:

@@ -1414,7 +1414,10 @@ class Membership:
         me = self._self
         alive = Alive(incarnation=me.incarnation, name=me.name, address=me.address, meta=me.meta)
         accuser_node = self._nodes.get(accuser)
-        targets = {src, None if accuser_node is None else accuser_node.address}
+        # A dict, not a set: the order of the sends decides which queued
+        # broadcasts ride in each packet, and a set of addresses iterates in
+        # an order that changes with PYTHONHASHSEED, so seeded runs diverged.
+        targets = dict.fromkeys((src, None if accuser_node is None else accuser_node.address))
         for address in targets:
             if address is not None and address != self._address:
                 self._send(address, [alive])

@@ -14,8 +14,11 @@ Rules:
 Theory of operation:
     ``put`` appends to the ready queue (memory first, then the backend as an
     encoded record) or, for a deferred (DPUB) copy, to the deferred heap.
+    ``put_batch`` takes a whole published batch as the topic holds it.
     ``deliver`` pops up to ``limit`` ready messages for one client, bumps
-    their attempts and records them in flight with deadline ``now + timeout``.
+    their attempts and records them in flight with deadline ``now + timeout``;
+    ``deliver_batches`` does the same and hands them out as batches, which is
+    what the protocol frames without ever building `Message` objects.
     Server-side RDY is "messages in flight on this connection", so the shell
     decides ``limit`` and the channel only hands out what is ready; several
     connections of one channel compete for the same queues (nsq.md §4.2).
@@ -27,16 +30,27 @@ Theory of operation:
     as nsqd does (nsq.md §0.9): ``remove_client`` only forgets the client.
 
 Data structures and costs (n = messages in the structure):
-    in flight: a dict ``id -> entry`` plus a binary heap of
-        ``(deadline, seq, id)`` keys with lazy deletion. FIN and REQ only pop
-        the dict (O(1)); the key left in the heap is recognised as stale
-        (the entry is gone or holds another key) when it reaches the top.
-        TOUCH pushes a new key (O(log n)). The heap is rebuilt from the dict
-        when stale keys outnumber live ones by more than 1024, so its size
-        stays O(n) and the rebuild is O(1) amortised per operation. A
+    ready (memory): a deque of `MessageBatch` ``(ids, bodies, timestamp,
+        attempts)`` plus how many messages of the first batch were already
+        taken. A published batch is appended as it is (every channel of the
+        topic shares the same two tuples). Idle messages are therefore plain
+        bytes in tuples, which the garbage collector stops tracking, instead
+        of millions of objects every full collection has to visit; a
+        requeued message is a batch of one.
+    in flight: a dict ``id -> (body, timestamp, attempts, owner,
+        delivered_at, key)`` plus a binary heap of keys ``(deadline, seq,
+        ids)`` with lazy deletion. One delivery of a batch pushes one key
+        for all its IDs, and the dict entries are built by ``zip`` in one
+        pass, so delivering costs no Python-level work per message. An entry
+        is live for the key it holds (by identity); FIN and REQ only pop the
+        dict (O(1)), and a popped key skips its IDs whose entry is gone or
+        holds another key. TOUCH pushes a key for one ID (O(log n)). The
+        heap is rebuilt from the dict, one key per surviving group, when the
+        IDs its keys name exceed twice the live ones by more than 1024, so
+        it stays O(n) and the rebuild is O(1) amortised per operation. (A
         ``SortedList`` with eager removal was measured at about 1.7 us per
-        deliver+finish for the index alone against about 0.5 us for this
-        heap, on the consume hot path.
+        deliver+finish for the index alone, a heap key per message at about
+        0.5 us.)
     deferred: a binary heap of ``(due, seq, message)``; deferred messages are
         never addressed by ID (REQ, FIN and TOUCH only see in-flight ones),
         so push and pop are O(log n) with no deletion at all.
@@ -57,23 +71,30 @@ from __future__ import annotations
 import collections
 import heapq
 import math
-from typing import TYPE_CHECKING
+from itertools import repeat
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from shoal.errors import ShoalError
-from shoal.queue.message import Message, decode_message, encode_message
+from shoal.queue.message import (
+    Message,
+    decode_message,
+    encode_message,
+    encode_message_fields,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from shoal.queue.backend import Backend
     from shoal.queue.config import QueueConfig
+    from shoal.queue.message import MessageBatch
 
 __all__ = ["EPHEMERAL_SUFFIX", "Channel", "InFlightError"]
 
 #: A topic or channel whose name ends with this is ephemeral (nsq.md §4.7).
 EPHEMERAL_SUFFIX = "#ephemeral"
 
-#: Stale in-flight heap keys tolerated beyond the live ones before a rebuild.
+#: IDs named by stale in-flight heap keys tolerated beyond twice the live ones.
 _STALE_SLACK = 1024
 
 _NOT_IN_FLIGHT = "ID not in flight"
@@ -97,19 +118,18 @@ def _no_deadline_hook(channel: Channel, deadline: float) -> None:
     """Default `Channel.on_deadline`: nobody keeps a deadline index."""
 
 
-class _InFlight:
-    """One delivered, unanswered message and who owns it."""
+#: A heap key of the in-flight index: ``(deadline, seq, ids)``.
+_Key: TypeAlias = "tuple[float, int, Sequence[bytes]]"
 
-    __slots__ = ("client_id", "delivered_at", "key", "msg")
-
-    def __init__(
-        self, msg: Message, client_id: int, delivered_at: float, key: tuple[float, int, bytes]
-    ) -> None:
-        self.msg = msg
-        self.client_id = client_id
-        self.delivered_at = delivered_at
-        #: The live heap key ``(deadline, seq, id)``; any other key for this ID is stale.
-        self.key = key
+#: One delivered, unanswered message: ``(body, timestamp, attempts, owner
+#: client id, delivered_at, live heap key)``; attempts counts this delivery.
+_InFlight: TypeAlias = "tuple[bytes, int, int, int, float, _Key]"
+_BODY: Final = 0
+_TIMESTAMP: Final = 1
+_ATTEMPTS: Final = 2
+_OWNER: Final = 3
+_DELIVERED_AT: Final = 4
+_KEY: Final = 5
 
 
 class Channel:
@@ -137,9 +157,12 @@ class Channel:
         "_backend",
         "_clients",
         "_deferred",
+        "_head",
         "_heap",
+        "_heap_ids",
         "_in_flight",
         "_max_msg_timeout",
+        "_mem_count",
         "_mem_size",
         "_memory",
         "_seq",
@@ -169,9 +192,12 @@ class Channel:
         self._mem_size = config.mem_queue_size
         self._max_msg_timeout = config.max_msg_timeout
         self._backend = backend
-        self._memory: collections.deque[Message] = collections.deque()
+        self._memory: collections.deque[MessageBatch] = collections.deque()
+        self._head = 0  # messages of ``_memory[0]`` already taken
+        self._mem_count = 0  # messages in ``_memory``, ``_head`` excluded
         self._in_flight: dict[bytes, _InFlight] = {}
-        self._heap: list[tuple[float, int, bytes]] = []
+        self._heap: list[_Key] = []
+        self._heap_ids = 0  # IDs named by the keys in ``_heap``, stale ones included
         self._deferred: list[tuple[float, int, Message]] = []
         self._seq = 0
         self._clients: set[int] = set()
@@ -185,7 +211,7 @@ class Channel:
     @property
     def depth(self) -> int:
         """Ready messages: memory plus backend (in-flight and deferred excluded)."""
-        return len(self._memory) + self._backend.depth
+        return self._mem_count + self._backend.depth
 
     @property
     def backend_depth(self) -> int:
@@ -238,15 +264,14 @@ class Channel:
         if msg.defer > 0:
             self._defer(msg, now + msg.defer)
             return
-        self._ready(msg)
+        self._ready(msg.id, msg.body, msg.timestamp, msg.attempts)
         if not self.paused:
             self.wakeup()
 
     def put_many(self, msgs: Sequence[Message], now: float) -> None:
         """Accept a batch of messages from the topic, as `put` would one by one.
 
-        The batch form exists for the publish hot path: the ready part is
-        appended to memory in one slice and ``wakeup`` runs once.
+        ``wakeup`` runs once for the batch.
 
         Raises:
             BackendError: the backend refused a record; earlier messages of the
@@ -263,13 +288,16 @@ class Channel:
                 self._defer(msg, now + msg.defer)
             if not ready:
                 return
-        memory = self._memory
-        room = self._mem_size - len(memory)
+        room = self._mem_size - self._mem_count
         if room >= len(ready):
-            memory.extend(ready)
+            self._memory.extend([((m.id,), (m.body,), m.timestamp, m.attempts) for m in ready])
+            self._mem_count += len(ready)
         else:
             if room > 0:
-                memory.extend(ready[:room])
+                self._memory.extend(
+                    [((m.id,), (m.body,), m.timestamp, m.attempts) for m in ready[:room]]
+                )
+                self._mem_count += room
             else:
                 room = 0
             put = self._backend.put
@@ -278,12 +306,58 @@ class Channel:
         if not self.paused:
             self.wakeup()
 
-    def _ready(self, msg: Message) -> None:
-        """Append a message to the ready queue (memory, else backend)."""
-        if len(self._memory) < self._mem_size:
-            self._memory.append(msg)
+    def put_batch(
+        self,
+        ids: Sequence[bytes],
+        bodies: Sequence[bytes],
+        timestamp: int,
+        now: float,
+        defer: float = 0.0,
+    ) -> None:
+        """Accept freshly published messages given as fields (the topic's fan-out).
+
+        Equivalent to `put_many` with ``Message(id, body, timestamp, 0,
+        defer)`` for each pair, without building those objects: the ready
+        part is kept as the two sequences themselves, which must therefore
+        never change afterwards (the topic passes tuples, shared by all its
+        channels).
+
+        Raises:
+            BackendError: the backend refused a record; earlier messages of the
+                batch are stored, that one and later ones are not.
+        """
+        count = len(ids)
+        if not count:
+            return
+        self.message_count += count
+        if defer > 0:
+            due = now + defer
+            for msg in map(Message, ids, bodies, repeat(timestamp), repeat(0), repeat(defer)):
+                self._defer(msg, due)
+            return
+        room = self._mem_size - self._mem_count
+        if room >= count:
+            self._memory.append((ids, bodies, timestamp, 0))
+            self._mem_count += count
         else:
-            self._backend.put(encode_message(msg))
+            if room > 0:
+                self._memory.append((ids[:room], bodies[:room], timestamp, 0))
+                self._mem_count += room
+            else:
+                room = 0
+            put = self._backend.put
+            for index in range(room, count):
+                put(encode_message_fields(ids[index], bodies[index], timestamp, 0))
+        if not self.paused:
+            self.wakeup()
+
+    def _ready(self, msg_id: bytes, body: bytes, timestamp: int, attempts: int) -> None:
+        """Append a message to the ready queue (memory, else backend)."""
+        if self._mem_count < self._mem_size:
+            self._memory.append(((msg_id,), (body,), timestamp, attempts))
+            self._mem_count += 1
+        else:
+            self._backend.put(encode_message_fields(msg_id, body, timestamp, attempts))
 
     def _defer(self, msg: Message, due: float) -> None:
         self._seq += 1
@@ -312,7 +386,31 @@ class Channel:
 
         Returns:
             The delivered messages, oldest first; empty when paused, when
-            ``limit <= 0`` or when nothing is ready.
+            ``limit <= 0`` or when nothing is ready. They are new objects:
+            changing them changes nothing in the channel.
+
+        Raises:
+            RemoteProtocolError: a backend record is shorter than a header; the
+                records read before it are lost with it.
+        """
+        out: list[Message] = []
+        for ids, bodies, timestamp, attempts in self.deliver_batches(
+            client_id, now, timeout, limit
+        ):
+            out += map(Message, ids, bodies, repeat(timestamp), repeat(attempts))
+        return out
+
+    def deliver_batches(
+        self, client_id: int, now: float, timeout: float, limit: int
+    ) -> list[MessageBatch]:
+        """Do what `deliver` does, handing the messages out as batches.
+
+        Returns:
+            `MessageBatch` tuples ``(ids, bodies, timestamp, attempts)`` in
+            delivery order, attempts already counting this delivery; together
+            they hold at most ``limit`` messages. Framing these directly
+            (`shoal.queue.frames.encode_message_batches`) spares the consumer
+            hot path a `Message` object per message.
 
         Raises:
             RemoteProtocolError: a backend record is shorter than a header; the
@@ -320,41 +418,82 @@ class Channel:
         """
         if self.paused or limit <= 0:
             return []
-        memory = self._memory
-        if len(memory) >= limit:
-            popleft = memory.popleft
-            out = [popleft() for _ in range(limit)]
-        else:
-            out = list(memory)
-            memory.clear()
+        batches = self._take_memory(limit) if self._mem_count else []
+        missing = limit - sum([len(batch[0]) for batch in batches])
+        if missing > 0:
             backend = self._backend
-            missing = limit - len(out)
-            if missing > 0 and backend.depth:
+            if backend.depth:
                 get = backend.get
                 for _ in range(missing):
                     record = get()
                     if record is None:
                         break
-                    out.append(decode_message(record))
-            if not out:
-                return out
+                    msg = decode_message(record)
+                    batches.append(((msg.id,), (msg.body,), msg.timestamp, msg.attempts + 1))
+            if not batches:
+                return batches
         deadline = now + timeout
         in_flight = self._in_flight
         heap = self._heap
-        push = heapq.heappush
         seq = self._seq
-        for msg in out:
-            msg.attempts += 1
+        named = self._heap_ids
+        for batch in batches:
+            ids, bodies, timestamp, attempts = batch
             seq += 1
-            key = (deadline, seq, msg.id)
-            in_flight[msg.id] = _InFlight(msg, client_id, now, key)
-            push(heap, key)
+            key = (deadline, seq, ids)
+            # One C-level pass builds and stores every entry of the batch.
+            in_flight.update(
+                zip(
+                    ids,
+                    zip(
+                        bodies,
+                        repeat(timestamp),
+                        repeat(attempts),
+                        repeat(client_id),
+                        repeat(now),
+                        repeat(key),
+                    ),
+                    strict=False,  # the inner zip is as long as ``bodies``
+                )
+            )
+            heapq.heappush(heap, key)
+            named += len(ids)
         self._seq = seq
-        if len(heap) > 2 * len(in_flight) + _STALE_SLACK:
+        self._heap_ids = named
+        if named > 2 * len(in_flight) + _STALE_SLACK:
             self._compact()
         if deadline < self._announced:
             self._announced = deadline
             self.on_deadline(self, deadline)
+        return batches
+
+    def _take_memory(self, limit: int) -> list[MessageBatch]:
+        """Pop up to ``limit`` messages from memory as batches, attempts + 1."""
+        memory = self._memory
+        head = self._head
+        out: list[MessageBatch] = []
+        taken = 0
+        # Bounded: every pass pops a batch or takes all that is still wanted.
+        while taken < limit and memory:
+            ids, bodies, timestamp, attempts = memory[0]
+            left = len(ids) - head
+            want = limit - taken
+            if left <= want:
+                memory.popleft()
+                take = left
+                if head:
+                    ids = ids[head:]
+                    bodies = bodies[head:]
+                head = 0
+            else:
+                take = want
+                ids = ids[head : head + take]
+                bodies = bodies[head : head + take]
+                head += take
+            out.append((ids, bodies, timestamp, attempts + 1))
+            taken += take
+        self._head = head
+        self._mem_count -= taken
         return out
 
     def finish(self, client_id: int, msg_id: bytes) -> None:
@@ -367,9 +506,28 @@ class Channel:
         entry = self._in_flight.get(msg_id)
         if entry is None:
             raise InFlightError(_NOT_IN_FLIGHT)
-        if entry.client_id != client_id:
+        if entry[_OWNER] != client_id:
             raise InFlightError(_NOT_OWNER)
         del self._in_flight[msg_id]
+
+    def finish_many(self, client_id: int, msg_ids: Iterable[bytes]) -> list[tuple[bytes, str]]:
+        """FIN a run of messages, as `finish` called for each ID in order would.
+
+        Returns:
+            ``(id, reason)`` in order for each ID that `finish` would have
+            refused with `InFlightError` (``reason`` is that error's text);
+            every other ID is finished.
+        """
+        in_flight = self._in_flight
+        get = in_flight.get
+        failed: list[tuple[bytes, str]] = []
+        for msg_id in msg_ids:
+            entry = get(msg_id)
+            if entry is not None and entry[_OWNER] == client_id:
+                del in_flight[msg_id]
+            else:
+                failed.append((msg_id, _NOT_IN_FLIGHT if entry is None else _NOT_OWNER))
+        return failed
 
     def requeue(self, client_id: int, msg_id: bytes, delay: float, now: float) -> None:
         """REQ: put an in-flight message back, now or after ``delay`` seconds.
@@ -385,14 +543,15 @@ class Channel:
         entry = self._in_flight.get(msg_id)
         if entry is None:
             raise InFlightError(_NOT_IN_FLIGHT)
-        if entry.client_id != client_id:
+        if entry[_OWNER] != client_id:
             raise InFlightError(_NOT_OWNER)
         del self._in_flight[msg_id]
         self.requeue_count += 1
+        body, timestamp, attempts = entry[_BODY], entry[_TIMESTAMP], entry[_ATTEMPTS]
         if delay > 0:
-            self._defer(entry.msg, now + delay)
+            self._defer(Message(msg_id, body, timestamp, attempts), now + delay)
             return
-        self._ready(entry.msg)
+        self._ready(msg_id, body, timestamp, attempts)
         if not self.paused:
             self.wakeup()
 
@@ -409,22 +568,56 @@ class Channel:
         entry = self._in_flight.get(msg_id)
         if entry is None:
             raise InFlightError(_NOT_IN_FLIGHT)
-        if entry.client_id != client_id:
+        if entry[_OWNER] != client_id:
             raise InFlightError(_NOT_OWNER)
-        deadline = min(now + timeout, entry.delivered_at + self._max_msg_timeout)
+        deadline = min(now + timeout, entry[_DELIVERED_AT] + self._max_msg_timeout)
         self._seq += 1
-        entry.key = (deadline, self._seq, msg_id)
-        heapq.heappush(self._heap, entry.key)
-        if len(self._heap) > 2 * len(self._in_flight) + _STALE_SLACK:
+        key = (deadline, self._seq, (msg_id,))
+        self._in_flight[msg_id] = (*entry[:_KEY], key)
+        heapq.heappush(self._heap, key)
+        self._heap_ids += 1
+        if self._heap_ids > 2 * len(self._in_flight) + _STALE_SLACK:
             self._compact()
         if deadline < self._announced:
             self._announced = deadline
             self.on_deadline(self, deadline)
 
     def _compact(self) -> None:
-        """Rebuild the in-flight heap from the live keys only (O(n))."""
-        self._heap = [entry.key for entry in self._in_flight.values()]
-        heapq.heapify(self._heap)
+        """Rebuild the in-flight heap from the live entries only (O(n)).
+
+        Entries sharing a key stay together under one key; a key some of
+        whose IDs went stale is replaced by one naming only the live ones.
+        """
+        in_flight = self._in_flight
+        groups: dict[int, tuple[_Key, list[bytes]]] = {}
+        for msg_id, entry in in_flight.items():
+            key = entry[_KEY]
+            group = groups.get(id(key))  # keys are alive: entries hold them
+            if group is None:
+                groups[id(key)] = (key, [msg_id])
+            else:
+                group[1].append(msg_id)
+        heap: list[_Key] = []
+        for key, live in groups.values():
+            if len(live) == len(key[2]):
+                heap.append(key)
+                continue
+            new_key = (key[0], key[1], tuple(live))
+            heap.append(new_key)
+            for msg_id in live:
+                in_flight[msg_id] = (*in_flight[msg_id][:_KEY], new_key)
+        heapq.heapify(heap)
+        self._heap = heap
+        self._heap_ids = len(in_flight)
+
+    def _key_is_live(self, key: _Key) -> bool:
+        """Whether some entry still holds ``key``."""
+        get = self._in_flight.get
+        for msg_id in key[2]:
+            entry = get(msg_id)
+            if entry is not None and entry[_KEY] is key:
+                return True
+        return False
 
     # -- time -------------------------------------------------------------
 
@@ -444,12 +637,15 @@ class Channel:
         pop = heapq.heappop
         while heap and heap[0][0] <= now:
             key = pop(heap)
-            entry = in_flight.get(key[2])
-            if entry is None or entry.key is not key:
-                continue  # answered, touched or redelivered since: stale
-            del in_flight[key[2]]
-            owners.append(entry.client_id)
-            self._ready(entry.msg)
+            ids = key[2]
+            self._heap_ids -= len(ids)
+            for msg_id in ids:
+                entry = in_flight.get(msg_id)
+                if entry is None or entry[_KEY] is not key:
+                    continue  # answered, touched or redelivered since: stale
+                del in_flight[msg_id]
+                owners.append(entry[_OWNER])
+                self._ready(msg_id, entry[_BODY], entry[_TIMESTAMP], entry[_ATTEMPTS])
         if owners:
             self.timeout_count += len(owners)
             if not self.paused:
@@ -465,7 +661,8 @@ class Channel:
         deferred = self._deferred
         moved = 0
         while deferred and deferred[0][0] <= now:
-            self._ready(heapq.heappop(deferred)[2])
+            msg = heapq.heappop(deferred)[2]
+            self._ready(msg.id, msg.body, msg.timestamp, msg.attempts)
             moved += 1
         if moved and not self.paused:
             self.wakeup()
@@ -493,13 +690,12 @@ class Channel:
     def next_deadline(self) -> float | None:
         """The earliest in-flight deadline or deferred due time, or None."""
         heap = self._heap
-        in_flight = self._in_flight
         while heap:
             key = heap[0]
-            entry = in_flight.get(key[2])
-            if entry is not None and entry.key is key:
+            if self._key_is_live(key):
                 break
             heapq.heappop(heap)  # drop a stale key now rather than report it
+            self._heap_ids -= len(key[2])
         best = heap[0][0] if heap else None
         if self._deferred:
             due = self._deferred[0][0]
@@ -546,10 +742,13 @@ class Channel:
             The owner of each dropped in-flight message (one entry per
             message), so the shell can reset those clients' in-flight counts.
         """
-        owners = [entry.client_id for entry in self._in_flight.values()]
+        owners = [entry[_OWNER] for entry in self._in_flight.values()]
         self._memory.clear()
+        self._head = 0
+        self._mem_count = 0
         self._in_flight.clear()
         self._heap.clear()
+        self._heap_ids = 0
         self._deferred.clear()
         self._backend.empty()
         return owners
@@ -570,13 +769,22 @@ class Channel:
         put = self._backend.put
         memory = self._memory
         while memory:
-            put(encode_message(memory[0]))
+            ids, bodies, timestamp, attempts = memory[0]
+            # Bounded by the batch; ``_head`` follows each write, so a failed
+            # write leaves exactly the unwritten messages in memory.
+            for index in range(self._head, len(ids)):
+                put(encode_message_fields(ids[index], bodies[index], timestamp, attempts))
+                self._head = index + 1
+                self._mem_count -= 1
             memory.popleft()
+            self._head = 0
         in_flight = self._in_flight
-        for entry in sorted(in_flight.values(), key=lambda e: e.key):
-            put(encode_message(entry.msg))
-            del in_flight[entry.msg.id]
+        # Deadline order; sorted() is stable, so a batch keeps delivery order.
+        for msg_id, entry in sorted(in_flight.items(), key=lambda item: item[1][_KEY][:2]):
+            put(encode_message_fields(msg_id, entry[_BODY], entry[_TIMESTAMP], entry[_ATTEMPTS]))
+            del in_flight[msg_id]
         self._heap.clear()
+        self._heap_ids = 0
         deferred = self._deferred
         while deferred:
             put(encode_message(deferred[0][2]))

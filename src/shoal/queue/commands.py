@@ -22,14 +22,20 @@ Rules:
    byte boundary decodes to the same thing once complete, and an error is
    raised at the same point of the stream.
 
-Theory of operation. The decoder is a small state machine over a
-``bytearray`` with a read offset: MAGIC, then LINE, and for verbs with a
+Theory of operation. The decoder is a small state machine over a buffer
+with a read offset: MAGIC, then LINE, and for verbs with a
 body, BODY_SIZE then BODY, or for MPUB, MPUB_SIZE, MPUB_COUNT then
 MPUB_MESSAGES. Each state knows exactly how many bytes it needs, so waiting
-for more data costs O(1) and nothing is parsed twice. MPUB is the hot path:
-once at least one message is complete, the decoder copies the available
-part of the batch out once and slices every body from that copy, validating
-each size as it goes.
+for more data costs O(1) and nothing is parsed twice. The buffer is the
+``bytes`` object just read whenever everything before it was consumed (the
+usual case: clients write whole commands), so lines and bodies are sliced
+straight out of what the socket returned; only a command split across reads
+is collected in a ``bytearray``. MPUB is the hot path: once at least one
+message is complete, every body of the available part of the batch is
+sliced in one loop, validating each size as it goes. FIN is the consumer's
+hot path: `CommandDecoder.next_fins` takes a whole run of FIN lines at once.
+Valid topic names are remembered per connection, so a publisher's
+repeated topic is checked once.
 
 Departures from nsqd, all for bounded memory:
 
@@ -48,6 +54,7 @@ sign), and an empty parameter reads as 0.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import struct
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -321,6 +328,40 @@ _MPUB_MESSAGES = 6
 # Compact the receive buffer once this much of it has been consumed.
 _COMPACT_AT = 64 * 1024
 
+# MPUB messages of equal size cut by one struct call at most (bounds the
+# formats cached by `_bodies_struct`).
+_STRUCT_RUN = 256
+
+
+@functools.lru_cache(maxsize=64)
+def _bodies_struct(size: int, count: int) -> struct.Struct:
+    """A struct that skips each size field and returns the ``count`` bodies."""
+    return struct.Struct(f"4x{size}s" * count)
+
+
+def _equal_sized_run(data: bytes, start: int, count: int, size: int) -> int:
+    """How many of ``count`` MPUB messages from ``start`` all have body ``size``.
+
+    The answer is ``count`` or 0: each byte of the size field is compared
+    for all messages at once with a strided slice.
+    """
+    field = _INT32.pack(size)
+    stride = 4 + size
+    stop = start + count * stride
+    for index in range(4):
+        if data[start + index : stop : stride] != field[index : index + 1] * count:
+            return 0
+    return count
+
+
+# Valid topic names a decoder remembers (it forgets them all when full).
+_NAMES_REMEMBERED = 64
+
+# A plain FIN line (`CommandDecoder.next_fins`): b"FIN ", the ID, b"\n"; and
+# its fixed bytes as (offset, byte).
+_FIN_SIZE = 4 + ID_SIZE + 1
+_FIN_FIXED = ((0, b"F"), (1, b"I"), (2, b"N"), (3, b" "), (_FIN_SIZE - 1, b"\n"))
+
 
 class CommandDecoder:
     """Turns the bytes a client sends into `Command` objects (server side).
@@ -359,10 +400,10 @@ class CommandDecoder:
         "_mpub_count",
         "_mpub_declared",
         "_mpub_total",
+        "_names",
         "_need",
         "_pending",
         "_pos",
-        "_remaining",
         "_scan",
         "_state",
         "_topic",
@@ -387,7 +428,8 @@ class CommandDecoder:
         self._max_rdy_count = max_rdy_count
         # 4 bytes of count, then at least 5 bytes (size + one byte) per message.
         self._max_mpub_count = (max_body_size - 4) // 5
-        self._buf = bytearray()
+        # bytes while it is one read consumed in place, else a bytearray.
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self._scan = 0  # where to resume looking for b"\n"
         self._state = _MAGIC if expect_magic else _LINE
@@ -399,9 +441,9 @@ class CommandDecoder:
         self._need = 0  # body size
         self._bodies: list[bytes] = []
         self._mpub_count = 0
-        self._remaining = 0
         self._mpub_total = 0
         self._mpub_declared = 0
+        self._names: dict[bytes, str] = {}  # valid topic names seen, raw -> name
         self._handlers: dict[bytes, Callable[[list[bytes]], Command | None]] = {
             b"FIN": self._line_fin,
             b"RDY": self._line_rdy,
@@ -417,7 +459,7 @@ class CommandDecoder:
             b"IDENTIFY": self._line_identify,
         }
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes read from the connection; nothing is parsed yet.
 
         End of stream needs no call: the connection handles EOF itself.
@@ -427,7 +469,23 @@ class CommandDecoder:
         """
         if self._errored:
             raise LocalProtocolError("command decoder is unusable after a fatal client error")
-        self._buf += data
+        buf = self._buf
+        pos = self._pos
+        if pos >= len(buf):
+            # Everything before was consumed: parse the new bytes where they are.
+            self._buf = data if type(data) is bytes else bytes(data)
+            self._pos = 0
+            self._scan = 0
+        elif type(buf) is bytes:
+            # A command continues in this read: collect it in a bytearray.
+            with memoryview(buf) as view:
+                rest = bytearray(view[pos:])
+            rest += data
+            self._buf = rest
+            self._pos = 0
+            self._scan = max(0, self._scan - pos)
+        else:
+            buf += data
 
     def next_command(self) -> Command | None:
         """Return the next complete command, or ``None`` when more data is needed.
@@ -447,14 +505,78 @@ class CommandDecoder:
         self._compact()
         return command
 
+    def next_fins(self) -> list[bytes]:
+        r"""Consume the run of plain FIN commands next in the stream; return their IDs.
+
+        A plain FIN is the line ``FIN <id>\n`` with a 16-byte ID holding no
+        space or newline and not ending in ``\r``: exactly the lines for which
+        `next_command` would return a `Fin` without looking further. The
+        result equals what repeated `next_command` calls would return as long
+        as they returned `Fin`, so a caller may call this first and then
+        `next_command` for whatever follows (another command, a FIN with an
+        odd spelling or an error), in a loop. A consumer answers thousands of
+        messages per read, and this handles them in a few passes over the
+        bytes instead of a parse per line.
+
+        Returns:
+            The IDs in stream order; empty when the next command is not a plain
+            FIN or not complete yet.
+
+        Raises:
+            LocalProtocolError: an earlier call raised `FatalClientError`.
+        """
+        if self._errored:
+            raise LocalProtocolError("command decoder is unusable after a fatal client error")
+        buf = self._buf
+        pos = self._pos
+        count = (len(buf) - pos) // _FIN_SIZE
+        if self._state != _LINE or count == 0 or not buf.startswith(b"FIN ", pos):
+            return []
+        data = bytes(buf[pos : pos + count * _FIN_SIZE])
+        # The fixed bytes of each line, one column at a time: the run is as
+        # long as the shortest column prefix that holds the right byte.
+        for offset, char in _FIN_FIXED:
+            column = data[offset::_FIN_SIZE]
+            count = min(count, len(column) - len(column.lstrip(char)))
+        size = count * _FIN_SIZE
+        # With the fixed bytes in place, each line holds one space and one
+        # newline exactly when its ID has none.
+        if (
+            data.count(b" ", 0, size) != count
+            or data.count(b"\n", 0, size) != count
+            or b"\r" in data[_FIN_SIZE - 2 : size : _FIN_SIZE]
+        ):
+            count = self._plain_fin_prefix(data, count)
+            size = count * _FIN_SIZE
+        if count == 0:
+            return []
+        # Every "FIN " is a line prefix: IDs hold no space.
+        ids = data[:size].replace(b"FIN ", b"").split(b"\n")
+        ids.pop()  # after the last newline
+        self._pos = pos + size
+        self._scan = self._pos
+        self._compact()
+        return ids
+
+    @staticmethod
+    def _plain_fin_prefix(data: bytes, count: int) -> int:
+        """How many of the first ``count`` lines of ``data`` have a plain ID."""
+        for index in range(count):
+            start = index * _FIN_SIZE + 4
+            msg_id = data[start : start + ID_SIZE]
+            if b" " in msg_id or b"\n" in msg_id or msg_id.endswith(b"\r"):
+                return index
+        return count
+
     def _compact(self) -> None:
         pos = self._pos
         if pos == 0:
             return
         buf = self._buf
         if pos == len(buf):
-            buf.clear()
-        elif pos >= _COMPACT_AT:
+            self._buf = b""
+        elif pos >= _COMPACT_AT and type(buf) is bytearray:
+            # (A bytes buffer is one read: it goes as a whole once consumed.)
             del buf[:pos]
         else:
             return
@@ -462,11 +584,14 @@ class CommandDecoder:
         self._scan = max(0, self._scan - pos)
 
     def _take(self, size: int) -> bytes:
+        buf = self._buf
         pos = self._pos
-        with memoryview(self._buf) as view:
-            data = view[pos : pos + size].tobytes()
-        self._pos = pos + size
-        return data
+        end = pos + size
+        self._pos = end
+        if type(buf) is bytes:
+            return buf[pos:end]
+        with memoryview(buf) as view:
+            return view[pos:end].tobytes()
 
     def _next(self) -> Command | None:
         buf = self._buf
@@ -513,7 +638,7 @@ class CommandDecoder:
             else:  # _MPUB_COUNT
                 if value <= 0 or value > self._max_mpub_count:
                     raise _fatal(E_BAD_BODY, f"MPUB invalid message count {value}")
-                self._mpub_count = self._remaining = value
+                self._mpub_count = value
                 self._mpub_total = 4
                 self._bodies = []
                 self._state = _MPUB_MESSAGES
@@ -524,7 +649,8 @@ class CommandDecoder:
         pos = self._pos
         # Resume the search where the last one stopped, but never inside a
         # body consumed since then (bodies may contain newlines).
-        newline = buf.find(b"\n", max(self._scan, pos))
+        scan = self._scan
+        newline = buf.find(b"\n", scan if scan > pos else pos)
         if newline < 0:
             if len(buf) - pos > MAX_LINE_SIZE:
                 raise _fatal(E_INVALID, f"command line longer than {MAX_LINE_SIZE} bytes")
@@ -532,16 +658,26 @@ class CommandDecoder:
             return None
         if newline - pos > MAX_LINE_SIZE:
             raise _fatal(E_INVALID, f"command line longer than {MAX_LINE_SIZE} bytes")
-        line = self._take(newline - pos)
-        self._pos += 1
-        self._scan = self._pos
-        if line.endswith(b"\r"):
+        line = buf[pos:newline]
+        if type(line) is not bytes:
+            line = bytes(line)
+        self._pos = self._scan = newline + 1
+        if line[-1:] == b"\r":
             line = line[:-1]
         params = line.split(b" ")
         handler = self._handlers.get(params[0])
         if handler is None:
             raise _fatal(E_INVALID, f"invalid command {_text(params[0])}")
         return handler(params)
+
+    def _topic_name(self, verb: str, raw: bytes, prefix: str = "") -> str:
+        name = self._names.get(raw)
+        if name is None:
+            name = _topic(verb, raw, prefix)
+            if len(self._names) >= _NAMES_REMEMBERED:
+                self._names.clear()
+            self._names[raw] = name
+        return name
 
     # Line handlers: return the command, or None after arming a body state.
 
@@ -570,7 +706,17 @@ class CommandDecoder:
     def _line_pub(self, params: list[bytes]) -> Command | None:
         if len(params) < 2:
             raise _fatal(E_INVALID, "PUB insufficient number of parameters")
-        self._topic = _topic("PUB", params[1])
+        topic = self._topic = self._topic_name("PUB", params[1])
+        # When the body is already here and its size is valid, the command is
+        # complete: skip the BODY_SIZE and BODY states (any error is left to
+        # them, so it is raised exactly as it would be).
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos >= 4:
+            (size,) = _INT32.unpack_from(buf, pos)
+            if 0 < size <= self._max_msg_size and len(buf) - pos - 4 >= size:
+                self._pos = pos + 4
+                return Pub(topic, self._take(size))
         self._pending = "PUB"
         self._state = _BODY_SIZE
         return None
@@ -579,14 +725,14 @@ class CommandDecoder:
         if len(params) < 2:
             raise _fatal(E_INVALID, "MPUB insufficient number of parameters")
         # nsqd repeats the code inside this one description; clients may match it.
-        self._topic = _topic("MPUB", params[1], prefix=f"{E_BAD_TOPIC} ")
+        self._topic = self._topic_name("MPUB", params[1], prefix=f"{E_BAD_TOPIC} ")
         self._state = _MPUB_SIZE
         return None
 
     def _line_dpub(self, params: list[bytes]) -> Command | None:
         if len(params) < 3:
             raise _fatal(E_INVALID, "DPUB insufficient number of parameters")
-        self._topic = _topic("DPUB", params[1])
+        self._topic = self._topic_name("DPUB", params[1])
         defer_ms = _parse_base10(params[2])
         if defer_ms is None:
             raise _fatal(E_INVALID, f"DPUB could not parse timeout {_text(params[2])}")
@@ -665,54 +811,67 @@ class CommandDecoder:
         buf = self._buf
         unpack = _INT32.unpack_from
         max_msg = self._max_msg_size
-        max_body = self._max_body_size
         bodies = self._bodies
-        remaining = self._remaining
-        total = self._mpub_total
-        try:
-            while remaining:
-                pos = self._pos
-                avail = len(buf) - pos
-                if avail < 4:
-                    return None
-                # Check the next size before waiting for (or copying) its body.
-                (size,) = unpack(buf, pos)
-                self._check_mpub_message(size, total, remaining)
-                if avail < 4 + size:
-                    return None
-                # Copy out what is left of the batch (as declared, at least
-                # this message) once, then slice every body from that copy.
-                window = min(avail, max(self._mpub_declared, 4 + size))
+        count = self._mpub_count
+        # Bounded: every pass takes at least one message or returns.
+        while len(bodies) < count:
+            pos = self._pos
+            avail = len(buf) - pos
+            if avail < 4:
+                return None
+            # Check the next size before waiting for (or copying) its body.
+            (size,) = unpack(buf, pos)
+            self._check_mpub_message(size, self._mpub_total, len(bodies))
+            if avail < 4 + size:
+                return None
+            # Slice every body of what is left of the batch (as declared, at
+            # least this message): straight from a bytes buffer, else from
+            # one copy of that part.
+            window = min(avail, max(self._mpub_declared, 4 + size))
+            data: bytes
+            if type(buf) is bytes:
+                data = buf
+                base = pos
+            else:
                 with memoryview(buf) as view:
                     data = view[pos : pos + window].tobytes()
-                end = len(data)
-                offset = 0
-                while remaining:
-                    if end - offset < 4:
-                        break
-                    (size,) = unpack(data, offset)
-                    if size <= 0 or size > max_msg or total + 4 + size > max_body:
-                        self._check_mpub_message(size, total, remaining)
-                    start = offset + 4
-                    stop = start + size
-                    if stop > end:
-                        break
-                    bodies.append(data[start:stop])
-                    offset = stop
-                    total += 4 + size
-                    remaining -= 1
-                self._pos = pos + offset
-                self._mpub_declared -= offset
-        finally:
-            self._remaining = remaining
-            self._mpub_total = total
+                base = 0
+            end = base + window
+            # A message ending past this offset makes the batch exceed max_body_size.
+            body_limit = base + self._max_body_size - self._mpub_total
+            offset = base
+            # Equal sizes (the common batch): check every size field at once
+            # and let struct cut the bodies.
+            stride = 4 + size
+            same = min(count - len(bodies), window // stride)
+            if same > 1 and base + same * stride <= body_limit:
+                same = _equal_sized_run(data, base, same, size)
+                while same:
+                    run = min(same, _STRUCT_RUN)
+                    bodies += _bodies_struct(size, run).unpack_from(data, offset)
+                    offset += run * stride
+                    same -= run
+            for _ in range(count - len(bodies)):
+                if end - offset < 4:
+                    break
+                (size,) = unpack(data, offset)
+                start = offset + 4
+                stop = start + size
+                if size <= 0 or size > max_msg or stop > body_limit:
+                    self._check_mpub_message(size, self._mpub_total + offset - base, len(bodies))
+                if stop > end:
+                    break
+                bodies.append(data[start:stop])
+                offset = stop
+            self._pos = pos + offset - base
+            self._mpub_declared -= offset - base
+            self._mpub_total += offset - base
         self._state = _LINE
         self._bodies = []
         return Mpub(self._topic, bodies)
 
-    def _check_mpub_message(self, size: int, total: int, remaining: int) -> None:
+    def _check_mpub_message(self, size: int, total: int, index: int) -> None:
         if size <= 0:
-            index = self._mpub_count - remaining
             raise _fatal(E_BAD_MESSAGE, f"MPUB invalid message({index}) body size {size}")
         if size > self._max_msg_size:
             raise _fatal(E_BAD_MESSAGE, f"MPUB message too big {size} > {self._max_msg_size}")

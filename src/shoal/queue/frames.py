@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import enum
 import struct
+from itertools import chain, repeat
 from typing import TYPE_CHECKING
 
 from shoal.errors import LocalProtocolError, RemoteProtocolError
 from shoal.queue.message import decode_message
 
 if TYPE_CHECKING:
-    from shoal.queue.message import Message
+    from collections.abc import Iterable
+
+    from shoal.queue.message import Message, MessageBatch
 
 __all__ = [
     "CLOSE_WAIT_FRAME",
@@ -35,7 +38,9 @@ __all__ = [
     "FrameType",
     "decode_message_frame",
     "encode_error",
+    "encode_message_batches",
     "encode_message_frame",
+    "encode_message_frames",
     "encode_response",
 ]
 
@@ -85,6 +90,54 @@ def encode_message_frame(msg: Message) -> bytes:
             body,
         )
     )
+
+
+def encode_message_frames(msgs: Iterable[Message]) -> bytes:
+    """Return the message frames of ``msgs``, back to back (one write's worth).
+
+    The same bytes as joining `encode_message_frame` of each, with one join
+    for the whole batch instead of one per message.
+    """
+    pack = _MESSAGE_HEAD.pack
+    parts: list[bytes] = []
+    extend = parts.extend
+    for msg in msgs:
+        body = msg.body
+        extend((pack(len(body) + _MESSAGE_OVERHEAD, 2, msg.timestamp, msg.attempts), msg.id, body))
+    return b"".join(parts)
+
+
+def encode_message_batches(batches: Iterable[MessageBatch]) -> bytes:
+    """Return the message frames of every message of ``batches``, in order.
+
+    The same bytes as `encode_message_frames` of the equivalent `Message`
+    objects. Messages of a batch share timestamp and attempts, so their frame
+    headers differ at most by body size: with equal sizes one header serves
+    the whole batch, and either way the frames are assembled by C-level
+    iteration rather than a Python loop per message.
+    """
+    pack = _MESSAGE_HEAD.pack
+    parts: list[bytes] = []
+    for ids, bodies, timestamp, attempts in batches:
+        if len(ids) == 1:
+            body = bodies[0]
+            parts += (pack(len(body) + _MESSAGE_OVERHEAD, 2, timestamp, attempts), ids[0], body)
+            continue
+        sizes = set(map(len, bodies))
+        if len(sizes) == 1:
+            heads: Iterable[bytes] = repeat(
+                pack(sizes.pop() + _MESSAGE_OVERHEAD, 2, timestamp, attempts)
+            )
+        else:
+            heads = map(
+                pack,
+                map(_MESSAGE_OVERHEAD.__add__, map(len, bodies)),
+                repeat(2),
+                repeat(timestamp),
+                repeat(attempts),
+            )
+        parts += chain.from_iterable(zip(heads, ids, bodies, strict=False))
+    return b"".join(parts)
 
 
 #: The reply to a successful PUB, MPUB, DPUB, SUB or a plain IDENTIFY.

@@ -18,17 +18,23 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from typing import TYPE_CHECKING, TypeAlias
 
 from shoal.errors import LocalProtocolError, RemoteProtocolError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "HEADER",
     "HEADER_SIZE",
     "ID_SIZE",
     "Message",
+    "MessageBatch",
     "MessageIDGenerator",
     "decode_message",
     "encode_message",
+    "encode_message_fields",
 ]
 
 ID_SIZE = 16
@@ -67,9 +73,27 @@ class Message:
         return Message(self.id, self.body, self.timestamp, self.attempts, self.defer)
 
 
+#: A run of messages sharing their timestamp and attempts: ``(ids, bodies,
+#: timestamp, attempts)``, the two sequences in step. Topics and channels hold
+#: idle messages this way instead of as `Message` objects (cheaper to build,
+#: and tuples of bytes are not tracked by the garbage collector), and
+#: channels can deliver them this way (`shoal.queue.channel.Channel.deliver_batches`).
+MessageBatch: TypeAlias = "tuple[Sequence[bytes], Sequence[bytes], int, int]"
+
+
 def encode_message(msg: Message) -> bytes:
     """Return the 26-byte header followed by the body (frame data, disk record)."""
     return HEADER.pack(msg.timestamp, msg.attempts) + msg.id + msg.body
+
+
+def encode_message_fields(msg_id: bytes, body: bytes, timestamp: int, attempts: int) -> bytes:
+    """Return what `encode_message` returns for a message with these fields.
+
+    Topics and channels keep idle messages as plain fields rather than
+    `Message` objects (see `shoal.queue.channel`); this writes them to a
+    backend without building a `Message` first.
+    """
+    return HEADER.pack(timestamp, attempts) + msg_id + body
 
 
 def decode_message(data: bytes) -> Message:
@@ -133,7 +157,7 @@ class MessageIDGenerator:
             # The sequence is exactly the last three hex digits: format the
             # other thirteen once per tick.
             prefix = b"%013x" % (base >> _SEQ_BITS)
-            ids += [prefix + suffix for suffix in _SEQ_HEX[seq : seq + take]]
+            ids += map(prefix.__add__, _SEQ_HEX[seq : seq + take])
             seq += take
             count -= take
         if ids:

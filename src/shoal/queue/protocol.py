@@ -48,9 +48,17 @@ from shoal.queue.commands import (
     Touch,
 )
 from shoal.queue.errors import ClientError, FatalClientError
-from shoal.queue.frames import CLOSE_WAIT_FRAME, OK_FRAME, encode_response
+from shoal.queue.frames import (
+    CLOSE_WAIT_FRAME,
+    OK_FRAME,
+    encode_message_batches,
+    encode_message_frames,
+    encode_response,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from shoal.queue.broker import Broker
     from shoal.queue.config import QueueConfig
     from shoal.queue.message import Message
@@ -194,6 +202,34 @@ class ClientV2:
                 raise FatalClientError(errors.E_AUTH_DISABLED, "AUTH disabled")
         raise FatalClientError(errors.E_INVALID, f"invalid command {type(cmd).__name__.upper()}")
 
+    def finish_many(self, msg_ids: Sequence[bytes]) -> list[bytes]:
+        """Apply a run of FIN commands, as `execute` would apply each `Fin` in turn.
+
+        This is the consumer's hot path: `CommandDecoder.next_fins` hands over
+        every plain FIN of a read at once.
+
+        Returns:
+            The ``E_FIN_FAILED`` error frame of each FIN refused (non-fatal), in
+            order; every other ID is finished.
+
+        Raises:
+            FatalClientError: the connection is neither subscribed nor closing
+                (as for the first `Fin` through `execute`).
+        """
+        if not msg_ids:
+            return []
+        channel = self._in_flight_channel("FIN")
+        failed = channel.finish_many(self.id, msg_ids)
+        done = len(msg_ids) - len(failed)
+        self.in_flight -= done
+        self.finish_count += done
+        return [
+            ClientError(
+                errors.E_FIN_FAILED, f"FIN {msg_id.decode('ascii', 'replace')} failed {reason}"
+            ).frame()
+            for msg_id, reason in failed
+        ]
+
     def _publish(
         self,
         verb: str,
@@ -203,7 +239,9 @@ class ClientV2:
         defer: float,
         failed_code: str,
     ) -> bytes:
-        topic, _ = self.broker.get_or_create_topic(topic_name, now)
+        topic = self.broker.topics.get(topic_name)
+        if topic is None:
+            topic, _ = self.broker.get_or_create_topic(topic_name, now)
         if topic.deleted:
             raise FatalClientError(failed_code, f"{verb} failed topic is exiting")
         try:
@@ -367,6 +405,30 @@ class ClientV2:
         self.in_flight += len(msgs)
         self.message_count += len(msgs)
         return msgs
+
+    def deliver_frames(self, now: float) -> bytes:
+        """Take as many messages as RDY allows and return their message frames.
+
+        The same effect as `deliver` followed by framing each message, but
+        the messages never become `Message` objects (unless ``sample_rate``
+        is set): this is the consumer hot path.
+
+        Returns:
+            The frames to send in one write; empty when nothing was taken.
+        """
+        room = self.ready_room
+        if room == 0:
+            return b""
+        if self.sample_rate:
+            return encode_message_frames(self.deliver(now))
+        assert self.channel is not None
+        batches = self.channel.deliver_batches(self.id, now, self.msg_timeout, room)
+        if not batches:
+            return b""
+        count = sum([len(batch[0]) for batch in batches])
+        self.in_flight += count
+        self.message_count += count
+        return encode_message_batches(batches)
 
     def _sample(self, msgs: list[Message]) -> list[Message]:
         # nsqd discards an unsampled message for the whole channel rather than

@@ -21,6 +21,14 @@ Theory of operation:
     pumped and fresh publishes is not guaranteed, as in nsqd, where memory
     and disk reads interleave (nsq.md §4.2).
 
+    The backlog in memory is a deque of whole published batches ``(ids,
+    bodies, timestamp, defer)`` (tuples, so the garbage collector stops
+    tracking them), not one object per message; a batch is split only when
+    `pump` takes part of it. Fan-out hands the same two tuples to every
+    channel (`Channel.put_batch`), so a publish costs the same per message
+    whether it is held or fanned out, and `Message` objects are first built
+    when a channel delivers.
+
     A DPUB message keeps its ``defer`` while it waits in the topic's memory,
     and each channel defers its copy from the moment it receives it; written
     to the backend it loses the delay, as in nsqd (nsq.md §4.4).
@@ -37,11 +45,15 @@ and the owner (the broker) acts on it. A topic that never had a channel stays.
 from __future__ import annotations
 
 import collections
-from itertools import repeat
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from shoal.queue.channel import EPHEMERAL_SUFFIX, Channel
-from shoal.queue.message import Message, MessageIDGenerator, decode_message, encode_message
+from shoal.queue.message import (
+    Message,
+    MessageIDGenerator,
+    decode_message,
+    encode_message_fields,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -50,6 +62,10 @@ if TYPE_CHECKING:
     from shoal.queue.config import QueueConfig
 
 __all__ = ["Topic"]
+
+
+#: A published batch waiting in memory: ``(ids, bodies, timestamp, defer)``.
+_Batch: TypeAlias = "tuple[tuple[bytes, ...], tuple[bytes, ...], int, float]"
 
 
 def _no_wakeup() -> None:
@@ -86,7 +102,9 @@ class Topic:
         "_backend_factory",
         "_config",
         "_fanout",
+        "_head",
         "_ids",
+        "_mem_count",
         "_memory",
         "channels",
         "deleted",
@@ -115,7 +133,9 @@ class Topic:
         self._backend_factory = backend_factory
         self._ids = MessageIDGenerator(config.node_id)
         self._backend = backend_factory(name, ephemeral=self.ephemeral)
-        self._memory: collections.deque[Message] = collections.deque()
+        self._memory: collections.deque[_Batch] = collections.deque()
+        self._head = 0  # messages of ``_memory[0]`` already pumped
+        self._mem_count = 0  # messages in ``_memory``, ``_head`` excluded
         # The channels as a tuple, rebuilt on create/delete, for the hot path.
         self._fanout: tuple[Channel, ...] = ()
 
@@ -125,7 +145,7 @@ class Topic:
     @property
     def depth(self) -> int:
         """Messages waiting in the topic itself: memory plus backend."""
-        return len(self._memory) + self._backend.depth
+        return self._mem_count + self._backend.depth
 
     @property
     def backend_depth(self) -> int:
@@ -152,44 +172,44 @@ class Topic:
             BackendError: a backend refused a record; the messages are counted
                 and may be stored in some channels but not others.
         """
-        if not bodies:
-            return
         count = len(bodies)
+        if not count:
+            return
         ts = int(now * 1e9)
-        ids = self._ids.next_ids(ts, count)
-        # map() over the class is the cheapest way to build a batch of messages.
-        msgs = list(
-            map(Message, ids, bodies, repeat(ts, count), repeat(0, count), repeat(defer, count))
-        )
+        # Tuples: shared by every channel and kept as they are, so nobody may
+        # change them, and the garbage collector can stop tracking them.
+        held = bodies if type(bodies) is tuple else tuple(bodies)
         self.message_count += count
-        self.message_bytes += sum(map(len, bodies))
-        if self._fanout and not self.paused:
-            self._fan_out(msgs, now)
+        if count == 1:  # PUB, DPUB
+            ids: tuple[bytes, ...] = (self._ids.next_id(ts),)
+            self.message_bytes += len(held[0])
         else:
-            self._hold(msgs)
+            ids = tuple(self._ids.next_ids(ts, count))
+            self.message_bytes += sum(map(len, held))
+        if self._fanout and not self.paused:
+            for channel in self._fanout:
+                channel.put_batch(ids, held, ts, now, defer)
+        else:
+            self._hold(ids, held, ts, defer)
 
-    def _fan_out(self, msgs: list[Message], now: float) -> None:
-        channels = self._fanout
-        if len(channels) > 1:
-            copy = Message.copy
-            for channel in channels[1:]:
-                channel.put_many(list(map(copy, msgs)), now)
-        channels[0].put_many(msgs, now)
-
-    def _hold(self, msgs: list[Message]) -> None:
+    def _hold(
+        self, ids: tuple[bytes, ...], bodies: tuple[bytes, ...], ts: int, defer: float
+    ) -> None:
         """Append messages to the backlog (memory first, then the backend)."""
-        memory = self._memory
-        room = self._config.mem_queue_size - len(memory)
-        if room >= len(msgs):
-            memory.extend(msgs)
+        count = len(ids)
+        room = self._config.mem_queue_size - self._mem_count
+        if room >= count:
+            self._memory.append((ids, bodies, ts, defer))
+            self._mem_count += count
             return
         if room > 0:
-            memory.extend(msgs[:room])
+            self._memory.append((ids[:room], bodies[:room], ts, defer))
+            self._mem_count += room
         else:
             room = 0
         put = self._backend.put
-        for msg in msgs[room:]:
-            put(encode_message(msg))
+        for index in range(room, count):
+            put(encode_message_fields(ids[index], bodies[index], ts, 0))
 
     def pump(self, now: float, limit: int) -> int:
         """Move up to ``limit`` backlog messages into every channel.
@@ -204,24 +224,44 @@ class Topic:
             RemoteProtocolError: a backend record is shorter than a header.
             BackendError: a channel's backend refused a record.
         """
-        if not self._fanout or self.paused or limit <= 0:
+        channels = self._fanout
+        if not channels or self.paused or limit <= 0:
             return 0
         memory = self._memory
-        if len(memory) >= limit:
-            popleft = memory.popleft
-            batch = [popleft() for _ in range(limit)]
-        else:
-            batch = list(memory)
-            memory.clear()
+        moved = 0
+        # Bounded: every pass pops a batch or takes all that is still wanted.
+        while moved < limit and memory:
+            ids, bodies, ts, defer = memory[0]
+            head = self._head
+            size = len(ids)
+            take = min(size - head, limit - moved)
+            if head + take == size:
+                memory.popleft()
+                self._head = 0
+            else:
+                self._head = head + take
+            if take < size:
+                ids = ids[head : head + take]
+                bodies = bodies[head : head + take]
+            self._mem_count -= take
+            moved += take
+            for channel in channels:
+                channel.put_batch(ids, bodies, ts, now, defer)
+        if moved < limit:
             get = self._backend.get
-            for _ in range(limit - len(batch)):
+            batch: list[Message] = []
+            for _ in range(limit - moved):
                 record = get()
                 if record is None:
                     break
                 batch.append(decode_message(record))
-        if batch:
-            self._fan_out(batch, now)
-        return len(batch)
+            if batch:
+                moved += len(batch)
+                copy = Message.copy
+                for channel in channels[1:]:
+                    channel.put_many(list(map(copy, batch)), now)
+                channels[0].put_many(batch, now)
+        return moved
 
     # -- channels ---------------------------------------------------------
 
@@ -284,6 +324,8 @@ class Topic:
     def empty(self) -> None:
         """Drop the topic's own backlog; channels are untouched (nsq.md §4.8)."""
         self._memory.clear()
+        self._head = 0
+        self._mem_count = 0
         self._backend.empty()
 
     def flush(self, now: float) -> None:
@@ -298,8 +340,15 @@ class Topic:
         put = self._backend.put
         memory = self._memory
         while memory:
-            put(encode_message(memory[0]))
+            ids, bodies, ts, _defer = memory[0]
+            # Bounded by the batch; ``_head`` follows each write, so a failed
+            # write leaves exactly the unwritten messages in memory.
+            for index in range(self._head, len(ids)):
+                put(encode_message_fields(ids[index], bodies[index], ts, 0))
+                self._head = index + 1
+                self._mem_count -= 1
             memory.popleft()
+            self._head = 0
         for channel in self._fanout:
             channel.flush(now)
 
@@ -316,5 +365,7 @@ class Topic:
         self.channels.clear()
         self._fanout = ()
         self._memory.clear()
+        self._head = 0
+        self._mem_count = 0
         self._backend.delete()
         self.deleted = True
