@@ -299,3 +299,30 @@ def test_topic_keeps_its_own_copy_of_the_published_bodies() -> None:
     channel, _ = topic.get_or_create_channel("c", T0)
     drain(topic)
     assert [m.body for m in channel.deliver(1, T0, 10.0, 5)] == [b"one", b"two"]
+
+
+class _CountingBackend(MemoryBackend):
+    """A memory backend that counts syncs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.syncs = 0
+
+    def sync(self) -> None:
+        self.syncs += 1
+
+
+def test_topic_sync_on_publish_syncs_once_per_batch() -> None:
+    backends: dict[str, _CountingBackend] = {}
+
+    def factory(name: str, *, ephemeral: bool) -> _CountingBackend:
+        backends[name] = _CountingBackend()
+        return backends[name]
+
+    topic = Topic("t", QueueConfig(mem_queue_size=0, sync_on_publish=True), factory)
+    topic.publish([b"a", b"b", b"c"], 1.0)
+    assert backends["t"].syncs == 1
+    assert backends["t"].depth == 3
+    topic.get_or_create_channel("c", 1.0)
+    topic.publish([b"d"] * 200, 2.0)
+    assert backends["t:c"].syncs == 1

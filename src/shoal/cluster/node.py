@@ -158,10 +158,16 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         queue_config = config.queue
-        if config.durable and queue_config.mem_queue_size:
-            # Durable mode: no message may wait in memory before its OK.
-            queue_config = dataclasses.replace(queue_config, mem_queue_size=0)
+        disk_config = config.disk
+        if config.durable:
+            # Durable mode: no message waits in memory before its OK, and each
+            # publish is fsynced once, whatever its batch size, rather than
+            # once per message; reads are synced on the sync timeout (a crash
+            # may redeliver, never lose).
+            queue_config = dataclasses.replace(queue_config, mem_queue_size=0, sync_on_publish=True)
+            disk_config = dataclasses.replace(disk_config, sync_every=1 << 30)
         self.queue_config = queue_config
+        self.disk_config = disk_config
         self.disk: DiskBackendFactory | None = None
         self._lock: DataPathLock | None = None
         self.broker = Broker(queue_config)  # replaced in `run` once the data path is open
@@ -469,7 +475,7 @@ class Node:
         else:
             os.makedirs(data_path, exist_ok=True)
             self._lock = lock_data_path(data_path)
-            self.disk = disk_backend_factory(data_path, config=self.config.disk)
+            self.disk = disk_backend_factory(data_path, config=self.disk_config)
             self.broker = Broker(self.queue_config, self.disk, known_channels=self._known_channels)
             if self.config.durable:
                 log.info("durable mode: every message is fsynced to disk before OK")

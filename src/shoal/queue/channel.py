@@ -753,6 +753,14 @@ class Channel:
         self._backend.empty()
         return owners
 
+    def sync(self) -> None:
+        """Make what the backend holds durable (see ``QueueConfig.sync_on_publish``).
+
+        Raises:
+            BackendError: the sync failed.
+        """
+        self._backend.sync()
+
     def flush(self, now: float) -> None:
         """Write memory, in-flight and deferred messages to the backend (shutdown).
 

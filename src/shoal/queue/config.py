@@ -38,6 +38,9 @@ class QueueConfig:
         max_output_buffer_timeout: upper bound of a client's flush interval.
         max_channel_consumers: connections allowed per channel; 0 is unlimited.
         max_deflate_level: reported in IDENTIFY; compression is not offered.
+        sync_on_publish: every publish (PUB, MPUB, DPUB, HTTP) is made durable
+            in the backends it reached before the call returns: one sync per
+            batch instead of one per message. The node's durable mode.
     """
 
     node_id: int = 0
@@ -56,6 +59,7 @@ class QueueConfig:
     max_output_buffer_timeout: float = 30.0
     max_channel_consumers: int = 0
     max_deflate_level: int = 6
+    sync_on_publish: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.node_id <= 1023:

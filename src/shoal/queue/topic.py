@@ -189,8 +189,13 @@ class Topic:
         if self._fanout and not self.paused:
             for channel in self._fanout:
                 channel.put_batch(ids, held, ts, now, defer)
+            if self._config.sync_on_publish:
+                for channel in self._fanout:
+                    channel.sync()
         else:
             self._hold(ids, held, ts, defer)
+            if self._config.sync_on_publish:
+                self._backend.sync()
 
     def _hold(
         self, ids: tuple[bytes, ...], bodies: tuple[bytes, ...], ts: int, defer: float
