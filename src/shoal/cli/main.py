@@ -19,6 +19,7 @@ import click
 import trio
 
 from shoal import __version__
+from shoal.cli.commands import COMMANDS
 from shoal.cli.logs import setup_logging
 from shoal.cli.options import DURATION
 from shoal.cluster.node import Node
@@ -371,6 +372,11 @@ async def _run_until_signalled(node: Node) -> None:
         nursery.cancel_scope.cancel()
 
 
+for _command in COMMANDS:
+    cli.add_command(_command)
+
+
 def main() -> None:
     """Entry point of the ``shoal`` console script."""
     cli(prog_name="shoal")
+

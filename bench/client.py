@@ -1,0 +1,174 @@
+"""Client benchmark: shoal.client publish and consume rates, and discovery time.
+
+    python bench/client.py --messages 50000 --size 100
+
+Starts its own nodes on loopback and prints:
+
+- publish msgs/s of `Producer.publish` awaited one at a time, of
+  ``--concurrency`` concurrent publishes (pipelined on one connection), and
+  of `Producer.mpublish` batches of ``--batch``;
+- consume msgs/s of a `Consumer` with ``--max-in-flight`` draining what was
+  published;
+- the time from publishing the first message of a new topic on node 2 to a
+  `Consumer` that was already waiting on node 1 receiving it (the long-poll
+  discovery path), over ``--discovery-rounds`` topics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import trio
+
+from shoal.client import (
+    ConsumerConfig,
+    Message,
+    ProducerConfig,
+    open_consumer,
+    open_producer,
+)
+from shoal.client.consumer import Consumer
+from shoal.client.testing import http_address, running_cluster
+
+
+async def publish_rates(node: str, messages: int, size: int, concurrency: int, batch: int) -> None:
+    body = b"x" * size
+    config = ProducerConfig(discover=False)
+    async with open_producer(node, config=config) as producer:
+        count = max(1, messages // 10)
+        start = trio.current_time()
+        for _ in range(count):
+            await producer.publish("bench_seq", body)
+        elapsed = trio.current_time() - start
+        print(f"publish, one at a time:      {count / elapsed:10.0f} msgs/s ({count} messages)")
+
+        start = trio.current_time()
+        per_task = messages // concurrency
+
+        async def worker() -> None:
+            for _ in range(per_task):
+                await producer.publish("bench_pub", body)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(concurrency):
+                nursery.start_soon(worker)
+        elapsed = trio.current_time() - start
+        total = per_task * concurrency
+        rate = total / elapsed
+        print(f"publish, {concurrency:3d} concurrent:     {rate:10.0f} msgs/s ({total} messages)")
+
+        start = trio.current_time()
+        batches = messages // batch
+        for _ in range(batches):
+            await producer.mpublish("bench_pub", [body] * batch)
+        elapsed = trio.current_time() - start
+        total = batches * batch
+        print(f"mpublish, batches of {batch:4d}: {total / elapsed:10.0f} msgs/s ({total} messages)")
+
+
+async def consume_rate(node: str, expected: int, max_in_flight: int) -> None:
+    config = ConsumerConfig(max_in_flight=max_in_flight)
+    received = 0
+    done = trio.Event()
+    first: float | None = None
+
+    async def handle(msg: Message) -> None:
+        nonlocal received, first
+        if first is None:
+            first = trio.current_time()
+        received += 1
+        if received == expected:
+            done.set()
+
+    consumer = Consumer("bench_pub", "bench", handle, nodes=node, config=config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(consumer.run)
+        with trio.fail_after(600):
+            await done.wait()
+        end = trio.current_time()
+        consumer.stop()
+    assert first is not None
+    rate = expected / (end - first)
+    print(f"consume, max_in_flight {max_in_flight:4d}: {rate:10.0f} msgs/s ({expected} messages)")
+
+
+async def iterate_rate(node: str, expected: int, max_in_flight: int) -> None:
+    async with open_producer(node, config=ProducerConfig(discover=False)) as producer:
+        for _ in range(expected // 100):
+            await producer.mpublish("bench_iter", [b"x" * 100] * 100)
+    expected = expected // 100 * 100
+    config = ConsumerConfig(max_in_flight=max_in_flight)
+    seen = 0
+    async with open_consumer("bench_iter", "c", nodes=node, config=config) as consumer:
+        start: float | None = None
+        async for msg in consumer:
+            if start is None:
+                start = trio.current_time()
+            seen += 1
+            if seen == expected:
+                await msg.fin()
+                break
+        assert start is not None
+        rate = expected / (trio.current_time() - start)
+    print(f"consume, async iterator:     {rate:10.0f} msgs/s ({expected} messages)")
+
+
+async def discovery_times(consumer_node: str, producer_node: str, rounds: int) -> list[float]:
+    times: list[float] = []
+    config = ProducerConfig(discover=False)
+    async with open_producer(producer_node, config=config) as producer:
+        for index in range(rounds):
+            topic = f"bench_new_{index}"
+            got = trio.Event()
+            arrived: list[float] = []
+
+            async def handle(
+                msg: Message, got: trio.Event = got, arrived: list[float] = arrived
+            ) -> None:
+                arrived.append(trio.current_time())
+                got.set()
+
+            consumer = Consumer(topic, "c", handle, nodes=consumer_node)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(consumer.run)
+                await trio.sleep(0.3)  # the consumer now waits in its long poll
+                published = trio.current_time()
+                await producer.publish(topic, b"hello")
+                with trio.fail_after(60):
+                    await got.wait()
+                times.append(arrived[0] - published)
+                consumer.stop()
+    return times
+
+
+async def main_async(args: argparse.Namespace, nodes: list[str]) -> None:
+    await publish_rates(nodes[0], args.messages, args.size, args.concurrency, args.batch)
+    total = (args.messages // args.concurrency) * args.concurrency
+    total += (args.messages // args.batch) * args.batch
+    await consume_rate(nodes[0], total, args.max_in_flight)
+    await iterate_rate(nodes[0], min(total, args.messages), args.max_in_flight)
+    times = await discovery_times(nodes[0], nodes[1], args.discovery_rounds)
+    print(
+        f"new producer -> first message: median {statistics.median(times) * 1000:.0f} ms, "
+        f"max {max(times) * 1000:.0f} ms over {len(times)} topics"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--size", type=int, default=100, help="message size in bytes")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--max-in-flight", type=int, default=200)
+    parser.add_argument("--discovery-rounds", type=int, default=5)
+    args = parser.parse_args()
+    with running_cluster(2, "--mem-queue-size", "1000000") as procs:
+        trio.run(main_async, args, [http_address(p) for p in procs])
+
+
+if __name__ == "__main__":
+    main()

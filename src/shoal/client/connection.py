@@ -1,0 +1,610 @@
+"""One NSQ TCP protocol V2 connection over trio (nsq.md §1).
+
+`open_connection` dials a node, sends the magic and ``IDENTIFY`` with
+``feature_negotiation`` (so the node's limits, ``max_rdy_count`` and
+``msg_timeout``, come back as JSON), and runs a reader task for as long as
+the ``async with`` block lasts.
+
+Theory of operation:
+    Commands that the node answers (``PUB``, ``MPUB``, ``DPUB``, ``SUB``,
+    ``CLS``) are pipelined: a caller appends a pending slot and writes its
+    command under one send lock, so the order of slots is the order of
+    commands on the wire, and the reader resolves the oldest slot with each
+    response or error frame, in the order the node answers. Heartbeats are
+    answered with ``NOP`` by the reader itself and never reach a slot.
+    ``E_FIN_FAILED``, ``E_REQ_FAILED`` and ``E_TOUCH_FAILED`` are the only
+    non-fatal errors (nsq.md §0 trap 7) and belong to commands that have no
+    success reply, so they are logged and do not consume a slot. Every other
+    error frame fails the oldest slot and the node then closes the
+    connection. Message frames go to `Connection.messages`.
+
+    Callers never write to the socket themselves: commands are queued and a
+    writer task sends whatever has accumulated in one write, so concurrent
+    publishes and a consumer's stream of ``FIN`` cost one system call per
+    batch rather than per command, and a cancelled caller can never leave
+    half a command on the wire. Each write is shielded and bounded by
+    `ConnectionConfig.write_timeout`; a full queue
+    (`ConnectionConfig.max_buffered`) makes callers wait, so a slow node
+    pushes back. Leaving the ``async with`` block flushes what is queued.
+
+Error handling:
+    When the connection ends (EOF, reset, protocol error, a fatal error frame,
+    or `Connection.aclose`) every unanswered command fails with
+    `ConnectionClosed` (or the `NSQError` the node sent for it), later
+    commands fail at once with `ConnectionClosed`, and `Connection.messages`
+    ends. The reader never raises into the caller's nursery.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import json
+import logging
+import socket
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from shoal import __version__
+from shoal.client._nursery import open_service_nursery
+from shoal.client.errors import ConnectionClosed, NodeUnavailable, NSQError
+from shoal.client.httpclient import describe_os_error, parse_address
+from shoal.errors import ConfigError, LocalProtocolError, RemoteProtocolError
+from shoal.queue.commands import (
+    Cls,
+    Command,
+    Dpub,
+    Fin,
+    Identify,
+    Mpub,
+    Nop,
+    Pub,
+    Rdy,
+    Req,
+    Sub,
+    Touch,
+    encode_command,
+)
+from shoal.queue.frames import DEFAULT_MAX_FRAME_SIZE, MAGIC_V2, FrameDecoder, FrameType
+from shoal.queue.message import decode_message
+from shoal.queue.names import is_valid_channel_name, is_valid_topic_name
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ["NON_FATAL_ERRORS", "Connection", "ConnectionConfig", "Message", "open_connection"]
+
+log = logging.getLogger("shoal.client")
+
+#: Error codes after which the node keeps the connection open.
+NON_FATAL_ERRORS = frozenset({"E_FIN_FAILED", "E_REQ_FAILED", "E_TOUCH_FAILED"})
+#: Bytes asked of the socket per read.
+RECEIVE_SIZE = 64 * 1024
+#: ``max_rdy_count`` assumed when the node does not negotiate features.
+DEFAULT_MAX_RDY_COUNT = 2500
+# Most scheduling passes the writer waits for more commands before a write.
+_COALESCE_PASSES = 32
+_HEARTBEAT = b"_heartbeat_"
+_NOP = encode_command(Nop())
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionConfig:
+    """What a connection tells the node about itself, and its own limits.
+
+    Attributes:
+        client_id: ``client_id`` in ``IDENTIFY`` (shown in ``/stats``);
+            empty means the short host name, as go-nsq does.
+        hostname: ``hostname`` in ``IDENTIFY``; empty means the host name.
+        user_agent: ``user_agent`` in ``IDENTIFY``.
+        heartbeat_interval: seconds between the node's heartbeats; the node
+            drops a connection silent for twice this. Consumers need
+            heartbeats (``SUB`` is refused without them), so no ``-1``.
+        msg_timeout: seconds before an unanswered message is requeued; 0
+            keeps the node's default.
+        connect_timeout: seconds to connect and finish ``IDENTIFY``.
+        write_timeout: seconds one write may take before the connection is
+            given up as stuck.
+        max_buffered: bytes of commands queued for the writer before callers
+            wait for it to drain (backpressure from a slow node).
+        max_frame_size: largest frame accepted from the node, in bytes.
+    """
+
+    client_id: str = ""
+    hostname: str = ""
+    user_agent: str = f"shoal/{__version__}"
+    heartbeat_interval: float = 30.0
+    msg_timeout: float = 0.0
+    connect_timeout: float = 5.0
+    write_timeout: float = 10.0
+    max_buffered: int = 1 << 20
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.heartbeat_interval <= 3600.0:
+            raise ConfigError("heartbeat_interval must be between 1 s and 1 h")
+        if self.msg_timeout != 0.0 and not 1.0 <= self.msg_timeout <= 86400.0:
+            raise ConfigError("msg_timeout must be 0 (node default) or between 1 s and 1 day")
+        if self.connect_timeout <= 0 or self.write_timeout <= 0:
+            raise ConfigError("connect_timeout and write_timeout must be positive")
+        if self.max_buffered < 1:
+            raise ConfigError("max_buffered must be positive")
+        if self.max_frame_size < 64:
+            raise ConfigError("max_frame_size must be at least 64 bytes")
+
+    def identify_body(self) -> bytes:
+        """The ``IDENTIFY`` JSON for this configuration."""
+        hostname = self.hostname or socket.gethostname()
+        body: dict[str, Any] = {
+            "client_id": self.client_id or hostname.split(".")[0],
+            "hostname": hostname,
+            "user_agent": self.user_agent,
+            "feature_negotiation": True,
+            "heartbeat_interval": round(self.heartbeat_interval * 1000),
+        }
+        if self.msg_timeout:
+            body["msg_timeout"] = round(self.msg_timeout * 1000)
+        return json.dumps(body).encode()
+
+
+class Message:
+    """A message delivered to a consumer, with the commands that answer it.
+
+    Answer each message once: `fin` when it is done, `req` to have it
+    delivered again later, or `touch` to ask for more time first.
+
+    Attributes:
+        id: the 16-byte ID.
+        body: the payload.
+        timestamp: publish time, nanoseconds since the epoch.
+        attempts: deliveries so far, this one included.
+        connection: the connection it came on (answers go back on it).
+    """
+
+    __slots__ = ("_answered", "attempts", "body", "connection", "id", "timestamp")
+
+    def __init__(
+        self, msg_id: bytes, body: bytes, timestamp: int, attempts: int, connection: Connection
+    ) -> None:
+        self.id = msg_id
+        self.body = body
+        self.timestamp = timestamp
+        self.attempts = attempts
+        self.connection = connection
+        self._answered = trio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Message {self.id.decode()} attempts={self.attempts} body={self.body[:32]!r}>"
+
+    @property
+    def responded(self) -> bool:
+        """True once `fin` or `req` was called."""
+        return self._answered.is_set()
+
+    async def wait_responded(self) -> None:
+        """Return once `fin` or `req` has been called."""
+        await self._answered.wait()
+
+    def _answer(self) -> None:
+        if self._answered.is_set():
+            raise LocalProtocolError(f"message {self.id.decode()} was already answered")
+        self._answered.set()
+
+    async def fin(self) -> None:
+        """Tell the node the message is done (``FIN``).
+
+        Raises:
+            LocalProtocolError: the message was already answered.
+            ConnectionClosed: the connection is gone; the node will deliver
+                the message again once its timeout expires.
+        """
+        self._answer()
+        await self.connection.fin(self.id)
+
+    async def req(self, delay: float = 0.0) -> None:
+        """Put the message back, deliverable after ``delay`` seconds (``REQ``).
+
+        Raises:
+            LocalProtocolError: the message was already answered.
+            ConnectionClosed: the connection is gone.
+        """
+        self._answer()
+        await self.connection.req(self.id, delay)
+
+    async def touch(self) -> None:
+        """Reset the message's timeout (``TOUCH``); it stays unanswered.
+
+        Raises:
+            LocalProtocolError: the message was already answered.
+            ConnectionClosed: the connection is gone.
+        """
+        if self._answered.is_set():
+            raise LocalProtocolError(f"message {self.id.decode()} was already answered")
+        await self.connection.touch(self.id)
+
+
+class _Pending:
+    """A command waiting for its response frame."""
+
+    __slots__ = ("data", "done", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.data = b""
+        self.error: BaseException | None = None
+
+    def resolve(self, data: bytes) -> None:
+        self.data = data
+        self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done.set()
+
+
+class Connection:
+    """A V2 connection; build it with `open_connection`.
+
+    Attributes:
+        address: ``host:port`` as dialled.
+        settings: the node's ``IDENTIFY`` JSON reply (empty if the node did
+            not negotiate features).
+        messages: where message frames arrive, for a subscribed connection.
+        rdy_count: the last RDY count sent.
+    """
+
+    def __init__(self, stream: trio.SocketStream, address: str, config: ConnectionConfig) -> None:
+        self.address = address
+        self._stream = stream
+        self._config = config
+        self._decoder = FrameDecoder(config.max_frame_size)
+        self._send_lock = trio.Lock()
+        self._outgoing: list[bytes] = []
+        self._outgoing_size = 0
+        self._has_output = trio.Event()
+        self._drained = trio.Event()
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._closed = trio.Event()
+        self._close_reason = ""
+        self._fatal_reason = ""
+        self._reader_scope = trio.CancelScope()
+        self.settings: dict[str, Any] = {}
+        self.rdy_count = 0
+        # Replaced once IDENTIFY tells us max_rdy_count (the most the node
+        # will ever have in flight to us, so the reader never waits long).
+        self._message_send, self.messages = trio.open_memory_channel[Message](0)
+
+    # -- state ----------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection has ended."""
+        return self._closed.is_set()
+
+    @property
+    def close_reason(self) -> str:
+        """Why the connection ended (empty while open)."""
+        return self._close_reason
+
+    async def wait_closed(self) -> None:
+        """Return once the connection has ended."""
+        await self._closed.wait()
+
+    @property
+    def max_rdy_count(self) -> int:
+        """The largest RDY the node accepts."""
+        value = self.settings.get("max_rdy_count")
+        return value if isinstance(value, int) and value > 0 else DEFAULT_MAX_RDY_COUNT
+
+    @property
+    def msg_timeout(self) -> float:
+        """Seconds the node waits for an answer to a message (``msg_timeout``)."""
+        value = self.settings.get("msg_timeout")
+        if isinstance(value, int | float) and value > 0:
+            return float(value) / 1000.0
+        return self._config.msg_timeout or 60.0
+
+    def _mark_closed(self, reason: str) -> None:
+        if self._closed.is_set():
+            return
+        self._close_reason = reason
+        self._closed.set()
+        self._drained.set()
+        self._reader_scope.cancel()
+        self._message_send.close()
+        while self._pending:
+            self._pending.popleft().fail(ConnectionClosed(self.address, reason))
+
+    # -- handshake and reader ---------------------------------------------------
+
+    async def _handshake(self) -> None:
+        identify = encode_command(Identify(self._config.identify_body()))
+        await self._stream.send_all(MAGIC_V2 + identify)
+        while True:
+            ftype, data = await self._next_frame()
+            if ftype == FrameType.RESPONSE and data == _HEARTBEAT:
+                await self._stream.send_all(_NOP)
+            elif ftype == FrameType.RESPONSE:
+                break
+            elif ftype == FrameType.ERROR:
+                raise _nsq_error(data)
+            else:
+                raise RemoteProtocolError("message frame before IDENTIFY was answered")
+        if data.startswith(b"{"):
+            try:
+                settings = json.loads(data)
+            except ValueError:
+                raise RemoteProtocolError("IDENTIFY reply is not JSON") from None
+            if isinstance(settings, dict):
+                self.settings = settings
+        elif data != b"OK":
+            raise RemoteProtocolError(f"unexpected IDENTIFY reply {data[:64]!r}")
+        self._message_send, self.messages = trio.open_memory_channel[Message](self.max_rdy_count)
+
+    async def _next_frame(self) -> tuple[FrameType, bytes]:
+        while True:
+            frame = self._decoder.next_frame()
+            if frame is not None:
+                return frame
+            data = await self._stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                raise trio.BrokenResourceError("the node closed the connection")
+            self._decoder.receive_data(data)
+
+    async def _read_loop(self) -> None:
+        # None while reading: if the loop is cancelled (the `async with` is
+        # being left) the connection stays writable, so a stopping consumer
+        # can still hand its messages back; leaving the block closes it.
+        reason: str | None = None
+        try:
+            with self._reader_scope:
+                while True:
+                    ftype, data = await self._next_frame()
+                    await self._on_frame(ftype, data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            reason = f"connection lost ({_describe(exc)})"
+        except ConnectionClosed as exc:
+            reason = exc.reason
+        except RemoteProtocolError as exc:
+            reason = f"protocol error: {exc}"
+        finally:
+            if reason is not None or self._fatal_reason:
+                self._mark_closed(self._fatal_reason or reason or "closed by the node")
+
+    async def _on_frame(self, ftype: FrameType, data: bytes) -> None:
+        if ftype == FrameType.MESSAGE:
+            msg = decode_message(data)
+            await self._message_send.send(
+                Message(msg.id, msg.body, msg.timestamp, msg.attempts, self)
+            )
+        elif ftype == FrameType.RESPONSE:
+            if data == _HEARTBEAT:
+                await self._write(_NOP)
+            elif self._pending:
+                self._pending.popleft().resolve(data)
+            else:
+                raise RemoteProtocolError(f"unexpected response {data[:64]!r}")
+        else:
+            error = _nsq_error(data)
+            if error.code in NON_FATAL_ERRORS:
+                log.warning("%s: %s", self.address, error)
+                return
+            # The node closes the connection after any other error.
+            self._fatal_reason = str(error)
+            if self._pending:
+                self._pending.popleft().fail(error)
+
+    # -- writing ------------------------------------------------------------------
+
+    async def _write(self, data: bytes, pending: _Pending | None = None) -> None:
+        """Queue ``data`` for the writer task (and ``pending`` for its answer).
+
+        Queueing never awaits I/O, so a cancelled caller cannot leave half a
+        command on the wire; only a full buffer makes the caller wait.
+        """
+        while self._outgoing_size >= self._config.max_buffered and not self.closed:
+            await self._drained.wait()
+        if self._closed.is_set():
+            raise ConnectionClosed(self.address, self._close_reason)
+        if pending is not None:
+            self._pending.append(pending)
+        self._outgoing.append(data)
+        self._outgoing_size += len(data)
+        self._has_output.set()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._has_output.wait()
+            # Let the tasks that are ready run first: while they keep queueing
+            # (a consumer finishing a run of messages, concurrent publishers)
+            # their commands join this write. Stops at the first pass that
+            # adds nothing, so a lone command waits one scheduling pass.
+            for _ in range(_COALESCE_PASSES):
+                queued = self._outgoing_size
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                if self._outgoing_size == queued:
+                    break
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Send everything queued, in as few writes as it takes.
+
+        Each write is shielded and bounded by ``write_timeout``: a write
+        either completes or the connection is given up as stuck.
+        """
+        async with self._send_lock:
+            while self._outgoing and not self._closed.is_set():
+                data = b"".join(self._outgoing)
+                self._outgoing.clear()
+                self._outgoing_size = 0
+                self._has_output = trio.Event()
+                self._drained.set()
+                self._drained = trio.Event()
+                failure = "write timed out"
+                with trio.CancelScope(shield=True), trio.move_on_after(self._config.write_timeout):
+                    try:
+                        await self._stream.send_all(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                        failure = f"connection lost ({_describe(exc)})"
+                    else:
+                        continue
+                self._mark_closed(failure)
+
+    async def _command(self, command: Command) -> bytes:
+        pending = _Pending()
+        await self._write(encode_command(command), pending)
+        await pending.done.wait()
+        if pending.error is not None:
+            raise pending.error
+        return pending.data
+
+    async def _expect_ok(self, command: Command) -> None:
+        data = await self._command(command)
+        if data != b"OK":
+            raise RemoteProtocolError(f"expected OK, got {data[:64]!r}")
+
+    # -- commands -----------------------------------------------------------------
+
+    async def pub(self, topic: str, body: bytes) -> None:
+        """Publish one message and wait for ``OK``.
+
+        Raises:
+            ValueError: ``topic`` is not a valid topic name (checked here: a
+                name with a space or a newline would change the command).
+            NSQError: the node refused it (``E_BAD_TOPIC``, ``E_BAD_MESSAGE``...);
+                the node closes the connection after.
+            ConnectionClosed: the connection ended before the answer; the
+                message may or may not have been published.
+        """
+        _check_topic(topic)
+        await self._expect_ok(Pub(topic, body))
+
+    async def mpub(self, topic: str, bodies: list[bytes]) -> None:
+        """Publish a batch atomically (``MPUB``); raises as `pub`."""
+        _check_topic(topic)
+        if not bodies:
+            raise ValueError("MPUB needs at least one message")
+        await self._expect_ok(Mpub(topic, list(bodies)))
+
+    async def dpub(self, topic: str, body: bytes, defer: float) -> None:
+        """Publish one message deliverable after ``defer`` seconds; raises as `pub`."""
+        _check_topic(topic)
+        await self._expect_ok(Dpub(topic, max(0, round(defer * 1000)), body))
+
+    async def sub(self, topic: str, channel: str) -> None:
+        """Subscribe to ``channel`` of ``topic``; raises as `pub`."""
+        _check_topic(topic)
+        if not is_valid_channel_name(channel):
+            raise ValueError(f"invalid channel name {channel!r}")
+        await self._expect_ok(Sub(topic, channel))
+
+    async def rdy(self, count: int) -> None:
+        """Allow ``count`` messages in flight on this connection.
+
+        Raises:
+            ConnectionClosed: the connection is gone.
+        """
+        self.rdy_count = count
+        await self._write(encode_command(Rdy(count)))
+
+    async def fin(self, msg_id: bytes) -> None:
+        """``FIN`` a message by ID; raises `ConnectionClosed` if gone."""
+        await self._write(encode_command(Fin(msg_id)))
+
+    async def req(self, msg_id: bytes, delay: float = 0.0) -> None:
+        """``REQ`` a message by ID with a delay in seconds; raises as `fin`."""
+        await self._write(encode_command(Req(msg_id, max(0, round(delay * 1000)))))
+
+    async def touch(self, msg_id: bytes) -> None:
+        """``TOUCH`` a message by ID; raises as `fin`."""
+        await self._write(encode_command(Touch(msg_id)))
+
+    async def cls(self) -> None:
+        """Ask the node to stop sending (``CLS``) and wait for ``CLOSE_WAIT``."""
+        data = await self._command(Cls())
+        if data != b"CLOSE_WAIT":
+            raise RemoteProtocolError(f"expected CLOSE_WAIT, got {data[:64]!r}")
+
+    async def aclose(self) -> None:
+        """End the connection; unanswered commands fail with `ConnectionClosed`."""
+        self._mark_closed("closed by the client")
+        await trio.aclose_forcefully(self._stream)
+
+
+def _check_topic(topic: str) -> None:
+    if not is_valid_topic_name(topic):
+        raise ValueError(f"invalid topic name {topic!r}")
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _nsq_error(data: bytes) -> NSQError:
+    code, _, description = data.decode("utf-8", "replace").partition(" ")
+    return NSQError(code, description)
+
+
+@contextlib.asynccontextmanager
+async def open_connection(
+    address: str, config: ConnectionConfig | None = None
+) -> AsyncIterator[Connection]:
+    """Connect to a node's TCP port and identify.
+
+    Args:
+        address: ``host:port`` of the node's NSQ TCP listener.
+        config: identity and limits; the defaults suit most callers.
+
+    Yields:
+        The identified connection, its reader running.
+
+    Raises:
+        NodeUnavailable: the node could not be reached or did not finish
+            ``IDENTIFY`` within ``connect_timeout``.
+        NSQError: the node refused ``IDENTIFY``.
+
+    Resource handling:
+        The connection is closed when the block exits, however it exits.
+    """
+    config = config or ConnectionConfig()
+    try:
+        host, port = parse_address(address)
+    except ValueError as exc:
+        raise NodeUnavailable(address, str(exc)) from None
+    stream: trio.SocketStream | None = None
+    conn: Connection | None = None
+    with trio.move_on_after(config.connect_timeout) as scope:
+        try:
+            stream = await trio.open_tcp_stream(host, port)
+            conn = Connection(stream, address, config)
+            await conn._handshake()
+        except (OSError, trio.BrokenResourceError, RemoteProtocolError) as exc:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            reason = describe_os_error(exc)
+            raise NodeUnavailable(address, reason) from None
+        except BaseException:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+            raise
+    if scope.cancelled_caught or stream is None or conn is None:
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+        raise NodeUnavailable(address, "timed out connecting")
+    try:
+        async with open_service_nursery() as nursery:
+            nursery.start_soon(conn._read_loop)
+            nursery.start_soon(conn._write_loop)
+            try:
+                yield conn
+            finally:
+                # Commands queued last (a stopping consumer's REQs) still go out.
+                with trio.CancelScope(shield=True), trio.move_on_after(config.write_timeout):
+                    await conn._flush()
+                conn._mark_closed("closed by the client")
+                nursery.cancel_scope.cancel()
+    finally:
+        await trio.aclose_forcefully(stream)

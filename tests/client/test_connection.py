@@ -1,0 +1,299 @@
+"""The V2 connection: a scripted server for the protocol's corners, a real node for the rest."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import pytest
+import trio
+
+from shoal.client.connection import ConnectionConfig, Message, open_connection
+from shoal.client.discovery import fetch_endpoint
+from shoal.client.errors import ConnectionClosed, NodeUnavailable, NSQError
+from shoal.client.testing import http_address
+from shoal.errors import ConfigError, LocalProtocolError
+from shoal.queue.commands import Command, CommandDecoder, Fin, Identify, Nop, Pub, Rdy, Req, Sub
+from shoal.queue.frames import encode_error, encode_response
+from shoal.testing.process import NodeProcess
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Script:
+    """A scripted V2 server: records commands and runs a reply function for each."""
+
+    def __init__(self, reply: Callable[[Script, Command], Awaitable[None]]) -> None:
+        self.reply = reply
+        self.commands: list[Command] = []
+        self.identify: dict[str, object] = {}
+        self.stream: trio.SocketStream | None = None
+
+    async def send(self, data: bytes) -> None:
+        assert self.stream is not None
+        await self.stream.send_all(data)
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        decoder = CommandDecoder(
+            max_msg_size=1 << 20, max_body_size=1 << 22, max_req_timeout_ms=3_600_000,
+            max_rdy_count=2500,
+        )  # fmt: skip
+        while True:
+            try:
+                data = await stream.receive_some(65536)
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            if not data:
+                return
+            decoder.receive_data(data)
+            while (command := decoder.next_command()) is not None:
+                if isinstance(command, Identify):
+                    self.identify = json.loads(command.body)
+                    await self.send(encode_response(b'{"max_rdy_count": 7, "msg_timeout": 5000}'))
+                    continue
+                self.commands.append(command)
+                await self.reply(self, command)
+
+
+async def start_script(
+    nursery: trio.Nursery, reply: Callable[[Script, Command], Awaitable[None]]
+) -> tuple[Script, str]:
+    script = Script(reply)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    nursery.start_soon(trio.serve_listeners, script.handle, listeners)
+    return script, f"127.0.0.1:{port}"
+
+
+async def ok_to_pubs(script: Script, command: Command) -> None:
+    if isinstance(command, Pub):
+        await script.send(encode_response(b"OK"))
+
+
+async def test_identify_negotiates_features(nursery: trio.Nursery) -> None:
+    script, address = await start_script(nursery, ok_to_pubs)
+    config = ConnectionConfig(client_id="me", heartbeat_interval=5, msg_timeout=10)
+    async with open_connection(address, config) as conn:
+        assert conn.max_rdy_count == 7
+        assert conn.msg_timeout == 5.0
+    assert script.identify["feature_negotiation"] is True
+    assert script.identify["client_id"] == "me"
+    assert script.identify["heartbeat_interval"] == 5000
+    assert script.identify["msg_timeout"] == 10000
+
+
+async def test_heartbeats_are_answered_with_nop(nursery: trio.Nursery) -> None:
+    async def reply(script: Script, command: Command) -> None:
+        if isinstance(command, Pub):
+            await script.send(encode_response(b"_heartbeat_") + encode_response(b"OK"))
+
+    script, address = await start_script(nursery, reply)
+    async with open_connection(address) as conn:
+        await conn.pub("t", b"a")  # the heartbeat did not answer the PUB
+        await conn.pub("t", b"b")
+        assert script.commands[:2] == [Pub("t", b"a"), Nop()]
+
+
+async def test_pipelined_publishes_are_answered_in_order(nursery: trio.Nursery) -> None:
+    script, address = await start_script(nursery, ok_to_pubs)
+    async with open_connection(address) as conn, trio.open_nursery() as inner:
+        for i in range(50):
+            inner.start_soon(conn.pub, "t", b"%d" % i)
+    assert len(script.commands) == 50
+
+
+async def test_non_fatal_errors_do_not_consume_a_reply(nursery: trio.Nursery) -> None:
+    async def reply(script: Script, command: Command) -> None:
+        if isinstance(command, Fin):
+            await script.send(encode_error("E_FIN_FAILED", "FIN x failed ID not in flight"))
+        elif isinstance(command, Pub):
+            await script.send(encode_response(b"OK"))
+
+    _, address = await start_script(nursery, reply)
+    async with open_connection(address) as conn:
+        await conn.fin(b"0" * 16)
+        await conn.pub("t", b"x")
+        assert not conn.closed
+
+
+async def test_a_fatal_error_fails_its_command_and_closes(nursery: trio.Nursery) -> None:
+    async def reply(script: Script, command: Command) -> None:
+        await script.send(encode_error("E_BAD_MESSAGE", "PUB invalid message body size 0"))
+        assert script.stream is not None
+        await script.stream.aclose()
+
+    _, address = await start_script(nursery, reply)
+    async with open_connection(address) as conn:
+        with pytest.raises(NSQError) as info:
+            await conn.pub("t", b"x")
+        assert info.value.code == "E_BAD_MESSAGE"
+        await conn.wait_closed()
+        assert "E_BAD_MESSAGE" in conn.close_reason
+        with pytest.raises(ConnectionClosed):
+            await conn.pub("t", b"y")
+
+
+async def test_unanswered_commands_fail_when_the_node_goes_away(nursery: trio.Nursery) -> None:
+    async def reply(script: Script, command: Command) -> None:
+        assert script.stream is not None
+        await script.stream.aclose()
+
+    _, address = await start_script(nursery, reply)
+    async with open_connection(address) as conn:
+        with pytest.raises(ConnectionClosed):
+            await conn.pub("t", b"x")
+        # The message channel ends too, so a consumer loop finishes.
+        assert [m async for m in conn.messages] == []
+
+
+async def test_consumer_commands_reach_the_server_as_sent(nursery: trio.Nursery) -> None:
+    async def reply(script: Script, command: Command) -> None:
+        if isinstance(command, Sub):
+            await script.send(encode_response(b"OK"))
+
+    script, address = await start_script(nursery, reply)
+    async with open_connection(address) as conn:
+        await conn.sub("t", "c#ephemeral")
+        await conn.rdy(3)
+        await conn.req(b"0123456789abcdef", 1.5)
+        with trio.fail_after(5):
+            while len(script.commands) < 3:  # noqa: ASYNC110 - the server task appends
+                await trio.sleep(0.01)
+    assert script.commands == [Sub("t", "c#ephemeral"), Rdy(3), Req(b"0123456789abcdef", 1500)]
+
+
+async def test_invalid_names_are_refused_before_sending(nursery: trio.Nursery) -> None:
+    script, address = await start_script(nursery, ok_to_pubs)
+    async with open_connection(address) as conn:
+        with pytest.raises(ValueError, match="topic"):
+            await conn.pub("two words", b"x")
+        with pytest.raises(ValueError, match="topic"):
+            await conn.pub("t\nFIN", b"x")
+        with pytest.raises(ValueError, match="channel"):
+            await conn.sub("t", "bad channel")
+        with pytest.raises(ValueError, match="at least one"):
+            await conn.mpub("t", [])
+    assert script.commands == []
+
+
+async def test_connect_to_a_closed_port_is_node_unavailable() -> None:
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    port = listener.socket.getsockname()[1]
+    await listener.aclose()
+    with pytest.raises(NodeUnavailable, match="refused"):
+        async with open_connection(f"127.0.0.1:{port}"):
+            pass  # pragma: no cover
+
+
+async def test_a_silent_server_times_out_the_handshake(nursery: trio.Nursery) -> None:
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(trio.serve_listeners, silent, listeners)
+    port = listeners[0].socket.getsockname()[1]
+    with pytest.raises(NodeUnavailable, match="timed out"):
+        async with open_connection(f"127.0.0.1:{port}", ConnectionConfig(connect_timeout=0.2)):
+            pass  # pragma: no cover
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"heartbeat_interval": 0.5},
+        {"msg_timeout": 0.5},
+        {"connect_timeout": 0},
+        {"max_frame_size": 8},
+    ],
+)
+def test_connection_config_refuses_bad_values(fields: dict[str, float]) -> None:
+    with pytest.raises(ConfigError):
+        ConnectionConfig(**fields)  # type: ignore[arg-type]
+
+
+# -- against a real node ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[NodeProcess]:
+    with NodeProcess() as proc:
+        yield proc
+        assert "Traceback" not in proc.stderr, proc.stderr
+
+
+async def tcp_address(node: NodeProcess) -> str:
+    return (await fetch_endpoint(http_address(node))).tcp_address
+
+
+async def receive(conn_messages: trio.MemoryReceiveChannel[Message]) -> Message:
+    with trio.fail_after(10):
+        return await conn_messages.receive()
+
+
+@pytest.mark.integration
+async def test_publish_and_consume_on_a_real_node(node: NodeProcess) -> None:
+    address = await tcp_address(node)
+    async with open_connection(address) as pub:
+        await pub.pub("conn_t1", b"one")
+        await pub.mpub("conn_t1", [b"two", b"three"])
+    async with open_connection(address) as sub:
+        await sub.sub("conn_t1", "c")
+        await sub.rdy(10)
+        bodies = []
+        for _ in range(3):
+            msg = await receive(sub.messages)
+            bodies.append(msg.body)
+            assert msg.attempts == 1
+            await msg.fin()
+        assert bodies == [b"one", b"two", b"three"]
+
+
+@pytest.mark.integration
+async def test_req_redelivers_with_one_more_attempt(node: NodeProcess) -> None:
+    address = await tcp_address(node)
+    async with open_connection(address) as conn:
+        await conn.pub("conn_t2", b"again")
+        await conn.sub("conn_t2", "c")
+        await conn.rdy(1)
+        first = await receive(conn.messages)
+        await first.req(0)
+        second = await receive(conn.messages)
+        assert (second.id, second.attempts) == (first.id, 2)
+        await second.touch()
+        await second.fin()
+        with pytest.raises(LocalProtocolError):
+            await second.fin()
+
+
+@pytest.mark.integration
+async def test_dpub_holds_the_message_back(node: NodeProcess) -> None:
+    address = await tcp_address(node)
+    async with open_connection(address) as conn:
+        await conn.sub("conn_t3", "c")
+        await conn.rdy(1)
+        start = trio.current_time()
+        await conn.dpub("conn_t3", b"later", 0.3)
+        msg = await receive(conn.messages)
+        assert msg.body == b"later"
+        assert trio.current_time() - start >= 0.25
+        await msg.fin()
+
+
+@pytest.mark.integration
+async def test_the_node_refuses_an_empty_body(node: NodeProcess) -> None:
+    async with open_connection(await tcp_address(node)) as conn:
+        with pytest.raises(NSQError) as info:
+            await conn.pub("conn_t4", b"")
+        assert info.value.code == "E_BAD_MESSAGE"
+
+
+@pytest.mark.integration
+async def test_rdy_is_recorded(node: NodeProcess) -> None:
+    async with open_connection(await tcp_address(node)) as conn:
+        await conn.sub("conn_t5", "c")
+        await conn.rdy(3)
+        assert conn.rdy_count == 3
