@@ -22,6 +22,7 @@ from shoal import __version__
 from shoal.cli.commands import COMMANDS
 from shoal.cli.logs import setup_logging
 from shoal.cli.options import DURATION
+from shoal.cli.simulate import simulate
 from shoal.cluster.node import Node
 from shoal.config import NodeConfig
 from shoal.errors import ConfigError, ShoalError
@@ -372,7 +373,7 @@ async def _run_until_signalled(node: Node) -> None:
         nursery.cancel_scope.cancel()
 
 
-for _command in COMMANDS:
+for _command in (*COMMANDS, simulate):
     cli.add_command(_command)
 
 

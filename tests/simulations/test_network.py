@@ -1,0 +1,183 @@
+"""The modelled network and host faults, seen through the engines they drive."""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+import pytest
+
+from shoal.membership import MemberState
+from shoal.simulations.network import PROFILES, Latency
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from shoal.membership import Membership
+    from shoal.simulations.runner import Simulation
+
+
+def totals(sim: Simulation) -> tuple[int, int]:
+    hosts = sim.network.hosts
+    return sum(h.stats.packets_sent for h in hosts), sum(h.stats.packets_received for h in hosts)
+
+
+def engine_of(sim: Simulation, name: str) -> Membership:
+    engine = sim.engine(name)
+    assert engine is not None
+    return engine
+
+
+def test_latency_draws_stay_between_base_and_cap() -> None:
+    latency = Latency(base=0.001, jitter=0.0005)
+    rng = random.Random(1)
+    draws = [latency.draw(rng) for _ in range(2000)]
+    assert min(draws) >= 0.001
+    assert max(draws) <= 0.001 + 10 * 0.0005
+    assert 0.0013 < sum(draws) / len(draws) < 0.0017
+
+
+def test_wan_profile_adds_latency_per_region_hop() -> None:
+    wan = PROFILES["wan"]
+    assert wan.link_latency(0, 0).base == wan.latency.base
+    assert wan.link_latency(0, 2).base == pytest.approx(wan.latency.base + 2 * wan.hop_latency)
+
+
+def test_network_loss_drops_about_the_configured_share(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    sim = make_sim(10, loss=0.3, registry=False)
+    sim.scheduler.run_until(60.0)
+    sent, received = totals(sim)
+    assert sent > 1000
+    assert 0.65 < received / sent < 0.75
+
+
+def test_network_duplicates_datagrams(make_sim: Callable[..., Simulation]) -> None:
+    sim = make_sim(10, duplicate=0.5, registry=False)
+    sim.scheduler.run_until(30.0)
+    sent, received = totals(sim)
+    assert 1.4 < received / sent < 1.6
+
+
+def test_network_partition_blocks_both_ways_until_heal(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    sim = make_sim(6, registry=False)
+    sim.scheduler.run_until(5.0)
+    lonely = sim.network.hosts[3]
+    sim.partition([["node-3"], [n for n in sim.names if n != "node-3"]], "cut")
+    before = lonely.stats.packets_received
+    sim.scheduler.run_until(40.0)
+    assert lonely.stats.packets_received == before
+    assert all(sim.view(n)["node-3"] is MemberState.DEAD for n in sim.names if n != "node-3")
+    sim.heal("cut")
+    sim.scheduler.run_until(80.0)
+    assert lonely.stats.packets_received > before
+    assert all(sim.view(n)["node-3"] is MemberState.ALIVE for n in sim.names)
+
+
+def test_network_one_way_cut_blocks_only_one_direction(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    sim = make_sim(4, registry=False)
+    sim.scheduler.run_until(5.0)
+    deaf = sim.network.hosts[2]
+    others = [n for n in sim.names if n != "node-2"]
+    sim.cut(others, ["node-2"], "deaf")
+    assert sim.network.blocked(sim.network.hosts[0].address, deaf.address)
+    assert not sim.network.blocked(deaf.address, sim.network.hosts[0].address)
+    received = deaf.stats.packets_received
+    sent = deaf.stats.packets_sent
+    sim.scheduler.run_until(15.0)
+    assert deaf.stats.packets_received == received
+    assert deaf.stats.packets_sent > sent
+
+
+def test_network_crash_silences_a_host_and_restart_raises_its_incarnation(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    sim = make_sim(5, registry=False)
+    sim.scheduler.run_until(5.0)
+    old = engine_of(sim, "node-2").incarnation
+    sim.crash("node-2")
+    assert sim.engine("node-2") is None
+    sim.scheduler.run_until(30.0)
+    assert all(sim.view(n)["node-2"] is MemberState.DEAD for n in sim.live_names())
+    sim.restart("node-2")
+    assert engine_of(sim, "node-2").incarnation == old + 1
+    sim.scheduler.run_until(40.0)
+    assert all(sim.view(n).get("node-2") is MemberState.ALIVE for n in sim.live_names())
+
+
+def test_network_stream_to_crashed_host_is_refused_at_once(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    sim = make_sim(3, registry=False)
+    sim.crash("node-2")
+    opener = engine_of(sim, "node-1")
+    opener.join([sim.network.hosts[2].address], sim.now)
+    sim.network.flush(sim.network.hosts[1])
+    sim.scheduler.run_until(sim.now + 0.01)
+    assert opener.statistics().streams_failed == 1
+
+
+def test_network_stream_across_a_cut_times_out(make_sim: Callable[..., Simulation]) -> None:
+    sim = make_sim(3, registry=False)
+    sim.partition([["node-1"], ["node-2"]], "cut")
+    opener = engine_of(sim, "node-1")
+    opener.join([sim.network.hosts[2].address], sim.now)
+    sim.network.flush(sim.network.hosts[1])
+    timeout = sim.config.stream_timeout
+    sim.scheduler.run_until(timeout - 0.01)
+    assert opener.statistics().streams_failed == 0
+    sim.scheduler.run_until(timeout + 0.01)
+    assert opener.statistics().streams_failed == 1
+
+
+def test_network_paused_host_reads_nothing_then_catches_up(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    sim = make_sim(5, registry=False)
+    sim.scheduler.run_until(5.0)
+    engine = engine_of(sim, "node-1")
+    sim.pause("node-1", 3.0)
+    assert sim.is_paused("node-1")
+    stats = engine.statistics()
+    sim.scheduler.run_until(7.9)
+    frozen = engine.statistics()
+    assert frozen.packets_received == stats.packets_received
+    assert frozen.probes == stats.probes
+    assert sim.network.hosts[1].inbox  # pings from the others wait in the socket
+    sim.scheduler.run_until(8.01)
+    assert not sim.is_paused("node-1")
+    assert engine.statistics().packets_received > frozen.packets_received
+
+
+def test_network_slow_host_misses_acks_that_arrived(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    sim = make_sim(5, registry=False)
+    sim.slow("node-1", 0.3)  # later than the local profile's 0.2 s probe timeout
+    sim.scheduler.run_until(30.0)
+    slow = engine_of(sim, "node-1").statistics()
+    assert slow.indirect_probes >= slow.probes - 1  # every probe of its own times out
+    for name in ("node-2", "node-3", "node-4"):
+        healthy = engine_of(sim, name).statistics()
+        assert healthy.indirect_probes < healthy.probes / 2  # only probes of node-1 do
+
+
+def test_tcp_leg_retransmits_lost_segments(make_sim: Callable[..., Simulation]) -> None:
+    sim = make_sim(2, registry=False)
+    network = sim.network
+    a, b = network.hosts
+    clean = network.tcp_leg(a, b, 1.0, 0)
+    assert clean is not None
+    assert clean < 0.001
+    network.loss = 0.5
+    delays = [network.tcp_leg(a, b, 1.0, 0) for _ in range(200)]
+    arrived = [d for d in delays if d is not None]
+    # A segment arrives at once or only after a retransmission timeout.
+    assert any(d >= 1.0 for d in arrived)
+    assert all(d < 0.001 or d >= 1.0 for d in arrived)
+    assert len(arrived) < len(delays)  # six lost tries in a row happen at 50% loss
