@@ -150,3 +150,22 @@ def test_backlog_beyond_mem_queue_size_goes_to_disk_and_comes_back(tmp_path: Pat
         assert topic["backend_depth"] == total - 1000
         received = consume(node, "backlog", "drain", total)
         assert len(received) == total
+
+
+def test_stats_report_e2e_latency_percentiles_when_asked(tmp_path: Path) -> None:
+    args = (
+        "--e2e-processing-latency-percentile",
+        "1.0",
+        "--e2e-processing-latency-percentile",
+        "0.5",
+    )
+    with node_on(tmp_path / "data", *args) as node:
+        publish(node, "timed", [b"m%d" % i for i in range(20)])
+        consume(node, "timed", "ch", 20)
+        stats = http_json(node, "/stats?format=json&topic=timed")
+        (channel,) = stats["topics"][0]["channels"]
+        latency = channel["e2e_processing_latency"]
+        assert latency["count"] == 20
+        assert [p["quantile"] for p in latency["percentiles"]] == [1.0, 0.5]
+        assert all(p["value"] > 0 for p in latency["percentiles"])
+        assert stats["topics"][0]["e2e_processing_latency"]["count"] == 20

@@ -285,6 +285,20 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     help="Highest deflate level reported to clients.",
 )
 @click.option(
+    "--e2e-processing-latency-percentile",
+    "e2e_percentiles",
+    type=float,
+    multiple=True,
+    help="Quantile of publish-to-FIN latency for /stats (repeatable, e.g. 0.99).",
+)
+@click.option(
+    "--e2e-processing-latency-window-time",
+    type=DURATION,
+    default="10m",
+    show_default=True,
+    help="How far back those quantiles look.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warn", "error", "fatal"]),
     default="info",
@@ -334,6 +348,8 @@ def build_node_config(options: dict[str, Any]) -> NodeConfig:
         max_output_buffer_timeout=options.pop("max_output_buffer_timeout"),
         max_channel_consumers=options.pop("max_channel_consumers"),
         max_deflate_level=options.pop("max_deflate_level"),
+        e2e_processing_latency_percentiles=tuple(options.pop("e2e_percentiles")),
+        e2e_processing_latency_window_time=options.pop("e2e_processing_latency_window_time"),
     )
     disk = DiskQueueConfig(
         sync_every=options.pop("sync_every"),
@@ -380,4 +396,3 @@ for _command in (*COMMANDS, simulate):
 def main() -> None:
     """Entry point of the ``shoal`` console script."""
     cli(prog_name="shoal")
-

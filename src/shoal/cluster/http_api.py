@@ -494,6 +494,7 @@ class NodeHTTPAPI:
             channel=request.arg("channel") or "",
             include_clients=include_clients,
             memory=self._memory() if include_mem else None,
+            now=self._clock(),
         )
         if self._extra_stats is not None:
             document.update(self._extra_stats())

@@ -194,7 +194,7 @@ class Connection:
                     if look_for_fins:
                         fins = decoder.next_fins()
                         if fins:
-                            out += client.finish_many(fins)
+                            out += client.finish_many(fins, time.time())
                             wake = True
                     cmd = decoder.next_command()
                     if cmd is None:

@@ -75,6 +75,7 @@ from itertools import repeat
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from shoal.errors import ShoalError
+from shoal.queue.latency import LatencyWindow
 from shoal.queue.message import (
     Message,
     decode_message,
@@ -167,6 +168,7 @@ class Channel:
         "_memory",
         "_seq",
         "deleted",
+        "e2e",
         "ephemeral",
         "message_count",
         "name",
@@ -192,6 +194,13 @@ class Channel:
         self._mem_size = config.mem_queue_size
         self._max_msg_timeout = config.max_msg_timeout
         self._backend = backend
+        self.e2e: LatencyWindow | None = None
+        if config.e2e_processing_latency_percentiles:
+            self.e2e = LatencyWindow(
+                config.e2e_processing_latency_percentiles,
+                config.e2e_processing_latency_window_time,
+                0.0,
+            )
         self._memory: collections.deque[MessageBatch] = collections.deque()
         self._head = 0  # messages of ``_memory[0]`` already taken
         self._mem_count = 0  # messages in ``_memory``, ``_head`` excluded
@@ -496,8 +505,11 @@ class Channel:
         self._mem_count -= taken
         return out
 
-    def finish(self, client_id: int, msg_id: bytes) -> None:
+    def finish(self, client_id: int, msg_id: bytes, now: float | None = None) -> None:
         """FIN: the client processed the message; forget it.
+
+        With ``now`` and e2e percentiles configured, the publish-to-FIN
+        latency is recorded.
 
         Raises:
             InFlightError: the ID is not in flight, or another client owns it;
@@ -509,8 +521,12 @@ class Channel:
         if entry[_OWNER] != client_id:
             raise InFlightError(_NOT_OWNER)
         del self._in_flight[msg_id]
+        if self.e2e is not None and now is not None:
+            self.e2e.record(int(now * 1e9) - entry[_TIMESTAMP], now)
 
-    def finish_many(self, client_id: int, msg_ids: Iterable[bytes]) -> list[tuple[bytes, str]]:
+    def finish_many(
+        self, client_id: int, msg_ids: Iterable[bytes], now: float | None = None
+    ) -> list[tuple[bytes, str]]:
         """FIN a run of messages, as `finish` called for each ID in order would.
 
         Returns:
@@ -521,10 +537,14 @@ class Channel:
         in_flight = self._in_flight
         get = in_flight.get
         failed: list[tuple[bytes, str]] = []
+        e2e = self.e2e if now is not None else None
+        now_ns = int(now * 1e9) if now is not None else 0
         for msg_id in msg_ids:
             entry = get(msg_id)
             if entry is not None and entry[_OWNER] == client_id:
                 del in_flight[msg_id]
+                if e2e is not None:
+                    e2e.record(now_ns - entry[_TIMESTAMP], now)  # type: ignore[arg-type]
             else:
                 failed.append((msg_id, _NOT_IN_FLIGHT if entry is None else _NOT_OWNER))
         return failed

@@ -38,6 +38,10 @@ class QueueConfig:
         max_output_buffer_timeout: upper bound of a client's flush interval.
         max_channel_consumers: connections allowed per channel; 0 is unlimited.
         max_deflate_level: reported in IDENTIFY; compression is not offered.
+        e2e_processing_latency_percentiles: quantiles of publish-to-FIN
+            latency each channel reports in /stats (e.g. 1.0, 0.99, 0.95);
+            empty measures nothing, as in nsqd.
+        e2e_processing_latency_window_time: how far back those quantiles look.
         sync_on_publish: every publish (PUB, MPUB, DPUB, HTTP) is made durable
             in the backends it reached before the call returns: one sync per
             batch instead of one per message. The node's durable mode.
@@ -59,6 +63,8 @@ class QueueConfig:
     max_output_buffer_timeout: float = 30.0
     max_channel_consumers: int = 0
     max_deflate_level: int = 6
+    e2e_processing_latency_percentiles: tuple[float, ...] = ()
+    e2e_processing_latency_window_time: float = 600.0
     sync_on_publish: bool = False
 
     def __post_init__(self) -> None:
@@ -83,5 +89,10 @@ class QueueConfig:
             raise ConfigError("max-msg-size and max-body-size must be positive")
         if not 1 <= self.max_deflate_level <= 9:
             raise ConfigError("max-deflate-level must be 1..9")
+        for quantile in self.e2e_processing_latency_percentiles:
+            if not 0 < quantile <= 1:
+                raise ConfigError(f"e2e-processing-latency-percentile {quantile} is not in (0, 1]")
+        if self.e2e_processing_latency_window_time <= 0:
+            raise ConfigError("e2e-processing-latency-window-time must be positive")
         if self.max_channel_consumers < 0:
             raise ConfigError("max-channel-consumers must not be negative")

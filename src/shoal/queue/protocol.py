@@ -153,7 +153,7 @@ class ClientV2:
             case Fin(id=msg_id):
                 channel = self._in_flight_channel("FIN")
                 try:
-                    channel.finish(self.id, msg_id)
+                    channel.finish(self.id, msg_id, now)
                 except InFlightError as exc:
                     raise ClientError(
                         errors.E_FIN_FAILED, f"FIN {msg_id.decode('ascii', 'replace')} failed {exc}"
@@ -202,7 +202,7 @@ class ClientV2:
                 raise FatalClientError(errors.E_AUTH_DISABLED, "AUTH disabled")
         raise FatalClientError(errors.E_INVALID, f"invalid command {type(cmd).__name__.upper()}")
 
-    def finish_many(self, msg_ids: Sequence[bytes]) -> list[bytes]:
+    def finish_many(self, msg_ids: Sequence[bytes], now: float | None = None) -> list[bytes]:
         """Apply a run of FIN commands, as `execute` would apply each `Fin` in turn.
 
         This is the consumer's hot path: `CommandDecoder.next_fins` hands over
@@ -219,7 +219,7 @@ class ClientV2:
         if not msg_ids:
             return []
         channel = self._in_flight_channel("FIN")
-        failed = channel.finish_many(self.id, msg_ids)
+        failed = channel.finish_many(self.id, msg_ids, now)
         done = len(msg_ids) - len(failed)
         self.in_flight -= done
         self.finish_count += done

@@ -178,6 +178,7 @@ def topics_stats(
     *,
     topic: str = "",
     channel: str = "",
+    now: float = 0.0,
 ) -> list[dict[str, Any]] | None:
     """The ``topics`` array: sorted, filtered as nsqd's ``GetStats`` does.
 
@@ -200,7 +201,12 @@ def topics_stats(
             chosen = [only]
         else:
             chosen = [owner.channels[name] for name in sorted(owner.channels)]
-        channels = [channel_stats(c, clients, topic=topic) for c in chosen]
+        channels = [
+            channel_stats(
+                c, clients, topic=topic, latency=c.e2e.snapshot(now) if c.e2e is not None else None
+            )
+            for c in chosen
+        ]
         out.append(topic_stats(owner, channels))
     return out
 
@@ -232,6 +238,7 @@ def stats_document(
     channel: str = "",
     include_clients: bool = True,
     memory: Mapping[str, Any] | None = None,
+    now: float = 0.0,
 ) -> dict[str, Any]:
     """The whole ``/stats?format=json`` document.
 
@@ -247,13 +254,14 @@ def stats_document(
             are ``null``.
         memory: the process figures (`MEMORY_KEYS` plus any extras); None
             omits ``memory``, as ``include_mem=false`` asks.
+        now: the current time (rotates the e2e latency windows).
     """
     listed = clients if include_clients else None
     document: dict[str, Any] = {
         "version": version,
         "health": health,
         "start_time": int(start_time),
-        "topics": topics_stats(broker, listed, topic=topic, channel=channel),
+        "topics": topics_stats(broker, listed, topic=topic, channel=channel, now=now),
     }
     if memory is not None:
         document["memory"] = dict(memory)
