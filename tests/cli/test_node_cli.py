@@ -125,6 +125,7 @@ def test_build_node_config_applies_durable_mode_flags() -> None:
             "seeds": (), "tcp_address": "127.0.0.1:0", "http_address": "127.0.0.1:0",
             "gossip_address": "127.0.0.1:0", "lookup_http_address": "127.0.0.1:0",
             "node_name": None, "tombstone_lifetime": 45.0, "data_path": "d", "ready_file": None,
+            "e2e_percentiles": (0.99,), "e2e_processing_latency_window_time": 600.0,
         }
     )  # fmt: skip
     assert config.durable
