@@ -79,7 +79,8 @@ def loopback(n: int, idle: float) -> None:
         time.sleep(idle)
         after = [gossip_bytes(x) for x in nodes]
         per_node = sum(b - a for a, b in zip(before, after, strict=True)) / n / idle
-        print(f"N={n}: idle gossip {per_node:.0f} bytes/s per node (in + out: UDP packets, membership and registry streams)")
+        print(f"N={n}: idle gossip {per_node:.0f} bytes/s per node "
+              "(in + out: UDP packets, membership and registry streams)")  # fmt: skip
 
         victim = nodes[-1]
         victim_name = next(
