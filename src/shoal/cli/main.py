@@ -374,18 +374,26 @@ def build_node_config(options: dict[str, Any]) -> NodeConfig:
 
 
 async def _run_until_signalled(node: Node) -> None:
-    """Run ``node`` until SIGINT or SIGTERM, then shut it down cleanly."""
+    """Run ``node`` until SIGINT or SIGTERM, then shut it down cleanly.
+
+    A second signal skips the graceful leave; the queues are still flushed.
+    """
     async with trio.open_nursery() as nursery:
+        with trio.CancelScope() as node_scope:
 
-        async def watch_signals(*, task_status: trio.TaskStatus[None]) -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                task_status.started()
-                async for _ in signals:
-                    node.shutdown()
-                    return
+            async def watch_signals(*, task_status: trio.TaskStatus[None]) -> None:
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    task_status.started()
+                    count = 0
+                    async for _ in signals:
+                        count += 1
+                        if count == 1:
+                            node.shutdown()
+                        else:
+                            node_scope.cancel()
 
-        await nursery.start(watch_signals)
-        await node.run()
+            await nursery.start(watch_signals)
+            await node.run()
         nursery.cancel_scope.cancel()
 
 
