@@ -505,6 +505,19 @@ class Channel:
         self._mem_count -= taken
         return out
 
+    def _owned(self, client_id: int, msg_id: bytes) -> _InFlight:
+        """The in-flight entry of ``msg_id``, which ``client_id`` must own.
+
+        Raises:
+            InFlightError: with nsqd's text for either refusal.
+        """
+        entry = self._in_flight.get(msg_id)
+        if entry is None:
+            raise InFlightError(_NOT_IN_FLIGHT)
+        if entry[_OWNER] != client_id:
+            raise InFlightError(_NOT_OWNER)
+        return entry
+
     def finish(self, client_id: int, msg_id: bytes, now: float | None = None) -> None:
         """FIN: the client processed the message; forget it.
 
@@ -515,11 +528,7 @@ class Channel:
             InFlightError: the ID is not in flight, or another client owns it;
                 nothing changed.
         """
-        entry = self._in_flight.get(msg_id)
-        if entry is None:
-            raise InFlightError(_NOT_IN_FLIGHT)
-        if entry[_OWNER] != client_id:
-            raise InFlightError(_NOT_OWNER)
+        entry = self._owned(client_id, msg_id)
         del self._in_flight[msg_id]
         if self.e2e is not None and now is not None:
             self.e2e.record(int(now * 1e9) - entry[_TIMESTAMP], now)
@@ -560,11 +569,7 @@ class Channel:
             InFlightError: the ID is not in flight, or another client owns it;
                 nothing changed.
         """
-        entry = self._in_flight.get(msg_id)
-        if entry is None:
-            raise InFlightError(_NOT_IN_FLIGHT)
-        if entry[_OWNER] != client_id:
-            raise InFlightError(_NOT_OWNER)
+        entry = self._owned(client_id, msg_id)
         del self._in_flight[msg_id]
         self.requeue_count += 1
         body, timestamp, attempts = entry[_BODY], entry[_TIMESTAMP], entry[_ATTEMPTS]
@@ -585,11 +590,7 @@ class Channel:
             InFlightError: the ID is not in flight, or another client owns it;
                 nothing changed.
         """
-        entry = self._in_flight.get(msg_id)
-        if entry is None:
-            raise InFlightError(_NOT_IN_FLIGHT)
-        if entry[_OWNER] != client_id:
-            raise InFlightError(_NOT_OWNER)
+        entry = self._owned(client_id, msg_id)
         deadline = min(now + timeout, entry[_DELIVERED_AT] + self._max_msg_timeout)
         self._seq += 1
         key = (deadline, self._seq, (msg_id,))
