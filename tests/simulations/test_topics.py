@@ -87,7 +87,7 @@ def test_exchange_with_a_partitioned_member_times_out(
     make_sim: Callable[..., Simulation],
 ) -> None:
     # A long suspicion keeps the cut-off member live long enough to be picked.
-    sim = make_sim(2, overrides=(("suspicion_mult", 20),))
+    sim = make_sim(2, overrides=(("suspicion_mult", 100),))
     sim.partition([["node-0"], ["node-1"]], "cut")
     sim.scheduler.run_until(3 * SYNC_INTERVAL)
     assert sim.sync.exchanges_failed > 0

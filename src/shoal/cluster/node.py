@@ -140,7 +140,12 @@ class _RoutingDelegate:
 
     def notify_message(self, data: bytes) -> bool:
         routing = self._node.routing
-        return routing.notify_message(data) if routing is not None else False
+        if routing is None:
+            return False
+        news = routing.notify_message(data)
+        if news:
+            self._node.repair_gaps()
+        return news
 
 
 class Node:
@@ -349,6 +354,20 @@ class Node:
             log.warning("seeds could not be resolved yet (%s); retrying in the background", exc)
             return
         log.info("joining through %d seed address(es)", len(joined))
+
+    def repair_gaps(self) -> None:
+        """A broadcast arrived ahead of one we missed: sync with its owner now.
+
+        The periodic exchange runs only every `SYNC_INTERVAL`; a gap in an
+        owner's versions is repaired at once instead of waiting for it.
+        """
+        if self.routing is None or self.driver is None:
+            return
+        for owner in self.routing.registry.behind():
+            member = self.driver.member(owner)
+            if member is not None and member.state in _LIVE:
+                self._sync_now.append(member.address)
+                self._sync_wake.set()
 
     def _known_channels(self, topic: str) -> list[str]:
         """Channels to pre-create with a new topic: those the cluster knows (nsq.md §0.10)."""

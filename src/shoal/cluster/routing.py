@@ -13,7 +13,8 @@ one still queued. Receivers apply it and, when it was news, the engine
 re-gossips it (epidemic spread, repeats die out).
 
 Slow path (anti-entropy, Scuttlebutt): every `SYNC_INTERVAL`, with a random
-live member, and at once with a member that has just joined or come back:
+live member, at once with a member that has just joined or come back, and at
+once with an owner whose broadcasts arrived with a gap (one was missed):
 the initiator sends its digest; the responder answers with the entries the
 initiator lacks, then its own digest; the initiator answers with what the
 responder lacks. Three messages, and only the differences travel.
@@ -52,8 +53,11 @@ __all__ = ["SYNC_INTERVAL", "MessageStream", "TopicRouting"]
 
 log = logging.getLogger("shoal.routing")
 
-#: Seconds between two anti-entropy exchanges started by this node.
-SYNC_INTERVAL = 5.0
+#: Seconds between two anti-entropy exchanges started by this node. Changes
+#: travel by broadcast and gaps are repaired at once, so this only bounds how
+#: long a silently missed last change can go unrepaired; idle cost is one
+#: digest exchange per node per interval (membership.md §7.2 G10).
+SYNC_INTERVAL = 30.0
 #: Longest broadcast key the engine accepts comfortably; longer keys are cut.
 MAX_KEY = 200
 
