@@ -157,6 +157,10 @@ _SUSPECT = MemberState.SUSPECT
 _DEAD = MemberState.DEAD
 _LEFT = MemberState.LEFT
 
+#: Shortest time between two push-pulls prompted by packets from the same
+#: member held dead (see `Membership._revive`).
+REVIVE_SPACING = 5.0
+
 #: Above this many members the push-pull interval grows (memberlist).
 _PUSH_PULL_SCALE_THRESHOLD = 32
 
@@ -515,6 +519,7 @@ class Membership:
         self._self = _Node(name, self._address, self._check_meta(meta), incarnation, _ALIVE, now)
         self._nodes: dict[str, _Node] = {name: self._self}
         self._by_address: dict[Address, _Node] = {self._address: self._self}
+        self._revive_at: dict[str, float] = {}
         self._probe_list: list[_Node] = []
         self._probe_index = 0
         self._counts: dict[MemberState, int] = dict.fromkeys(MemberState, 0)
@@ -601,6 +606,9 @@ class Membership:
         stats.messages_received += len(messages)
         for message in messages:
             self._handle_packet_message(message, src, now)
+        sender = self._by_address.get(src)
+        if sender is not None and sender.state is _DEAD:
+            self._revive(sender, now)
 
     def receive_stream(self, data: bytes, src: Address, now: float) -> bytes | None:
         """Handle one inbound stream request and return the reply to send back.
@@ -954,6 +962,23 @@ class Membership:
         if self._gossip_timer is None:
             delay = self._config.gossip_interval * self._rng.random()
             self._gossip_timer = self._schedule(now + delay, self._gossip_tick)
+
+    def _revive(self, node: _Node, now: float) -> None:
+        """A member we hold dead is talking to us: ask it directly how it is.
+
+        After a partition heals, a member that missed the broadcast refuting
+        a death would otherwise hold the member dead until its next
+        push-pull (90 s at 100 members). A push-pull with the sender settles
+        it at once; one per `REVIVE_SPACING` per member bounds the cost.
+        """
+        last = self._revive_at.get(node.name)
+        if last is not None and now - last < REVIVE_SPACING:
+            return
+        self._revive_at[node.name] = now
+        if len(self._revive_at) > 4 * len(self._nodes):
+            # Forget old entries so the map cannot outgrow the membership.
+            self._revive_at = {k: v for k, v in self._revive_at.items() if now - v < REVIVE_SPACING}
+        self._open_push_pull(node.address, join=False)
 
     def _open_push_pull(self, address: Address, *, join: bool) -> None:
         self._stats.push_pulls += 1
