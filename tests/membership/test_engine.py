@@ -645,6 +645,65 @@ def test_periodic_push_pull_goes_to_a_live_member() -> None:
     assert all(address == ADDR["b"] and not m.join for address, m in push_pulls)
 
 
+QUIET = dataclasses.replace(CONFIG, push_pull_interval=0.0)  # no periodic push-pull
+
+
+def push_pulls_between(driver: Driver, start: float, end: float) -> list[Address]:
+    return [
+        address
+        for at, address, message in driver.streams
+        if isinstance(message, PushPull) and start <= at <= end
+    ]
+
+
+def test_packet_from_member_held_dead_prompts_one_push_pull_per_spacing() -> None:
+    engine = with_members("b", "c")
+    feed(engine, Dead(incarnation=1, name="b", source="c"), now=1.0, src=ADDR["c"])
+    engine.streams_to_open()
+    # A ping from b, whom we hold dead: b missed its own death, so we
+    # exchange state with it directly instead of waiting for gossip.
+    feed(engine, Ping(seq=1, target="a", source="b"), now=2.0, src=ADDR["b"])
+    assert [address for address, _ in engine.streams_to_open()] == [ADDR["b"]]
+    feed(engine, Ping(seq=2, target="a", source="b"), now=3.0, src=ADDR["b"])
+    assert engine.streams_to_open() == []  # within REVIVE_SPACING
+    feed(engine, Ping(seq=3, target="a", source="b"), now=8.0, src=ADDR["b"])
+    assert [address for address, _ in engine.streams_to_open()] == [ADDR["b"]]
+
+
+def test_refuting_an_accusation_prompts_a_catch_up_push_pull() -> None:
+    engine = with_members("b", "c", config=QUIET)
+    driver = Driver(engine, answer="bc")
+    driver.run_until(5.0)
+    assert push_pulls_between(driver, 0.0, 5.0) == []
+    feed(engine, Suspect(incarnation=1, name="a", source="c"), now=5.0)
+    driver.run_until(5.0 + 5 * QUIET.probe_interval)
+    # Whoever suspected us may have stopped gossiping to us: one exchange a
+    # few probe intervals later fetches what we missed.
+    catch_up = push_pulls_between(
+        driver, 5.0 + 2 * QUIET.probe_interval, 5.0 + 4 * QUIET.probe_interval
+    )
+    assert len(catch_up) == 1
+    assert catch_up[0] in (ADDR["b"], ADDR["c"])
+    # A second accusation soon after costs nothing more.
+    now = 5.0 + 5 * QUIET.probe_interval
+    feed(engine, Suspect(incarnation=2, name="a", source="b"), now=now)
+    driver.run_until(now + 10.0)
+    assert push_pulls_between(driver, now, now + 10.0) == []
+
+
+def test_members_coming_alive_in_bulk_prompt_a_catch_up_push_pull() -> None:
+    engine = with_members("b", config=QUIET)
+    driver = Driver(engine, answer="bcdefgh")
+    feed(engine, alive("c"), now=1.0)
+    driver.run_until(10.0)
+    assert push_pulls_between(driver, 0.0, 10.0) == []  # one join is routine
+    # Three members appearing within seconds: two groups merged, and the
+    # other group's news may have missed us.
+    feed(engine, alive("d"), alive("e"), alive("f"), now=10.0)
+    driver.run_until(15.0)
+    assert len(push_pulls_between(driver, 10.0, 15.0)) == 1
+
+
 # ------------------------------------------------------------------ application channel
 
 

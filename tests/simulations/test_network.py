@@ -171,13 +171,42 @@ def test_tcp_leg_retransmits_lost_segments(make_sim: Callable[..., Simulation]) 
     sim = make_sim(2, registry=False)
     network = sim.network
     a, b = network.hosts
-    clean = network.tcp_leg(a, b, 1.0, 0)
+    clean = network.tcp_leg(a, b, handshake=True)
     assert clean is not None
     assert clean < 0.001
     network.loss = 0.5
-    delays = [network.tcp_leg(a, b, 1.0, 0) for _ in range(200)]
+    delays = [network.tcp_leg(a, b, handshake=True) for _ in range(200)]
     arrived = [d for d in delays if d is not None]
     # A segment arrives at once or only after a retransmission timeout.
     assert any(d >= 1.0 for d in arrived)
     assert all(d < 0.001 or d >= 1.0 for d in arrived)
     assert len(arrived) < len(delays)  # six lost tries in a row happen at 50% loss
+
+
+def test_syn_schedule_is_linear_then_doubles() -> None:
+    lan = PROFILES["lan"]
+    # Linux 6.5+ (tcp_syn_linear_timeouts = 4): SYNs at 0, 1, 2, 3, 4, 5, 7, 11 s.
+    sent_at = [0.0]
+    for tries in range(1, 8):
+        sent_at.append(sent_at[-1] + lan.syn_retry_delay(tries))
+    assert sent_at == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 11.0]
+
+
+def test_stream_opened_during_a_partition_connects_when_it_heals(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    # Only the stream under test: no periodic push-pull, no healing loop.
+    quiet = (("push_pull_interval", 0.0), ("reconnect_interval", 1000.0))
+    sim = make_sim(2, profile="lan", registry=False, overrides=quiet)
+    opener, peer = engine_of(sim, "node-0"), engine_of(sim, "node-1")
+    sim.partition([["node-0"], ["node-1"]])
+    sim.scheduler.run_until(1.0)
+    opener.join([sim.network.hosts[1].address], sim.now)  # a push-pull, SYN sent at 1.0
+    sim.network.flush(sim.network.hosts[0])
+    sim.scheduler.run_until(3.5)
+    assert peer.statistics().push_pulls_served == 0
+    sim.heal()
+    # The SYN resent at 4.0 gets through, well before the 10 s stream timeout.
+    sim.scheduler.run_until(4.1)
+    assert peer.statistics().push_pulls_served == 1
+    assert opener.statistics().streams_failed == 0

@@ -91,3 +91,15 @@ def test_exchange_with_a_partitioned_member_times_out(
     sim.partition([["node-0"], ["node-1"]], "cut")
     sim.scheduler.run_until(3 * SYNC_INTERVAL)
     assert sim.sync.exchanges_failed > 0
+
+
+def test_refuted_suspicions_prompt_no_exchange(make_sim: Callable[..., Simulation]) -> None:
+    # Heavy loss: members are suspected and refute all the time, but one that
+    # was only suspected kept its registry and its broadcasts, so the loops
+    # exchange at their periodic rate only.
+    sim = make_sim(10, loss=0.2)
+    sim.scheduler.run_until(300.0)
+    suspicions = sum(e.statistics().suspicions for e in map(sim.engine, sim.names) if e)
+    assert suspicions > 20
+    periodic = 10 * 300.0 / (0.8 * SYNC_INTERVAL)
+    assert sim.sync.exchanges <= periodic

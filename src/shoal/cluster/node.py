@@ -49,6 +49,7 @@ from shoal.cluster.routing import SYNC_INTERVAL, TopicRouting
 from shoal.cluster.tcp_server import TCPServer
 from shoal.config import parse_address
 from shoal.errors import RemoteProtocolError
+from shoal.membership.events import MemberJoined
 from shoal.membership.keyring import Keyring
 from shoal.membership.state import MemberState
 from shoal.queue.backend import memory_backend_factory
@@ -387,9 +388,10 @@ class Node:
     def _on_member_event(self, event: Event) -> None:
         if self.lookup is not None:
             self.lookup.notify_change()
-        member = getattr(event, "member", None)
-        if member is not None and member.state is MemberState.ALIVE:
-            self._sync_now.append(member.address)
+        # Only a member that joined or came back from dead can hold registry
+        # news we missed; one that was merely suspected kept receiving it.
+        if isinstance(event, MemberJoined):
+            self._sync_now.append(event.member.address)
             self._sync_wake.set()
 
     async def _answer_sync(self, stream: MessageStream, peer: Any) -> None:

@@ -324,10 +324,13 @@ class Registry:
 
     @staticmethod
     def _advance(st: _State) -> None:
-        while st.watermark + 1 in st.pending:
+        pending = st.pending
+        if not pending:
+            return  # the usual case: versions arrive in order
+        while st.watermark + 1 in pending:
             st.watermark += 1
-            st.pending.discard(st.watermark)
-        st.pending = {v for v in st.pending if v > st.watermark}
+            pending.discard(st.watermark)
+        st.pending = {v for v in pending if v > st.watermark}
 
     def apply(
         self, owner: str, generation: int, reset: bool, entries: Iterable[Entry], now: float

@@ -170,6 +170,16 @@ _SEQ_MASK = (1 << 32) - 1
 #: Most catch-up push-pulls after a join (see `Membership.join`).
 _CATCH_UP_PUSH_PULLS = 3
 
+#: Most catch-up push-pulls after a sign of a healed partition, and the
+#: shortest time between two such rounds (see `Membership._catch_up_soon`).
+_HEAL_CATCH_UPS = 2
+HEAL_CATCH_UP_SPACING = 30.0
+
+#: This many members coming alive (new, or back from dead) within
+#: `_MERGE_WINDOW` seconds means two groups merged (see `_note_arrival`).
+_MERGE_ARRIVALS = 3
+_MERGE_WINDOW = 5.0
+
 #: Most timers `tick` fires in one call; any rest fires on the next call. A
 #: guard only: periodic timers always move forward in time.
 _MAX_TIMERS_PER_TICK = 100_000
@@ -530,7 +540,10 @@ class Membership:
         self._leaving = False
         self._table: bytes | None = None  # encoded push-pull records, see _push_pull_bytes
         self._catch_ups_left = 0
+        self._catch_up_seed_first = False
         self._catch_up_pending = False
+        self._heal_catch_up_at: float | None = None
+        self._arrivals: list[float] = []
 
         self._broadcasts = TransmitLimitedQueue()
         self._app_broadcasts = TransmitLimitedQueue()
@@ -671,12 +684,14 @@ class Membership:
         if isinstance(message, Ack):
             self._on_ack(message, now)
         elif isinstance(message, PushPull):
-            known = len(self._nodes)
+            known = (len(self._nodes), self._counts[_ALIVE])
             self._merge_push_pull(message, now)
             if self._catch_up_pending:
                 self._catch_up_pending = False
-                if len(self._nodes) > known:
+                if len(self._nodes) > known[0] or self._counts[_ALIVE] > known[1]:
                     self._schedule_catch_up(now)
+                else:
+                    self._catch_ups_left = 0  # nothing new: the round is over
 
     def stream_failed(self, dst: Address, now: float) -> None:
         """Report that a stream we opened to ``dst`` failed or timed out.
@@ -727,6 +742,7 @@ class Membership:
         # joining find them without waiting a full push-pull interval; they
         # repeat while they still teach us new members (a few times at most).
         self._catch_ups_left = _CATCH_UP_PUSH_PULLS
+        self._catch_up_seed_first = True
         self._schedule_catch_up(now)
 
     def leave(self, now: float) -> None:
@@ -1260,9 +1276,10 @@ class Membership:
     def _catch_up(self, now: float) -> None:
         if self._leaving:
             return
-        # The first catch-up goes to a seed: in a cluster started at once,
-        # everyone joined through it, so it knows them all by now.
-        first = self._catch_ups_left == _CATCH_UP_PUSH_PULLS - 1
+        # The first catch-up after a join goes to a seed: in a cluster
+        # started at once, everyone joined through it, so it knows them all.
+        first = self._catch_up_seed_first
+        self._catch_up_seed_first = False
         seeds = [self._by_address.get(seed) for seed in self._seeds] if first else []
         partners = [n for n in seeds if n is not None and n.state is _ALIVE]
         if partners:
@@ -1434,6 +1451,7 @@ class Membership:
             return
         if incarnation >= self._self.incarnation:
             self._refute(incarnation, now)
+            self._catch_up_soon(now)
         elif self._name not in self._broadcasts:
             self._queue_self_alive(now)
         me = self._self
@@ -1446,6 +1464,38 @@ class Membership:
         for address in targets:
             if address is not None and address != self._address:
                 self._send(address, [alive])
+
+    def _catch_up_soon(self, now: float) -> None:
+        """Push-pull with a random member a few probe intervals from now.
+
+        Called on the two signs of a healed partition: we refuted an
+        accusation, or members came alive in bulk (`_note_arrival`). Either
+        way, members of the other group held us dead or had forgotten us, so
+        their news (refutations, rejoins) raced through the members that
+        already saw us alive and missed us with some probability; periodic
+        push-pull would repair that only after 90 s at 100 members. The
+        exchange waits until those broadcasts have settled and repeats once
+        if it taught us something. At most one round per
+        `HEAL_CATCH_UP_SPACING`, so a lossy network that keeps raising
+        suspicions, or steady churn, costs little.
+        """
+        last = self._heal_catch_up_at
+        if last is not None and now - last < HEAL_CATCH_UP_SPACING:
+            return
+        self._heal_catch_up_at = now
+        self._catch_ups_left = max(self._catch_ups_left, _HEAL_CATCH_UPS - 1)
+        delay = self._config.probe_interval * self._rng.uniform(2.0, 4.0)
+        self._schedule(now + delay, self._catch_up)
+
+    def _note_arrival(self, now: float) -> None:
+        """Count a member coming alive; a burst of them prompts `_catch_up_soon`."""
+        arrivals = self._arrivals
+        arrivals.append(now)
+        while arrivals and now - arrivals[0] > _MERGE_WINDOW:
+            arrivals.pop(0)
+        if len(arrivals) >= _MERGE_ARRIVALS:
+            arrivals.clear()
+            self._catch_up_soon(now)
 
     def _refute(self, accused_incarnation: int, now: float) -> None:
         me = self._self
@@ -1464,9 +1514,12 @@ class Membership:
         if node is None:
             node = _Node(name, message.address, message.meta, message.incarnation, _ALIVE, now)
             self._add_node(node)
-            if rebroadcast:
-                self._queue_broadcast(name, message, now)
             self._events.append(MemberJoined(member=node.snapshot()))
+            if rebroadcast:
+                # Not for a fresh joiner learning the cluster (it has its own
+                # catch-ups): only news we pass on says two groups met.
+                self._queue_broadcast(name, message, now)
+                self._note_arrival(now)
             return
         moved = node.address != message.address
         if moved and not address_change_allowed(
@@ -1495,6 +1548,8 @@ class Membership:
         if old_state is _DEAD or old_state is _LEFT:
             self._remembered.pop(name, None)
             self._events.append(MemberJoined(member=node.snapshot()))
+            if rebroadcast:
+                self._note_arrival(now)
         elif old_state is _SUSPECT:
             self._events.append(MemberRecovered(member=node.snapshot()))
         elif moved or meta_changed:

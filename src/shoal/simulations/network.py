@@ -24,7 +24,11 @@ Theory of operation:
   timeouts when the link loses it (1 s for the handshake, 0.2 s for data,
   doubling) and each transfer costing ``bytes / bandwidth``. An opener that has
   no reply within its engine's ``stream_timeout`` is told the stream failed; a
-  connection to a crashed host is refused after one round trip.
+  connection to a crashed host is refused after one round trip. A SYN into a
+  partition (or to an address nobody holds) is resent on Linux's schedule
+  (``NetworkProfile.syn_linear_timeouts``), so a connection attempt made
+  during a split gets through when the split heals, if the opener is still
+  waiting.
 * *Partitions* are `Cut` rules: transmissions from any source in a cut to any
   destination in it are dropped. Two-way partitions are two cuts. A stream
   needs both directions open.
@@ -113,6 +117,11 @@ class NetworkProfile:
         hop_jitter: mean of the extra tail per region hop.
         bandwidth: bytes per second of a stream transfer.
         syn_timeout: TCP's first retransmission timeout for the handshake.
+        syn_linear_timeouts: handshake retransmissions after the first that
+            keep ``syn_timeout`` before the timeout starts doubling; Linux 6.5
+            and later default to 4 (``net.ipv4.tcp_syn_linear_timeouts``),
+            so a SYN goes out at 0, 1, 2, 3, 4, 5, 7, 11 s. Zero gives the
+            classic 0, 1, 3, 7 s.
         data_timeout: TCP's first retransmission timeout for data.
     """
 
@@ -123,7 +132,13 @@ class NetworkProfile:
     hop_jitter: float = 0.0
     bandwidth: float = 125e6
     syn_timeout: float = 1.0
+    syn_linear_timeouts: int = 4
     data_timeout: float = 0.2
+
+    def syn_retry_delay(self, tries: int) -> float:
+        """Return how long a SYN waits for an answer after its ``tries``-th sending (from 1)."""
+        doublings = max(0, tries - 1 - self.syn_linear_timeouts)
+        return self.syn_timeout * 2.0**doublings
 
     def link_latency(self, source_region: int, destination_region: int) -> Latency:
         """Return the delay distribution between two regions."""
@@ -557,25 +572,30 @@ class Network:
     # ------------------------------------------------------------------ streams
 
     def tcp_leg(
-        self, source: Host, destination: Host | None, first_timeout: float, size: int
+        self, source: Host, destination: Host | None, size: int = 0, *, handshake: bool = False
     ) -> float | None:
         """Return the delay of one TCP segment of ``size`` bytes, or None if it never arrives.
 
-        The segment is retransmitted after ``first_timeout``, doubling, while
-        the link loses it (at most six tries); its transfer takes
+        The segment is retransmitted while the link loses it (at most six
+        tries): a handshake segment on the profile's SYN schedule, a data
+        segment after ``data_timeout``, doubling. Its transfer takes
         ``size / bandwidth``.
         """
+        profile = self.profile
         loss, extra = self._link_loss(
             source.address, source.address if destination is None else destination.address
         )
         waited = 0.0
-        timeout = first_timeout
-        for _ in range(_TCP_ATTEMPTS):
+        timeout = profile.data_timeout
+        for tries in range(1, _TCP_ATTEMPTS + 1):
             delay = self._one_way(source, destination, loss)
             if delay is not None:
-                return waited + delay + extra + size / self.profile.bandwidth
-            waited += timeout
-            timeout *= 2
+                return waited + delay + extra + size / profile.bandwidth
+            if handshake:
+                waited += profile.syn_retry_delay(tries)
+            else:
+                waited += timeout
+                timeout *= 2
         return None
 
     def _open_stream(self, host: Host, destination: Address, data: bytes) -> None:
@@ -585,23 +605,39 @@ class Network:
         stats.streams_opened += 1
         stats.stream_bytes_sent += len(data)
         stream = _Stream(host, destination)
-        scheduler = self.scheduler
-        scheduler.call_later(engine.config.stream_timeout, self._fail, stream)
-        if self._cuts and (
-            self.blocked(host.address, destination) or self.blocked(destination, host.address)
-        ):
-            return  # SYNs vanish: the opener times out
+        self.scheduler.call_later(engine.config.stream_timeout, self._fail, stream)
+        self._connect(stream, data, 1)
+
+    def _connect(self, stream: _Stream, data: bytes, tries: int) -> None:
+        """Send a SYN; while it cannot get through, send it again as TCP would.
+
+        A SYN into a partition, or to an address nobody answers, vanishes; the
+        kernel resends it on the profile's schedule (every second at first on
+        Linux 6.5+) until the opener's stream timeout gives up. A partition
+        that heals meanwhile lets the next resend through, so a push-pull
+        begun during a split completes shortly after it heals, as on a real
+        network.
+        """
+        if stream.done:
+            return
+        host = stream.opener
+        destination = stream.destination
         target = self._by_address.get(destination)
-        profile = self.profile
-        if target is None:
-            return  # nobody there: the SYNs go unanswered and the opener times out
-        syn = self.tcp_leg(host, target, profile.syn_timeout, 0)
+        cut = bool(self._cuts) and (
+            self.blocked(host.address, destination) or self.blocked(destination, host.address)
+        )
+        if target is None or cut:
+            delay = self.profile.syn_retry_delay(tries)
+            self.scheduler.call_later(delay, self._connect, stream, data, tries + 1)
+            return
+        scheduler = self.scheduler
+        syn = self.tcp_leg(host, target, handshake=True)
         if target.engine is None:
             if syn is not None:
                 scheduler.call_later(2 * syn, self._fail, stream)  # refused by the host
             return
-        syn_ack = self.tcp_leg(target, host, profile.syn_timeout, 0)
-        request = self.tcp_leg(host, target, profile.data_timeout, len(data))
+        syn_ack = self.tcp_leg(target, host, handshake=True)
+        request = self.tcp_leg(host, target, len(data))
         if syn is None or syn_ack is None or request is None:
             return
         delay = syn + syn_ack + request + target.slow_delay
@@ -631,7 +667,7 @@ class Network:
         host.stats.stream_bytes_sent += len(reply)
         if self._cuts and self.blocked(host.address, opener.address):
             return  # the opener times out
-        delay = self.tcp_leg(host, opener, self.profile.data_timeout, len(reply))
+        delay = self.tcp_leg(host, opener, len(reply))
         if delay is None:
             return
         self.scheduler.call_later(delay + opener.slow_delay, self._reply, stream, reply)

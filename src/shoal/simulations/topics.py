@@ -39,7 +39,7 @@ from shoal.cluster.registry import (
 )
 from shoal.cluster.routing import MAX_KEY, SYNC_INTERVAL
 from shoal.errors import RemoteProtocolError
-from shoal.membership import MemberState
+from shoal.membership import MemberJoined
 
 if TYPE_CHECKING:
     import random
@@ -227,15 +227,19 @@ class RegistrySync:
         self._arm(host, loop)
 
     def on_events(self, host: Host, events: list[Event]) -> None:
-        """Queue an exchange with every member an event shows alive, and wake the loop."""
+        """Queue an exchange with every member that joined or came back, and wake the loop.
+
+        A member that was only suspected kept its registry entries and kept
+        receiving broadcasts, so its recovery needs no exchange: under heavy
+        loss, exchanging on every refuted suspicion cost kilobytes a second.
+        """
         loop = self._loops.get(host.index)
         if loop is None or loop.life != host.life:
             return
         woken = False
         for event in events:
-            member = getattr(event, "member", None)
-            if member is not None and member.state is MemberState.ALIVE:
-                loop.pending.append(member.address)
+            if isinstance(event, MemberJoined):
+                loop.pending.append(event.member.address)
                 woken = True
         if woken and not loop.busy:
             loop.token += 1
@@ -295,14 +299,13 @@ class RegistrySync:
             return  # the connection attempt times out
         if network.blocked(address, host.address):
             return
-        profile = network.profile
-        syn = network.tcp_leg(host, target, profile.syn_timeout, 0)
+        syn = network.tcp_leg(host, target, handshake=True)
         if target.engine is None:
             if syn is not None:
                 scheduler.call_later(2 * syn, self._give_up, exchange, rest)  # refused
             return
-        syn_ack = network.tcp_leg(target, host, profile.syn_timeout, 0)
-        request = network.tcp_leg(host, target, profile.data_timeout, len(encoded))
+        syn_ack = network.tcp_leg(target, host, handshake=True)
+        request = network.tcp_leg(host, target, len(encoded))
         if syn is None or syn_ack is None or request is None:
             return
         host.stats.stream_bytes_sent += len(encoded)
@@ -354,7 +357,7 @@ class RegistrySync:
         network = self.network
         if network.blocked(target.address, initiator.address):
             return
-        leg = network.tcp_leg(target, initiator, network.profile.data_timeout, size)
+        leg = network.tcp_leg(target, initiator, size)
         if leg is None:
             return
         self.scheduler.call_later(
@@ -407,7 +410,7 @@ class RegistrySync:
         initiator.stats.stream_bytes_sent += len(last)
         network = self.network
         if not network.blocked(initiator.address, target.address):
-            leg = network.tcp_leg(initiator, target, network.profile.data_timeout, len(last))
+            leg = network.tcp_leg(initiator, target, len(last))
             if leg is not None:
                 scheduler.call_later(
                     leg + target.slow_delay, self._apply, target, last, target.life
