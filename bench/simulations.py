@@ -16,10 +16,11 @@ g1         crash detection at N=100: time until every live node marks the
            victim dead (10 staggered crashes x 3 seeds), and per observer
 g3         dissemination of a metadata update to all of N=100, p99, at 0% and
            20% loss (one update a second)
-g5         heal after a split longer than dead retention (3600 s on LAN; with
-           --quick, retention overridden to 120 s), N=100, three split shapes
-g7         false deaths of healthy nodes in an hour at 5% loss (G7) and 20%
-           loss (G8), N=100
+g5         heal after a split longer than dead retention (3600 s on LAN, 3 seeds;
+           with --quick, retention overridden to 120 s, 10 seeds), N=100,
+           three split shapes
+g7         false deaths of healthy nodes per hour at 5% loss (G7) and 20%
+           loss (G8), N=100, over --hours one-hour runs (one seed each)
 g9         10% of N=100 stalling 2 s every 10 s, with and without Lifeguard's
            health awareness; and the same share slowed by 1.5 s, where
            awareness matters
@@ -119,50 +120,64 @@ def g3() -> None:
 def g5(quick: bool) -> None:
     retention = 120.0 if quick else 3600.0
     split_for = retention + 60.0
+    seeds = 10 if quick else 3
     print(
         f"G5 heal after a split of {split_for:.0f} s, longer than dead retention "
-        f"({retention:.0f} s), N=100, lan (target p99 <= 15 s)"
+        f"({retention:.0f} s), N=100, lan, {seeds} seeds per shape (target p99 <= 15 s)"
     )
     overrides: tuple[tuple[str, Any], ...] = (("dead_retention", retention),) if quick else ()
+    everything: list[float] = []
     for sizes in ((50, 50), (90, 10), (99, 1)):
-        scenario = Split(sizes=sizes, duration=split_for)
-        settings = RunSettings(nodes=100, overrides=overrides)
+        views: list[float] = []
+        never = 0
         started = time.perf_counter()
-        run = simulate(scenario, settings).runs[0]
-        (heal,) = run.metrics.heals
+        for seed in range(seeds):
+            scenario = Split(sizes=sizes, duration=split_for)
+            settings = RunSettings(nodes=100, seed=seed, overrides=overrides)
+            (heal,) = simulate(scenario, settings).runs[0].metrics.heals
+            # "full": the views and the registries agree everywhere.
+            if heal.full is None:
+                never += 1
+            else:
+                views.append(heal.full)
+        everything += views
+        suffix = f", never healed: {never}" if never else ""
         line(
             f"split {sizes[0]}/{sizes[1]}",
-            f"view {_s(heal.view)}, view and registry {_s(heal.full)}"
-            f"  ({time.perf_counter() - started:.0f} s wall)",
+            f"{spread(views)}{suffix}  ({time.perf_counter() - started:.0f} s wall)",
         )
-    print("  for comparison, splits shorter than retention (60 s), 50/50, 5 seeds:")
+    line("all shapes", spread(everything))
+    print("  for comparison, splits shorter than retention (60 s), 50/50, 10 seeds:")
     views = []
-    for seed in range(5):
+    for seed in range(10):
         run = simulate(Split(), RunSettings(nodes=100, seed=seed)).runs[0]
         (heal,) = run.metrics.heals
-        if heal.view is not None:
-            views.append(heal.view)
+        if heal.full is not None:
+            views.append(heal.full)
     line("split 50/50 for 60 s", spread(views))
 
 
-def _s(value: float | None) -> str:
-    return "never" if value is None else f"{value:.2f} s"
-
-
-def g7(baseline: bool) -> None:
-    print("G7/G8 false deaths of healthy nodes in one hour, N=100, lan (targets 0 and <= 1)")
+def g7(baseline: bool, hours: int) -> None:
+    print(
+        "G7/G8 false deaths of healthy nodes per hour, N=100, lan (targets 0 and <= 1), "
+        f"{hours} one-hour run(s) each"
+    )
     for loss in (0.05, 0.2):
         for lifeguard in (True, False) if baseline else (True,):
-            started = time.perf_counter()
-            settings = RunSettings(nodes=100, duration=3600.0, loss=loss, lifeguard=lifeguard)
-            m = simulate(Idle(), settings).runs[0].metrics
             label = f"{loss:.0%} loss, lifeguard {'on' if lifeguard else 'off'}"
-            line(
-                label,
-                f"false deaths {m.false_deaths} ({m.false_death_events} events), "
-                f"false suspicions {m.false_suspicions}, refutations {m.refutations}"
-                f"  ({time.perf_counter() - started:.0f} s wall)",
-            )
+            for seed in range(hours):
+                started = time.perf_counter()
+                settings = RunSettings(
+                    nodes=100, seed=seed, duration=3600.0, loss=loss, lifeguard=lifeguard
+                )
+                m = simulate(Idle(), settings).runs[0].metrics
+                line(
+                    f"{label}, seed {seed}",
+                    f"false deaths {m.false_deaths} ({m.false_death_events} events), "
+                    f"false suspicions {m.false_suspicions}, refutations {m.refutations}, "
+                    f"{m.bytes_per_node_per_s:,.0f} B/s per node"
+                    f"  ({time.perf_counter() - started:.0f} s wall)",
+                )
 
 
 def g9() -> None:
@@ -217,6 +232,7 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="shorter runs where allowed")
     parser.add_argument("--baseline", action="store_true", help="G7/G8 with Lifeguard off too")
+    parser.add_argument("--hours", type=int, default=1, help="G7/G8 one-hour runs per rate")
     args = parser.parse_args()
     for goal in args.goals:
         started = time.perf_counter()
@@ -229,7 +245,7 @@ def main() -> None:
         elif goal == "g5":
             g5(args.quick)
         elif goal == "g7":
-            g7(args.baseline)
+            g7(args.baseline, args.hours)
         elif goal == "g9":
             g9()
         elif goal == "g10":

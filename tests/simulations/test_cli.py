@@ -63,6 +63,9 @@ def test_simulate_compare_puts_runs_side_by_side() -> None:
         ("split", "-n", "5", "--sizes", "two"),
         ("crash", "-n", "5", "--set", "no_such_field=1"),
         ("crash", "-n", "5", "--set", "probe_timeout=5"),
+        ("crash", "-n", "5", "--set", "dead_retention=soon"),
+        ("crash", "-n", "5", "--set", "lifeguard_nack=maybe"),
+        ("crash", "-n", "5", "--set", "indirect_checks=1.5"),
         ("crash", "-n", "5", "--loss", "150%"),
         ("crash", "-n", "1"),
         ("crash", "-n", "5", "--kill", "5"),
@@ -74,6 +77,15 @@ def test_simulate_usage_errors_exit_2(args: tuple[str, ...]) -> None:
     result = run(*args)
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+def test_simulate_set_takes_durations_for_times() -> None:
+    result = run(
+        "crash", "-n", "5", "--set", "dead_retention=2m", "--set", "probe_timeout=200ms", "--json"
+    )
+    assert result.exit_code == 0
+    overrides = json.loads(result.stdout)["runs"][0]["settings"]["overrides"]
+    assert overrides == {"dead_retention": 120.0, "probe_timeout": 0.2}
 
 
 def test_simulate_plot_without_matplotlib_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:

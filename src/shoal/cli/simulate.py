@@ -16,6 +16,7 @@ The main group registers `simulate` with ``cli.add_command(simulate)``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import sys
@@ -23,8 +24,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from shoal.cli.options import DURATION
+from shoal.cli.options import DURATION, parse_duration
 from shoal.errors import ConfigError, ShoalError
+from shoal.membership import MembershipConfig
 from shoal.simulations import invariants, plot
 from shoal.simulations.report import format_comparison, format_summary
 from shoal.simulations.runner import PROFILE_NAMES, RunSettings, compare
@@ -89,25 +91,36 @@ def _parse_list(text: str, convert: Callable[[str], Any], what: str) -> tuple[An
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``FIELD=VALUE`` by the field's type: durations for float fields (``2m``)."""
     name, sep, raw = text.partition("=")
-    if not sep or not name.strip():
+    name, raw = name.strip(), raw.strip()
+    if not sep or not name:
         raise click.BadParameter(f"{text!r} is not FIELD=VALUE", param_hint="--set")
-    raw = raw.strip()
+    kinds = {field.name: str(field.type) for field in dataclasses.fields(MembershipConfig)}
+    kind = kinds.get(name)
+    if kind is None:
+        raise click.BadParameter(f"no membership setting named {name!r}", param_hint="--set")
+    value = _typed(kind, raw)
+    if value is None:
+        expected = {"bool": "true or false", "int": "an integer"}.get(
+            kind, "a number or a duration (e.g. 500ms, 2m)"
+        )
+        raise click.BadParameter(f"{name} must be {expected}, not {raw!r}", param_hint="--set")
+    return name, value
+
+
+def _typed(kind: str, raw: str) -> bool | int | float | None:
     lowered = raw.lower()
-    value: Any
-    if lowered in ("true", "false"):
-        value = lowered == "true"
-    elif lowered in ("inf", "infinity"):
-        value = math.inf
-    else:
-        try:
-            value = int(raw)
-        except ValueError:
-            try:
-                value = float(raw)
-            except ValueError:
-                value = raw
-    return name.strip(), value
+    if kind == "bool":
+        return {"true": True, "false": False}.get(lowered)
+    try:
+        if kind == "int":
+            return int(raw)
+        if lowered in ("inf", "infinity"):
+            return math.inf
+        return parse_duration(raw)
+    except ValueError:
+        return None
 
 
 def _run_options(fn: F) -> F:

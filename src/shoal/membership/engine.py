@@ -41,7 +41,12 @@ Theory of operation (reference/membership.md §1; SWIM; Lifeguard; memberlist
   address that is not a live member is push-pulled, and with probability
   ``dead / alive`` one random dead member (retained, or reaped less than
   ``reconnect_timeout`` ago) is too. Two halves of a partition therefore find
-  each other again however long the split lasted.
+  each other again however long the split lasted. Once they meet, each side's
+  refutations and rejoins race through members that may still hold a given
+  node dead, so a node that refutes an accusation, or sees three members
+  come alive within seconds, push-pulls with a random member a few probe
+  intervals later to fetch what missed it; a packet from a member we hold dead
+  prompts a push-pull with that member.
 * *Leaving* broadcasts ``dead`` about ourselves with ourselves as source; the
   driver waits for `Membership.leave_complete` (or a timeout) and stops.
 * *Reaping.* Dead and left members are kept ``dead_retention`` seconds, then
@@ -68,7 +73,9 @@ false deaths, slow convergence or wasted work, and each named where it lives:
   runs up to three catch-up push-pulls right after joining;
 * the first periodic push-pull is spread over the scaled interval;
 * healing (seeds and dead members retried forever / for
-  ``reconnect_timeout``) is built in, as Serf does only partly.
+  ``reconnect_timeout``) is built in, as Serf does only partly, and the
+  catch-up push-pulls after a heal settle it in seconds where memberlist
+  waits for the next periodic push-pull.
 """
 
 from __future__ import annotations
