@@ -670,6 +670,21 @@ def test_packet_from_member_held_dead_prompts_one_push_pull_per_spacing() -> Non
     assert [address for address, _ in engine.streams_to_open()] == [ADDR["b"]]
 
 
+def test_ping_from_a_reaped_member_prompts_a_push_pull_with_it() -> None:
+    # A lone node that still counts us alive probes us after the split
+    # heals; we forgot it long ago, and only this exchange tells us it is back.
+    engine = with_members("b", "c", config=QUIET)
+    feed(engine, Dead(incarnation=1, name="b", source="c"), src=ADDR["c"])
+    driver = Driver(engine, answer="c")
+    driver.run_until(QUIET.dead_retention + 2.0)
+    assert engine.member("b") is None
+    now = QUIET.dead_retention + 3.0
+    engine.streams_to_open()
+    feed(engine, Ping(seq=9, target="a", source="b"), now=now, src=ADDR["b"])
+    assert [address for address, _ in engine.streams_to_open()] == [ADDR["b"]]
+    assert any(isinstance(m, Ack) for _, m in drain(engine))
+
+
 def test_refuting_an_accusation_prompts_a_catch_up_push_pull() -> None:
     engine = with_members("b", "c", config=QUIET)
     driver = Driver(engine, answer="bc")

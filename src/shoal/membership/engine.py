@@ -182,9 +182,10 @@ _CATCH_UP_PUSH_PULLS = 3
 _HEAL_CATCH_UPS = 2
 HEAL_CATCH_UP_SPACING = 30.0
 
-#: This many members coming alive (new, or back from dead) within
-#: `_MERGE_WINDOW` seconds means two groups merged (see `_note_arrival`).
-_MERGE_ARRIVALS = 3
+#: This many members coming alive (new, or back from dead) or falling under
+#: suspicion within `_MERGE_WINDOW` seconds means two groups merged (see
+#: `_note_upheaval`).
+_MERGE_CHANGES = 3
 _MERGE_WINDOW = 5.0
 
 #: Most timers `tick` fires in one call; any rest fires on the next call. A
@@ -550,7 +551,7 @@ class Membership:
         self._catch_up_seed_first = False
         self._catch_up_pending = False
         self._heal_catch_up_at: float | None = None
-        self._arrivals: list[float] = []
+        self._upheavals: list[float] = []
 
         self._broadcasts = TransmitLimitedQueue()
         self._app_broadcasts = TransmitLimitedQueue()
@@ -628,7 +629,7 @@ class Membership:
             self._handle_packet_message(message, src, now)
         sender = self._by_address.get(src)
         if sender is not None and sender.state is _DEAD:
-            self._revive(sender, now)
+            self._revive(sender.name, sender.address, now)
 
     def receive_stream(self, data: bytes, src: Address, now: float) -> bytes | None:
         """Handle one inbound stream request and return the reply to send back.
@@ -986,22 +987,22 @@ class Membership:
             delay = self._config.gossip_interval * self._rng.random()
             self._gossip_timer = self._schedule(now + delay, self._gossip_tick)
 
-    def _revive(self, node: _Node, now: float) -> None:
-        """A member we hold dead is talking to us: ask it directly how it is.
+    def _revive(self, name: str, address: Address, now: float) -> None:
+        """A member we hold dead (or reaped) is talking to us: ask it directly how it is.
 
         After a partition heals, a member that missed the broadcast refuting
         a death would otherwise hold the member dead until its next
         push-pull (90 s at 100 members). A push-pull with the sender settles
         it at once; one per `REVIVE_SPACING` per member bounds the cost.
         """
-        last = self._revive_at.get(node.name)
+        last = self._revive_at.get(name)
         if last is not None and now - last < REVIVE_SPACING:
             return
-        self._revive_at[node.name] = now
+        self._revive_at[name] = now
         if len(self._revive_at) > 4 * len(self._nodes):
             # Forget old entries so the map cannot outgrow the membership.
             self._revive_at = {k: v for k, v in self._revive_at.items() if now - v < REVIVE_SPACING}
-        self._open_push_pull(node.address, join=False)
+        self._open_push_pull(address, join=False)
 
     def _open_push_pull(self, address: Address, *, join: bool) -> None:
         self._stats.push_pulls += 1
@@ -1344,6 +1345,11 @@ class Membership:
         if isinstance(message, Ping):
             if message.target == self._name:
                 self._send(src, [Ack(seq=message.seq)])
+                if message.source in self._remembered:
+                    # A member we reaped is probing us: it never learned of
+                    # its death (a lone node slowed by its health score can
+                    # still count most of us alive), so nobody would tell it.
+                    self._revive(message.source, src, now)
             else:
                 self._drop("wrong_target")
         elif isinstance(message, Ack):
@@ -1475,12 +1481,13 @@ class Membership:
     def _catch_up_soon(self, now: float) -> None:
         """Push-pull with a random member a few probe intervals from now.
 
-        Called on the two signs of a healed partition: we refuted an
-        accusation, or members came alive in bulk (`_note_arrival`). Either
-        way, members of the other group held us dead or had forgotten us, so
-        their news (refutations, rejoins) raced through the members that
-        already saw us alive and missed us with some probability; periodic
-        push-pull would repair that only after 90 s at 100 members. The
+        Called on the signs of a healed partition: we refuted an accusation,
+        or members came alive or fell under suspicion in bulk
+        (`_note_upheaval`: the two sides' tables meeting). Members of the
+        other group held us dead or had forgotten us, and the refutations and
+        rejoins that follow race through the cluster in a storm of broadcasts
+        that misses a member now and then; periodic push-pull would repair
+        that only after 90 s at 100 members. The
         exchange waits until those broadcasts have settled and repeats once
         if it taught us something. At most one round per
         `HEAL_CATCH_UP_SPACING`, so a lossy network that keeps raising
@@ -1494,14 +1501,14 @@ class Membership:
         delay = self._config.probe_interval * self._rng.uniform(2.0, 4.0)
         self._schedule(now + delay, self._catch_up)
 
-    def _note_arrival(self, now: float) -> None:
-        """Count a member coming alive; a burst of them prompts `_catch_up_soon`."""
-        arrivals = self._arrivals
-        arrivals.append(now)
-        while arrivals and now - arrivals[0] > _MERGE_WINDOW:
-            arrivals.pop(0)
-        if len(arrivals) >= _MERGE_ARRIVALS:
-            arrivals.clear()
+    def _note_upheaval(self, now: float) -> None:
+        """Count a member arriving or suspected; a burst of them prompts `_catch_up_soon`."""
+        changes = self._upheavals
+        changes.append(now)
+        while changes and now - changes[0] > _MERGE_WINDOW:
+            changes.pop(0)
+        if len(changes) >= _MERGE_CHANGES:
+            changes.clear()
             self._catch_up_soon(now)
 
     def _refute(self, accused_incarnation: int, now: float) -> None:
@@ -1526,7 +1533,7 @@ class Membership:
                 # Not for a fresh joiner learning the cluster (it has its own
                 # catch-ups): only news we pass on says two groups met.
                 self._queue_broadcast(name, message, now)
-                self._note_arrival(now)
+                self._note_upheaval(now)
             return
         moved = node.address != message.address
         if moved and not address_change_allowed(
@@ -1556,7 +1563,7 @@ class Membership:
             self._remembered.pop(name, None)
             self._events.append(MemberJoined(member=node.snapshot()))
             if rebroadcast:
-                self._note_arrival(now)
+                self._note_upheaval(now)
         elif old_state is _SUSPECT:
             self._events.append(MemberRecovered(member=node.snapshot()))
         elif moved or meta_changed:
@@ -1634,6 +1641,7 @@ class Membership:
         self._set_state(node, _SUSPECT, now)
         self._start_suspicion(node, message, now)
         self._stats.suspicions += 1
+        self._note_upheaval(now)
         self._events.append(MemberSuspected(member=node.snapshot(), accuser=message.source))
 
     def _start_suspicion(self, node: _Node, message: Suspect, now: float) -> None:
