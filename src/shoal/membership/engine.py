@@ -44,9 +44,10 @@ Theory of operation (reference/membership.md §1; SWIM; Lifeguard; memberlist
   each other again however long the split lasted. Once they meet, each side's
   refutations and rejoins race through members that may still hold a given
   node dead, so a node that refutes an accusation, or sees three members
-  come alive within seconds, push-pulls with a random member a few probe
-  intervals later to fetch what missed it; a packet from a member we hold dead
-  prompts a push-pull with that member.
+  come alive or fall under suspicion within seconds, push-pulls with a random
+  member a few probe intervals later to fetch what missed it; a packet from a
+  member we hold dead, or a ping from one we reaped, prompts a push-pull with
+  that member.
 * *Leaving* broadcasts ``dead`` about ourselves with ourselves as source; the
   driver waits for `Membership.leave_complete` (or a timeout) and stops.
 * *Reaping.* Dead and left members are kept ``dead_retention`` seconds, then
