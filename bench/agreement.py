@@ -20,18 +20,13 @@ agrees when its median is within 30% of the measured one.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 
 from membership import netns_run
 from shoal.simulations import Crash, RunSettings, Split, simulate
+from simulations import nearest_rank
 
 TOLERANCE = 0.30
-
-
-def nearest_rank(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def predict(seeds: int, split_for: float) -> tuple[list[float], list[float]]:

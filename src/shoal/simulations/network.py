@@ -627,21 +627,35 @@ class Network:
             self.blocked(host.address, destination) or self.blocked(destination, host.address)
         )
         if target is None or cut:
-            delay = self.profile.syn_retry_delay(tries)
-            self.scheduler.call_later(delay, self._connect, stream, data, tries + 1)
+            retry = self.profile.syn_retry_delay(tries)
+            self.scheduler.call_later(retry, self._connect, stream, data, tries + 1)
             return
-        scheduler = self.scheduler
-        syn = self.tcp_leg(host, target, handshake=True)
+        delay, refused = self.handshake(host, target, len(data))
+        if delay is None:
+            return  # a segment lost for good: the opener times out
+        if refused:
+            self.scheduler.call_later(delay, self._fail, stream)
+        else:
+            self.scheduler.call_later(delay, self._arrive, stream, data)
+
+    def handshake(self, opener: Host, target: Host, size: int) -> tuple[float | None, bool]:
+        """Time a connection that gets through to ``target`` and its first request.
+
+        Returns:
+            ``(delay, refused)``: with ``refused`` False, when a request of
+            ``size`` bytes is read by ``target`` (SYN, SYN-ACK and data legs,
+            plus the target's read delay); with ``refused`` True, when the
+            opener learns that nobody listens (the host is down). ``delay`` is
+            None if a segment is lost for good: the opener times out.
+        """
+        syn = self.tcp_leg(opener, target, handshake=True)
         if target.engine is None:
-            if syn is not None:
-                scheduler.call_later(2 * syn, self._fail, stream)  # refused by the host
-            return
-        syn_ack = self.tcp_leg(target, host, handshake=True)
-        request = self.tcp_leg(host, target, len(data))
+            return (None if syn is None else 2 * syn), True
+        syn_ack = self.tcp_leg(target, opener, handshake=True)
+        request = self.tcp_leg(opener, target, size)
         if syn is None or syn_ack is None or request is None:
-            return
-        delay = syn + syn_ack + request + target.slow_delay
-        scheduler.call_later(delay, self._arrive, stream, data)
+            return None, False
+        return syn + syn_ack + request + target.slow_delay, False
 
     def _arrive(self, stream: _Stream, data: bytes) -> None:
         host = self._by_address.get(stream.destination)
@@ -676,29 +690,35 @@ class Network:
     def _close(stream: _Stream) -> None:
         stream.done = True
 
-    def _reply(self, stream: _Stream, reply: bytes) -> None:
+    @staticmethod
+    def _settle(stream: _Stream, kind: str, reply: bytes | None) -> Host | None:
+        """End ``stream`` once; return its opener if the outcome is to be handled now.
+
+        A restarted or crashed opener never hears of it; a paused one finds
+        it in its inbox when it resumes.
+        """
         if stream.done:
-            return
+            return None
         stream.done = True
         opener = stream.opener
         if opener.life != stream.life or opener.engine is None:
-            return
+            return None
         if opener.paused_until is not None:
-            opener.inbox.append(("reply", stream, reply))
+            opener.inbox.append((kind, stream, reply))
+            return None
+        return opener
+
+    def _reply(self, stream: _Stream, reply: bytes) -> None:
+        opener = self._settle(stream, "reply", reply)
+        if opener is None or opener.engine is None:
             return
         opener.stats.stream_bytes_received += len(reply)
         opener.engine.receive_stream_reply(reply, stream.destination, self.scheduler.now)
         self.flush(opener)
 
     def _fail(self, stream: _Stream) -> None:
-        if stream.done:
-            return
-        stream.done = True
-        opener = stream.opener
-        if opener.life != stream.life or opener.engine is None:
-            return
-        if opener.paused_until is not None:
-            opener.inbox.append(("failed", stream, None))
+        opener = self._settle(stream, "failed", None)
+        if opener is None or opener.engine is None:
             return
         opener.engine.stream_failed(stream.destination, self.scheduler.now)
         self.flush(opener)

@@ -299,17 +299,13 @@ class RegistrySync:
             return  # the connection attempt times out
         if network.blocked(address, host.address):
             return
-        syn = network.tcp_leg(host, target, handshake=True)
-        if target.engine is None:
-            if syn is not None:
-                scheduler.call_later(2 * syn, self._give_up, exchange, rest)  # refused
-            return
-        syn_ack = network.tcp_leg(target, host, handshake=True)
-        request = network.tcp_leg(host, target, len(encoded))
-        if syn is None or syn_ack is None or request is None:
+        delay, refused = network.handshake(host, target, len(encoded))
+        if delay is None:
+            return  # the connection attempt times out
+        if refused:
+            scheduler.call_later(delay, self._give_up, exchange, rest)
             return
         host.stats.stream_bytes_sent += len(encoded)
-        delay = syn + syn_ack + request + target.slow_delay
         scheduler.call_later(delay, self._answer, exchange, target, encoded, rest)
 
     def _give_up(self, exchange: _Exchange, rest: list[Address]) -> None:
