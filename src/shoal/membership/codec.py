@@ -20,6 +20,7 @@ Rules:
        PUSH_PULL  [7, source, join, reply, [[name, [host, port], incarnation,
                    state, {meta}], ...], app_state]
        USER       [8, key, data]
+       REFUSED    [9, incarnation, name, source]
 
    Member states in push-pull tables are small integers, also on the wire
    and append-only: alive 0, suspect 1, dead 2, left 3. A table names each
@@ -58,6 +59,7 @@ from shoal.membership.messages import (
     PingReq,
     PushPull,
     PushPullEntry,
+    Refused,
     Suspect,
     UserMsg,
 )
@@ -123,6 +125,7 @@ PACKET_TYPES: Final = frozenset(
         MessageType.SUSPECT,
         MessageType.DEAD,
         MessageType.USER,
+        MessageType.REFUSED,
     }
 )
 STREAM_REQUEST_TYPES: Final = frozenset({MessageType.PING, MessageType.PUSH_PULL, MessageType.USER})
@@ -199,6 +202,8 @@ def encode_message(message: Message) -> bytes:
             item = [MessageType.SUSPECT.value, incarnation, name, source]
         case Dead(incarnation=incarnation, name=name, source=source):
             item = [MessageType.DEAD.value, incarnation, name, source]
+        case Refused(incarnation=incarnation, name=name, source=source):
+            item = [MessageType.REFUSED.value, incarnation, name, source]
         case PushPull(source=source, join=join, reply=reply, members=members, app_state=app_state):
             return _push_pull_bytes(source, join, reply, encode_table(members), app_state)
         case UserMsg(key=key, data=data):
@@ -451,6 +456,15 @@ def _dead(item: list[Any], limits: CodecLimits) -> Message:
     )
 
 
+def _refused(item: list[Any], limits: CodecLimits) -> Message:
+    _fields(item, 4, "refused")
+    return Refused(
+        incarnation=_uint(item[1], _UINT64_MAX, "incarnation"),
+        name=_name(item[2], limits, "name"),
+        source=_name(item[3], limits, "source"),
+    )
+
+
 def _push_pull(item: list[Any], limits: CodecLimits) -> Message:
     _fields(item, 6, "push-pull")
     entries = item[4]
@@ -490,6 +504,7 @@ _DECODERS: Final[Mapping[int, Callable[[list[Any], CodecLimits], Message]]] = {
     MessageType.DEAD.value: _dead,
     MessageType.PUSH_PULL.value: _push_pull,
     MessageType.USER.value: _user,
+    MessageType.REFUSED.value: _refused,
 }
 
 

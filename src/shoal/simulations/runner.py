@@ -297,8 +297,12 @@ class Simulation:
 
     # ------------------------------------------------------------------ faults
 
-    def crash(self, name: str) -> None:
-        """Kill ``name`` without a leave (SIGKILL): it vanishes from the network."""
+    def crash(self, name: str, *, host_down: bool = False) -> None:
+        """Kill ``name`` without a leave (SIGKILL): it vanishes from the network.
+
+        Its host stays up and refuses what is sent to it, unless ``host_down``
+        (the machine died or dropped off the network: silence).
+        """
         host = self._hosts[name]
         engine = host.engine
         if engine is None:
@@ -308,7 +312,7 @@ class Simulation:
         self.recorder.track_crash(name, engine.incarnation, now)
         self.recorder.fault(name, now)
         self._leaving.discard(name)
-        self.network.stop(host)
+        self.network.stop(host, refuses=not host_down)
         self.recorder.host_stopped(host, now)
 
     def restart(self, name: str, incarnation: int | None = None) -> None:
