@@ -11,7 +11,6 @@ import hashlib
 import signal
 import socket
 import sys
-import tomllib
 import zlib
 from typing import Any
 
@@ -19,10 +18,9 @@ import click
 import trio
 
 from shoal import __version__
-from shoal.cli.commands import COMMANDS
+from shoal.cli.lazy import LazyGroup
 from shoal.cli.logs import setup_logging
 from shoal.cli.options import DURATION
-from shoal.cli.simulate import simulate
 from shoal.cluster.node import Node
 from shoal.config import NodeConfig
 from shoal.errors import ConfigError, ShoalError
@@ -40,7 +38,23 @@ def default_node_id() -> int:
     return zlib.crc32(digest) % 1024
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+#: Commands imported only when they run (see `shoal.cli.lazy`).
+_LAZY = {
+    **{
+        name: f"shoal.cli.commands:{name}"
+        for name in (
+            "cluster", "keygen", "leave", "lookup", "members", "pub", "stats", "tail", "topics"
+        )
+    },
+    "simulate": "shoal.cli.simulate:simulate",
+}
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=_LAZY,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(
     __version__, "--version", "-V", prog_name="shoal", message="%(prog)s %(version)s"
 )
@@ -56,6 +70,8 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     """
     if value is None:
         return
+    import tomllib  # only here: a node started without a file skips its import
+
     try:
         with open(value, "rb") as fh:
             data = tomllib.load(fh)
@@ -395,10 +411,6 @@ async def _run_until_signalled(node: Node) -> None:
             await nursery.start(watch_signals)
             await node.run()
         nursery.cancel_scope.cancel()
-
-
-for _command in (*COMMANDS, simulate):
-    cli.add_command(_command)
 
 
 def main() -> None:
