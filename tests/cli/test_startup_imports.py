@@ -22,7 +22,8 @@ NOT_AT_STARTUP = (
 def test_cli_imports_no_subcommand_module_it_does_not_run() -> None:
     code = (
         "import json, sys; import shoal.cli.main; "
-        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('shoal', 'crypto', 'toml')))))"
+        "prefixes = ('shoal', 'crypto', 'toml'); "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(prefixes))))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60
