@@ -39,13 +39,9 @@ def default_node_id() -> int:
 
 
 #: Commands imported only when they run (see `shoal.cli.lazy`).
+_CLIENT_COMMANDS = ("cluster", "keygen", "leave", "lookup", "members", "pub", "stats", "tail")
 _LAZY = {
-    **{
-        name: f"shoal.cli.commands:{name}"
-        for name in (
-            "cluster", "keygen", "leave", "lookup", "members", "pub", "stats", "tail", "topics"
-        )
-    },
+    **{name: f"shoal.cli.commands:{name}" for name in (*_CLIENT_COMMANDS, "topics")},
     "simulate": "shoal.cli.simulate:simulate",
 }
 
