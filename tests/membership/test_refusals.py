@@ -11,7 +11,7 @@ from shoal.membership import (
     MemberSuspected,
 )
 from shoal.membership.codec import CodecLimits, decode_packet, encode_message, encode_packet
-from shoal.membership.messages import Address, Alive, Message, Ping, Refused, Suspect
+from shoal.membership.messages import Address, Alive, Dead, Message, Ping, Refused, Suspect
 
 CONFIG = MembershipConfig.local()
 LIMITS = CodecLimits.from_config(CONFIG)
@@ -180,3 +180,33 @@ def test_plain_suspect_gets_no_verifying_ping() -> None:
     engine = make("b", "c", "d")
     feed(engine, Suspect(incarnation=1, name="c", source="b"), now=0.2)
     assert not [m for a, m in sent(engine) if a == ADDR["c"] and isinstance(m, Ping)]
+
+
+def test_refusal_about_a_member_held_dead_is_answered_with_the_death() -> None:
+    engine = make("b", "c", "d")
+    engine.probe_refused(ADDR["c"], 0.1)
+    feed(engine, Refused(incarnation=1, name="c", source="b"), now=0.2)
+    assert state(engine, "c") is MemberState.DEAD
+    sent(engine)
+    # d missed it and is still gathering refusals.
+    feed(engine, Refused(incarnation=1, name="c", source="d"), now=0.3, src=ADDR["d"])
+    to_d = [m for a, m in sent(engine) if a == ADDR["d"]]
+    assert any(isinstance(m, Dead) and m.name == "c" for m in to_d)
+
+
+def test_refusal_at_a_newer_incarnation_is_checked_and_confirmed_for_the_peer() -> None:
+    engine = make("b", "c", "d")
+    engine.probe_refused(ADDR["c"], 0.1)
+    feed(engine, Refused(incarnation=1, name="c", source="b"), now=0.2)
+    sent(engine)
+    # d holds c at incarnation 2 (a refutation we missed): we check c ourselves ...
+    feed(engine, Refused(incarnation=2, name="c", source="d"), now=0.3, src=ADDR["d"])
+    to_c = [m for a, m in sent(engine) if a == ADDR["c"]]
+    assert any(isinstance(m, Ping) and m.target == "c" for m in to_c)
+    # ... and, refused too, confirm d's refusal at the incarnation d holds.
+    engine.probe_refused(ADDR["c"], 0.31)
+    to_d = [m for a, m in sent(engine) if a == ADDR["d"]]
+    assert Refused(incarnation=2, name="c", source="a") in to_d
+    # Once only: a second refusal of ours sends nothing more.
+    engine.probe_refused(ADDR["c"], 0.32)
+    assert not [m for a, m in sent(engine) if a == ADDR["d"]]

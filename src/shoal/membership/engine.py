@@ -573,6 +573,9 @@ class Membership:
         self._catch_up_pending = False
         self._heal_catch_up_at: float | None = None
         self._upheavals: list[float] = []
+        # Refusals about members we hold dead, awaiting our own check (see
+        # `_check_for_peer`): name -> (incarnation, who asked).
+        self._refusal_checks: dict[str, tuple[int, Address]] = {}
 
         self._broadcasts = TransmitLimitedQueue()
         self._app_broadcasts = TransmitLimitedQueue()
@@ -747,7 +750,10 @@ class Membership:
         if not self._config.refusal_confirmations or self._leaving:
             return
         node = self._by_address.get(address)
-        if node is None or node is self._self or not self._is_live(node):
+        if node is None or node is self._self:
+            return
+        if not self._is_live(node):
+            self._answer_refusal_check(node)
             return
         probe = self._probe
         if probe is not None and probe.target is node:
@@ -1715,6 +1721,14 @@ class Membership:
             self._on_accusation(message.incarnation, message.source, src, now)
             return
         node = self._nodes.get(name)
+        if node is not None and node.state is _DEAD and src is not None:
+            if message.incarnation <= node.incarnation:
+                # The sender missed the death: tell it (it never answers a Dead).
+                dead = Dead(incarnation=node.incarnation, name=name, source=self._name)
+                self._send(src, [dead])
+            else:
+                self._check_for_peer(node, message, src)
+            return
         if node is None or not self._is_live(node) or message.incarnation < node.incarnation:
             return
         suspect = Suspect(incarnation=message.incarnation, name=name, source=message.source)
@@ -1740,6 +1754,28 @@ class Membership:
             node.verifying = True
             ping = Ping(seq=self._next_seq(), target=name, source=self._name)
             self._send(node.address, [message, ping])
+
+    def _check_for_peer(self, node: _Node, message: Refused, src: Address) -> None:
+        """A peer gathers refusals about a member we hold dead at an older incarnation.
+
+        The peer heard of a refutation we missed, so our death does not
+        apply for it, and the members
+        that declared it dead no longer probe it, so its suspicion would wait
+        out the full timeout for want of a second refusal. We probe the member
+        once; if our probe is refused too, `_answer_refusal_check` sends the
+        peer our refusal at the incarnation it holds.
+        """
+        checks = self._refusal_checks
+        if node.name in checks or len(checks) >= len(self._nodes):
+            return
+        checks[node.name] = (message.incarnation, src)
+        self._send(node.address, [Ping(seq=self._next_seq(), target=node.name, source=self._name)])
+
+    def _answer_refusal_check(self, node: _Node) -> None:
+        check = self._refusal_checks.pop(node.name, None)
+        if check is not None:
+            incarnation, peer = check
+            self._send(peer, [Refused(incarnation=incarnation, name=node.name, source=self._name)])
 
     def _start_suspicion(self, node: _Node, message: Suspect, now: float) -> None:
         config = self._config
