@@ -363,13 +363,17 @@ class Registry:
                 changed = True
             st.watermark = 0
             st.pending = set()
+        held = st.entries
         for entry in entries:
-            slot = st.entries.get(entry.key)
-            if slot is None or entry.version > slot.version:
-                st.entries[entry.key] = _Slot(entry.value, entry.version, now)
+            version = entry.version
+            slot = held.get(entry.key)
+            if slot is None or version > slot.version:
+                held[entry.key] = _Slot(entry.value, version, now)
                 changed = True
-            if entry.version > st.watermark:
-                st.pending.add(entry.version)
+            if version == st.watermark + 1 and not st.pending:
+                st.watermark = version  # in order, as nearly always: no set work
+            elif version > st.watermark:
+                st.pending.add(version)
         self._advance(st)
         if changed:
             self._changed()
