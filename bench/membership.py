@@ -8,7 +8,8 @@
 ``loopback`` starts N nodes on 127.0.0.1 seeded by the first and prints:
 time until every node sees N alive; time from SIGKILL of one node until
 every other node lists it dead; time from SIGTERM until every other node
-lists it left; gossip bytes per second per node while idle.
+lists it left; gossip bytes per second per node and CPU per node while idle
+(``/proc/<pid>/stat`` over ``--idle`` seconds).
 
 ``startup`` times one node from exec to answering ``/ping`` and to being
 listed alive by the seed it joins through (median and max of ``--runs``).
@@ -82,9 +83,20 @@ def loopback(n: int, idle: float) -> None:
         )
 
         before = [gossip_bytes(x) for x in nodes]
+        cpu_before = [cpu_seconds(pid(x)) for x in nodes]
+        idle_started = time.monotonic()
         time.sleep(idle)
+        cpu_after = [cpu_seconds(pid(x)) for x in nodes]
+        idle_took = time.monotonic() - idle_started
         after = [gossip_bytes(x) for x in nodes]
         per_node = sum(b - a for a, b in zip(before, after, strict=True)) / n / idle
+        shares = sorted(
+            100 * (b - a) / idle_took for a, b in zip(cpu_before, cpu_after, strict=True)
+        )
+        print(
+            f"N={n}: idle CPU per node over {idle_took:.0f}s (/proc/<pid>/stat): "
+            f"median {shares[len(shares) // 2]:.2f}%, max {shares[-1]:.2f}%"
+        )
         print(f"N={n}: idle gossip {per_node:.0f} bytes/s per node "
               "(in + out: UDP packets, membership and registry streams)")  # fmt: skip
 
@@ -144,6 +156,11 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` so far (/proc/<pid>/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pid(node: NodeProcess) -> int:
+    assert node.proc is not None
+    return node.proc.pid
 
 
 def startup(runs: int) -> None:
@@ -275,7 +292,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="mode", required=True)
     lo = sub.add_parser("loopback")
     lo.add_argument("--nodes", type=int, default=5)
-    lo.add_argument("--idle", type=float, default=20.0, help="seconds of idle traffic to measure")
+    lo.add_argument(
+        "--idle", type=float, default=60.0, help="seconds of idle traffic and CPU to measure"
+    )
     st = sub.add_parser("startup")
     st.add_argument("--runs", type=int, default=10)
     ns = sub.add_parser("netns")
