@@ -812,6 +812,9 @@ class MembershipDriver:
                 self._read_refusals()
                 continue
             except OSError as exc:
+                # Whatever else was queued is drained too, or the socket
+                # would keep reporting it.
+                self._read_refusals()
                 # Unconnected UDP sockets rarely fail; do not spin if they do.
                 self._drop("receive_error")
                 log.debug("gossip: receive failed: %s", exc)
