@@ -15,6 +15,7 @@ import socket
 import ssl
 import struct
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -289,6 +290,16 @@ class AuthServer:
 ALLOWED = "allowed_topic"
 
 
+def http_pub(url: str, secret: str | None) -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    request = urllib.request.Request(url, data=b"over http", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
 def test_auth_server_grants_one_topic() -> None:
     grants = {
         "s3cret": [
@@ -354,6 +365,22 @@ def test_auth_server_grants_one_topic() -> None:
         with socket.create_connection((host, port), timeout=5) as sock:
             sock.sendall(b"  V2AUTH\n" + struct.pack(">I", 5) + b"wrong")
             assert read_frame(sock) == (1, b"E_AUTH_FAILED AUTH failed")
+        # The HTTP API checks publishes too (a bearer secret).
+        http_host, http_port = node.http
+        base = f"http://{http_host}:{http_port}"
+        assert http_pub(f"{base}/pub?topic={ALLOWED}", "s3cret") == (200, b"OK")
+        assert http_pub(f"{base}/pub?topic=other_topic", "s3cret") == (
+            403,
+            b'{"message":"UNAUTHORIZED"}',
+        )
+        assert http_pub(f"{base}/pub?topic={ALLOWED}", None) == (
+            401,
+            b'{"message":"AUTH_REQUIRED"}',
+        )
+        assert http_pub(f"{base}/mpub?topic={ALLOWED}", "wrong") == (
+            401,
+            b'{"message":"AUTH_FAILED"}',
+        )
         assert "Traceback" not in node.stderr, node.stderr
     first = auth.queries[0]
     assert first == {
@@ -365,11 +392,21 @@ def test_auth_server_grants_one_topic() -> None:
     }
 
 
-def test_https_listener_serves_the_http_api(certs: Certs) -> None:
-    with NodeProcess(*certs.node_args(), "--https-address", "127.0.0.1:0") as node:
+def test_https_listener_serves_the_http_api_and_plain_http_refuses(certs: Certs) -> None:
+    args = [*certs.node_args(), "--https-address", "127.0.0.1:0", "--tls-required", "true"]
+    with NodeProcess(*args) as node:
         address = node.addresses["https"]
         assert address is not None
         context = ssl.create_default_context(cafile=str(certs.ca))
         with urllib.request.urlopen(f"https://{address}/ping", context=context, timeout=5) as r:
             assert r.read() == b"OK"
         assert "HTTPS: listening on " + address in node.stderr
+        host, port = node.http
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://{host}:{port}/ping", timeout=5)
+        assert refused.value.code == 403
+        https_port = int(address.rpartition(":")[2])
+        assert json.loads(refused.value.read()) == {
+            "message": "TLS_REQUIRED",
+            "https_port": https_port,
+        }

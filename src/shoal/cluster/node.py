@@ -35,6 +35,7 @@ from shoal.cluster import registry as reg
 from shoal.cluster.auth import AuthClient
 from shoal.cluster.disk_queue import DiskBackendFactory, disk_backend_factory
 from shoal.cluster.http_api import NodeHTTPAPI, NodeInfo, new_router
+from shoal.cluster.http_guard import publish_auth, tls_required
 from shoal.cluster.http_server import Request, Response, serve_http
 from shoal.cluster.lookup_api import LookupAPI
 from shoal.cluster.membership_driver import MembershipDriver, StreamError
@@ -292,16 +293,22 @@ class Node:
         self.http_api.router.add("POST", "/leave", self._leave_request)
         lookup_router = new_router()
         self.lookup.add_routes(lookup_router)
+        plain_router = secure_router = self.http_api.router
+        if self.tcp.auth is not None:
+            plain_router = publish_auth(plain_router, self.tcp.auth, tls=False)
+            secure_router = publish_auth(secure_router, self.tcp.auth, tls=True)
+        if config.tls.http_required and https_listeners:
+            plain_router = tls_required(plain_router, _port(self.addresses["https"]))
         if broker:
             await nursery.start(self.tcp.serve, tcp_listeners)
-            await nursery.start(serve_http, http_listeners, self.http_api.router)
+            await nursery.start(serve_http, http_listeners, plain_router)
         if https_listeners:
             assert self.ssl_context is not None
             secure = [
                 trio.SSLListener(listener, self.ssl_context, https_compatible=True)
                 for listener in https_listeners
             ]
-            await nursery.start(serve_http, secure, self.http_api.router)
+            await nursery.start(serve_http, secure, secure_router)
         await nursery.start(serve_http, lookup_listeners, lookup_router)
         nursery.start_soon(self._scan_loop)
         nursery.start_soon(self._backlog_loop)
