@@ -281,3 +281,14 @@ def test_nsqd_and_nsqlookupd_drop_in(tmp_path: Path) -> None:
         assert "Traceback" not in proc.stderr, proc.stderr
         assert "exiting" in proc.stderr
     assert os.path.exists(tmp_path / "nsqd-data")
+
+
+def test_tls_misconfiguration_is_one_line_and_a_nonzero_exit(tmp_path: Path) -> None:
+    missing = ["--tls-cert", str(tmp_path / "nope.pem"), "--tls-key", str(tmp_path / "nope.key")]
+    result = CliRunner().invoke(cli, ["node", *missing, "--data-path", ""])
+    assert result.exit_code == 1
+    assert result.output.startswith("shoal: cannot start node: cannot load TLS files")
+    result = CliRunner().invoke(cli, ["node", "--tls-required", "true"])
+    assert result.exit_code == 2
+    assert "tls-required needs tls-cert and tls-key" in result.output
+    assert "Traceback" not in result.output

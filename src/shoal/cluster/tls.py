@@ -75,6 +75,10 @@ class TLSConfig:
             )
         if self.required in ("true", "tcp-https") and not self.cert:
             raise ConfigError("tls-required needs tls-cert and tls-key")
+        if (self.client_auth_policy or self.root_ca_file) and not self.cert:
+            raise ConfigError(
+                "tls-client-auth-policy and tls-root-ca-file need tls-cert and tls-key"
+            )
 
     @property
     def enabled(self) -> bool:
@@ -103,7 +107,10 @@ def server_context(config: TLSConfig) -> ssl.SSLContext:
     if not config.cert or not config.key:
         raise ConfigError("TLS needs tls-cert and tls-key")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = MIN_VERSIONS[config.min_version]
+    try:
+        context.minimum_version = MIN_VERSIONS[config.min_version]
+    except ValueError as exc:
+        raise ConfigError(f"tls-min-version {config.min_version}: {exc}") from None
     try:
         context.load_cert_chain(config.cert, config.key)
         if config.root_ca_file:
