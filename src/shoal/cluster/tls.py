@@ -6,10 +6,11 @@ nsqd builds one ``tls.Config`` from ``--tls-cert``, ``--tls-key``,
 for ``--https-address``; so does this module, with the standard library's
 ``ssl`` (trio's `trio.SSLStream` runs it over any stream).
 
-One difference: Go's ``require`` policy asks for a client certificate but
-does not verify it, which OpenSSL cannot do; here ``require`` verifies
-against ``--tls-root-ca-file`` (or the system's roots), as
-``require-verify`` does.
+Two differences: ``--tls-min-version`` below ``tls1.2`` leaves the system
+OpenSSL's floor in place (usually TLS 1.2); and Go's ``require`` policy asks
+for a client certificate but does not verify it, which OpenSSL cannot do, so
+here ``require`` verifies against ``--tls-root-ca-file`` (or the system's
+roots), as ``require-verify`` does.
 """
 
 from __future__ import annotations
@@ -107,10 +108,12 @@ def server_context(config: TLSConfig) -> ssl.SSLContext:
     if not config.cert or not config.key:
         raise ConfigError("TLS needs tls-cert and tls-key")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        context.minimum_version = MIN_VERSIONS[config.min_version]
-    except ValueError as exc:
-        raise ConfigError(f"tls-min-version {config.min_version}: {exc}") from None
+    minimum = MIN_VERSIONS[config.min_version]
+    # Below TLS 1.2 (nsqd's default is tls1.0) the system OpenSSL's own floor
+    # applies: Python deprecates asking for less, and OpenSSL's security
+    # level refuses it anyway.
+    if minimum >= ssl.TLSVersion.TLSv1_2:
+        context.minimum_version = minimum
     try:
         context.load_cert_chain(config.cert, config.key)
         if config.root_ca_file:
