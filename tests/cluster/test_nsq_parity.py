@@ -15,6 +15,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -245,6 +246,7 @@ class AuthServer:
 
     def __init__(self, grants: dict[str, list[dict[str, Any]]], ttl: int = 3600) -> None:
         self.queries: list[dict[str, str]] = []
+        self.grants = grants
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -253,7 +255,7 @@ class AuthServer:
                 query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
                 outer.queries.append({"path": url.path, **query})
                 secret = query.get("secret", "")
-                if url.path != "/auth" or secret not in grants:
+                if url.path != "/auth" or secret not in outer.grants:
                     self.send_response(403)
                     self.end_headers()
                     return
@@ -262,7 +264,7 @@ class AuthServer:
                         "ttl": ttl,
                         "identity": f"id-{secret}",
                         "identity_url": "http://example.invalid/id",
-                        "authorizations": grants[secret],
+                        "authorizations": outer.grants[secret],
                     }
                 ).encode()
                 self.send_response(200)
@@ -410,3 +412,25 @@ def test_https_listener_serves_the_http_api_and_plain_http_refuses(certs: Certs)
             "message": "TLS_REQUIRED",
             "https_port": https_port,
         }
+
+
+def test_an_expired_answer_is_asked_for_again_and_can_be_narrowed() -> None:
+    """ttl 1 s: the first PUB after expiry asks again; the new answer applies at once."""
+    both = [{"topic": ".*", "channels": [".*"], "permissions": ["publish"]}]
+    with (
+        AuthServer({"k": both}, ttl=1) as auth,
+        NodeProcess("--auth-http-address", auth.address) as node,
+        socket.create_connection(node.tcp, timeout=10) as sock,
+    ):
+        sock.sendall(b"  V2AUTH\n" + struct.pack(">I", 1) + b"k")
+        assert read_frame(sock)[0] == 0
+        pub = b"PUB first\n" + struct.pack(">I", 1) + b"x"
+        sock.sendall(pub)
+        assert read_frame(sock) == (0, b"OK")
+        assert len(auth.queries) == 1  # the cached answer served the PUB
+        auth.grants["k"] = [{"topic": "^second$", "channels": [".*"], "permissions": ["publish"]}]
+        time.sleep(1.2)
+        sock.sendall(pub)
+        assert read_frame(sock) == (1, b'E_UNAUTHORIZED AUTH failed for PUB on "first" ""')
+        assert len(auth.queries) == 2
+        assert "Traceback" not in node.stderr, node.stderr
