@@ -292,3 +292,11 @@ def test_tls_misconfiguration_is_one_line_and_a_nonzero_exit(tmp_path: Path) -> 
     assert result.exit_code == 2
     assert "tls-required needs tls-cert and tls-key" in result.output
     assert "Traceback" not in result.output
+
+
+def test_https_address_without_a_certificate_is_ignored_as_nsqd_ignores_it() -> None:
+    given, _ = parse_go_flags(["-https-address=127.0.0.1:0", "-log-level=WARN"], NSQD_FLAGS)
+    args, ignored = nsqd_node_args(given)
+    assert "--https-address" not in args
+    assert ignored == ["-https-address"]
+    assert args[args.index("--log-level") + 1] == "warn"

@@ -270,6 +270,10 @@ def nsqd_node_args(given: dict[str, list[str]]) -> tuple[list[str], list[str]]:
             for value in values:
                 for part in value.split(","):
                     args += ["--e2e-processing-latency-percentile", part.strip()]
+        elif name == "https-address" and "tls-cert" not in given:
+            ignored.append("-https-address")  # nsqd serves HTTPS only with a certificate
+        elif name == "log-level":
+            args += ["--log-level", values[-1].lower()]
         elif flag.node is None:
             if name not in _SPECIAL:
                 ignored.append(f"-{name}")
