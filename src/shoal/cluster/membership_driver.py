@@ -75,6 +75,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 
 import trio
 
+from shoal.cluster.neighbour_watch import WATCH_TAG, NeighbourWatch, WatchStatistics
 from shoal.cluster.refusals import RefusalWatch, is_refused
 from shoal.config import parse_address
 from shoal.errors import LocalProtocolError, RemoteProtocolError
@@ -242,6 +243,7 @@ class MembershipDriverStatistics:
 
     Attributes:
         engine: the engine's own statistics (its decode drops included).
+        watch: the neighbour watch streams' counters (`neighbour_watch`).
         packets_received: datagrams read from the UDP socket.
         packets_sent: datagrams written to it.
         bytes_received: their size on the wire (sealed form when keyed).
@@ -264,6 +266,7 @@ class MembershipDriverStatistics:
     """
 
     engine: MembershipStatistics
+    watch: WatchStatistics
     packets_received: int
     packets_sent: int
     bytes_received: int
@@ -383,6 +386,15 @@ class MembershipDriver:
         self._leave_done = trio.Event()
         self._family = trio.socket.AF_INET
         self._refusal_watch: RefusalWatch | None = None
+        self._neighbour_watch = NeighbourWatch(
+            dial=self.open_stream,
+            closed=self._watch_closed,
+            refused=lambda address: self._refused([address]),
+            setup_timeout=config.stream_timeout,
+            retry_interval=config.reconnect_interval,
+        )
+        self._handlers[WATCH_TAG] = self._neighbour_watch.serve
+        self._lasting = {WATCH_TAG}
         self._seed_specs: list[Address] = []
         self._seed_addresses: set[Address] = set()
         self._resolver_started = False
@@ -444,6 +456,7 @@ class MembershipDriver:
         """Return a snapshot of the driver's and the engine's counters."""
         return MembershipDriverStatistics(
             engine=self.engine.statistics(),
+            watch=self._neighbour_watch.statistics(),
             **dataclasses.asdict(self._counters),
             dropped=dict(self._drops),
         )
@@ -578,6 +591,7 @@ class MembershipDriver:
         if not self._leaving:
             self._leaving = True
             engine.leave(self._clock())
+            self._neighbour_watch.leave()
             log.info("gossip: %s leaving the cluster", self._name)
             self._drain()
         with trio.move_on_after(timeout):
@@ -667,6 +681,7 @@ class MembershipDriver:
                 nursery.start_soon(self._send_packets, udp, receive)
                 nursery.start_soon(self._accept_streams, listener)
                 nursery.start_soon(self._run_timers)
+                nursery.start_soon(self._neighbour_watch.run)
                 self._drain()
                 task_status.started(bound)
         finally:
@@ -757,6 +772,7 @@ class MembershipDriver:
                 nursery.start_soon(self._engine_stream, address, request)
         events = engine.events()
         if events:
+            self._neighbour_watch.update(engine.watch_targets())
             self._publish(events)
         if self._leaving and engine.leave_complete():
             self._leave_done.set()
@@ -889,7 +905,7 @@ class MembershipDriver:
             stream = self._message_stream(tcp)
             with trio.move_on_after(self._config.stream_timeout) as scope:
                 try:
-                    await self._dispatch_stream(stream, peer)
+                    await self._dispatch_stream(stream, peer, scope)
                 except StreamError as exc:
                     self._drop(exc.reason)
                 except RemoteProtocolError:
@@ -904,10 +920,14 @@ class MembershipDriver:
             self._inbound -= 1
             await trio.aclose_forcefully(tcp)
 
-    async def _dispatch_stream(self, stream: MessageStream, peer: Address) -> None:
+    async def _dispatch_stream(
+        self, stream: MessageStream, peer: Address, scope: trio.CancelScope
+    ) -> None:
         first = await stream.receive_message()
         handler = self._handlers.get(first[0]) if len(first) == 1 else None
         if handler is not None:
+            if first[0] in self._lasting:
+                scope.deadline = math.inf  # a watch stream lives as long as the watch
             await handler(stream, peer)
             return
         engine = self._engine
@@ -974,6 +994,14 @@ class MembershipDriver:
             return
         for address in addresses:
             engine.probe_refused(address, self._clock())
+        self._drain()
+
+    def _watch_closed(self, name: str, address: Address) -> None:
+        """Feed a watch stream that closed without a goodbye to the engine."""
+        engine = self._engine
+        if engine is None:
+            return
+        engine.watch_closed(name, address, self._clock())
         self._drain()
 
     def _message_stream(self, stream: trio.abc.Stream) -> MessageStream:

@@ -55,6 +55,11 @@ Theory of operation (reference/membership.md §1; SWIM; Lifeguard; memberlist
   member itself, and refusals from ``refusal_confirmations`` distinct
   members declare it dead without waiting out the suspicion (memberlist
   ignores this signal). Silence alone keeps Lifeguard's timing.
+* *Neighbour watch* (`shoal.membership.watch`). Each member holds a stream to
+  its ``watch_successors`` successors on a hashed ring of the live members
+  (`Membership.watch_targets`); the driver reports one that closes without a
+  goodbye (`Membership.watch_closed`) and it is weighed as a refused probe,
+  so a crash is noticed within a round trip instead of at the next probe.
 * *Leaving* broadcasts ``dead`` about ourselves with ourselves as source; the
   driver waits for `Membership.leave_complete` (or a timeout) and stops.
 * *Reaping.* Dead and left members are kept ``dead_retention`` seconds, then
@@ -155,6 +160,7 @@ from shoal.membership.state import (
     suspect_applies,
 )
 from shoal.membership.suspicion import Suspicion, suspicion_bounds
+from shoal.membership.watch import watch_targets
 
 if TYPE_CHECKING:
     import random
@@ -295,6 +301,8 @@ class MembershipStatistics:
         refusals: refused packets and connections reported through
             `Membership.probe_refused`.
         refusal_deaths: members this node declared dead on refusal evidence.
+        watch_closures: watch streams that closed without a goodbye
+            (`Membership.watch_closed`), each weighed as a refusal.
         dropped: drops by reason; codec reasons (see `CodecError`) plus
             ``"wrong_target"`` (a ping for another name), ``"app_state"`` and
             ``"app_message"`` (refused by the delegate).
@@ -340,6 +348,7 @@ class MembershipStatistics:
     name_conflicts: int
     refusals: int
     refusal_deaths: int
+    watch_closures: int
     dropped: Mapping[str, int]
     health_score: int
     incarnation: int
@@ -385,6 +394,7 @@ class _Counters:
     name_conflicts: int = 0
     refusals: int = 0
     refusal_deaths: int = 0
+    watch_closures: int = 0
 
 
 class _Timer:
@@ -747,6 +757,9 @@ class Membership:
         """
         self._now = now
         self._stats.refusals += 1
+        self._weigh_refusal(address, now)
+
+    def _weigh_refusal(self, address: Address, now: float) -> None:
         if not self._config.refusal_confirmations or self._leaving:
             return
         node = self._by_address.get(address)
@@ -762,6 +775,37 @@ class Membership:
             self._end_probe(probe)
         refused = Refused(incarnation=node.incarnation, name=node.name, source=self._name)
         self._on_refused(refused, now)
+
+    def watch_closed(self, name: str, address: Address, now: float) -> None:
+        """Report that our watch stream to ``name`` at ``address`` closed without a goodbye.
+
+        The kernel of a live host closes a dead process's connections at
+        once, so this is a refusal by another route: it is weighed exactly
+        as `probe_refused` (suspect at once, gossip the evidence, declared
+        dead only once another member's probe is refused too). A report
+        about a member that no longer holds that address (it moved, or is
+        no longer live) is counted and ignored.
+        """
+        self._now = now
+        self._stats.watch_closures += 1
+        node = self._nodes.get(name)
+        if node is None or node.address != address or not self._is_live(node):
+            return
+        self._weigh_refusal(address, now)
+
+    def watch_targets(self) -> list[tuple[str, Address]]:
+        """Return the members to hold a watch stream to, as ``(name, address)``.
+
+        Our ``watch_successors`` successors on the ring of live members
+        (`shoal.membership.watch`); it changes only when a member joins, dies
+        or leaves, so the driver re-dials rarely.
+        """
+        k = self._config.watch_successors
+        if not k or self._leaving:
+            return []
+        nodes = self._nodes
+        live = [name for name, node in nodes.items() if self._is_live(node)]
+        return [(name, nodes[name].address) for name in watch_targets(self._name, live, k)]
 
     def tick(self, now: float) -> None:
         """Fire every timer due at ``now`` (probes, suspicions, gossip, push-pull, healing)."""
