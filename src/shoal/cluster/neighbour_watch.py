@@ -29,9 +29,11 @@ like a crash; both are left to SWIM's timing.
 
 A watch that failed for any other reason (dial timeout, a stream that did
 not authenticate, no slot at the other end) is dialled again every
-``retry_interval`` while the member stays on the ring. A watch that ended
-with its evidence (or a goodbye) is not re-dialled: the member leaves the
-ring or comes back with a new life, and either way the ring changes.
+``retry_interval`` while the member stays on the ring. So is one that ended
+with evidence: a crashed member leaves the ring (and its watch task ends)
+long before that, while one that was alive after all (a connection reset by
+something in between) refutes the suspicion and is watched again. A watch
+that ended with a goodbye waits for the member to leave the ring.
 """
 
 from __future__ import annotations
@@ -194,10 +196,16 @@ class NeighbourWatch:
     async def _watch(self, key: tuple[str, Address], scope: trio.CancelScope) -> None:
         name, address = key
         with scope:
-            while await self._watch_once(name, address) is _Outcome.RETRY:
-                self._counters.failures += 1
+            while True:
+                outcome = await self._watch_once(name, address)
+                if outcome is _Outcome.GOODBYE:
+                    await trio.sleep_forever()  # until it leaves the ring
+                if outcome is _Outcome.RETRY:
+                    self._counters.failures += 1
+                # After evidence the member normally leaves the ring (and this
+                # task is cancelled) well within the pause; if it refuted
+                # instead (a stray reset), the watch is set up again.
                 await trio.sleep(self._retry_interval)
-            await trio.sleep_forever()  # until the ring changes
 
     async def _watch_once(self, name: str, address: Address) -> _Outcome:
         """Dial, wait for ``HELLO``, then wait for the stream to end."""
