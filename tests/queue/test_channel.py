@@ -325,6 +325,22 @@ def test_channel_waiter_keeps_its_place_and_leaves_without_room() -> None:
     assert woken == []
 
 
+def test_channel_client_served_while_waiting_goes_to_the_back() -> None:
+    channel, _ = make_channel()
+    woken: list[int] = []
+    channel.on_wake = woken.append
+    for client in (1, 2, 3):
+        channel.want(client, 1)
+    channel.put(msg(0), T0)
+    assert woken == [1]
+    # Client 2's own reader woke its pump, which took the message first:
+    # served, it leaves its place in the line.
+    assert [m.id for m in channel.deliver(2, T0, 10.0, 1)] == [msg(0).id]
+    channel.want(2, 1)
+    channel.want(1, 1)  # woken, found nothing: back of the line
+    assert list(channel.waiting) == [3, 2, 1]
+
+
 def test_channel_idle_client_without_room_passes_the_wake_on() -> None:
     channel, _ = make_channel()
     woken: list[int] = []

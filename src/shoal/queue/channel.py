@@ -538,6 +538,9 @@ class Channel:
         if deadline < self._announced:
             self._announced = deadline
             self.on_deadline(self, deadline)
+        if client_id in self._waiting:
+            # Served: it queues again at the back when it next goes idle.
+            del self._waiting[client_id]
         return batches
 
     def _take_memory(self, limit: int) -> list[MessageBatch]:
