@@ -20,7 +20,7 @@ import trio
 
 from shoal import __version__
 from shoal.cli.commands import COMMANDS
-from shoal.cli.logs import setup_logging
+from shoal.cli.logs import LOG_FORMATS, setup_logging
 from shoal.cli.options import DURATION
 from shoal.cli.simulate import simulate
 from shoal.cluster.node import Node
@@ -305,9 +305,16 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     show_default=True,
     help="Lowest level of log lines written.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="nsq",
+    show_default=True,
+    help="nsq: nsqd's line layout; json: one JSON object per line, for log shippers.",
+)
 def node_command(**options: Any) -> None:
     """Run a node: NSQ TCP protocol V2 and the HTTP APIs, with embedded defaults."""
-    setup_logging(options.pop("log_level"))
+    setup_logging(options.pop("log_level"), options.pop("log_format"))
     try:
         config = build_node_config(options)
     except ConfigError as exc:
