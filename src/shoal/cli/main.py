@@ -312,6 +312,32 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     show_default=True,
     help="nsq: nsqd's line layout; json: one JSON object per line, for log shippers.",
 )
+@click.option(
+    "--statsd-address",
+    default=None,
+    metavar="HOST:PORT",
+    help="UDP address of a statsd server to push the /metrics figures to.",
+)
+@click.option(
+    "--statsd-prefix",
+    default="nsq.%s",
+    show_default=True,
+    help="Prefix of statsd names; %s is <broadcast-address>_<http port>.",
+)
+@click.option(
+    "--statsd-interval",
+    type=DURATION,
+    default="60s",
+    show_default=True,
+    help="Time between two statsd pushes.",
+)
+@click.option(
+    "--statsd-udp-packet-size",
+    type=click.IntRange(min=64),
+    default=508,
+    show_default=True,
+    help="Largest statsd datagram in bytes.",
+)
 def node_command(**options: Any) -> None:
     """Run a node: NSQ TCP protocol V2 and the HTTP APIs, with embedded defaults."""
     setup_logging(options.pop("log_level"), options.pop("log_format"))

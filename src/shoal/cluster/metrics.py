@@ -250,8 +250,8 @@ def _counter(name: str, text: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, text, value=value)
 
 
-def metrics_handler(sources: MetricsSources) -> Callable[[Request], Response]:
-    """The ``GET /metrics`` handler over ``sources``.
+def metrics_handler(collector: NodeCollector) -> Callable[[Request], Response]:
+    """The ``GET /metrics`` handler over ``collector``.
 
     Not logged per request (scrapes come every few seconds, as /pub does).
 
@@ -259,7 +259,7 @@ def metrics_handler(sources: MetricsSources) -> Callable[[Request], Response]:
     global one, so several nodes in one process (tests) never share series.
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(sources))
+    registry.register(collector)
 
     def metrics(request: Request) -> Response:
         # The scraper's Accept header picks the classic text format (0.0.4,

@@ -19,6 +19,7 @@ In-flight messages thus become ready again on the next start, as in nsqd.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -46,9 +47,10 @@ from shoal.cluster.metadata import (
     lock_data_path,
     save_metadata,
 )
-from shoal.cluster.metrics import MetricsSources, metrics_handler
+from shoal.cluster.metrics import MetricsSources, NodeCollector, metrics_handler
 from shoal.cluster.page import PageMember, add_page_routes
 from shoal.cluster.routing import SYNC_INTERVAL, TopicRouting
+from shoal.cluster.statsd import run_statsd, statsd_prefix
 from shoal.cluster.tcp_server import TCPServer
 from shoal.config import parse_address
 from shoal.errors import RemoteProtocolError
@@ -267,9 +269,8 @@ class Node:
         self.lookup.add_read_routes(self.http_api.router)
         self.http_api.router.add("GET", "/members", self._members)
         self.http_api.router.add("POST", "/leave", self._leave_request)
-        self.http_api.router.add(
-            "GET", "/metrics", metrics_handler(self._metrics_sources()), log=False
-        )
+        collector = NodeCollector(self._metrics_sources())
+        self.http_api.router.add("GET", "/metrics", metrics_handler(collector), log=False)
         add_page_routes(self.http_api.router, self._page_members)
         lookup_router = new_router()
         self.lookup.add_routes(lookup_router)
@@ -277,6 +278,20 @@ class Node:
         await nursery.start(serve_http, http_listeners, self.http_api.router)
         await nursery.start(serve_http, lookup_listeners, lookup_router)
         nursery.start_soon(self._scan_loop)
+        if config.statsd_address:
+            prefix = statsd_prefix(
+                config.statsd_prefix, config.broadcast_address, _port(self.addresses["http"])
+            )
+            nursery.start_soon(
+                functools.partial(
+                    run_statsd,
+                    config.statsd_address,
+                    collector,
+                    prefix=prefix,
+                    interval=config.statsd_interval,
+                    packet_size=config.statsd_udp_packet_size,
+                )
+            )
         nursery.start_soon(self._backlog_loop)
         if self.disk is not None:
             nursery.start_soon(self._sync_loop, self.disk)
