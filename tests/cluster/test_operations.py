@@ -112,12 +112,18 @@ def test_metrics_after_a_publish_and_a_death(cluster: Cluster) -> None:
     b = cluster.start(seed=a)
     c = cluster.start(seed=a)
     eventually(lambda: list(statuses(a).values()).count("alive") == 3)
+    channel = {"topic": "orders", "channel": "billing"}
     with NsqConnection(a.tcp) as conn:
         conn.pub("orders", b"first")  # creates the topic; no channel yet: stays in the topic
         conn.sub("orders", "billing")
         conn.mpub("orders", [b"second", b"third"])
-    eventually(lambda: value(samples(a), "shoal_channel_depth", topic="orders",
-                             channel="billing") == 3)  # fmt: skip
+        conn.rdy(1)
+        message = conn.read_message()
+        conn.rdy(0)
+        eventually(lambda: value(samples(a), "shoal_channel_in_flight", **channel) == 1)
+        assert value(samples(a), "shoal_channel_clients", **channel) == 1
+        conn.fin(message.id)
+        eventually(lambda: value(samples(a), "shoal_channel_in_flight", **channel) == 0)
     dead = name_of(c)
     c.kill()
     eventually(lambda: statuses(a)[dead] == "dead")
@@ -125,14 +131,16 @@ def test_metrics_after_a_publish_and_a_death(cluster: Cluster) -> None:
     found = samples(a)
     assert value(found, "shoal_topic_messages_total", topic="orders") == 3
     assert value(found, "shoal_topic_depth", topic="orders") == 0
-    channel = {"topic": "orders", "channel": "billing"}
-    assert value(found, "shoal_channel_depth", **channel) == 3
+    assert value(found, "shoal_channel_depth", **channel) == 2
     assert value(found, "shoal_channel_in_flight", **channel) == 0
     assert value(found, "shoal_channel_deferred", **channel) == 0
     assert value(found, "shoal_channel_messages_total", **channel) == 3
     assert value(found, "shoal_channel_requeued_total", **channel) == 0
     assert value(found, "shoal_channel_timed_out_total", **channel) == 0
     assert value(found, "shoal_channel_clients", **channel) == 0
+    latency = value(found, "shoal_channel_e2e_processing_latency_seconds", quantile="0.99",
+                    **channel)  # fmt: skip
+    assert 0 < latency < 10
     assert value(found, "shoal_members", status="alive") == 2
     assert value(found, "shoal_members", status="dead") == 1
     assert value(found, "shoal_members", status="suspect") == 0

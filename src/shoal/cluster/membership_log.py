@@ -46,6 +46,35 @@ __all__ = ["REPEAT_INTERVAL", "MembershipLog", "RateLimiter"]
 REPEAT_INTERVAL: Final = 60.0
 
 
+#: Event type -> (level, ``event`` field, line); the line is formatted with the
+#: member's name, address and incarnation, and ``by`` (accuser, declarer).
+_TRANSITIONS: Final[dict[type, tuple[int, str, str]]] = {
+    MemberJoined: (
+        logging.INFO,
+        "joined",
+        "{name} joined at {address} (incarnation {incarnation})",
+    ),
+    MemberSuspected: (
+        logging.INFO,
+        "suspect",
+        "{name} at {address} is suspect (accused by {by}, incarnation {incarnation})",
+    ),
+    MemberRecovered: (
+        logging.INFO,
+        "refuted",
+        "{name} refuted the suspicion and is alive (incarnation {incarnation})",
+    ),
+    MemberFailed: (logging.INFO, "dead", "{name} at {address} is dead (declared by {by})"),
+    MemberLeft: (logging.INFO, "left", "{name} at {address} left the cluster"),
+    MemberUpdated: (
+        logging.DEBUG,
+        "updated",
+        "{name} updated its address or metadata ({address}, incarnation {incarnation})",
+    ),
+    MemberReaped: (logging.DEBUG, "reaped", "{name} forgotten after its dead retention"),
+}
+
+
 def _addr(address: Address) -> str:
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -119,70 +148,20 @@ class MembershipLog:
 
     def on_event(self, event: Event) -> None:
         """Log one engine event (a driver listener)."""
-        info = logging.INFO
-        match event:
-            case MemberJoined(member=m):
-                self._emit(
-                    info,
-                    _fields("joined", m.name, m.address, m.incarnation),
-                    "%s joined at %s (incarnation %d)",
-                    m.name,
-                    _addr(m.address),
-                    m.incarnation,
-                )
-            case MemberSuspected(member=m, accuser=accuser):
-                self._emit(
-                    info,
-                    _fields("suspect", m.name, m.address, m.incarnation),
-                    "%s at %s is suspect (accused by %s, incarnation %d)",
-                    m.name,
-                    _addr(m.address),
-                    accuser,
-                    m.incarnation,
-                )
-            case MemberRecovered(member=m):
-                self._emit(
-                    info,
-                    _fields("refuted", m.name, m.address, m.incarnation),
-                    "%s refuted the suspicion and is alive (incarnation %d)",
-                    m.name,
-                    m.incarnation,
-                )
-            case MemberFailed(member=m, declared_by=by):
-                self._emit(
-                    info,
-                    _fields("dead", m.name, m.address, m.incarnation),
-                    "%s at %s is dead (declared by %s)",
-                    m.name,
-                    _addr(m.address),
-                    by,
-                )
-            case MemberLeft(member=m):
-                self._emit(
-                    info,
-                    _fields("left", m.name, m.address, m.incarnation),
-                    "%s at %s left the cluster",
-                    m.name,
-                    _addr(m.address),
-                )
-            case MemberUpdated(member=m):
-                self._emit(
-                    logging.DEBUG,
-                    _fields("updated", m.name, m.address, m.incarnation),
-                    "%s updated its address or metadata (%s, incarnation %d)",
-                    m.name,
-                    _addr(m.address),
-                    m.incarnation,
-                )
-            case MemberReaped(member=m):
-                self._emit(
-                    logging.DEBUG,
-                    _fields("reaped", m.name, m.address, m.incarnation),
-                    "%s forgotten after its dead retention",
-                    m.name,
-                )
-            case NameConflict():
-                self._conflict(event)
+        if isinstance(event, NameConflict):
+            self._conflict(event)
+            return
+        level, tag, template = _TRANSITIONS[type(event)]
+        if not self._log.isEnabledFor(level):
+            return
+        m = event.member
+        text = template.format(
+            name=m.name,
+            address=_addr(m.address),
+            incarnation=m.incarnation,
+            by=getattr(event, "accuser", None) or getattr(event, "declared_by", ""),
+        )
+        self._emit(level, _fields(tag, m.name, m.address, m.incarnation), "%s", text)
 
     def _conflict(self, event: NameConflict) -> None:
         fields = {
