@@ -526,14 +526,14 @@ class Node:
         return out
 
     def _page_members(self) -> list[PageMember]:
-        """Members with their HTTP address (gossip host, announced HTTP port)."""
+        """Members with their HTTP address: broadcast address and HTTP port, as nsqadmin dials."""
         if self.driver is None:
             return []
         return [
             PageMember(
                 name=m.name,
                 live=m.state in _LIVE,
-                http=format_address((m.address[0], _int(m.meta.get("h")))),
+                http=format_address((m.meta.get("b") or m.address[0], _int(m.meta.get("h")))),
             )
             for m in self.driver.members()
         ]
