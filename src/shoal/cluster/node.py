@@ -19,7 +19,6 @@ In-flight messages thus become ready again on the next start, as in nsqd.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import os
@@ -47,17 +46,14 @@ from shoal.cluster.metadata import (
     lock_data_path,
     save_metadata,
 )
-from shoal.cluster.metrics import MetricsSources, NodeCollector, metrics_handler
-from shoal.cluster.page import PageMember, add_page_routes
+from shoal.cluster.operations import serve_operations
 from shoal.cluster.routing import SYNC_INTERVAL, TopicRouting
-from shoal.cluster.statsd import run_statsd, statsd_prefix
 from shoal.cluster.tcp_server import TCPServer
 from shoal.config import parse_address
 from shoal.errors import RemoteProtocolError
 from shoal.membership.events import MemberJoined
 from shoal.membership.keyring import Keyring
 from shoal.membership.state import MemberState
-from shoal.queue import stats
 from shoal.queue.backend import memory_backend_factory
 from shoal.queue.broker import Broker, BrokerEvent
 
@@ -269,29 +265,13 @@ class Node:
         self.lookup.add_read_routes(self.http_api.router)
         self.http_api.router.add("GET", "/members", self._members)
         self.http_api.router.add("POST", "/leave", self._leave_request)
-        collector = NodeCollector(self._metrics_sources())
-        self.http_api.router.add("GET", "/metrics", metrics_handler(collector), log=False)
-        add_page_routes(self.http_api.router, self._page_members)
+        serve_operations(self, self.http_api.router, nursery)
         lookup_router = new_router()
         self.lookup.add_routes(lookup_router)
         await nursery.start(self.tcp.serve, tcp_listeners)
         await nursery.start(serve_http, http_listeners, self.http_api.router)
         await nursery.start(serve_http, lookup_listeners, lookup_router)
         nursery.start_soon(self._scan_loop)
-        if config.statsd_address:
-            prefix = statsd_prefix(
-                config.statsd_prefix, config.broadcast_address, _port(self.addresses["http"])
-            )
-            nursery.start_soon(
-                functools.partial(
-                    run_statsd,
-                    config.statsd_address,
-                    collector,
-                    prefix=prefix,
-                    interval=config.statsd_interval,
-                    packet_size=config.statsd_udp_packet_size,
-                )
-            )
         nursery.start_soon(self._backlog_loop)
         if self.disk is not None:
             nursery.start_soon(self._sync_loop, self.disk)
@@ -524,35 +504,6 @@ class Node:
         if self.routing is not None:
             out["registry_messages_applied"] = self.routing.messages_applied
         return out
-
-    def _page_members(self) -> list[PageMember]:
-        """Members with their HTTP address: broadcast address and HTTP port, as nsqadmin dials."""
-        if self.driver is None:
-            return []
-        return [
-            PageMember(
-                name=m.name,
-                live=m.state in _LIVE,
-                http=format_address((m.meta.get("b") or m.address[0], _int(m.meta.get("h")))),
-            )
-            for m in self.driver.members()
-        ]
-
-    def _metrics_sources(self) -> MetricsSources:
-        def registry_owners() -> int:
-            return len(self.routing.registry.owners()) if self.routing is not None else 0
-
-        return MetricsSources(
-            topics=lambda: stats.topics_stats(self.broker, None, now=time.time()),
-            membership=lambda: self.driver.statistics() if self.driver is not None else None,
-            registry_owners=registry_owners,
-            registry_applied=lambda: self.routing.messages_applied if self.routing else 0,
-            registry_dropped=lambda: self.routing.messages_dropped if self.routing else 0,
-            disk_corrupt_records=lambda: (
-                sum(q.corrupt_records for q in self.disk.open_queues()) if self.disk else 0
-            ),
-            disk_damaged_regions=lambda: len(self.damage()),
-        )
 
     def _extra_stats(self) -> dict[str, Any]:
         disk = {
