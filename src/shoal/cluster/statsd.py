@@ -24,13 +24,15 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from shoal.cluster.metrics import SnapshotCollector
 from shoal.config import parse_address
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from prometheus_client.metrics_core import Metric
-    from prometheus_client.registry import Collector
+
+    from shoal.cluster.metrics import MetricsSnapshot, NodeCollector
 
 __all__ = ["StatsdFormatter", "pack_lines", "run_statsd", "statsd_prefix"]
 
@@ -114,9 +116,13 @@ def pack_lines(lines: Iterable[str], packet_size: int) -> list[bytes]:
     return packets
 
 
+def _render(formatter: StatsdFormatter, snapshot: MetricsSnapshot) -> list[str]:
+    return formatter.lines(SnapshotCollector(snapshot).collect())
+
+
 async def run_statsd(
     address: str,
-    collector: Collector,
+    collector: NodeCollector,
     *,
     prefix: str,
     interval: float,
@@ -133,7 +139,10 @@ async def run_statsd(
     with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
         while True:
             await trio.sleep(interval)
-            packets = pack_lines(formatter.lines(collector.collect()), packet_size)
+            # Read on the loop, render in a thread, as /metrics does.
+            snapshot = collector.snapshot()
+            lines = await trio.to_thread.run_sync(_render, formatter, snapshot)
+            packets = pack_lines(lines, packet_size)
             try:
                 resolved = await trio.socket.getaddrinfo(host, port, family=trio.socket.AF_INET)
                 target = resolved[0][4]
