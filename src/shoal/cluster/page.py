@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from shoal.client.errors import HTTPStatusError, NodeUnavailable
-from shoal.client.httpclient import get_json
 from shoal.cluster.http_server import Response
 
 if TYPE_CHECKING:
@@ -67,6 +65,11 @@ def add_page_routes(router: Router, members: Callable[[], list[PageMember]]) -> 
         return Response(status=200, body=body, content_type=HTML_CONTENT_TYPE)
 
     async def cluster_stats(request: Request) -> Response:
+        # The HTTP client is imported on first use: a node that never serves
+        # the page never loads shoal.client (start-up cost).
+        from shoal.client.errors import HTTPStatusError, NodeUnavailable
+        from shoal.client.httpclient import get_json
+
         del request
         out: dict[str, Any] = {}
         limiter = trio.CapacityLimiter(MAX_PARALLEL)
