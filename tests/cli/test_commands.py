@@ -454,5 +454,5 @@ def test_cluster_up_reports_a_node_that_cannot_bind(shoal: Shoal, tmp_path: Path
         result = shoal(
             "cluster", "up", "--nodes", "2", "--base-port", str(port), "--data-dir", str(tmp_path)
         )
-    assert_one_line_error(result, 1, "node-1 exited")
+    assert_one_line_error(result, 1, "a exited", f"127.0.0.1:{port}", "--tcp-address")
     assert result.stdout == ""

@@ -11,8 +11,9 @@ Conventions, for scripts as much as for people:
 - Errors are one line on stderr, ``shoal: <what went wrong>``, with exit code
   1 for failures at run time (an unreachable node, a refused request) and 2
   for usage errors (click's own). Never a traceback.
-- Ctrl-C ends a long-running command (``tail``, ``stats --interval``,
-  ``cluster up``) cleanly with exit code 0.
+- Ctrl-C ends any command cleanly: ``shoal: interrupted`` on stderr and
+  exit code 130, as a shell reports a command ended by SIGINT (``pub``
+  first publishes what it has read).
 
 The main group registers `COMMANDS` with ``cli.add_command``.
 """
@@ -30,12 +31,20 @@ import os
 import random
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import trio
 
-from shoal.cli.cluster_up import ClusterSpec, LocalNode, run_cluster
+from shoal.cli.cluster_up import (
+    INTERRUPTED,
+    MAX_NODES,
+    PORT_STRIDE,
+    ClusterSpec,
+    LocalNode,
+    run_cluster,
+)
+from shoal.cli.failures import describe_os_error, fail, interrupted, leaf
 from shoal.cli.options import DURATION
 from shoal.client.consumer import ConsumerConfig, open_consumer
 from shoal.client.discovery import MEMBER_STATUSES, Member, fetch_lookup, fetch_members
@@ -129,19 +138,6 @@ def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )
 
 
-def fail(message: str) -> NoReturn:
-    """Print ``shoal: message`` on stderr and exit 1."""
-    click.echo(f"shoal: {message}", err=True)
-    sys.exit(1)
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    """The first error inside nested exception groups."""
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
-
-
 class _StderrHandler(logging.Handler):
     """Client warnings (a failed node, a retried lookup) as ``shoal: ...`` lines."""
 
@@ -161,21 +157,24 @@ def _show_client_warnings() -> None:
 def run(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Run ``fn(*args)`` under trio, turning failures into one line and exit 1.
 
-    Ctrl-C (KeyboardInterrupt) exits 0: it is how long commands are ended.
+    Ctrl-C (KeyboardInterrupt) prints ``shoal: interrupted`` and exits 130,
+    as a shell reports a command ended by SIGINT.
     """
     _show_client_warnings()
     try:
         return trio.run(fn, *args)
     except BaseException as raised:  # the CLI boundary sorts every failure
-        exc = _leaf(raised)
+        exc = leaf(raised)
         if isinstance(exc, KeyboardInterrupt):
-            sys.exit(0)
+            interrupted()
         if isinstance(exc, SystemExit):
             raise exc from None
         if isinstance(exc, BrokenPipeError):
             _silence_stdout()
             sys.exit(0)
-        if isinstance(exc, ShoalError | OSError):
+        if isinstance(exc, OSError):
+            fail(describe_os_error(exc))
+        if isinstance(exc, ShoalError):
             fail(str(exc))
         if isinstance(exc, trio.TooSlowError):
             fail(f"no answer within {REQUEST_TIMEOUT:g}s")
@@ -766,8 +765,8 @@ def _print_cluster(nodes: list[LocalNode], data_dir: Path, as_json: bool) -> Non
 
 @cluster.command("up")
 @click.option(
-    "-n", "--nodes", "count", type=click.IntRange(1, 64), default=3, show_default=True,
-    help="How many nodes to start.",
+    "-n", "--nodes", "count", type=click.IntRange(1, MAX_NODES), default=3, show_default=True,
+    help="How many nodes to start (named a, b, c...).",
 )  # fmt: skip
 @click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -776,8 +775,8 @@ def _print_cluster(nodes: list[LocalNode], data_dir: Path, as_json: bool) -> Non
 )  # fmt: skip
 @click.option(
     "--base-port", type=click.IntRange(0, 65000), default=4150, show_default=True,
-    help="Node i listens on BASE+10(i-1) (TCP), +1 (HTTP), +2 (gossip), +3 (lookup); "
-    "0 picks free ports.",
+    help="Node i listens on BASE+1000(i-1) (TCP), +1 (HTTP), +10 (gossip), +11 (lookup), "
+    "as the README's cluster by hand; 0 picks free ports.",
 )  # fmt: skip
 @click.option("--gossip-key", default=None, help="Base64 gossip key for every node.")
 @click.option(
@@ -804,7 +803,7 @@ def up(
     as_json: bool,
 ) -> None:
     """Start a local cluster of N nodes on loopback and run it until Ctrl-C."""
-    if base_port and base_port + 10 * (count - 1) + 3 > 65535:
+    if base_port and base_port + PORT_STRIDE * (count - 1) + 11 > 65535:
         raise click.BadParameter("too high for that many nodes", param_hint="--base-port")
     spec = ClusterSpec(
         nodes=count,
@@ -832,6 +831,8 @@ def up(
     code = run(
         functools.partial(run_cluster, on_ready=on_ready, progress=progress, notice=notice), spec
     )
+    if code == INTERRUPTED:
+        interrupted()
     sys.exit(code)
 
 

@@ -20,6 +20,7 @@ import trio
 
 from shoal import __version__
 from shoal.cli.commands import COMMANDS
+from shoal.cli.failures import describe_os_error, fail, interrupted, leaf
 from shoal.cli.logs import setup_logging
 from shoal.cli.options import DURATION
 from shoal.cli.simulate import simulate
@@ -71,7 +72,7 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     for key, item in section.items():
         name = key.replace("-", "_")
         # Repeatable flags keep their singular names in files (seed, gossip-key).
-        name = {"seed": "seeds", "gossip_key": "gossip_keys"}.get(name, name)
+        name = {"seed": "seeds", "gossip_key": "gossip_keys", "tag": "tags"}.get(name, name)
         if name not in known:
             raise click.BadParameter(f"{value}: unknown setting {key!r}")
         defaults[name] = [str(v) for v in item] if isinstance(item, list) else item
@@ -127,6 +128,13 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     multiple=True,
     metavar="BASE64",
     help="AES key for gossip (repeatable: the first encrypts, all decrypt).",
+)
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Member tag, gossiped and shown by `shoal members` (repeatable, like serf -tag).",
 )
 @click.option(
     "--gossip-profile",
@@ -315,14 +323,15 @@ def node_command(**options: Any) -> None:
     node = Node(config)
     try:
         trio.run(_run_until_signalled, node)
-    except* OSError as group:
-        error = group.exceptions[0]
-        reason = getattr(error, "strerror", None) or error
-        click.echo(f"shoal: cannot start node: {reason}", err=True)
-        sys.exit(1)
-    except* ShoalError as group:
-        click.echo(f"shoal: cannot start node: {group.exceptions[0]}", err=True)
-        sys.exit(1)
+    except BaseException as raised:  # the CLI boundary sorts every failure
+        error = leaf(raised)
+        if isinstance(error, KeyboardInterrupt):
+            interrupted()  # Ctrl-C before the node's own signal handler was installed
+        if isinstance(error, OSError):
+            fail(f"cannot start node: {describe_os_error(error)}")
+        if isinstance(error, ShoalError):
+            fail(f"cannot start node: {error}")
+        raise
 
 
 def build_node_config(options: dict[str, Any]) -> NodeConfig:
@@ -362,15 +371,29 @@ def build_node_config(options: dict[str, Any]) -> NodeConfig:
     membership = {"lan": MembershipConfig.lan, "wan": MembershipConfig.wan,
                   "local": MembershipConfig.local}[profile]()  # fmt: skip
     keys = tuple(parse_key(text) for text in options.pop("gossip_keys"))
+    tags = tuple(_parse_tag(text) for text in options.pop("tags", ()))
     return NodeConfig(
         queue=queue,
         disk=disk,
         membership=membership,
         gossip_keys=keys,
+        tags=tags,
         broadcast_address=broadcast,
         seeds=tuple(options.pop("seeds")),
         **options,
     )
+
+
+def _parse_tag(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of ``--tag``.
+
+    Raises:
+        ConfigError: there is no ``=`` or no key.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--tag {text!r} is not KEY=VALUE")
+    return key.strip(), value.strip()
 
 
 async def _run_until_signalled(node: Node) -> None:
@@ -402,5 +425,21 @@ for _command in (*COMMANDS, simulate):
 
 
 def main() -> None:
-    """Entry point of the ``shoal`` console script."""
-    cli(prog_name="shoal")
+    """Entry point of the ``shoal`` console script.
+
+    click turns a Ctrl-C inside a command into ``Aborted!`` and exit 1;
+    ``standalone_mode=False`` hands it to us instead, so every command ends
+    the same way: ``shoal: interrupted``, exit 130.
+    """
+    try:
+        code = cli.main(prog_name="shoal", standalone_mode=False)
+    except KeyboardInterrupt:
+        interrupted()
+    except click.exceptions.Abort:
+        interrupted()
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

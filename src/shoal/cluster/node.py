@@ -45,9 +45,10 @@ from shoal.cluster.metadata import (
     lock_data_path,
     save_metadata,
 )
+from shoal.cluster.operator_api import OperatorAPI
 from shoal.cluster.routing import SYNC_INTERVAL, TopicRouting
 from shoal.cluster.tcp_server import TCPServer
-from shoal.config import parse_address
+from shoal.config import TAG_PREFIX, parse_address
 from shoal.errors import RemoteProtocolError
 from shoal.membership.events import MemberJoined
 from shoal.membership.keyring import Keyring
@@ -82,10 +83,19 @@ def format_address(sockname: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def open_listeners(address: str) -> list[trio.SocketListener]:
-    """Bind TCP listeners for ``host:port`` (port 0 picks a free port)."""
+async def open_listeners(address: str, label: str) -> list[trio.SocketListener]:
+    """Bind TCP listeners for ``host:port`` (port 0 picks a free port).
+
+    Raises:
+        OSError: the address cannot be bound; the message names it and
+            ``label`` (the flag that set it), since the kernel's text names neither.
+    """
     host, port = parse_address(address)
-    return await trio.open_tcp_listeners(port, host=host)
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OSError(exc.errno, f"cannot listen on {address} ({label}): {reason}") from None
 
 
 def _port(address: str | None) -> int:
@@ -236,9 +246,9 @@ class Node:
 
     async def _start_services(self, nursery: trio.Nursery) -> None:
         config = self.config
-        tcp_listeners = await open_listeners(config.tcp_address)
-        http_listeners = await open_listeners(config.http_address)
-        lookup_listeners = await open_listeners(config.lookup_http_address)
+        tcp_listeners = await open_listeners(config.tcp_address, "--tcp-address")
+        http_listeners = await open_listeners(config.http_address, "--http-address")
+        lookup_listeners = await open_listeners(config.lookup_http_address, "--lookup-http-address")
         for kind, label, listeners in (
             ("tcp", "TCP", tcp_listeners),
             ("http", "HTTP", http_listeners),
@@ -263,6 +273,8 @@ class Node:
         self.lookup.add_read_routes(self.http_api.router)
         self.http_api.router.add("GET", "/members", self._members)
         self.http_api.router.add("POST", "/leave", self._leave_request)
+        assert self.driver is not None
+        OperatorAPI(self.driver).add_routes(self.http_api.router)
         lookup_router = new_router()
         self.lookup.add_routes(lookup_router)
         await nursery.start(self.tcp.serve, tcp_listeners)
@@ -298,6 +310,7 @@ class Node:
                 "t": str(tcp_port),
                 "h": str(http_port),
                 "l": str(lookup_port),
+                **{TAG_PREFIX + key: value for key, value in config.tags},
             },
             keyring=keyring,
             delegate=_RoutingDelegate(self),
@@ -458,6 +471,11 @@ class Node:
                     "http_port": _int(meta.get("h")),
                     "lookup_http_port": _int(meta.get("l")),
                     "topics": topics_by_owner.get(member.name, []),
+                    "tags": {
+                        k.removeprefix(TAG_PREFIX): v
+                        for k, v in sorted(meta.items())
+                        if k.startswith(TAG_PREFIX)
+                    },
                 }
             )
         return Response.json({"members": members, "statistics": self._membership_stats()})
