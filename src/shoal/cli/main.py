@@ -19,6 +19,7 @@ import click
 import trio
 
 from shoal import __version__
+from shoal.cli.agent import AGENT_COMMANDS
 from shoal.cli.commands import COMMANDS
 from shoal.cli.failures import describe_os_error, fail, interrupted, leaf
 from shoal.cli.logs import setup_logging
@@ -420,7 +421,7 @@ async def _run_until_signalled(node: Node) -> None:
         nursery.cancel_scope.cancel()
 
 
-for _command in (*COMMANDS, simulate):
+for _command in (*COMMANDS, *AGENT_COMMANDS, simulate):
     cli.add_command(_command)
 
 
