@@ -2,7 +2,11 @@
 
 Each command talks to one node's HTTP API (``--node HOST:PORT``, default
 ``$SHOAL_NODE`` or ``127.0.0.1:4151``): every node answers for the whole
-cluster, so any node will do. Commands whose output is data take ``--json``.
+cluster, so any node will do. ``--node`` also takes ``http://host:port``,
+as NSQ users write nsqd addresses, and several nodes (repeated, or
+separated by commas or spaces), tried in order until one answers. Commands
+whose output is data take ``--json``. Serf's agent commands (join,
+force-leave, monitor, info, keys) live in `shoal.cli.agent`.
 
 Conventions, for scripts as much as for people:
 
