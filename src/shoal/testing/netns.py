@@ -64,6 +64,7 @@ import ipaddress
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -277,6 +278,9 @@ def available() -> str | None:
         return f"network namespaces need Linux, not {sys.platform}"
     if os.geteuid() != 0:
         return "network namespaces need root"
+    for tool, package in (("ip", "iproute2"), ("iptables", "iptables")):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install {package})"
     name = f"{PREFIX}{os.getpid()}-probe{next(_counter)}"
     bridge = "ip link add probe0 type bridge"
     veth = "ip link add probe1 type veth peer name probe2"
@@ -312,7 +316,7 @@ def require() -> None:
         return
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"network namespaces with iptables are unavailable: {reason}")
-    pytest.skip(f"needs root, network namespaces and iptables ({reason}); {REQUIRE_ENV}=1 fails")
+    pytest.skip(f"needs root, network namespaces and iptables: {reason} ({REQUIRE_ENV}=1 fails)")
 
 
 class Host:
