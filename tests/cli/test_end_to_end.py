@@ -151,6 +151,24 @@ def test_a_large_stdin_is_published_quietly_when_piped(
     assert sorted(tailed.stdout.splitlines()) == sorted(lines.splitlines())
 
 
+def test_round_robin_spreads_messages_not_batches(shoal_argv: list[str], cluster: Cluster) -> None:
+    lines = b"".join(b"rr %d\n" % i for i in range(30))
+    published = shoal(shoal_argv, "pub", "--strategy", "round-robin", "--node", cluster.http(0),
+                      "e2e_rr", stdin=lines)  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    result = shoal(shoal_argv, "stats", "--all", "--json", "--node", cluster.http(1),
+                   "--topic", "e2e_rr")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [topic] = json.loads(result.stdout)["topics"]
+    # All 30 lines arrive in one read: still one third on each of the 3 nodes.
+    assert (topic["nodes"], topic["message_count"]) == (3, 30)
+    for index in range(3):
+        one = shoal(shoal_argv, "stats", "--json", "--node", cluster.http(index),
+                    "--topic", "e2e_rr")  # fmt: skip
+        [mine] = json.loads(one.stdout)["topics"]
+        assert mine["message_count"] == 10
+
+
 def test_stats_all_adds_up_every_member(shoal_argv: list[str], cluster: Cluster) -> None:
     for index in range(3):
         shoal(shoal_argv, "pub", "--node", cluster.http(index), "e2e_stats", f"from-{index}")
