@@ -78,6 +78,10 @@ def test_the_convention_is_enforced() -> None:
     assert block.retry == 30.0
     assert block.expect == [("a;b", 1)]
     assert block.commands(Path("/w")) == ["shoal x --duration 2m    --y /w/z  # note"]
+    [skipped] = parse("<!-- readme: skip (the reader's own host; needs root) -->\n```sh\nx\n```\n")
+    assert skipped.skip == "the reader's own host; needs root"
+    with pytest.raises(ReadmeError, match="skip needs a reason"):
+        parse("<!-- readme: skip -->\n```sh\nx\n```\n")
     # A directive binds to the fence right after it only.
     [plain] = parse("<!-- readme: skip (x) -->\n\ntext\n\n```sh\ntrue\n```\n")
     assert plain.skip is None

@@ -126,6 +126,13 @@ class Block:
 
 
 def _apply(block: Block, directive: str) -> None:
+    if directive.split(maxsplit=1)[0] == "skip":
+        # Free text, apostrophes and all: not parsed as shell words.
+        reason = directive.partition("skip")[2].strip().strip("()").strip()
+        if not reason:
+            raise ReadmeError(f"{block.where}: skip needs a reason")
+        block.skip = reason
+        return
     try:
         words = shlex.split(directive)
     except ValueError as exc:
@@ -133,8 +140,6 @@ def _apply(block: Block, directive: str) -> None:
     if not words:
         return
     match words:
-        case ["skip", *reason] if reason:
-            block.skip = directive.partition("skip")[2].strip().strip("()")
         case ["background", "until", text]:
             block.background = text
         case ["replace", old, new]:
