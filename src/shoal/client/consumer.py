@@ -443,9 +443,13 @@ class Consumer:
         while True:
             self._rdy_changed = trio.Event()
             keys = sorted(k for k, c in self._connections.items() if not c.closed)
-            for key, count in self.rdy_counts(keys, rotation).items():
-                conn = self._connections[key]
-                count = min(count, conn.max_rdy_count)
+            wanted = [
+                (self._connections[key], min(count, self._connections[key].max_rdy_count))
+                for key, count in self.rdy_counts(keys, rotation).items()
+            ]
+            # Lower before raising, so the RDY given out never sums to more
+            # than max_in_flight, not even while the window moves.
+            for conn, count in sorted(wanted, key=lambda pair: pair[1] - pair[0].rdy_count):
                 if conn.rdy_count != count:
                     with contextlib.suppress(ConnectionClosed):
                         await conn.rdy(count)
