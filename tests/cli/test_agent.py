@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import pty
+import select
 import subprocess
 import time
 from typing import TYPE_CHECKING, Any
@@ -151,18 +154,31 @@ def test_a_node_joins_fails_and_is_forced_out(
         assert out.strip().startswith("joined: ")
         wait_for_members(a, 4)
 
+        # stderr on a terminal: the monitor says "monitoring N members" once
+        # its first snapshot is taken, and only then is d killed.
+        controller, terminal = pty.openpty()
         monitor = subprocess.Popen(
             [*shoal_argv, "monitor", "--json", "-n", "1", "--interval", "100ms",
              "--node", a],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=terminal,
         )  # fmt: skip
+        os.close(terminal)
         try:
-            time.sleep(0.5)  # the monitor's first snapshot has d alive
+            note = b""
+            deadline = time.monotonic() + 30
+            while b"monitoring 4 members" not in note:
+                assert time.monotonic() < deadline, note
+                ready, _, _ = select.select([controller], [], [], 1.0)
+                if ready:
+                    note += os.read(controller, 1024)
             d.kill()
-            out_bytes, err = monitor.communicate(timeout=60)
+            out_bytes, _ = monitor.communicate(timeout=60)
         finally:
             if monitor.poll() is None:
                 monitor.kill()
+                monitor.communicate()
+            os.close(controller)
+        err = note
         assert monitor.returncode == 0, err
         [event] = [json.loads(line) for line in out_bytes.splitlines()]
         assert (event["event"], event["name"]) in {("member-suspect", "d"), ("member-failed", "d")}
