@@ -267,3 +267,50 @@ def test_codec_packet_header_counts_parts() -> None:
     part = encode_message(Ack(seq=1))
     for count in (1, 23, 24, 255):
         assert len(decode_packet(encode_packet([part] * count), LIMITS)) == count
+
+
+def _array_head(count: int) -> bytes:
+    return b"\x9a" + count.to_bytes(4, "big")
+
+
+def test_codec_refuses_a_huge_declared_array_from_its_head() -> None:
+    # The attack: a stream announcing 16.7 M empty arrays. Refused from the
+    # head, before cbor2 builds any of them.
+    count = LIMITS.max_stream_size - 16
+    data = VERSION + _array_head(count) + b"\x80" * count
+    assert _reason(data, stream=True) == "limit"
+
+
+def test_codec_refuses_containers_wider_than_their_level() -> None:
+    members = 3
+    limits = CodecLimits(max_push_pull_members=members)
+    entry = cbor2.dumps(["n", ["h", 1], 1, 0, {}])
+    table = _array_head(members + 1) + entry * (members + 1)
+    head = cbor2.dumps([7, "a", False, False])
+    data = VERSION + b"\x86" + head[1:] + table + cbor2.dumps(b"")
+    with pytest.raises(CodecError) as info:
+        decode_stream(data, limits)
+    assert info.value.reason == "limit"
+    # An address (depth 4 in a record) holding thousands of items.
+    record = b"\x85" + cbor2.dumps("n") + _array_head(5000) + b"\x00" * 5000
+    data = VERSION + b"\x86" + head[1:] + b"\x81" + record + b"\x01\x00\xa0" + cbor2.dumps(b"")
+    assert _reason(data, stream=True) == "limit"
+
+
+def test_codec_refuses_declared_lengths_beyond_the_bytes_left() -> None:
+    assert _reason(VERSION + b"\x81\x82\x08\x5a\xff\xff\xff\xff", stream=False) == "cbor"
+    assert _reason(VERSION + b"\x81\x83\x08\x01" + _array_head(2), stream=False) == "limit"
+
+
+def test_codec_refuses_more_items_than_the_budget() -> None:
+    limits = CodecLimits(max_push_pull_members=2)
+    # Two records whose meta maps are each as wide as allowed: within every
+    # container's width, beyond the total a two-member table may hold.
+    pairs = {f"k{i}": "" for i in range(200)}
+    entry = cbor2.dumps(["n", ["h", 1], 1, 0, pairs])
+    other = cbor2.dumps(["m", ["h", 1], 1, 0, pairs])
+    head = cbor2.dumps([7, "a", False, False])
+    data = VERSION + b"\x86" + head[1:] + b"\x82" + entry + other + cbor2.dumps(b"")
+    with pytest.raises(CodecError) as info:
+        decode_stream(data, limits)
+    assert info.value.reason == "limit"
