@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from shoal import __version__
+from shoal.cluster.slices import PUBLISH_SLICE, execute_mpub
 from shoal.queue.commands import CommandDecoder, Fin, Identify, Mpub, Pub, Rdy, Req, Sub
 from shoal.queue.errors import ClientError, FatalClientError
 from shoal.queue.frames import HEARTBEAT_FRAME
@@ -200,7 +201,10 @@ class Connection:
                     if cmd is None:
                         break
                     try:
-                        response = client.execute(cmd, time.time())
+                        if type(cmd) is Mpub and len(cmd.bodies) > PUBLISH_SLICE:
+                            response = await execute_mpub(client, cmd)  # checkpoints
+                        else:
+                            response = client.execute(cmd, time.time())
                     except ClientError as err:
                         if err.fatal:
                             raise
