@@ -39,9 +39,9 @@ __all__ = [
 ]
 
 #: Messages published between two checkpoints.
-PUBLISH_SLICE: Final = 4096
+PUBLISH_SLICE: Final = 1024
 #: Bytes of a text body split into lines between two checkpoints.
-PARSE_SLICE_BYTES: Final = 64 * 1024
+PARSE_SLICE_BYTES: Final = 16 * 1024
 
 
 class LineTooLongError(ValueError):
