@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import random
+
 import pytest
 import trio
 import trio.testing
 
 from shoal.cluster.gossip_guard import InboundBudget, unkeyed_exposure_warning
-from shoal.cluster.membership_driver import FRAME_HEADER, MessageStream, StreamError
+from shoal.cluster.membership_driver import (
+    FRAME_HEADER,
+    MembershipDriver,
+    MessageStream,
+    StreamError,
+)
+from shoal.membership import MembershipConfig
+from shoal.membership.keyring import Keyring
 
 
 async def test_budget_grants_whole_reservations_and_waits_for_releases() -> None:
@@ -114,3 +124,26 @@ def test_unkeyed_exposure_warning(host: str, keyed: bool, warns: bool) -> None:
     if warning is not None:
         assert host in warning
         assert "anyone" in warning
+
+
+@pytest.mark.parametrize(
+    ("bind", "keyed", "warnings"),
+    [("0.0.0.0:0", False, 1), ("127.0.0.1:0", False, 0), ("0.0.0.0:0", True, 0)],
+)
+async def test_driver_warns_once_about_plaintext_gossip_on_a_reachable_address(
+    caplog: pytest.LogCaptureFixture, bind: str, keyed: bool, warnings: int
+) -> None:
+    driver = MembershipDriver(
+        MembershipConfig.local(),
+        name="a",
+        bind=bind,
+        keyring=Keyring([bytes(32)]) if keyed else None,
+        rng=random.Random(1),
+    )
+    with trio.fail_after(10), caplog.at_level(logging.WARNING, logger="shoal.gossip"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(driver.serve)
+            await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+    found = [r for r in caplog.records if "not encrypted" in r.getMessage()]
+    assert len(found) == warnings

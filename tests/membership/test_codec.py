@@ -46,7 +46,8 @@ REASONS = {
 VERSION = bytes((PROTOCOL_VERSION,))
 
 names = st.text(min_size=1, max_size=30)
-addresses = st.tuples(st.text(min_size=1, max_size=40), st.integers(0, 65535))
+hosts = st.from_regex(r"[A-Za-z0-9._:%-]{1,40}", fullmatch=True)
+addresses = st.tuples(hosts, st.integers(0, 65535))
 metas = st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=8), max_size=6)
 seqs = st.integers(0, 2**32 - 1)
 incarnations = st.integers(0, 2**64 - 1)
@@ -314,3 +315,15 @@ def test_codec_refuses_more_items_than_the_budget() -> None:
     with pytest.raises(CodecError) as info:
         decode_stream(data, limits)
     assert info.value.reason == "limit"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1\x00", "a b", "h\n", "\u00e9t\u00e9", "x/y"])
+def test_codec_refuses_hosts_no_socket_takes(host: str) -> None:
+    # A forged member at "127.0.0.1\0" crashed the node's UDP sender.
+    assert _reason(_raw([[4, 1, "n", [host, 1], {}]])) == "shape"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "fe80::1%eth0", "node-1.example.com"])
+def test_codec_accepts_ip_literals_and_host_names(host: str) -> None:
+    message = Alive(incarnation=1, name="n", address=(host, 1), meta={})
+    assert decode_packet(encode_packet([encode_message(message)]), LIMITS) == [message]

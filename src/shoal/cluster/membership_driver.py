@@ -861,7 +861,7 @@ class MembershipDriver:
         async for address, data in queue:
             try:
                 await udp.sendto(data, address)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: a host no socket takes
                 self._drop("send_error")
                 log.debug("gossip: send to %s:%d failed: %s", address[0], address[1], exc)
                 continue
@@ -951,7 +951,7 @@ class MembershipDriver:
         """Send one request and read its reply; None on any failure."""
         try:
             tcp = await trio.open_tcp_stream(address[0], address[1])
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a host no socket takes
             log.debug("gossip: stream to %s:%d failed: %s", address[0], address[1], exc)
             return None
         try:

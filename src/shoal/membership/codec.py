@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 from typing import TYPE_CHECKING, Any, Final
 
 import cbor2
@@ -107,6 +108,8 @@ _MAX_DEPTH: Final = 4
 _UINT32_MAX: Final = (1 << 32) - 1
 _UINT64_MAX: Final = (1 << 64) - 1
 _MAX_HOST_LENGTH: Final = 255
+#: What a host may be made of: IPv4 and IPv6 literals (with a zone) and names.
+_HOST: Final = re.compile(r"[A-Za-z0-9._:%-]+")
 
 #: Member states as numbers on the wire. Append only.
 _STATE_TO_WIRE: Final[Mapping[MemberState, int]] = {
@@ -451,6 +454,10 @@ def _addr(value: Any) -> Address:
     host, port = value
     if type(host) is not str or not 0 < len(host) <= _MAX_HOST_LENGTH:
         raise _shape("an address host must be a non-empty string")
+    if _HOST.fullmatch(host) is None:
+        # The driver hands hosts to the socket layer: a NUL or any other
+        # character no IP literal or host name has made it raise there.
+        raise _shape("an address host must be an IP address or a host name")
     if type(port) is not int or not 0 <= port <= 65535:
         raise _shape("an address port must be in 0..65535")
     return (host, port)
