@@ -55,7 +55,7 @@ def test_slice_bounds_cover_everything_in_order() -> None:
 
 async def test_a_big_mpub_lets_other_tasks_run_between_slices() -> None:
     broker = Broker(QueueConfig())
-    count = 5 * PUBLISH_SLICE + 7
+    count = 20 * PUBLISH_SLICE + 7
     bodies = [b"%d" % i for i in range(count)]
     ticker = Ticker()
     async with trio.open_nursery() as nursery:
@@ -65,8 +65,9 @@ async def test_a_big_mpub_lets_other_tasks_run_between_slices() -> None:
         reply = await execute_mpub(client(broker), Mpub("t", bodies))
         assert reply is not None
         assert reply.endswith(b"OK")
-        # One turn at least per checkpoint: six slices, five checkpoints.
-        assert ticker.turns - before >= 5
+        # A turn per checkpoint (21 slices, 20 checkpoints), give or take the
+        # order trio picks among runnable tasks.
+        assert ticker.turns - before >= 10
         nursery.cancel_scope.cancel()
     assert broker.topics["t"].message_count == count
 
