@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import threading
 import time
 import uuid
@@ -59,6 +60,14 @@ class _Watcher:
     def worst(self) -> float:
         """The longest latency recorded (0 before any)."""
         return max(self.latencies, default=0.0)
+
+    @property
+    def p99(self) -> float:
+        """The 99th percentile latency, nearest rank (0 before any)."""
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return 0.0
+        return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
 
     def start(self) -> None:
         """Start the loop (`setup` first, in the caller's thread)."""

@@ -108,9 +108,11 @@ class Watched:
 
     def report(self, label: str) -> str:
         """Print (and return) the figures seen so far under ``label``."""
+        canary, ping = self.canary, self.ping
         line = (
-            f"{label}: canary {self.canary.rounds} rounds, worst {self.canary.worst * 1e3:.0f} ms; "
-            f"/ping {self.ping.rounds} rounds, worst {self.ping.worst * 1e3:.0f} ms"
+            f"{label}: canary {canary.rounds} rounds, p99 {canary.p99 * 1e3:.0f} ms, "
+            f"worst {canary.worst * 1e3:.0f} ms; /ping {ping.rounds} rounds, "
+            f"p99 {ping.p99 * 1e3:.0f} ms, worst {ping.worst * 1e3:.0f} ms"
         )
         print(line)
         return line
