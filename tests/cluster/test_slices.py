@@ -17,10 +17,10 @@ from shoal.cluster.slices import (
     split_lines,
 )
 from shoal.queue.broker import Broker
-from shoal.queue.commands import Mpub
+from shoal.queue.commands import Command, Mpub
 from shoal.queue.config import QueueConfig
 from shoal.queue.errors import FatalClientError
-from shoal.queue.protocol import ClientV2
+from shoal.queue.protocol import AuthQuery, ClientV2
 
 
 class Ticker:
@@ -33,6 +33,10 @@ class Ticker:
         while True:
             await trio.lowlevel.checkpoint()
             self.turns += 1
+
+
+async def _no_auth(command: Command, query: AuthQuery) -> bytes | None:
+    raise AssertionError("no AUTH configured")
 
 
 def client(broker: Broker) -> ClientV2:
@@ -62,7 +66,7 @@ async def test_a_big_mpub_lets_other_tasks_run_between_slices() -> None:
         nursery.start_soon(ticker.run)
         await trio.lowlevel.checkpoint()
         before = ticker.turns
-        reply = await execute_mpub(client(broker), Mpub("t", bodies))
+        reply = await execute_mpub(client(broker), Mpub("t", bodies), _no_auth)
         assert reply is not None
         assert reply.endswith(b"OK")
         # A turn per checkpoint (21 slices, 20 checkpoints), give or take the
@@ -77,7 +81,7 @@ async def test_a_failing_slice_raises_like_one_execute() -> None:
     topic, _ = broker.get_or_create_topic("t", 0.0)
     topic.delete()  # still listed: a delete racing the publish
     with pytest.raises(FatalClientError) as info:
-        await execute_mpub(client(broker), Mpub("t", [b"x"] * (PUBLISH_SLICE + 1)))
+        await execute_mpub(client(broker), Mpub("t", [b"x"] * (PUBLISH_SLICE + 1)), _no_auth)
     assert info.value.code == "E_MPUB_FAILED"
     assert topic.message_count == 0
 
@@ -108,3 +112,31 @@ async def test_split_lines_refuses_a_long_line_anywhere() -> None:
     body = b"x\n" * PARSE_SLICE_BYTES + b"y" * 11 + b"\nz"
     with pytest.raises(LineTooLongError):
         await split_lines(body, 10)
+
+
+async def test_an_expired_auth_answer_mid_batch_repeats_only_its_slice() -> None:
+    broker = Broker(QueueConfig())
+    real = client(broker)
+    asked: list[int] = []
+
+    class ExpiringOnce:
+        """Raises AuthQuery for the third slice, once, as an expired answer would."""
+
+        calls = 0
+
+        def execute(self, command: Command, now: float) -> bytes | None:
+            self.calls += 1
+            if self.calls == 3:
+                raise AuthQuery("secret")
+            return real.execute(command, now)
+
+    async def authenticate(command: Command, query: AuthQuery) -> bytes | None:
+        assert isinstance(command, Mpub)
+        asked.append(len(command.bodies))
+        return real.execute(command, 0.0)
+
+    count = 4 * PUBLISH_SLICE
+    reply = await execute_mpub(ExpiringOnce(), Mpub("t", [b"m"] * count), authenticate)  # type: ignore[arg-type]
+    assert reply is not None
+    assert asked == [PUBLISH_SLICE]
+    assert broker.topics["t"].message_count == count

@@ -32,8 +32,10 @@ import trio
 
 from shoal import __version__
 from shoal.cluster import registry as reg
+from shoal.cluster.auth import AuthClient
 from shoal.cluster.disk_queue import DiskBackendFactory, disk_backend_factory
 from shoal.cluster.http_api import NodeHTTPAPI, NodeInfo, new_router
+from shoal.cluster.http_guard import publish_auth, tls_required
 from shoal.cluster.http_server import Request, Response, serve_http
 from shoal.cluster.lookup_api import LookupAPI
 from shoal.cluster.membership_driver import MembershipDriver, StreamError
@@ -47,6 +49,7 @@ from shoal.cluster.metadata import (
 )
 from shoal.cluster.routing import SYNC_INTERVAL, TopicRouting
 from shoal.cluster.tcp_server import TCPServer
+from shoal.cluster.tls import server_context
 from shoal.config import parse_address
 from shoal.errors import RemoteProtocolError
 from shoal.membership.events import MemberJoined
@@ -172,15 +175,31 @@ class Node:
             # may redeliver, never lose).
             queue_config = dataclasses.replace(queue_config, mem_queue_size=0, sync_on_publish=True)
             disk_config = dataclasses.replace(disk_config, sync_every=1 << 30)
+        # What IDENTIFY offers and AUTH needs follows from the TLS and auth settings.
+        queue_config = dataclasses.replace(
+            queue_config,
+            tls_v1=config.tls.enabled,
+            tls_required=config.tls.tcp_required,
+            auth_required=bool(config.auth_http_addresses),
+        )
+        self.ssl_context = server_context(config.tls) if config.tls.enabled else None
+        auth = AuthClient(config.auth_http_addresses) if config.auth_http_addresses else None
         self.queue_config = queue_config
         self.disk_config = disk_config
         self.disk: DiskBackendFactory | None = None
         self._lock: DataPathLock | None = None
         self.broker = Broker(queue_config)  # replaced in `run` once the data path is open
-        self.tcp = TCPServer(self.broker, queue_config, on_subscribe=self._on_subscribe)
+        self.tcp = TCPServer(
+            self.broker,
+            queue_config,
+            on_subscribe=self._on_subscribe,
+            ssl_context=self.ssl_context,
+            auth=auth,
+        )
         self.addresses: dict[str, str | None] = {
             "tcp": None,
             "http": None,
+            "https": None,
             "gossip": None,
             "lookup_http": None,
         }
@@ -236,17 +255,26 @@ class Node:
 
     async def _start_services(self, nursery: trio.Nursery) -> None:
         config = self.config
-        tcp_listeners = await open_listeners(config.tcp_address)
-        http_listeners = await open_listeners(config.http_address)
+        broker = config.broker
+        tcp_listeners = await open_listeners(config.tcp_address) if broker else []
+        http_listeners = await open_listeners(config.http_address) if broker else []
+        https_listeners = []
+        if broker and config.https_address is not None:
+            https_listeners = await open_listeners(config.https_address)
         lookup_listeners = await open_listeners(config.lookup_http_address)
-        for kind, label, listeners in (
-            ("tcp", "TCP", tcp_listeners),
-            ("http", "HTTP", http_listeners),
-            ("lookup_http", "LOOKUP HTTP", lookup_listeners),
+        # Only NSQ's own listeners get nsqd's "<PROTOCOL>: listening on" line,
+        # which harnesses parse for ports (a member without a broker is
+        # nsqlookupd, whose HTTP port is the lookup API).
+        lookup_label = "lookup API: serving on %s" if broker else "HTTP: listening on %s"
+        for kind, line, listeners in (
+            ("tcp", "TCP: listening on %s", tcp_listeners),
+            ("http", "HTTP: listening on %s", http_listeners),
+            ("https", "HTTPS: listening on %s", https_listeners),
+            ("lookup_http", lookup_label, lookup_listeners),
         ):
             for listener in listeners:
                 address = format_address(listener.socket.getsockname())
-                log.info("%s: listening on %s", label, address)
+                log.info(line, address)
                 self.addresses[kind] = self.addresses[kind] or address
         self.http_api = NodeHTTPAPI(
             self.broker,
@@ -265,8 +293,22 @@ class Node:
         self.http_api.router.add("POST", "/leave", self._leave_request)
         lookup_router = new_router()
         self.lookup.add_routes(lookup_router)
-        await nursery.start(self.tcp.serve, tcp_listeners)
-        await nursery.start(serve_http, http_listeners, self.http_api.router)
+        plain_router = secure_router = self.http_api.router
+        if self.tcp.auth is not None:
+            plain_router = publish_auth(plain_router, self.tcp.auth, tls=False)
+            secure_router = publish_auth(secure_router, self.tcp.auth, tls=True)
+        if config.tls.http_required and https_listeners:
+            plain_router = tls_required(plain_router, _port(self.addresses["https"]))
+        if broker:
+            await nursery.start(self.tcp.serve, tcp_listeners)
+            await nursery.start(serve_http, http_listeners, plain_router)
+        if https_listeners:
+            assert self.ssl_context is not None
+            secure = [
+                trio.SSLListener(listener, self.ssl_context, https_compatible=True)
+                for listener in https_listeners
+            ]
+            await nursery.start(serve_http, secure, secure_router)
         await nursery.start(serve_http, lookup_listeners, lookup_router)
         nursery.start_soon(self._scan_loop)
         nursery.start_soon(self._backlog_loop)
@@ -282,8 +324,10 @@ class Node:
         tcp_port = _port(self.addresses["tcp"])
         http_port = _port(self.addresses["http"])
         lookup_port = _port(self.addresses["lookup_http"])
-        name = config.node_name or self._stored_name(f"{config.broadcast_address}:{tcp_port}")
         gossip_host, gossip_port = parse_address(config.gossip_address)
+        # A member without a broker has no TCP port to be named after.
+        unique = tcp_port if config.broker else gossip_port or f"lookupd-{os.getpid()}"
+        name = config.node_name or self._stored_name(f"{config.broadcast_address}:{unique}")
         advertise = None
         if gossip_host in ("0.0.0.0", "::", ""):
             advertise = f"{config.broadcast_address}:{gossip_port}" if gossip_port else None
@@ -304,6 +348,9 @@ class Node:
         )
         bound = await nursery.start(driver.serve)
         self.addresses["gossip"] = format_address(bound)
+        if not config.broker:
+            # nsqlookupd's TCP port is where nsqd instances reach it: here, gossip.
+            log.info("TCP: listening on %s", self.addresses["gossip"])
         info = reg.NodeInfo(
             broadcast_address=config.broadcast_address,
             hostname=socket.gethostname(),

@@ -25,8 +25,12 @@ import trio
 import trio.lowlevel
 
 from shoal.queue.commands import Mpub
+from shoal.queue.protocol import AuthQuery
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from shoal.queue.commands import Command
     from shoal.queue.protocol import ClientV2
 
 __all__ = [
@@ -53,8 +57,19 @@ def slice_bounds(count: int, size: int = PUBLISH_SLICE) -> list[tuple[int, int]]
     return [(start, min(start + size, count)) for start in range(0, count, size)]
 
 
-async def execute_mpub(client: ClientV2, command: Mpub) -> bytes | None:
+async def execute_mpub(
+    client: ClientV2,
+    command: Mpub,
+    authenticate: Callable[[Command, AuthQuery], Awaitable[bytes | None]],
+) -> bytes | None:
     """Execute an ``MPUB`` in slices, with a checkpoint between two.
+
+    Args:
+        client: the connection's protocol state.
+        command: the whole batch.
+        authenticate: what the connection does when a slice raises
+            `AuthQuery` (the cached AUTH answer expired): ask the auth
+            servers, then execute that slice, and only it, again.
 
     Returns:
         The reply of the last slice (``OK``).
@@ -68,7 +83,11 @@ async def execute_mpub(client: ClientV2, command: Mpub) -> bytes | None:
     for index, (start, stop) in enumerate(slice_bounds(len(bodies))):
         if index:
             await trio.lowlevel.checkpoint()
-        response = client.execute(Mpub(command.topic, bodies[start:stop]), time.time())
+        part = Mpub(command.topic, bodies[start:stop])
+        try:
+            response = client.execute(part, time.time())
+        except AuthQuery as query:
+            response = await authenticate(part, query)
     return response
 
 
