@@ -30,6 +30,7 @@ from shoal.membership.messages import (
     PingReq,
     PushPull,
     PushPullEntry,
+    Refused,
     Suspect,
     UserMsg,
 )
@@ -61,6 +62,7 @@ nacks = st.builds(Nack, seq=seqs)
 alives = st.builds(Alive, incarnation=incarnations, name=names, address=addresses, meta=metas)
 suspects = st.builds(Suspect, incarnation=incarnations, name=names, source=names)
 deads = st.builds(Dead, incarnation=incarnations, name=names, source=names)
+refuseds = st.builds(Refused, incarnation=incarnations, name=names, source=names)
 users = st.builds(UserMsg, key=names, data=st.binary(max_size=200))
 entries = st.builds(
     PushPullEntry,
@@ -78,7 +80,7 @@ push_pulls = st.builds(
     members=st.lists(entries, max_size=8, unique_by=lambda e: e.name).map(tuple),
     app_state=st.binary(max_size=200),
 )
-packet_messages = st.one_of(pings, ping_reqs, acks, nacks, alives, suspects, deads, users)
+packet_messages = st.one_of(pings, ping_reqs, acks, nacks, alives, suspects, deads, users, refuseds)
 
 
 @pytest.mark.slow
@@ -112,6 +114,7 @@ def test_codec_every_message_type_has_a_strategy() -> None:
         MessageType.DEAD,
         MessageType.PUSH_PULL,
         MessageType.USER,
+        MessageType.REFUSED,
     }
     assert covered == set(MessageType)
 
@@ -128,6 +131,7 @@ def test_codec_message_type_numbers_are_stable() -> None:
         ("DEAD", 6),
         ("PUSH_PULL", 7),
         ("USER", 8),
+        ("REFUSED", 9),
     ]
 
 
@@ -327,3 +331,9 @@ def test_codec_refuses_hosts_no_socket_takes(host: str) -> None:
 def test_codec_accepts_ip_literals_and_host_names(host: str) -> None:
     message = Alive(incarnation=1, name="n", address=(host, 1), meta={})
     assert decode_packet(encode_packet([encode_message(message)]), LIMITS) == [message]
+
+
+def test_codec_refuses_a_push_pull_record_whose_host_no_socket_takes() -> None:
+    head = cbor2.dumps([7, "a", False, False])
+    table = cbor2.dumps([["n", ["127.0.0.1\x00", 1], 1, 0, {}]])
+    assert _reason(VERSION + b"\x86" + head[1:] + table + cbor2.dumps(b""), stream=True) == "shape"

@@ -83,6 +83,7 @@ from shoal.cluster.gossip_guard import (
     InboundBudget,
     unkeyed_exposure_warning,
 )
+from shoal.cluster.refusals import RefusalWatch, is_refused
 from shoal.config import parse_address
 from shoal.errors import LocalProtocolError, RemoteProtocolError
 from shoal.membership import Address, Event, Membership
@@ -407,6 +408,7 @@ class MembershipDriver:
         self._leaving = False
         self._leave_done = trio.Event()
         self._family = trio.socket.AF_INET
+        self._refusal_watch: RefusalWatch | None = None
         self._seed_specs: list[Address] = []
         self._seed_addresses: set[Address] = set()
         self._resolver_started = False
@@ -659,6 +661,7 @@ class MembershipDriver:
         self._served = True
         udp, tcp = await self._bind_sockets()
         listener = trio.SocketListener(tcp)
+        self._refusal_watch = RefusalWatch.open(udp)
         try:
             bound = _host_port(udp.getsockname())
             self._bound = bound
@@ -697,6 +700,8 @@ class MembershipDriver:
                 task_status.started(bound)
         finally:
             self._nursery = None
+            if self._refusal_watch is not None:
+                self._refusal_watch.close()
             udp.close()
             tcp.close()
             for channel in self._subscribers:
@@ -831,7 +836,14 @@ class MembershipDriver:
         while True:
             try:
                 size, src = await udp.recvfrom_into(buffer)
+            except ConnectionRefusedError:
+                # IP_RECVERR: an ICMP port unreachable is queued (refusals.py).
+                self._read_refusals()
+                continue
             except OSError as exc:
+                # Whatever else was queued is drained too, or the socket
+                # would keep reporting it.
+                self._read_refusals()
                 # Unconnected UDP sockets rarely fail; do not spin if they do.
                 self._drop("receive_error")
                 log.debug("gossip: receive failed: %s", exc)
@@ -861,6 +873,15 @@ class MembershipDriver:
         async for address, data in queue:
             try:
                 await udp.sendto(data, address)
+            except ConnectionRefusedError:
+                # A refusal drawn by an earlier datagram, reported here: this
+                # one was not sent. Read the refusals and send it again once.
+                self._read_refusals()
+                try:
+                    await udp.sendto(data, address)
+                except OSError:
+                    self._drop("send_error")
+                    continue
             except (OSError, ValueError) as exc:  # ValueError: a host no socket takes
                 self._drop("send_error")
                 log.debug("gossip: send to %s:%d failed: %s", address[0], address[1], exc)
@@ -953,6 +974,8 @@ class MembershipDriver:
             tcp = await trio.open_tcp_stream(address[0], address[1])
         except (OSError, ValueError) as exc:  # ValueError: a host no socket takes
             log.debug("gossip: stream to %s:%d failed: %s", address[0], address[1], exc)
+            if is_refused(exc):
+                self._refused([address])
             return None
         try:
             stream = self._message_stream(tcp)
@@ -967,6 +990,20 @@ class MembershipDriver:
         finally:
             await trio.aclose_forcefully(tcp)
         return None
+
+    def _read_refusals(self) -> None:
+        watch = self._refusal_watch
+        if watch is not None:
+            self._refused(watch.read())
+
+    def _refused(self, addresses: Iterable[Address]) -> None:
+        """Feed refused datagrams and connections to the engine (see `refusals`)."""
+        engine = self._engine
+        if engine is None:
+            return
+        for address in addresses:
+            engine.probe_refused(address, self._clock())
+        self._drain()
 
     def _message_stream(
         self, stream: trio.abc.Stream, *, budget: InboundBudget | None = None

@@ -660,16 +660,27 @@ class Node:
                     await trio.lowlevel.checkpoint()
 
     async def _scan_loop(self) -> None:
-        """Requeue timed-out messages and release due deferred ones."""
+        """Requeue timed-out messages and release due deferred ones.
+
+        With nothing in flight or deferred the loop sleeps until the broker
+        announces a deadline, instead of polling every `SCAN_INTERVAL`: an
+        idle node then has no timer of its own but the gossip probe.
+        """
+        broker = self.broker
         while True:
             now = time.time()
-            for _channel, client_ids in self.broker.process(now):
+            for _channel, client_ids in broker.process(now):
                 self.tcp.timed_out(client_ids)
-            deadline = self.broker.next_deadline()
-            delay = (
-                SCAN_INTERVAL if deadline is None else min(max(deadline - now, 0), SCAN_INTERVAL)
-            )
-            await trio.sleep(delay)
+            deadline = broker.next_deadline()
+            if deadline is None:
+                woken = trio.Event()
+                broker.on_deadline = woken.set
+                try:
+                    await woken.wait()
+                finally:
+                    broker.on_deadline = None
+                continue
+            await trio.sleep(min(max(deadline - now, 0), SCAN_INTERVAL))
 
     async def _sync_loop(self, disk: DiskBackendFactory) -> None:
         """Fsync queues with unsynced activity every ``sync_timeout``."""
