@@ -81,6 +81,12 @@ class NodeConfig:
             non-ephemeral queue is on disk, fsynced, before its ``OK``
             (memory queues are bypassed), so a SIGKILL loses no
             acknowledged message that was not in flight.
+        statsd_address: ``host:port`` of a statsd server to push the
+            ``/metrics`` figures to (UDP); None pushes nothing.
+        statsd_prefix: prefix of every statsd name; ``%s`` becomes
+            ``<broadcast address>_<http port>`` (nsqd's default).
+        statsd_interval: seconds between two pushes.
+        statsd_udp_packet_size: largest statsd datagram, bytes.
     """
 
     tcp_address: str = "0.0.0.0:4150"
@@ -97,6 +103,10 @@ class NodeConfig:
     ready_file: str | None = None
     queue: QueueConfig = dataclasses.field(default_factory=QueueConfig)
     disk: DiskQueueConfig = dataclasses.field(default_factory=DiskQueueConfig)
+    statsd_address: str | None = None
+    statsd_prefix: str = "nsq.%s"
+    statsd_interval: float = 60.0
+    statsd_udp_packet_size: int = 508
     https_address: str | None = None
     tls: TLSConfig = dataclasses.field(default_factory=TLSConfig)
     auth_http_addresses: tuple[str, ...] = ()
@@ -122,3 +132,7 @@ class NodeConfig:
             raise ConfigError("tombstone-lifetime must be positive")
         if not self.broadcast_address:
             raise ConfigError("broadcast-address must not be empty")
+        if self.statsd_address is not None:
+            parse_address(self.statsd_address, what="statsd-address")
+        if self.statsd_interval <= 0:
+            raise ConfigError("statsd-interval must be positive")

@@ -19,7 +19,7 @@ import trio
 
 from shoal import __version__
 from shoal.cli.lazy import LazyGroup
-from shoal.cli.logs import setup_logging
+from shoal.cli.logs import LOG_FORMATS, setup_logging
 from shoal.cli.options import DURATION
 from shoal.cluster.node import Node
 from shoal.cluster.tls import TLSConfig
@@ -379,6 +379,39 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     help="Lowest level of log lines written.",
 )
 @click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="nsq",
+    show_default=True,
+    help="nsq: nsqd's line layout; json: one JSON object per line, for log shippers.",
+)
+@click.option(
+    "--statsd-address",
+    default=None,
+    metavar="HOST:PORT",
+    help="UDP address of a statsd server to push the /metrics figures to.",
+)
+@click.option(
+    "--statsd-prefix",
+    default="nsq.%s",
+    show_default=True,
+    help="Prefix of statsd names; %s is <broadcast-address>_<http port>.",
+)
+@click.option(
+    "--statsd-interval",
+    type=DURATION,
+    default="60s",
+    show_default=True,
+    help="Time between two statsd pushes.",
+)
+@click.option(
+    "--statsd-udp-packet-size",
+    type=click.IntRange(min=64),
+    default=508,
+    show_default=True,
+    help="Largest statsd datagram in bytes.",
+)
+@click.option(
     "--broker/--no-broker",
     default=True,
     show_default=True,
@@ -394,7 +427,7 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
 )
 def node_command(**options: Any) -> None:
     """Run a node: NSQ TCP protocol V2 and the HTTP APIs, with embedded defaults."""
-    setup_logging(options.pop("log_level"))
+    setup_logging(options.pop("log_level"), options.pop("log_format"))
     try:
         config = build_node_config(options)
     except ConfigError as exc:

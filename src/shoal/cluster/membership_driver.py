@@ -89,6 +89,7 @@ from shoal.errors import LocalProtocolError, RemoteProtocolError
 from shoal.membership import Address, Event, Membership
 from shoal.membership.codec import PROTOCOL_VERSION
 from shoal.membership.keyring import SEAL_OVERHEAD
+from shoal.membership.state import MemberState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -119,6 +120,7 @@ _LISTEN_BACKLOG: Final = 128
 #: Pause after a failed accept (out of file descriptors, say), as trio's
 #: ``serve_listeners`` does, so the loop does not spin.
 _ACCEPT_ERROR_PAUSE: Final = 0.1
+_LIVE: Final = (MemberState.ALIVE, MemberState.SUSPECT)
 
 
 class StreamError(RemoteProtocolError):
@@ -255,6 +257,10 @@ class MessageStream:
 
 #: What serves a tagged inbound stream: ``await handler(stream, peer)``.
 StreamHandler: TypeAlias = Callable[[MessageStream, Address], Awaitable[None]]
+#: Told of what the operator should hear about a peer: ``fn(kind, peer, detail)``,
+#: with kind ``"decrypt"`` (its gossip fails authentication) or ``"seed"`` (a
+#: join through it failed; ``detail`` says how). See `MembershipDriver.add_notice_listener`.
+NoticeListener: TypeAlias = Callable[[str, Address, str], None]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -402,6 +408,7 @@ class MembershipDriver:
         self._inbound = 0
         self._handlers: dict[int, StreamHandler] = {}
         self._listeners: list[Callable[[Event], None]] = []
+        self._notice_listeners: list[NoticeListener] = []
         self._subscribers: list[trio.MemorySendChannel[Event]] = []
         self._wake = trio.Event()
         self._sleeping_until = math.inf
@@ -411,6 +418,7 @@ class MembershipDriver:
         self._refusal_watch: RefusalWatch | None = None
         self._seed_specs: list[Address] = []
         self._seed_addresses: set[Address] = set()
+        self._last_failure: dict[Address, str] = {}
         self._resolver_started = False
 
     # ------------------------------------------------------------------ properties
@@ -485,6 +493,19 @@ class MembershipDriver:
         `serve`.
         """
         self._listeners.append(fn)
+
+    def add_notice_listener(self, fn: NoticeListener) -> None:
+        """Call ``fn(kind, peer, detail)`` when a peer's input fails in a way worth telling.
+
+        The drop counters say how many; this says who, so the operator's log
+        can name the node with the wrong gossip key or the seed that refuses.
+        Same contract as `add_listener`: fast, never blocking.
+        """
+        self._notice_listeners.append(fn)
+
+    def _notice(self, kind: str, peer: Address, detail: str) -> None:
+        for fn in tuple(self._notice_listeners):
+            fn(kind, peer, detail)
 
     def remove_listener(self, fn: Callable[[Event], None]) -> None:
         """Stop calling ``fn``; unknown callbacks are ignored."""
@@ -860,6 +881,7 @@ class MembershipDriver:
                     data = keyring.open(data, label=self._label)
                 except RemoteProtocolError:
                     self._drop("decrypt")
+                    self._notice("decrypt", _host_port(src), "datagram")
                     continue
             engine.receive_packet(data, _host_port(src), self._clock())
             self._drain()
@@ -921,6 +943,8 @@ class MembershipDriver:
                     await self._dispatch_stream(stream, peer)
                 except StreamError as exc:
                     self._drop(exc.reason)
+                    if exc.reason == "decrypt":
+                        self._notice("decrypt", peer, "stream")
                 except RemoteProtocolError:
                     self._drop("handler")
                 except trio.EndOfChannel:
@@ -961,9 +985,14 @@ class MembershipDriver:
         engine = self._engine
         assert engine is not None
         now = self._clock()
+        failure = self._last_failure.pop(address, "timed out")
         if reply is None:
             self._counters.streams_failed += 1
             engine.stream_failed(address, now)
+            if address in self._seed_addresses and not any(
+                m.address == address and m.state in _LIVE for m in engine.members()
+            ):
+                self._notice("seed", address, failure)
         elif reply:
             engine.receive_stream_reply(reply, address, now)
         self._drain()
@@ -974,6 +1003,7 @@ class MembershipDriver:
             tcp = await trio.open_tcp_stream(address[0], address[1])
         except (OSError, ValueError) as exc:  # ValueError: a host no socket takes
             log.debug("gossip: stream to %s:%d failed: %s", address[0], address[1], exc)
+            self._last_failure[address] = getattr(exc, "strerror", None) or str(exc)
             if is_refused(exc):
                 self._refused([address])
             return None
@@ -983,10 +1013,12 @@ class MembershipDriver:
             return await stream.receive_message()
         except StreamError as exc:
             self._drop(exc.reason)
+            self._last_failure[address] = f"unreadable reply ({exc.reason})"
         except LocalProtocolError:
             self._drop("oversize_request")
         except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # refused by the peer (wrong key, overload) or broken
+            # Refused by the peer (wrong key, overload) or broken.
+            self._last_failure[address] = "closed without a reply (a different gossip key?)"
         finally:
             await trio.aclose_forcefully(tcp)
         return None

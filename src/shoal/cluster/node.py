@@ -39,6 +39,7 @@ from shoal.cluster.http_guard import publish_auth, tls_required
 from shoal.cluster.http_server import Request, Response, serve_http
 from shoal.cluster.lookup_api import LookupAPI
 from shoal.cluster.membership_driver import MembershipDriver, StreamError
+from shoal.cluster.membership_log import MembershipLog
 from shoal.cluster.metadata import (
     ChannelMeta,
     DataPathLock,
@@ -47,6 +48,7 @@ from shoal.cluster.metadata import (
     lock_data_path,
     save_metadata,
 )
+from shoal.cluster.operations import serve_operations
 from shoal.cluster.routing import SYNC_INTERVAL, TopicRouting
 from shoal.cluster.tcp_server import TCPServer
 from shoal.cluster.tls import server_context
@@ -291,6 +293,7 @@ class Node:
         self.lookup.add_read_routes(self.http_api.router)
         self.http_api.router.add("GET", "/members", self._members)
         self.http_api.router.add("POST", "/leave", self._leave_request)
+        serve_operations(self, self.http_api.router, nursery)
         lookup_router = new_router()
         self.lookup.add_routes(lookup_router)
         plain_router = secure_router = self.http_api.router
@@ -332,6 +335,10 @@ class Node:
         if gossip_host in ("0.0.0.0", "::", ""):
             advertise = f"{config.broadcast_address}:{gossip_port}" if gossip_port else None
         keyring = Keyring(config.gossip_keys) if config.gossip_keys else None
+        # The registry generation rides in the member's metadata: it ties this
+        # life of the name to its address, so no other node's registry state
+        # is ever taken for ours (see `_registry_identity`).
+        generation = time.time_ns()
         self.driver = driver = MembershipDriver(
             config.membership,
             name=name,
@@ -342,11 +349,16 @@ class Node:
                 "t": str(tcp_port),
                 "h": str(http_port),
                 "l": str(lookup_port),
+                "g": str(generation),
             },
             keyring=keyring,
             delegate=_RoutingDelegate(self),
         )
+        membership_log = MembershipLog(name, clock=time.monotonic)
+        driver.add_listener(membership_log.on_event)
+        driver.add_notice_listener(membership_log.on_notice)
         bound = await nursery.start(driver.serve)
+        membership_log.set_address(driver.advertise_address)
         self.addresses["gossip"] = format_address(bound)
         if not config.broker:
             # nsqlookupd's TCP port is where nsqd instances reach it: here, gossip.
@@ -358,12 +370,13 @@ class Node:
             http_port=http_port,
             version=__version__,
         )
-        registry = reg.Registry(name, generation=time.time_ns(), info=info, now=time.monotonic())
+        registry = reg.Registry(name, generation=generation, info=info, now=time.monotonic())
         self.routing = TopicRouting(
             registry,
             self.broker,
             broadcast=driver.broadcast_app,
             alive=self._member_alive,
+            identity=self._registry_identity,
             wall=time.time,
             monotonic=time.monotonic,
         )
@@ -425,6 +438,19 @@ class Node:
         driver = self.driver
         member = driver.member(owner) if driver is not None else None
         return member is not None and member.state in _LIVE
+
+    def _registry_identity(self, owner: str) -> int | None:
+        """The registry generation the member ``owner`` announced, None if unknown.
+
+        Registry state of ``owner`` under any other generation is another
+        node's (a second node started with the same name) or an older life's,
+        and is not applied.
+        """
+        member = self.driver.member(owner) if self.driver is not None else None
+        if member is None:
+            return None
+        text = member.meta.get("g")
+        return int(text) if text is not None and text.isdigit() else None
 
     def _remote_address(self, producer: reg.Producer) -> str:
         member = self.driver.member(producer.node) if self.driver is not None else None
@@ -490,6 +516,7 @@ class Node:
         for producer, topics, _flags in registry.nodes(lambda _owner: True, wall=time.time()):
             topics_by_owner[producer.node] = topics
         members = []
+        wall, now = time.time(), trio.current_time()
         for member in sorted(self.driver.members(), key=lambda m: m.name):
             if status and member.state.value != status:
                 continue
@@ -505,6 +532,8 @@ class Node:
                     "http_port": _int(meta.get("h")),
                     "lookup_http_port": _int(meta.get("l")),
                     "topics": topics_by_owner.get(member.name, []),
+                    # Wall time of the last status change, for the cluster page.
+                    "since": round(wall - (now - member.state_changed_at), 3),
                 }
             )
         return Response.json({"members": members, "statistics": self._membership_stats()})

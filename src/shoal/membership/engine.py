@@ -696,8 +696,10 @@ class Membership:
                 self._drop("wrong_target")
         elif isinstance(message, PushPull):
             stats.push_pulls_served += 1
-            # Merge first: a refutation it triggers then rides in our reply.
-            self._merge_push_pull(message, now)
+            if not self._refuse_name_claim(message, now):
+                # Merge first: a refutation it triggers then rides in our reply.
+                self._merge_push_pull(message, now)
+            # A refused sender learns from our table that its name is taken.
             reply = self._push_pull_bytes(join=False, reply=True)
         elif isinstance(message, UserMsg):
             self._on_user(message, now)
@@ -723,6 +725,8 @@ class Membership:
         if isinstance(message, Ack):
             self._on_ack(message, now)
         elif isinstance(message, PushPull):
+            if self._join_refused(message):
+                return
             known = (len(self._nodes), self._counts[_ALIVE])
             self._merge_push_pull(message, now, asked=True)
             if self._catch_up_pending:
@@ -1498,6 +1502,61 @@ class Membership:
                 self._delegate.merge_remote_state(message.app_state, source)
             except RemoteProtocolError:
                 self._drop("app_state")
+
+    def _refuse_name_claim(self, message: PushPull, now: float) -> bool:
+        """Refuse a push-pull whose sender claims a name held at another address.
+
+        Without this, a second node started with a live member's name would
+        be merged piecemeal: its alive records ignored, but its table, its
+        application state and its later leave taken as the real member's. A
+        refused sender is told by our reply (see `_join_refused`); a name
+        whose holder is dead past ``dead_node_reclaim_time`` (or left) may
+        move, so a node restarted at a new address gets in once its old self
+        is gone.
+        """
+        name = message.source
+        claimed = next((e.address for e in message.members if e.name == name), None)
+        if claimed is None:
+            return False
+        node = self._self if name == self._name else self._nodes.get(name)
+        if node is None or node.address == claimed:
+            return False
+        if node is not self._self and address_change_allowed(
+            node.state, node.state_changed_at, now, self._config.dead_node_reclaim_time
+        ):
+            return False
+        self._stats.name_conflicts += 1
+        self._events.append(
+            NameConflict(
+                name=name, known_address=node.address, claimed_address=claimed, refused=True
+            )
+        )
+        return True
+
+    def _join_refused(self, message: PushPull) -> bool:
+        """A push-pull reply lists our name, alive at another address: we were refused.
+
+        The peer holds another live node under our name (`_refuse_name_claim`
+        on its side); merging its table would make us a second member of
+        that name, so nothing of it is taken.
+        """
+        for entry in message.members:
+            if (
+                entry.name == self._name
+                and entry.address != self._address
+                and (entry.state is _ALIVE or entry.state is _SUSPECT)
+            ):
+                self._stats.name_conflicts += 1
+                self._events.append(
+                    NameConflict(
+                        name=self._name,
+                        known_address=entry.address,
+                        claimed_address=self._address,
+                        refused=True,
+                    )
+                )
+                return True
+        return False
 
     # ------------------------------------------------------------------ transitions
 

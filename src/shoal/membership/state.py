@@ -16,7 +16,9 @@ Rules (reference/membership.md §1.2-1.3; memberlist ``aliveNode``,
    ``max(own + 1, accused + 1)``. A node never declares itself dead.
 4. A name may move to another address only when its record is ``left``, or
    ``dead`` for at least ``dead_node_reclaim_time``; otherwise the second
-   claimant is a conflict and is ignored.
+   claimant is a conflict and is ignored. A push-pull from such a claimant
+   (its join) is refused whole, and the claimant, seeing its name held
+   alive elsewhere in the reply, merges nothing either.
 5. An ``alive``, ``suspect`` or ``dead`` about a member we know (ourselves
    included) whose incarnation is more than `MAX_INCARNATION_STEP` beyond
    the one we hold is ignored. Incarnations only ever grow by one per
