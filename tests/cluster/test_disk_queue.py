@@ -78,8 +78,10 @@ def open_queue(data: Path) -> Iterator[Callable[..., DiskQueue]]:
     """Open queues (in ``data`` by default) and release their files at teardown."""
     opened: list[DiskQueue] = []
 
-    def opener(config: DiskQueueConfig = SMALL, path: Path = data, name: str = "q") -> DiskQueue:
-        queue = DiskQueue(path, name, config=config)
+    def opener(
+        config: DiskQueueConfig = SMALL, path: Path = data, name: str = "q", *, acks: bool = False
+    ) -> DiskQueue:
+        queue = DiskQueue(path, name, config=config, acks=acks)
         opened.append(queue)
         return queue
 
@@ -136,13 +138,16 @@ def test_fully_read_segments_are_deleted(data: Path, open_queue: Callable[..., D
     assert segments(data) == [segment_file_name("q", 3)]
 
 
-def test_get_serves_records_still_in_the_write_buffer(
+def test_put_hands_each_record_to_the_kernel_before_returning(
     data: Path, open_queue: Callable[..., DiskQueue]
 ) -> None:
+    # No process-side buffer: a SIGKILL right after put loses nothing (only
+    # a power loss before the next fsync can).
     queue = open_queue(DiskQueueConfig())
     for i in range(5):
         queue.put(record(i))
-    assert segments(data) == []  # nothing written out yet
+        size = (data / segment_file_name("q", 0)).stat().st_size
+        assert size == (i + 1) * RECORD_ON_DISK
     assert drain(queue) == [record(i) for i in range(5)]
 
 
@@ -329,7 +334,8 @@ def test_garbage_inside_a_segment_keeps_records_before_and_later_segments(
     assert recovered.corrupt_records == 1
     assert f"{segment_file_name('q', 0)}: record length" in recovered.damage[0]
     assert len(bad_files(data)) == 1
-    assert drain(recovered) == [record(0), record(3), record(4), record(5)]
+    # Only the record whose header was hit is lost: reading resumes at record 2.
+    assert drain(recovered) == [record(0), record(2), record(3), record(4), record(5)]
 
 
 def test_damage_found_while_reading_is_skipped_and_reported(
@@ -577,3 +583,74 @@ class DiskQueueMachine(RuleBasedStateMachine):
 
 TestDiskQueueMachine = pytest.mark.slow(DiskQueueMachine.TestCase)
 TestDiskQueueMachine.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+
+
+# --- acknowledgements (durable channels) -----------------------------------------------------
+
+
+def crash(queue: DiskQueue) -> None:
+    """Drop a queue as a SIGKILL would: no sync, no position saved, files left as they are."""
+    queue._close_fds()  # noqa: SLF001 - the test plays the kernel reclaiming descriptors
+
+
+def test_taken_records_stay_until_acked_and_come_back_after_a_crash(
+    open_queue: Callable[..., DiskQueue],
+) -> None:
+    config = DiskQueueConfig(max_bytes_per_file=300, sync_every=1 << 20, max_msg_size=1000)
+    queue = open_queue(config, acks=True)
+    for i in range(8):
+        queue.put(record(i))
+    taken = [queue.take() for _ in range(5)]
+    assert all(item is not None for item in taken)
+    tickets = [item[1] for item in taken if item is not None]
+    queue.sync()  # checkpoint: 5 outstanding
+    queue.ack_many([tickets[0], tickets[2]])  # journaled, not checkpointed
+    after = queue.take()  # record 5, taken after the checkpoint
+    assert after is not None
+    queue.ack(after[1])
+    assert queue.outstanding == 3
+    crash(queue)
+    again = open_queue(config, acks=True)
+    assert again.recovered_outstanding == 3
+    assert again.depth == 3 + 2  # 1, 3, 4 again; then 6, 7 (5 was acked)
+    assert drain(again) == [record(i) for i in (1, 3, 4, 6, 7)]
+
+
+def test_acked_records_are_never_handed_out_again(
+    data: Path, open_queue: Callable[..., DiskQueue]
+) -> None:
+    config = DiskQueueConfig(max_bytes_per_file=300, sync_every=1 << 20, max_msg_size=1000)
+    queue = open_queue(config, acks=True)
+    for i in range(9):
+        queue.put(record(i))
+    for _ in range(9):
+        item = queue.take()
+        assert item is not None
+        queue.ack(item[1])
+    crash(queue)
+    again = open_queue(config, acks=True)
+    assert (again.depth, again.recovered_outstanding) == (0, 0)
+    again.close()
+    assert segments(data) == [segment_file_name("q", 2)]  # fully acked segments deleted
+
+
+def test_a_segment_with_outstanding_records_outlives_its_reading(
+    data: Path, open_queue: Callable[..., DiskQueue]
+) -> None:
+    config = DiskQueueConfig(max_bytes_per_file=300, sync_every=1 << 20, max_msg_size=1000)
+    queue = open_queue(config, acks=True)
+    for i in range(6):
+        queue.put(record(i))
+    first = queue.take()
+    assert first is not None
+    for _ in range(5):
+        item = queue.take()
+        assert item is not None
+        queue.ack(item[1])
+    assert segment_file_name("q", 0) in segments(data)  # record 0 is still out
+    queue.sync()
+    crash(queue)
+    again = open_queue(config, acks=True)
+    assert drain(again) == [record(0)]
+    again.close()
+    assert segment_file_name("q", 0) not in segments(data)

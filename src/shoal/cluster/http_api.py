@@ -45,7 +45,7 @@ from shoal.queue.backend import BackendError
 from shoal.queue.names import is_valid_channel_name, is_valid_topic_name
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from shoal.cluster.tcp_server import TCPServer
     from shoal.config import NodeConfig
@@ -128,10 +128,12 @@ class _APIError(Exception):
         self.message = message
 
 
-def _v1(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+def _v1(
+    handler: Callable[[Request], Response | Awaitable[Response]],
+) -> Callable[[Request], Response | Awaitable[Response]]:
     """Turn `_APIError` into nsqd's error reply (nsqd's ``http_api.V1``)."""
 
-    def reply(request: Request) -> Response:
+    def reply(request: Request) -> Response | Awaitable[Response]:
         try:
             return handler(request)
         except _APIError as err:
@@ -287,6 +289,8 @@ class NodeHTTPAPI:
         self._clock = clock
         self._memory = memory
         self._extra_stats = extra_stats
+        #: Durable mode: awaited before a publish is answered (see `TCPServer.commit`).
+        self.commit: Callable[[], Awaitable[None]] | None = None
         self._add_routes()
 
     def _add_routes(self) -> None:
@@ -394,16 +398,29 @@ class NodeHTTPAPI:
             raise _APIError(503, "EXITING")
         return topic
 
-    def _publish(self, topic: Topic, bodies: list[bytes], defer: float = 0.0) -> Response:
+    def _publish(
+        self, topic: Topic, bodies: list[bytes], defer: float = 0.0
+    ) -> Response | Awaitable[Response]:
         try:
             topic.publish(bodies, self._clock(), defer)
         except BackendError as exc:
             failure = exc
         else:
+            if self.commit is not None:
+                return self._committed(topic, self.commit)
             return Response.text("OK")
         # nsqd answers every failed put with 503 EXITING.
         log.error("HTTP: publishing to %s failed: %s", topic.name, failure)
         raise _APIError(503, "EXITING")
+
+    async def _committed(self, topic: Topic, commit: Callable[[], Awaitable[None]]) -> Response:
+        """Durable mode: answer OK only once the publish is fsynced."""
+        try:
+            await commit()
+        except BackendError as exc:
+            log.error("HTTP: publishing to %s failed: %s", topic.name, exc)  # noqa: TRY400 - one line, no traceback
+            return Response.error(503, "EXITING")
+        return Response.text("OK")
 
     def _channel_deleted(self, channel: Channel) -> None:
         if self._on_channel_deleted is not None:
@@ -439,7 +456,7 @@ class NodeHTTPAPI:
             }
         )
 
-    def pub(self, request: Request) -> Response:
+    def pub(self, request: Request) -> Response | Awaitable[Response]:
         """POST /pub?topic=T[&defer=ms]: publish the body as one message."""
         if not request.body:
             raise _APIError(400, "MSG_EMPTY")
@@ -455,7 +472,7 @@ class NodeHTTPAPI:
             defer = defer_ms / 1000
         return self._publish(topic, [request.body], defer)
 
-    def mpub(self, request: Request) -> Response:
+    def mpub(self, request: Request) -> Response | Awaitable[Response]:
         """POST /mpub?topic=T[&binary=true]: publish many messages at once.
 
         Text mode (default) takes one message per line and skips empty lines;

@@ -40,13 +40,15 @@ from typing import TYPE_CHECKING
 import trio
 
 from shoal import __version__
-from shoal.queue.commands import CommandDecoder, Fin, Identify, Mpub, Pub, Rdy, Req, Sub
+from shoal.queue import errors
+from shoal.queue.backend import BackendError
+from shoal.queue.commands import CommandDecoder, Dpub, Fin, Identify, Mpub, Pub, Rdy, Req, Sub
 from shoal.queue.errors import ClientError, FatalClientError
 from shoal.queue.frames import HEARTBEAT_FRAME
 from shoal.queue.protocol import ClientV2
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from shoal.queue.broker import Broker
     from shoal.queue.channel import Channel
@@ -183,6 +185,7 @@ class Connection:
             decoder.receive_data(data)
             out: list[bytes] = []
             wake = False
+            published = False
             # A run of FINs is taken whole (`CommandDecoder.next_fins`), except
             # right after a publish: publishers rarely send FINs, and skipping
             # the look costs nothing but a FIN parsed on its own.
@@ -210,6 +213,7 @@ class Connection:
                         out.append(response)
                     kind = type(cmd)
                     look_for_fins = kind is not Pub and kind is not Mpub
+                    published = published or kind is Pub or kind is Mpub or kind is Dpub
                     if kind is Rdy or kind is Fin or kind is Req:
                         wake = True
                     elif kind is Sub:
@@ -220,12 +224,33 @@ class Connection:
             except FatalClientError as err:
                 log.info("client %s: %s %s", client.remote_address, err.code, err.description)
                 out.append(err.frame())
-                await self.send(b"".join(out))
+                if await self._committed(published=published):
+                    await self.send(b"".join(out))
                 return
             if wake:
                 self._wake.set()
+            if not await self._committed(published=published):
+                return
             if out:
                 await self.send(b"".join(out) if len(out) > 1 else out[0])
+
+    async def _committed(self, *, published: bool) -> bool:
+        """In durable mode, wait until this read's publishes are fsynced before any OK goes out.
+
+        Returns:
+            False when the fsync failed: an error frame was sent instead of
+            every answer of this read, and the connection must end.
+        """
+        commit = self.server.commit
+        if not published or commit is None:
+            return True
+        try:
+            await commit()
+        except BackendError as exc:
+            log.error("client %s: publish not durable: %s", self.client.remote_address, exc)  # noqa: TRY400 - one line, no traceback
+            await self.send(FatalClientError(errors.E_PUB_FAILED, f"PUB failed {exc}").frame())
+            return False
+        return True
 
     def _attach(self) -> None:
         channel = self.client.channel
@@ -305,6 +330,9 @@ class TCPServer:
         self.connections: dict[int, Connection] = {}
         self._ids = itertools.count(1)
         self._on_subscribe = on_subscribe
+        #: Durable mode: awaited before publishes are answered (the disk
+        #: queues' group commit); raises `BackendError` when it fails.
+        self.commit: Callable[[], Awaitable[None]] | None = None
 
     def new_decoder(self) -> CommandDecoder:
         """A decoder with this server's limits, expecting the V2 magic first."""
