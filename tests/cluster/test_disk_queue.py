@@ -590,7 +590,7 @@ TestDiskQueueMachine.settings = settings(max_examples=40, stateful_step_count=30
 
 def crash(queue: DiskQueue) -> None:
     """Drop a queue as a SIGKILL would: no sync, no position saved, files left as they are."""
-    queue._close_fds()  # noqa: SLF001 - the test plays the kernel reclaiming descriptors
+    queue._close_fds()
 
 
 def test_taken_records_stay_until_acked_and_come_back_after_a_crash(
@@ -654,3 +654,81 @@ def test_a_segment_with_outstanding_records_outlives_its_reading(
     assert drain(again) == [record(0)]
     again.close()
     assert segment_file_name("q", 0) not in segments(data)
+
+
+class AckedQueueMachine(RuleBasedStateMachine):
+    """Puts, takes, acks, syncs, clean restarts and crashes: every unacked record survives.
+
+    After any crash a restarted queue holds exactly the records put and not
+    acknowledged (order aside): outstanding ones come back, acknowledged ones
+    never do.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = tempfile.TemporaryDirectory()
+        self.config = DiskQueueConfig(max_bytes_per_file=200, sync_every=1 << 20, max_msg_size=200)
+        self.queue = DiskQueue(self.dir.name, "t:c", config=self.config, acks=True)
+        self.unacked: collections.Counter[bytes] = collections.Counter()
+        self.out: dict[int, bytes] = {}
+        self.serial = 0
+
+    @rule(size=st.integers(min_value=1, max_value=120))
+    def put(self, size: int) -> None:
+        self.serial += 1
+        body = (b"%d:" % self.serial).ljust(size, b".")
+        self.queue.put(body)
+        self.unacked[body] += 1
+
+    @rule()
+    def take(self) -> None:
+        taken = self.queue.take()
+        if taken is None:
+            assert self.queue.depth == 0
+            return
+        body, ticket = taken
+        assert ticket not in self.out
+        self.out[ticket] = body
+
+    @rule(data=st.data())
+    def ack(self, data: st.DataObject) -> None:
+        if not self.out:
+            return
+        ticket = data.draw(st.sampled_from(sorted(self.out)))
+        self.queue.ack(ticket)
+        self.unacked[self.out.pop(ticket)] -= 1
+
+    @rule()
+    def sync(self) -> None:
+        self.queue.sync()
+
+    @rule(clean=st.booleans())
+    def restart(self, clean: bool) -> None:
+        if clean:
+            self.queue.close()
+        else:
+            crash(self.queue)
+        self.queue = DiskQueue(self.dir.name, "t:c", config=self.config, acks=True)
+        self.out.clear()
+        assert self.queue.damage == []
+        left: collections.Counter[bytes] = collections.Counter()
+        for _ in range(1000):
+            taken = self.queue.take()
+            if taken is None:
+                break
+            left[taken[0]] += 1
+            self.out[taken[1]] = taken[0]
+        assert left == +self.unacked
+
+    @invariant()
+    def counts_match(self) -> None:
+        assert self.queue.depth + len(self.out) == sum(self.unacked.values())
+        assert self.queue.outstanding == len(self.out)
+
+    def teardown(self) -> None:
+        self.queue.close()
+        self.dir.cleanup()
+
+
+TestAckedQueueMachine = pytest.mark.slow(AckedQueueMachine.TestCase)
+TestAckedQueueMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)

@@ -72,6 +72,7 @@ import trio
 from shoal.errors import LocalProtocolError
 from shoal.queue.backend import Backend, BackendError, MemoryBackend
 from shoal.queue.diskqueue import (
+    READ_MARK,
     RECORD_HEADER_SIZE,
     Corrupt,
     DiskQueueConfig,
@@ -228,12 +229,14 @@ class DiskQueue:
         "_dir_dirty",
         "_done_segments",
         "_full",
+        "_handed_upto",
         "_health_error",
         "_held",
         "_journal_fd",
         "_journal_gen",
         "_journal_unsynced",
         "_last_sync_at",
+        "_marked",
         "_max_record",
         "_name",
         "_old_fds",
@@ -308,6 +311,8 @@ class DiskQueue:
         self._journal_gen = 0
         self._journal_unsynced = False
         self._retired: list[str] = []
+        self._marked = -1  # the last read position written to the journal
+        self._handed_upto = -1  # records before this were handed out before a restart
         self.recovered_outstanding = 0
         #: Called (no arguments) instead of syncing inline when ``sync_every``
         #: operations have passed; the owner then syncs off its event loop.
@@ -476,17 +481,21 @@ class DiskQueue:
                     continue  # a hole or a segment boundary was passed
                 number = self._full[0].number if self._full else self._write_file
                 ticket = make_ticket(number, self._read_pos)
-                self._consume(RECORD_HEADER_SIZE + len(result.payload))
+                size = RECORD_HEADER_SIZE + len(result.payload)
                 if ticket in self._skip:
                     self._skip.discard(ticket)  # acknowledged before a crash: counted out
+                    self._consume(size)
                     continue
+                if self._acks:
+                    # Held before the segment can be retired by reading past it.
+                    self._outstanding.add(ticket)
+                    self._held[number] = self._held.get(number, 0) + 1
+                    if ticket < self._handed_upto:
+                        self.recovered_outstanding += 1  # in flight at the last stop
+                self._consume(size)
                 self._depth -= 1
                 self._count_ops(1)
-                if not self._acks:
-                    return result.payload, _NO_TICKET
-                self._outstanding.add(ticket)
-                self._held[number] = self._held.get(number, 0) + 1
-                return result.payload, ticket
+                return result.payload, ticket if self._acks else _NO_TICKET
         except OSError as exc:
             raise self._fail("read", exc) from exc
         raise LocalProtocolError(f"disk queue {self._name}: depth {self._depth} but no records")
@@ -527,6 +536,25 @@ class DiskQueue:
         except OSError as exc:
             self._fail("writing acknowledgements", exc)
         self._count_ops(len(done))
+
+    def note_reads(self) -> None:
+        """Journal how far records were handed out (one small write, no fsync).
+
+        Recovery then counts the records it hands out again, which were in
+        flight at the stop: the duplicates the node reports.
+        """
+        if not self._acks or self._closed:
+            return
+        number = self._full[0].number if self._full else self._write_file
+        ticket = make_ticket(number, self._read_pos)
+        if ticket == self._marked:
+            return
+        try:
+            self._journal_write(encode_acks([READ_MARK | ticket]))
+        except OSError as exc:
+            self._fail("writing the read mark", exc)
+            return
+        self._marked = ticket
 
     def empty(self) -> None:
         """Drop every stored record and delete the segment files (``.bad`` files stay).
@@ -903,9 +931,14 @@ class DiskQueue:
             self._retired.append(old)
         self._journal_gen += 1
         self._journal_unsynced = False
-        if self._skip:
-            # Acknowledgements of records not yet reached live on in the new journal.
-            self._journal_write(encode_acks(sorted(self._skip)))
+        self._marked = -1
+        carried = sorted(self._skip)
+        if self._handed_upto >= 0:
+            carried.append(READ_MARK | self._handed_upto)
+        if carried:
+            # Acknowledgements of records not yet reached (and how far the last
+            # run handed records out) live on in the new journal.
+            self._journal_write(encode_acks(carried))
 
     def _sync_now(self) -> None:
         job = self.prepare_sync(checkpoint=True)
@@ -948,7 +981,7 @@ class DiskQueue:
                 )
             else:
                 meta = decoded
-        plan = plan_recovery(meta, sizes)
+        plan = plan_recovery(meta, sizes, acks=self._acks)
         if plan.meta_ignored:
             meta = None
         self._damage.extend(plan.notes)
@@ -1006,7 +1039,11 @@ class DiskQueue:
             # Every journal is folded into the first checkpoint, which retires it.
             self._retired.append(self._path(file_name))
             if generation >= first:
-                acked.update(self._read_journal(file_name))
+                for ticket in self._read_journal(file_name):
+                    if ticket & READ_MARK:
+                        self._handed_upto = max(self._handed_upto, ticket & ~READ_MARK)
+                    else:
+                        acked.add(ticket)
         self._journal_gen = max([first, *journals]) + 1 if journals or first else 0
         outstanding = set(meta.outstanding) if meta is not None else set()
         pending = sorted(outstanding - acked)
@@ -1185,6 +1222,7 @@ class DiskQueue:
         self._done_segments.clear()
         self._redeliver.clear()
         self._skip.clear()
+        self._handed_upto = self._marked = -1
         if self._journal_fd is not None:
             os.close(self._journal_fd)
             self._journal_fd = None

@@ -61,6 +61,7 @@ __all__ = [
     "load_node_name",
     "lock_data_path",
     "queue_names_on_disk",
+    "read_node_name",
     "restore_metadata",
     "save_metadata",
 ]
@@ -311,12 +312,12 @@ def restore_metadata(data_path: str | os.PathLike[str]) -> tuple[NodeMetadata | 
     return result, f"{cause}; rebuilt from the queue files: {names}"
 
 
-def load_node_name(data_path: str | os.PathLike[str], default: str) -> str:
-    """The member name kept in ``shoal.name``, written with ``default`` on first start.
+def read_node_name(data_path: str | os.PathLike[str]) -> str:
+    """The member name kept in ``shoal.name``, or ``""`` when there is none yet.
 
     A restarted node must be the same member, so the name is kept with the
-    data. If the file cannot be written (a full disk), the node still starts,
-    under ``default``.
+    data; the node reads it before it serves anything, so bad content stops
+    it with one line.
 
     Raises:
         ConfigError: the file is unreadable, not UTF-8, longer than
@@ -328,9 +329,11 @@ def load_node_name(data_path: str | os.PathLike[str], default: str) -> str:
         with open(path, "rb") as file:
             raw = file.read(MAX_NODE_NAME + 2)
     except FileNotFoundError:
-        raw = b""
+        return ""
     except OSError as exc:
         raise ConfigError(f"cannot read node name file {path}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_NODE_NAME + 1:
+        raise ConfigError(f"node name file {path} is longer than {MAX_NODE_NAME} bytes")
     try:
         stored = raw.decode("utf-8").strip()
     except UnicodeDecodeError as exc:
@@ -338,12 +341,24 @@ def load_node_name(data_path: str | os.PathLike[str], default: str) -> str:
             f"node name file {path} is not UTF-8 ({exc.reason} at byte {exc.start});"
             " fix or remove it"
         ) from None
-    if len(raw) > MAX_NODE_NAME + 1:
-        raise ConfigError(f"node name file {path} is longer than {MAX_NODE_NAME} bytes")
     if any(not char.isprintable() for char in stored):
         raise ConfigError(f"node name file {path} holds control characters; fix or remove it")
+    return stored
+
+
+def load_node_name(data_path: str | os.PathLike[str], default: str) -> str:
+    """`read_node_name`, writing ``default`` there on first start.
+
+    If the file cannot be written (a full disk), the node still starts,
+    under ``default``.
+
+    Raises:
+        ConfigError: as `read_node_name`.
+    """
+    stored = read_node_name(data_path)
     if stored:
         return stored
+    path = os.path.join(os.fspath(data_path), NAME_FILE_NAME)
     try:
         with open(path, "w", encoding="utf-8") as file:
             file.write(default + "\n")

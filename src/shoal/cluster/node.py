@@ -43,6 +43,7 @@ from shoal.cluster.metadata import (
     TopicMeta,
     load_node_name,
     lock_data_path,
+    read_node_name,
     restore_metadata,
     save_metadata,
 )
@@ -490,6 +491,7 @@ class Node:
         else:
             os.makedirs(data_path, exist_ok=True)
             self._lock = lock_data_path(data_path)
+            read_node_name(data_path)  # bad content stops the start here, in one line
             self.disk = disk_backend_factory(
                 data_path, config=self.disk_config, durable=self.config.durable
             )

@@ -68,6 +68,10 @@ class Backend(Protocol):
         """Acknowledge tickets from `take`; unknown ones (and -1) are ignored."""
         ...
 
+    def note_reads(self) -> None:
+        """Record how far `take` has read (no fsync), so a restart can count redeliveries."""
+        ...
+
     def empty(self) -> None:
         """Drop every stored record."""
         ...
@@ -128,6 +132,9 @@ class MemoryBackend:
 
     def ack_many(self, tickets: Iterable[int]) -> None:
         """Nothing is kept for acknowledgement."""
+
+    def note_reads(self) -> None:
+        """Nothing survives a restart."""
 
     def empty(self) -> None:
         """Drop every stored record."""

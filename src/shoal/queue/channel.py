@@ -510,6 +510,8 @@ class Channel:
                     msg = decode_message(taken[0])
                     batches.append(((msg.id,), (msg.body,), msg.timestamp, msg.attempts + 1))
                     tickets.append(taken[1])
+                if self._durable:
+                    backend.note_reads()  # one small write per delivery round
             if not batches:
                 return batches
         deadline = now + timeout

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "META_SUFFIX",
     "NEED_DATA",
+    "READ_MARK",
     "RECORD_HEADER",
     "RECORD_HEADER_SIZE",
     "TICKET_SHIFT",
@@ -472,6 +473,8 @@ def decode_meta(data: bytes) -> QueueMeta | Corrupt:
 
 #: A ticket is ``segment << TICKET_SHIFT | offset``: where a record starts.
 TICKET_SHIFT = 40
+#: Set on a journal entry that marks how far records were handed out (not an ack).
+READ_MARK = 1 << 63
 _TICKET = struct.Struct(">Q")
 _DUE = struct.Struct(">d")
 
@@ -539,13 +542,18 @@ class RecoveryPlan:
     meta_ignored: bool = False
 
 
-def plan_recovery(meta: QueueMeta | None, segments: Mapping[int, int]) -> RecoveryPlan:
+def plan_recovery(
+    meta: QueueMeta | None, segments: Mapping[int, int], *, acks: bool = False
+) -> RecoveryPlan:
     """Decide which segments to serve, given the position file and the files found.
 
     Args:
         meta: the position file, or None when it is missing or corrupt (then
             every segment is served from its start: redelivery, not loss).
         segments: segment number to file size, for every segment on disk.
+        acks: the queue keeps records until acknowledged, so a segment read
+            and acknowledged may be gone while an older one is still held:
+            gaps are not damage.
 
     Returns:
         The plan. A missing read segment is normal (it was fully read and
@@ -581,10 +589,10 @@ def plan_recovery(meta: QueueMeta | None, segments: Mapping[int, int]) -> Recove
         read_pos = 0
         if scan and scan[0] == meta.read_file:
             read_pos = meta.read_pos
-        elif scan and scan[0] > meta.read_file + 1:
+        elif scan and scan[0] > meta.read_file + 1 and not acks:
             notes.append(f"segments {meta.read_file + 1}..{scan[0] - 1} are missing")
     for previous, current in itertools.pairwise(scan):
-        if current > previous + 1:
+        if current > previous + 1 and not acks:
             notes.append(f"segments {previous + 1}..{current - 1} are missing")
     if scan:
         write_file = scan[-1]
