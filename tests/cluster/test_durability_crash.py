@@ -314,3 +314,23 @@ def test_deferred_and_requeued_messages_survive_a_sigkill_and_keep_their_due_tim
     assert all(at >= published + defer - 0.05 for _, at in got)  # not before their due time
     assert {m.attempts for m, _ in got if m.body.startswith(b"req")} == {2}
     assert {m.attempts for m, _ in got if m.body.startswith(b"dpub")} == {1}
+
+
+def test_http_publishes_answered_ok_survive_a_sigkill(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with node_on(data) as node:
+        host, port = node.http
+        for path, body in (
+            (f"/pub?topic={TOPIC}", b"one"),
+            (f"/mpub?topic={TOPIC}", b"two\nthree"),
+            (f"/pub?topic={TOPIC}&defer=500", b"four"),
+        ):
+            request = urllib.request.Request(f"http://{host}:{port}{path}", data=body)
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                assert reply.read() == b"OK"
+        node.kill()
+    with node_on(data) as node, NsqConnection(node.tcp, timeout=10) as conn:
+        conn.sub(TOPIC, CHANNEL)
+        conn.rdy(10)
+        got = {conn.read_message().body for _ in range(4)}
+    assert got == {b"one", b"two", b"three", b"four"}

@@ -267,6 +267,7 @@ class DiskQueue:
         *,
         config: DiskQueueConfig | None = None,
         acks: bool = False,
+        on_sync_due: Callable[[], None] | None = None,
     ) -> None:
         check_queue_name(name)
         self._dir = os.fspath(data_path)
@@ -316,7 +317,8 @@ class DiskQueue:
         self.recovered_outstanding = 0
         #: Called (no arguments) instead of syncing inline when ``sync_every``
         #: operations have passed; the owner then syncs off its event loop.
-        self.on_sync_due: Callable[[], None] | None = None
+        #: With it, opening and `empty` leave their sync to the owner too.
+        self.on_sync_due = on_sync_due
         try:
             self._recover()
         except OSError as exc:
@@ -567,9 +569,15 @@ class DiskQueue:
         self._reset_to(self._write_file + 1)
         try:
             self._remove_files(bad_too=False)
-            self._sync_now()
+            if self.on_sync_due is None:
+                self._sync_now()
         except OSError as exc:
             raise self._fail("empty", exc) from exc
+        if self.on_sync_due is not None:
+            # A crash before the owner's checkpoint finds no segment at the
+            # old position: nothing to serve, which is what empty means.
+            self._ops = max(self._ops, 1)
+            self.on_sync_due()
 
     def sync(self) -> None:
         """Fsync records and acknowledgements and save the position, inline.
@@ -1019,6 +1027,10 @@ class DiskQueue:
             )
         del acked
         self._advance()
+        if self.on_sync_due is not None:
+            # The owner's next checkpoint saves the recovered position, off its loop.
+            self._ops = max(self._ops, 1)
+            return
         try:
             self._sync_now()
         except OSError as exc:
@@ -1308,8 +1320,9 @@ class DiskBackendFactory:
         if any(queue.name == name for queue in self.open_queues()):
             raise LocalProtocolError(f"disk queue {name} is already open")
         acks = self._durable and ":" in name
-        queue = DiskQueue(self._data_path, name, config=self._config, acks=acks)
-        queue.on_sync_due = self._sync_due
+        queue = DiskQueue(
+            self._data_path, name, config=self._config, acks=acks, on_sync_due=self._sync_due
+        )
         self._queues.append(queue)
         return queue
 
