@@ -732,3 +732,19 @@ class AckedQueueMachine(RuleBasedStateMachine):
 
 TestAckedQueueMachine = pytest.mark.slow(AckedQueueMachine.TestCase)
 TestAckedQueueMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+def test_unput_takes_back_the_last_batch_until_it_is_read(
+    data: Path, open_queue: Callable[..., DiskQueue]
+) -> None:
+    queue = open_queue(DiskQueueConfig())
+    queue.put(record(0))
+    queue.put_many([record(1), record(2)])
+    assert queue.unput(2)
+    assert (data / segment_file_name("q", 0)).stat().st_size == RECORD_ON_DISK
+    assert not queue.unput(1)  # only the last batch, once
+    queue.put_many([record(3)])
+    assert queue.get() == record(0)
+    assert queue.get() == record(3)
+    assert not queue.unput(1)  # already handed out
+    assert queue.depth == 0

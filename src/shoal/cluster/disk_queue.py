@@ -235,6 +235,7 @@ class DiskQueue:
         "_journal_fd",
         "_journal_gen",
         "_journal_unsynced",
+        "_last_put",
         "_last_sync_at",
         "_marked",
         "_max_record",
@@ -290,6 +291,7 @@ class DiskQueue:
         self._write_holes: collections.deque[Hole] = collections.deque()
         self._wfd: int | None = None
         self._old_fds: list[int] = []  # finished segments awaiting their fsync
+        self._last_put: tuple[int, int, int] | None = None  # (segment, start, count)
         self._depth = 0
         self._ops = 0
         self._unsynced_data = False
@@ -424,6 +426,7 @@ class DiskQueue:
         self._write_pos = start + len(frames)
         self._write_unread += count
         self._depth += count
+        self._last_put = (self._write_file, start, count)
         try:
             self._count_ops(count)
         except BackendError:
@@ -435,6 +438,28 @@ class DiskQueue:
             self._depth -= count
             self._ops = max(self._ops - count, 0)
             raise
+
+    def unput(self, count: int) -> bool:
+        """Take back the records of the last `put_many` (``count`` of them), if none was read.
+
+        Used when a publish fails in another queue: a publish answered with
+        an error must not be delivered later.
+
+        Returns:
+            Whether they were taken back (cut off the segment).
+        """
+        last = self._last_put
+        if self._closed or last is None or last[2] != count or last[0] != self._write_file:
+            return False
+        _, start, _ = last
+        if not self._full and self._read_pos > start:
+            return False  # already handed out
+        self._last_put = None
+        self._cut(start)
+        self._write_pos = start
+        self._write_unread -= count
+        self._depth -= count
+        return True
 
     def get(self) -> bytes | None:
         """Remove and return the oldest record, or None when empty.

@@ -72,6 +72,10 @@ class Backend(Protocol):
         """Record how far `take` has read (no fsync), so a restart can count redeliveries."""
         ...
 
+    def unput(self, count: int) -> bool:
+        """Take back the ``count`` records the last put stored, if none was handed out yet."""
+        ...
+
     def empty(self) -> None:
         """Drop every stored record."""
         ...
@@ -135,6 +139,14 @@ class MemoryBackend:
 
     def note_reads(self) -> None:
         """Nothing survives a restart."""
+
+    def unput(self, count: int) -> bool:
+        """Drop the ``count`` newest records."""
+        if count > len(self._records):
+            return False
+        for _ in range(count):
+            self._records.pop()
+        return True
 
     def empty(self) -> None:
         """Drop every stored record."""

@@ -89,6 +89,7 @@ from itertools import repeat
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from shoal.errors import ShoalError
+from shoal.queue.backend import BackendError
 from shoal.queue.diskqueue import decode_deferred, encode_deferred
 from shoal.queue.latency import LatencyWindow
 from shoal.queue.message import (
@@ -185,6 +186,7 @@ class Channel:
         "_heap",
         "_heap_ids",
         "_in_flight",
+        "_last_batch",
         "_max_msg_timeout",
         "_mem_count",
         "_mem_size",
@@ -244,6 +246,9 @@ class Channel:
         self._seq = 0
         self._clients: set[int] = set()
         self._announced = math.inf
+        # What the last put_batch stored: (in memory, in the backend, deferred
+        # after seq or -1), for take_back_batch.
+        self._last_batch: tuple[int, int, int] | None = None
         if deferred_backend is not None:
             self._load_deferred(deferred_backend, now)
 
@@ -364,37 +369,94 @@ class Channel:
         never change afterwards (the topic passes tuples, shared by all its
         channels).
 
+        The batch is stored whole or not at all, and `take_back_batch` can
+        undo it until the next call: a publish answered with an error is
+        never delivered later.
+
         Raises:
-            BackendError: the backend refused a record; earlier messages of the
-                batch are stored, that one and later ones are not.
+            BackendError: the backend refused a record; nothing of the batch
+                is stored.
         """
         count = len(ids)
         if not count:
             return
-        self.message_count += count
+        self._last_batch = None
         if defer > 0:
             due = now + defer
-            for msg in map(Message, ids, bodies, repeat(timestamp), repeat(0), repeat(defer)):
-                self._defer(msg, due)
+            seq = self._seq
+            try:
+                for msg in map(Message, ids, bodies, repeat(timestamp), repeat(0), repeat(defer)):
+                    self._defer(msg, due)
+            except BackendError:
+                self._drop_deferred_after(seq)
+                raise
+            self.message_count += count
+            self._last_batch = (0, 0, seq)
             return
         room = self._mem_size - self._mem_count
         if room >= count:
             self._memory.append((ids, bodies, timestamp, 0))
             self._mem_count += count
+            self._last_batch = (count, 0, -1)
         else:
             if room > 0:
                 self._memory.append((ids[:room], bodies[:room], timestamp, 0))
                 self._mem_count += room
             else:
                 room = 0
-            self._backend.put_many(
-                [
-                    encode_message_fields(ids[index], bodies[index], timestamp, 0)
-                    for index in range(room, count)
-                ]
-            )
+            try:
+                self._backend.put_many(
+                    [
+                        encode_message_fields(ids[index], bodies[index], timestamp, 0)
+                        for index in range(room, count)
+                    ]
+                )
+            except BackendError:
+                if room:
+                    self._memory.pop()
+                    self._mem_count -= room
+                raise
+            self._last_batch = (room, count - room, -1)
+        self.message_count += count
         if not self.paused:
             self.wakeup()
+
+    def take_back_batch(self) -> bool:
+        """Undo the last `put_batch` (another channel of the topic refused the publish).
+
+        Only valid right after it, before anything is delivered: the shell
+        calls it from the same synchronous publish.
+
+        Returns:
+            Whether the batch was taken back whole.
+        """
+        last, self._last_batch = self._last_batch, None
+        if last is None:
+            return False
+        in_memory, in_backend, seq = last
+        if seq >= 0:
+            dropped = self._drop_deferred_after(seq)
+            self.message_count -= dropped
+            return True
+        if in_backend and not self._backend.unput(in_backend):
+            return False
+        if in_memory:
+            self._memory.pop()
+            self._mem_count -= in_memory
+        self.message_count -= in_memory + in_backend
+        return True
+
+    def _drop_deferred_after(self, seq: int) -> int:
+        """Forget deferred messages pushed after ``seq`` (their records acknowledged)."""
+        keep = [entry for entry in self._deferred if entry[1] <= seq]
+        dropped = [entry for entry in self._deferred if entry[1] > seq]
+        if dropped:
+            heapq.heapify(keep)
+            self._deferred = keep
+            store = self._deferred_backend
+            if store is not None:
+                store.ack_many([entry[3] for entry in dropped if entry[3] != _NO_TICKET])
+        return len(dropped)
 
     def _ready(self, msg_id: bytes, body: bytes, timestamp: int, attempts: int) -> None:
         """Append a message to the ready queue (memory, else backend)."""

@@ -47,6 +47,7 @@ from __future__ import annotations
 import collections
 from typing import TYPE_CHECKING, TypeAlias
 
+from shoal.queue.backend import BackendError
 from shoal.queue.channel import DEFERRED_SUFFIX, EPHEMERAL_SUFFIX, Channel
 from shoal.queue.message import (
     Message,
@@ -169,8 +170,9 @@ class Topic:
             defer: seconds every channel holds its copy back (DPUB).
 
         Raises:
-            BackendError: a backend refused a record; the messages are counted
-                and may be stored in some channels but not others.
+            BackendError: a backend refused a record; the messages are
+                counted but stored nowhere (channels that took them give
+                them back).
         """
         count = len(bodies)
         if not count:
@@ -187,8 +189,16 @@ class Topic:
             ids = tuple(self._ids.next_ids(ts, count))
             self.message_bytes += sum(map(len, held))
         if self._fanout and not self.paused:
-            for channel in self._fanout:
-                channel.put_batch(ids, held, ts, now, defer)
+            stored: list[Channel] = []
+            try:
+                for channel in self._fanout:
+                    channel.put_batch(ids, held, ts, now, defer)
+                    stored.append(channel)
+            except BackendError:
+                # The publish is answered with an error: no channel keeps it.
+                for channel in stored:
+                    channel.take_back_batch()
+                raise
         else:
             self._hold(ids, held, ts, defer)
 
@@ -208,9 +218,15 @@ class Topic:
         else:
             room = 0
         encode = encode_message_fields
-        self._backend.put_many(
-            [encode(ids[index], bodies[index], ts, 0) for index in range(room, count)]
-        )
+        try:
+            self._backend.put_many(
+                [encode(ids[index], bodies[index], ts, 0) for index in range(room, count)]
+            )
+        except BackendError:
+            if room:  # all or nothing
+                self._memory.pop()
+                self._mem_count -= room
+            raise
 
     def pump(self, now: float, limit: int) -> int:
         """Move up to ``limit`` backlog messages into every channel.
