@@ -13,6 +13,7 @@ import textwrap
 from typing import TYPE_CHECKING
 
 import pytest
+import trio
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -748,3 +749,49 @@ def test_unput_takes_back_the_last_batch_until_it_is_read(
     assert queue.get() == record(3)
     assert not queue.unput(1)  # already handed out
     assert queue.depth == 0
+
+
+# --- syncing off the event loop --------------------------------------------------------------
+
+
+async def test_concurrent_commits_share_fsync_rounds(tmp_path: Path, fsynced: list[str]) -> None:
+    factory = disk_backend_factory(tmp_path, config=DiskQueueConfig(sync_every=1 << 20))
+    queue = factory("t:c", ephemeral=False)
+    await factory.checkpoint()  # the position of the new queue
+    fsynced.clear()
+    queue.put(record(0))
+
+    async def publisher() -> None:
+        queue.put(record(1))
+        await factory.commit()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(publisher)
+    data = [name for name in fsynced if name == segment_file_name("t:c", 0)]
+    # The first round covers the first caller, one more covers all the others.
+    assert 1 <= len(data) <= 2
+    assert not any(name.endswith(".meta.dat.tmp") for name in fsynced)  # no position: a commit
+    await factory.checkpoint()
+    assert "t:c.diskqueue.meta.dat.tmp" in fsynced  # a checkpoint saves the position
+    queue.close()
+
+
+async def test_a_failed_commit_raises_and_reports_health(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    factory = disk_backend_factory(tmp_path, config=DiskQueueConfig(sync_every=1 << 20))
+    queue = factory("t", ephemeral=False)
+    queue.put(record(0))
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(BackendError, match="Input/output error"):
+        await factory.commit()
+    assert "Input/output error" in (health(factory) or "")
+    monkeypatch.undo()
+    await factory.commit()  # the data is synced again on the next round
+    assert health(factory) is None
+    queue.close()

@@ -159,10 +159,19 @@ class SyncJob:
     fsync_dir: bool = False
 
     def run(self) -> None:
-        """Fsync the data, then replace the position file, then retire journals.
+        """`sync_data`, then `save_position`.
 
         Raises:
             OSError: an fsync or a write failed; descriptors are closed anyway.
+        """
+        self.sync_data()
+        self.save_position()
+
+    def sync_data(self) -> None:
+        """Fsync records and journals.
+
+        Raises:
+            OSError: an fsync failed; descriptors are closed anyway.
         """
         try:
             for fd in self.fds:
@@ -171,6 +180,13 @@ class SyncJob:
             for fd in self.fds:
                 os.close(fd)
             self.fds = []
+
+    def save_position(self) -> None:
+        """Replace the position file, fsync the directory, then retire old journals.
+
+        Raises:
+            OSError: a write or fsync failed.
+        """
         if self.meta_path is not None:
             tmp = self.meta_path + ".tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -1445,16 +1461,28 @@ class DiskBackendFactory:
 
 
 def _run_jobs(jobs: list[SyncJob]) -> list[OSError | None]:
-    """Run sync jobs in order (data before positions, queue by queue); collect failures."""
+    """Run sync jobs: every queue's data first, then positions; collect failures.
+
+    Positions wait for all the data because one queue's position may rest
+    on another's records: a topic's read position passes messages that now
+    live in its channels' queues. If any data fsync fails, no position is
+    saved this round (the next round tries again).
+    """
     errors: list[OSError | None] = []
     for job in jobs:
         try:
-            job.run()
+            job.sync_data()
         except OSError as exc:
-            job.discard()
             errors.append(exc)
         else:
             errors.append(None)
+    if any(error is not None for error in errors):
+        return [error or OSError(errno.EIO, "another queue's fsync failed") for error in errors]
+    for index, job in enumerate(jobs):
+        try:
+            job.save_position()
+        except OSError as exc:
+            errors[index] = exc
     return errors
 
 
