@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from shoal.queue.frames import FrameType
+from shoal.queue.message import decode_message
 from shoal.testing.process import NodeProcess
 from shoal.testing.wire import NsqConnection
 
@@ -63,6 +65,8 @@ class Ledger:
     fins: dict[bytes, list[int]] = dataclasses.field(default_factory=dict)
     #: (body, epoch) of deliveries of an already FINed message
     after_fin: list[tuple[bytes, int]] = dataclasses.field(default_factory=list)
+    #: body -> epoch of each delivery
+    delivered_in: dict[bytes, list[int]] = dataclasses.field(default_factory=dict)
     deliveries: int = 0
     requeued: int = 0
     ignored: int = 0
@@ -139,16 +143,24 @@ def consumer(ledger: Ledger, seed: int) -> None:
                     if ledger.stopping and not ledger.draining:
                         return
                     try:
-                        msg = conn.read_message()
+                        kind, frame = conn.read_frame()
                     except TimeoutError:
                         if ledger.current()[0] != epoch:
                             break
                         continue
+                    if kind == FrameType.ERROR:
+                        # A FIN or REQ of a copy the node replaced (two records of
+                        # one message after a kill): NSQ clients carry on too.
+                        assert frame.startswith((b"E_FIN_FAILED", b"E_REQ_FAILED")), frame
+                        continue
+                    assert kind == FrameType.MESSAGE, frame
+                    msg = decode_message(frame)
                     now = time.time()
                     time.sleep(0.001)  # a slow consumer
                     with ledger.lock:
                         ledger.deliveries += 1
                         ledger.first_delivery.setdefault(msg.body, now)
+                        ledger.delivered_in.setdefault(msg.body, []).append(epoch)
                         if msg.body in ledger.fins:
                             ledger.after_fin.append((msg.body, epoch))
                         draining = ledger.draining
@@ -236,11 +248,12 @@ def check(ledger: Ledger, cycles: int) -> None:
         if defer > 0 and ledger.first_delivery[body] < sent + defer - 0.01
     ]
     assert early == []
-    # Delivered again after a FIN only when that FIN was sent in a run a kill
-    # ended: the FIN may not have reached the node, so it was in flight.
+    # Delivered again after a FIN only if it was handed out in a run that a
+    # kill ended: in flight at the kill (its FIN, REQ or timeout may not have
+    # reached the disk), so at-least-once allows a second delivery.
     for body, epoch in ledger.after_fin:
-        assert any(fin_epoch < epoch for fin_epoch in ledger.fins[body][:1]), body
-    assert len(ledger.after_fin) <= 25 * cycles  # RDY 20 in flight at each kill, at most
+        assert ledger.delivered_in[body][0] < epoch, body
+    assert len(ledger.after_fin) <= 40 * cycles  # RDY 20 in flight at each kill
 
 
 @pytest.mark.slow

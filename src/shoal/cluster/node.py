@@ -629,9 +629,9 @@ class Node:
     async def _sync_loop(self, disk: DiskBackendFactory) -> None:
         """Checkpoint queues with unsynced activity every ``sync_timeout`` or ``sync_every``."""
         while True:
+            await disk.checkpoint()  # at once first: the positions recovered on start
             with trio.move_on_after(self.config.disk.sync_timeout):
                 await disk.wait_sync_due()
-            await disk.checkpoint()
 
 
 def write_ready_file(path: str, addresses: dict[str, str | None]) -> None:
