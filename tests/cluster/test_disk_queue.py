@@ -795,3 +795,18 @@ async def test_a_failed_commit_raises_and_reports_health(
     await factory.commit()  # the data is synced again on the next round
     assert health(factory) is None
     queue.close()
+
+
+def test_outstanding_records_are_served_when_reopened_without_acks(
+    open_queue: Callable[..., DiskQueue],
+) -> None:
+    # A data path that ran in durable mode and restarts in default mode.
+    config = DiskQueueConfig(max_bytes_per_file=300, sync_every=1 << 20, max_msg_size=1000)
+    queue = open_queue(config, acks=True)
+    for i in range(5):
+        queue.put(record(i))
+    for _ in range(4):
+        queue.take()  # in flight at the stop
+    queue.close()
+    again = open_queue(config)
+    assert sorted(drain(again)) == [record(i) for i in range(5)]

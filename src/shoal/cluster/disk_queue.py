@@ -518,6 +518,9 @@ class DiskQueue:
                     if payload is None:
                         self._forget(ticket)
                         continue
+                    if not self._acks:
+                        self._forget(ticket)  # handed over for good, as `get` does
+                        return payload, _NO_TICKET
                     return payload, ticket
                 result = self._next_record()
                 if result is None:
@@ -1081,11 +1084,9 @@ class DiskQueue:
 
     def _recover_acks(self, meta: QueueMeta | None, names: list[str]) -> set[int]:
         """Read the ack journals; set up the outstanding, redeliver and skip sets."""
+        # Read even without acknowledgements: a data path that ran in durable
+        # mode before still owes the records that were outstanding then.
         journals = _journal_generations(self._name, names)
-        if not self._acks:
-            for file_name in journals.values():
-                self._retired.append(self._path(file_name))
-            return set()
         first = meta.ack_generation if meta is not None and meta.ack_generation else 0
         acked: set[int] = set()
         for generation, file_name in sorted(journals.items()):
