@@ -132,10 +132,12 @@ class _APIError(Exception):
         self.message = message
 
 
-def _v1(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+def _v1(
+    handler: Callable[[Request], Response | Awaitable[Response]],
+) -> Callable[[Request], Response | Awaitable[Response]]:
     """Turn `_APIError` into nsqd's error reply (nsqd's ``http_api.V1``)."""
 
-    def reply(request: Request) -> Response:
+    def reply(request: Request) -> Response | Awaitable[Response]:
         try:
             return handler(request)
         except _APIError as err:
@@ -318,6 +320,8 @@ class NodeHTTPAPI:
         self._clock = clock
         self._memory = memory
         self._extra_stats = extra_stats
+        #: Durable mode: awaited before a publish is answered (see `TCPServer.commit`).
+        self.commit: Callable[[], Awaitable[None]] | None = None
         self._add_routes()
 
     def _add_routes(self) -> None:
@@ -425,16 +429,29 @@ class NodeHTTPAPI:
             raise _APIError(503, "EXITING")
         return topic
 
-    def _publish(self, topic: Topic, bodies: list[bytes], defer: float = 0.0) -> Response:
+    def _publish(
+        self, topic: Topic, bodies: list[bytes], defer: float = 0.0
+    ) -> Response | Awaitable[Response]:
         try:
             topic.publish(bodies, self._clock(), defer)
         except BackendError as exc:
             failure = exc
         else:
+            if self.commit is not None:
+                return self._committed(topic, self.commit)
             return Response.text("OK")
         # nsqd answers every failed put with 503 EXITING.
         log.error("HTTP: publishing to %s failed: %s", topic.name, failure)
         raise _APIError(503, "EXITING")
+
+    async def _committed(self, topic: Topic, commit: Callable[[], Awaitable[None]]) -> Response:
+        """Durable mode: answer OK only once the publish is fsynced."""
+        try:
+            await commit()
+        except BackendError as exc:
+            log.error("HTTP: publishing to %s failed: %s", topic.name, exc)  # noqa: TRY400 - one line, no traceback
+            return Response.error(503, "EXITING")
+        return Response.text("OK")
 
     def _channel_deleted(self, channel: Channel) -> None:
         if self._on_channel_deleted is not None:
@@ -470,7 +487,7 @@ class NodeHTTPAPI:
             }
         )
 
-    def pub(self, request: Request) -> Response:
+    def pub(self, request: Request) -> Response | Awaitable[Response]:
         """POST /pub?topic=T[&defer=ms]: publish the body as one message."""
         if not request.body:
             raise _APIError(400, "MSG_EMPTY")
@@ -523,6 +540,8 @@ class NodeHTTPAPI:
                     log.error("HTTP: publishing to %s failed: topic deleted", topic.name)
                     raise _APIError(503, "EXITING")
             response = self._publish(topic, bodies[start:stop])
+            if not isinstance(response, Response):
+                response = await response  # durable mode: this slice's fsync
             if response.status != 200:
                 return response
         return Response.text("OK")
