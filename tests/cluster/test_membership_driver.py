@@ -574,5 +574,14 @@ async def test_driver_watch_streams_are_bounded_and_outlive_stream_timeout() -> 
             for stream in held:
                 await stream.aclose()
             await eventually(lambda: watch_stats(a).watchers == 0)
+            # A watcher that announces a large message and never sends it is
+            # hung up on at once: a watch stream has no deadline, so it must
+            # not sit in the inbound budget waiting for the bytes.
+            tcp = await trio.open_tcp_stream(*a.address)
+            async with tcp:
+                await tcp.send_all(FRAME_HEADER.pack(1) + bytes((WATCH_TAG,)))
+                await eventually(lambda: watch_stats(a).watchers == 1)
+                await tcp.send_all(FRAME_HEADER.pack(60_000))
+                await eventually(lambda: watch_stats(a).watchers == 0)
             assert states(a.driver) == {"a": MemberState.ALIVE}
             nursery.cancel_scope.cancel()

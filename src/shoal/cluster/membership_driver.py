@@ -21,7 +21,10 @@ Rules:
    its own decode failures in ``statistics().engine.dropped``.
 4. **Bounded everything.** Datagrams above ``max_packet_size`` (plus the
    encryption overhead) are dropped unread; stream messages above
-   ``max_stream_size`` are refused from their length prefix; at most
+   ``max_stream_size`` are refused from their length prefix, and inbound ones
+   must first reserve their length from a budget all inbound streams share
+   (``max_inbound_buffer``, `shoal.cluster.gossip_guard`), since nothing is
+   authenticated before it is read whole; at most
    ``max_inbound_streams`` inbound streams are served at once (memberlist
    caps concurrent push-pulls at 128 after one cluster spent 7 GB on them),
    at most ``max_outbound_streams`` are open at once; every engine stream,
@@ -75,6 +78,11 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 
 import trio
 
+from shoal.cluster.gossip_guard import (
+    DEFAULT_INBOUND_BUDGET,
+    InboundBudget,
+    unkeyed_exposure_warning,
+)
 from shoal.cluster.neighbour_watch import WATCH_TAG, NeighbourWatch, WatchStatistics
 from shoal.cluster.refusals import RefusalWatch, is_refused
 from shoal.config import parse_address
@@ -142,9 +150,13 @@ class MessageStream:
         keyring: seals and opens every message, or None for plaintext.
         label: the cluster label, the associated data of every sealed message.
         max_message_size: largest plaintext message sent or accepted.
+        budget: shared bound on the bytes of messages not yet read whole
+            (inbound streams); a message must reserve its length before its
+            first byte is read (`shoal.cluster.gossip_guard`).
     """
 
     __slots__ = (
+        "_budget",
         "_buffer",
         "_counters",
         "_keyring",
@@ -162,6 +174,7 @@ class MessageStream:
         label: bytes,
         max_message_size: int,
         counters: _Counters | None = None,
+        budget: InboundBudget | None = None,
     ) -> None:
         self._stream = stream
         self._counters = counters
@@ -170,6 +183,7 @@ class MessageStream:
         self._max_message_size = max_message_size
         self._max_frame = max_message_size + (0 if keyring is None else SEAL_OVERHEAD)
         self._buffer = bytearray()
+        self._budget = budget
 
     @property
     def max_message_size(self) -> int:
@@ -207,7 +221,14 @@ class MessageStream:
         (length,) = FRAME_HEADER.unpack(header)
         if length > self._max_frame:
             raise StreamError("oversize", f"stream message of {length} bytes announced")
-        payload = await self._receive_exactly(length, boundary=False)
+        budget = self._budget
+        if budget is None:
+            payload = await self._receive_exactly(length, boundary=False)
+        elif length > budget.total:
+            raise StreamError("oversize", f"stream message of {length} bytes announced")
+        else:
+            async with budget.reserve(length):
+                payload = await self._receive_exactly(length, boundary=False)
         if self._counters is not None:
             self._counters.stream_bytes_received += FRAME_HEADER.size + length
         if self._keyring is None:
@@ -216,6 +237,17 @@ class MessageStream:
             return self._keyring.open(payload, label=self._label)
         except RemoteProtocolError as exc:
             raise StreamError("decrypt", str(exc)) from None
+
+    async def wait_silence_ends(self) -> None:
+        """Return once the peer closes the stream or sends anything at all.
+
+        For a stream on which the peer must stay silent (a neighbour watch's
+        watcher): at most one chunk is read and dropped, nothing is buffered
+        and no budget is reserved, so a peer that sends cannot hold memory
+        however long the stream lives.
+        """
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._stream.receive_some(_RECEIVE_CHUNK)
 
     async def aclose(self) -> None:
         """Close the underlying stream."""
@@ -334,6 +366,9 @@ class MembershipDriver:
             at once and counted as ``"busy"`` drops.
         max_outbound_streams: outbound engine streams open at once; more wait
             for a slot within their ``stream_timeout``.
+        max_inbound_buffer: bytes all inbound streams together may hold for
+            messages not yet read whole (so not yet authenticated); also the
+            largest message an inbound stream accepts.
         send_queue_size: datagrams queued for the sender task; beyond it they
             are dropped (``"send_queue_full"``).
 
@@ -357,6 +392,7 @@ class MembershipDriver:
         max_inbound_streams: int = 128,
         max_outbound_streams: int = 32,
         send_queue_size: int = 1024,
+        max_inbound_buffer: int = DEFAULT_INBOUND_BUDGET,
     ) -> None:
         self._config = config
         self._name = name
@@ -373,6 +409,7 @@ class MembershipDriver:
         self._max_inbound = max_inbound_streams
         self._max_outbound = max_outbound_streams
         self._send_queue_size = send_queue_size
+        self._inbound_budget = InboundBudget(max_inbound_buffer)
 
         self._engine: Membership | None = None
         self._nursery: trio.Nursery | None = None
@@ -722,6 +759,9 @@ class MembershipDriver:
                 advertise[1],
                 ", encrypted" if self._keyring is not None else "",
             )
+            warning = unkeyed_exposure_warning(bound[0], self._keyring is not None)
+            if warning is not None:
+                log.warning("gossip: %s", warning)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._receive_packets, udp)
@@ -918,7 +958,7 @@ class MembershipDriver:
                 except OSError:
                     self._drop("send_error")
                     continue
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: a host no socket takes
                 self._drop("send_error")
                 log.debug("gossip: send to %s:%d failed: %s", address[0], address[1], exc)
                 continue
@@ -951,7 +991,7 @@ class MembershipDriver:
             except OSError:
                 self._drop("stream_error")  # gone before we looked
                 return
-            stream = self._message_stream(tcp)
+            stream = self._message_stream(tcp, budget=self._inbound_budget)
             with trio.move_on_after(self._config.stream_timeout) as scope:
                 try:
                     await self._dispatch_stream(stream, peer, scope)
@@ -1019,7 +1059,7 @@ class MembershipDriver:
         """Send one request and read its reply; None on any failure."""
         try:
             tcp = await trio.open_tcp_stream(address[0], address[1])
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a host no socket takes
             log.debug("gossip: stream to %s:%d failed: %s", address[0], address[1], exc)
             self._last_failure[address] = getattr(exc, "strerror", None) or str(exc)
             if is_refused(exc):
@@ -1063,13 +1103,16 @@ class MembershipDriver:
         engine.watch_closed(name, address, self._clock())
         self._drain()
 
-    def _message_stream(self, stream: trio.abc.Stream) -> MessageStream:
+    def _message_stream(
+        self, stream: trio.abc.Stream, *, budget: InboundBudget | None = None
+    ) -> MessageStream:
         return MessageStream(
             stream,
             keyring=self._keyring,
             label=self._label,
             max_message_size=self._config.max_stream_size,
             counters=self._counters,
+            budget=budget,
         )
 
     # ------------------------------------------------------------------ seeds

@@ -258,11 +258,10 @@ class NeighbourWatch:
             async with trio.open_nursery() as nursery:
                 # Started after HELLO: one sender at a time on the stream.
                 nursery.start_soon(self._say_goodbye, stream)
-                # The watcher sends nothing: this returns when it hangs up.
-                with contextlib.suppress(
-                    trio.EndOfChannel, trio.BrokenResourceError, RemoteProtocolError
-                ):
-                    await stream.receive_message()
+                # The watcher sends nothing: this returns when it hangs up
+                # (or breaks the protocol), holding no inbound budget while
+                # it waits, since a watch stream has no deadline.
+                await stream.wait_silence_ends()
                 nursery.cancel_scope.cancel()
         finally:
             self._watchers -= 1
