@@ -11,10 +11,11 @@ import trio
 
 from shoal.cluster.http_server import Request, Response
 from shoal.cluster.lookup_api import LookupAPI
-from shoal.cluster.registry import NodeInfo, Registry
 from shoal.cluster.routing import TopicRouting
+from shoal.membership.state import Member, MemberState
 from shoal.queue.broker import Broker
 from shoal.queue.config import QueueConfig
+from shoal.registry import NodeInfo, Registry, RegistryGossip
 
 WALL = 1_795_000_000.0
 
@@ -40,21 +41,31 @@ class Node:
             version="0.1.0",
         )  # fmt: skip
         self.registry = Registry(name, generation=n, info=info, now=0.0)
+        self.gossip = RegistryGossip(self.registry, clock=lambda: 1.0)
+        self.gossip.attach(
+            broadcast=lambda key, data: self.sent.append((key, data)), member=self.member
+        )
         self.routing = TopicRouting(
-            self.registry,
-            self.broker,
-            broadcast=lambda key, data: self.sent.append((key, data)),
-            alive=lambda owner: owner not in self.down,
-            wall=lambda: WALL,
-            monotonic=lambda: 1.0,
+            self.gossip, self.broker, wall=lambda: WALL, monotonic=lambda: 1.0
         )
         self.api = LookupAPI(
             self.routing, remote_address=lambda p: f"{p.info.broadcast_address}:4160"
         )
 
+    def member(self, name: str) -> Member:
+        state = MemberState.DEAD if name in self.down else MemberState.ALIVE
+        return Member(
+            name=name,
+            address=("10.1.0.9", 4160),
+            state=state,
+            incarnation=1,
+            meta={},
+            state_changed_at=0.0,
+        )
+
     def hear(self, other: Node) -> None:
         for _key, data in other.sent:
-            self.routing.notify_message(data)
+            self.gossip.notify_message(data)
 
 
 def request(method: str, path: str) -> Request:

@@ -33,8 +33,8 @@ from shoal.cluster.http_server import Request, Response, Router
 from shoal.queue.names import is_valid_channel_name, is_valid_topic_name
 
 if TYPE_CHECKING:
-    from shoal.cluster.registry import Producer
     from shoal.cluster.routing import TopicRouting
+    from shoal.registry.store import Producer
 
 __all__ = ["MAX_WAIT", "LookupAPI"]
 

@@ -22,21 +22,20 @@ import dataclasses
 import json
 import logging
 import os
-import random
 import socket
 import tempfile
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from shoal import __version__
-from shoal.cluster import registry as reg
 from shoal.cluster.disk_queue import DiskBackendFactory, disk_backend_factory
 from shoal.cluster.http_api import NodeHTTPAPI, NodeInfo, new_router
 from shoal.cluster.http_server import Request, Response, serve_http
 from shoal.cluster.lookup_api import LookupAPI
-from shoal.cluster.membership_driver import MembershipDriver, StreamError
+from shoal.cluster.membership_driver import MembershipDriver
 from shoal.cluster.metadata import (
     ChannelMeta,
     DataPathLock,
@@ -45,21 +44,19 @@ from shoal.cluster.metadata import (
     lock_data_path,
     save_metadata,
 )
-from shoal.cluster.routing import SYNC_INTERVAL, TopicRouting
+from shoal.cluster.routing import TopicRouting
 from shoal.cluster.tcp_server import TCPServer
 from shoal.config import parse_address
-from shoal.errors import RemoteProtocolError
-from shoal.membership.events import MemberJoined
 from shoal.membership.keyring import Keyring
-from shoal.membership.state import MemberState
 from shoal.queue.backend import memory_backend_factory
 from shoal.queue.broker import Broker, BrokerEvent
+from shoal.registry import REGISTRY_TAG, Registry, RegistryGossip
+from shoal.registry import NodeInfo as ProducerInfo
 
 if TYPE_CHECKING:
-    from shoal.cluster.membership_driver import MessageStream
     from shoal.config import NodeConfig
-    from shoal.membership.events import Event
     from shoal.queue.protocol import ClientV2
+    from shoal.registry import Producer
 
 __all__ = ["SCAN_INTERVAL", "Node", "format_address"]
 
@@ -69,11 +66,8 @@ log = logging.getLogger("shoal.node")
 SCAN_INTERVAL = 0.1
 #: Backlog messages moved from a topic to its channels per step, between yields.
 BACKLOG_STEP = 1000
-#: Stream tag of the topic registry's digest exchange on the gossip port.
-REGISTRY_TAG = 0x52
 #: Longest wait for a graceful leave to spread before the process exits.
 LEAVE_TIMEOUT = 5.0
-_LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
 
 
 def format_address(sockname: Any) -> str:
@@ -124,31 +118,6 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-class _RoutingDelegate:
-    """The engine's application hooks, forwarded to the routing once it exists."""
-
-    def __init__(self, node: Node) -> None:
-        self._node = node
-
-    def local_state(self) -> bytes:
-        routing = self._node.routing
-        return routing.local_state() if routing is not None else b""
-
-    def merge_remote_state(self, data: bytes, from_name: str) -> None:
-        routing = self._node.routing
-        if routing is not None:
-            routing.merge_remote_state(data, from_name)
-
-    def notify_message(self, data: bytes) -> bool:
-        routing = self._node.routing
-        if routing is None:
-            return False
-        news = routing.notify_message(data)
-        if news:
-            self._node.repair_gaps()
-        return news
-
-
 class Node:
     """One node: the broker core and the servers around it.
 
@@ -189,8 +158,6 @@ class Node:
         self._stop = trio.Event()
         self._health: str | None = None
         self.driver: MembershipDriver | None = None
-        self._sync_wake = trio.Event()
-        self._sync_now: list[tuple[str, int]] = []
         self.routing: TopicRouting | None = None
         self.lookup: LookupAPI | None = None
 
@@ -288,6 +255,15 @@ class Node:
         if gossip_host in ("0.0.0.0", "::", ""):
             advertise = f"{config.broadcast_address}:{gossip_port}" if gossip_port else None
         keyring = Keyring(config.gossip_keys) if config.gossip_keys else None
+        info = ProducerInfo(
+            broadcast_address=config.broadcast_address,
+            hostname=socket.gethostname(),
+            tcp_port=tcp_port,
+            http_port=http_port,
+            version=__version__,
+        )
+        registry = Registry(name, generation=time.time_ns(), info=info, now=time.monotonic())
+        gossip = RegistryGossip(registry, clock=time.monotonic)
         self.driver = driver = MembershipDriver(
             config.membership,
             name=name,
@@ -300,34 +276,25 @@ class Node:
                 "l": str(lookup_port),
             },
             keyring=keyring,
-            delegate=_RoutingDelegate(self),
+            delegate=gossip,
         )
         bound = await nursery.start(driver.serve)
         self.addresses["gossip"] = format_address(bound)
-        info = reg.NodeInfo(
-            broadcast_address=config.broadcast_address,
-            hostname=socket.gethostname(),
-            tcp_port=tcp_port,
-            http_port=http_port,
-            version=__version__,
+        gossip.attach(broadcast=driver.broadcast_app, member=driver.member)
+        self.routing = routing = TopicRouting(
+            gossip, self.broker, wall=time.time, monotonic=time.monotonic
         )
-        registry = reg.Registry(name, generation=time.time_ns(), info=info, now=time.monotonic())
-        self.routing = TopicRouting(
-            registry,
-            self.broker,
-            broadcast=driver.broadcast_app,
-            alive=self._member_alive,
-            wall=time.time,
-            monotonic=time.monotonic,
-        )
-        self.lookup = LookupAPI(
-            self.routing,
+        self.lookup = lookup = LookupAPI(
+            routing,
             tombstone_lifetime=config.tombstone_lifetime,
             remote_address=self._remote_address,
         )
-        driver.add_stream_handler(REGISTRY_TAG, self._answer_sync)
-        driver.add_listener(self._on_member_event)
-        nursery.start_soon(self._sync_loop_registry)
+        driver.add_stream_handler(REGISTRY_TAG, routing.answer_exchange)
+        driver.add_listener(routing.on_member_event)
+        driver.add_listener(lambda _event: lookup.notify_change())
+        nursery.start_soon(
+            partial(routing.run, driver, stream_timeout=config.membership.stream_timeout)
+        )
         if config.seeds:
             nursery.start_soon(self._join, list(config.seeds))
 
@@ -356,80 +323,15 @@ class Node:
             return
         log.info("joining through %d seed address(es)", len(joined))
 
-    def repair_gaps(self) -> None:
-        """A broadcast arrived ahead of one we missed: sync with its owner now.
-
-        The periodic exchange runs only every `SYNC_INTERVAL`; a gap in an
-        owner's versions is repaired at once instead of waiting for it.
-        """
-        if self.routing is None or self.driver is None:
-            return
-        for owner in self.routing.registry.behind():
-            member = self.driver.member(owner)
-            if member is not None and member.state in _LIVE:
-                self._sync_now.append(member.address)
-                self._sync_wake.set()
-
     def _known_channels(self, topic: str) -> list[str]:
         """Channels to pre-create with a new topic: those the cluster knows (nsq.md §0.10)."""
         return self.routing.known_channels(topic) if self.routing is not None else []
 
-    def _member_alive(self, owner: str) -> bool:
-        driver = self.driver
-        member = driver.member(owner) if driver is not None else None
-        return member is not None and member.state in _LIVE
-
-    def _remote_address(self, producer: reg.Producer) -> str:
+    def _remote_address(self, producer: Producer) -> str:
         member = self.driver.member(producer.node) if self.driver is not None else None
         if member is None:
             return ""
         return format_address(member.address)
-
-    def _on_member_event(self, event: Event) -> None:
-        if self.lookup is not None:
-            self.lookup.notify_change()
-        # Only a member that joined or came back from dead can hold registry
-        # news we missed; one that was merely suspected kept receiving it.
-        if isinstance(event, MemberJoined):
-            self._sync_now.append(event.member.address)
-            self._sync_wake.set()
-
-    async def _answer_sync(self, stream: MessageStream, peer: Any) -> None:
-        assert self.routing is not None
-        await self.routing.answer_exchange(stream)
-
-    async def _sync_loop_registry(self) -> None:
-        """Anti-entropy for the registry: a digest exchange now and then, and with newcomers."""
-        rng = random.Random()
-        while True:
-            with trio.move_on_after(SYNC_INTERVAL * rng.uniform(0.8, 1.2)):
-                await self._sync_wake.wait()
-            self._sync_wake = trio.Event()
-            targets, self._sync_now = self._sync_now, []
-            driver = self.driver
-            if not targets and driver is not None:
-                peers = [
-                    m.address
-                    for m in driver.members()
-                    if m.state in _LIVE and m.name != driver.name
-                ]
-                if peers:
-                    targets = [rng.choice(peers)]
-            for address in dict.fromkeys(targets):
-                await self._sync_with(address)
-            if self.routing is not None:
-                self.routing.collect()
-
-    async def _sync_with(self, address: tuple[str, int]) -> None:
-        assert self.driver is not None
-        assert self.routing is not None
-        try:
-            with trio.move_on_after(self.config.membership.stream_timeout):
-                async with self.driver.open_stream(address, REGISTRY_TAG) as stream:
-                    await self.routing.sync_exchange(stream)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
-                trio.EndOfChannel, StreamError, RemoteProtocolError) as exc:  # fmt: skip
-            log.debug("registry sync with %s failed: %r", address, exc)
 
     # -- HTTP extras --------------------------------------------------------------
 
