@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from shoal.cluster.membership_driver import StreamError
+from shoal.cluster.transport import StreamError
 from shoal.errors import RemoteProtocolError
 from shoal.membership.state import MemberState
 from shoal.queue.broker import (
