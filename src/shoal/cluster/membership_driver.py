@@ -265,6 +265,11 @@ class MembershipDriver:
         return self._engine
 
     @property
+    def stream_timeout(self) -> float:
+        """Seconds any stream on the gossip port may take (``config.stream_timeout``)."""
+        return self._config.stream_timeout
+
+    @property
     def keyring(self) -> Keyring | None:
         """The keyring in use, or None for plaintext."""
         return self._keyring

@@ -27,20 +27,34 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import logging
 import os
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
+import trio
+
+from shoal.cluster.disk_queue import DiskBackendFactory, disk_backend_factory
 from shoal.errors import ConfigError
+from shoal.queue.backend import memory_backend_factory
+from shoal.queue.broker import Broker, ChannelCreated, TopicCreated
 from shoal.queue.names import is_ephemeral
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from types import TracebackType
+
+    from shoal.config import NodeConfig
+    from shoal.queue.broker import BrokerEvent
+    from shoal.queue.config import QueueConfig
+    from shoal.queue.diskqueue import DiskQueueConfig
 
 __all__ = [
     "LOCK_FILE_NAME",
     "METADATA_FILE_NAME",
     "ChannelMeta",
+    "DataPath",
     "DataPathLock",
     "NodeMetadata",
     "TopicMeta",
@@ -48,6 +62,8 @@ __all__ = [
     "lock_data_path",
     "save_metadata",
 ]
+
+log = logging.getLogger("shoal.node")
 
 METADATA_FILE_NAME = "shoal.dat"
 LOCK_FILE_NAME = "shoal.lock"
@@ -278,3 +294,176 @@ def lock_data_path(path: str | os.PathLike[str]) -> DataPathLock:
         os.close(fd)
         raise ConfigError(f"cannot lock data path {directory}: {exc.strerror or exc}") from exc
     return DataPathLock(directory, fd)
+
+
+class DataPath:
+    """The node's data directory at run time: lock, broker, restore, metadata saves.
+
+    `open` locks the directory, builds the broker over disk queues (or over
+    memory when there is no data path), restores the topics and channels
+    ``shoal.dat`` lists and from then on keeps the file in step with the
+    broker's topics and channels; `close` flushes every queue, saves one last
+    time and releases the lock.
+
+    Saving. Broker listeners must be quick, and a save is two fsyncs, so a
+    broker event only marks the metadata stale and wakes `save_loop`, which
+    takes a snapshot on the event loop and writes it in a worker thread
+    (``trio.to_thread``); events that arrive meanwhile are coalesced into
+    the next save. One exception keeps durable mode's promise: there an OK
+    means the message survives a SIGKILL, and a topic or channel missing
+    from ``shoal.dat`` would hide its queue after a restart, so the creation
+    of a durable topic or channel is saved at once, before the command that
+    caused it is answered. Saves are numbered, and an older snapshot never
+    replaces a newer file.
+
+    Args:
+        config: the node's configuration (``data_path``, ``durable``).
+        queue_config: the broker's limits (durable mode already applied).
+        disk_config: the disk queues' settings (durable mode already applied).
+        known_channels: channels to pre-create with a new topic.
+        version: the running shoal version, written into the file.
+
+    Attributes:
+        broker: the broker, built by `open`.
+        disk: the disk queue factory, or None without a data path.
+        health: None while saves succeed, else why the last one failed.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        queue_config: QueueConfig,
+        disk_config: DiskQueueConfig,
+        known_channels: Callable[[str], Iterable[str]],
+        version: str,
+    ) -> None:
+        self._config = config
+        self._queue_config = queue_config
+        self._disk_config = disk_config
+        self._known_channels = known_channels
+        self._version = version
+        self._lock: DataPathLock | None = None
+        self._stale = trio.Event()
+        self._write_lock = threading.Lock()
+        self._taken = 0
+        self._written = 0
+        self.broker = Broker(queue_config)
+        self.disk: DiskBackendFactory | None = None
+        self.health: str | None = None
+        #: Metadata files written (for tests and statistics).
+        self.saves = 0
+
+    def open(self) -> Broker:
+        """Lock the directory, build the broker and restore what ``shoal.dat`` lists.
+
+        Raises:
+            ConfigError: the data path is locked by another node, or its
+                metadata cannot be read.
+            OSError: the directory cannot be created.
+        """
+        data_path = self._config.data_path
+        if data_path is None:
+            self.broker = Broker(
+                self._queue_config, memory_backend_factory, known_channels=self._known_channels
+            )
+            return self.broker
+        os.makedirs(data_path, exist_ok=True)
+        self._lock = lock_data_path(data_path)
+        self.disk = disk_backend_factory(data_path, config=self._disk_config)
+        self.broker = Broker(self._queue_config, self.disk, known_channels=self._known_channels)
+        if self._config.durable:
+            log.info("durable mode: every message is fsynced to disk before OK")
+        self._restore(data_path)
+        self.broker.add_listener(self._on_broker_event)
+        return self.broker
+
+    def _restore(self, data_path: str) -> None:
+        meta = load_metadata(data_path)
+        if meta is None:
+            return
+        now = time.time()
+        broker = self.broker
+        for topic_meta in meta.topics:
+            topic, _ = broker.get_or_create_topic(topic_meta.name, now)
+            for channel_meta in topic_meta.channels:
+                channel, _ = topic.get_or_create_channel(channel_meta.name, now)
+                if channel_meta.paused:
+                    channel.pause()
+            if topic_meta.paused:
+                topic.pause()
+        depth = sum(
+            t.depth + sum(c.depth for c in t.channels.values()) for t in broker.topics.values()
+        )
+        log.info("restored %d topics with %d messages from %s", len(meta.topics), depth, data_path)
+        for report in self.damage():
+            log.warning("DISKQUEUE: %s", report)
+
+    def damage(self) -> list[str]:
+        """What disk recovery set aside, one line per damaged region."""
+        if self.disk is None:
+            return []
+        return [line for queue in self.disk.open_queues() for line in queue.damage]
+
+    def _on_broker_event(self, event: BrokerEvent) -> None:
+        if (
+            self._config.durable
+            and isinstance(event, TopicCreated | ChannelCreated)
+            and not is_ephemeral(event.topic)
+            and not (isinstance(event, ChannelCreated) and is_ephemeral(event.channel))
+        ):
+            self._save(self._snapshot())
+            return
+        self._stale.set()
+
+    async def save_loop(self) -> None:
+        """Save the metadata whenever it went stale, coalescing changes; runs until cancelled."""
+        if self._config.data_path is None:
+            return
+        while True:
+            await self._stale.wait()
+            self._stale = trio.Event()
+            await trio.to_thread.run_sync(self._save, self._snapshot())
+
+    def close(self) -> None:
+        """Flush every queue, save the metadata one last time and release the lock."""
+        try:
+            self.broker.flush(time.time())
+            self.broker.close()
+            if self._config.data_path is not None:
+                self._save(self._snapshot())
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def _snapshot(self) -> tuple[int, list[TopicMeta]]:
+        self._taken += 1
+        topics = [
+            TopicMeta(
+                name=topic.name,
+                paused=topic.paused,
+                channels=tuple(
+                    ChannelMeta(name=c.name, paused=c.paused) for c in topic.channels.values()
+                ),
+            )
+            for topic in self.broker.topics.values()
+        ]
+        return self._taken, topics
+
+    def _save(self, snapshot: tuple[int, list[TopicMeta]]) -> None:
+        """Write ``snapshot`` unless a newer one was written (any thread)."""
+        number, topics = snapshot
+        data_path = self._config.data_path
+        assert data_path is not None
+        with self._write_lock:
+            if number <= self._written:
+                return
+            try:
+                save_metadata(data_path, topics, self._version)
+            except OSError as exc:
+                self.health = f"failed to persist metadata - {exc}"
+                log.error("failed to persist metadata: %s", exc)  # noqa: TRY400 - one line, no traceback
+                return
+            self._written = number
+            self.saves += 1

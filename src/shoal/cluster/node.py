@@ -1,9 +1,13 @@
 """`Node`: one shoal process, owner of the root nursery and of every service.
 
-The node restores its topics from the data path, binds every listener
-before it reports itself ready (so a harness that reads the ready file or
-the log lines can connect at once), then runs the servers and the
-housekeeping loops until it is asked to stop.
+The node only wires the services and runs their lifecycle: it opens the
+data path (`shoal.cluster.metadata.DataPath`: lock, broker, restore,
+metadata saves), binds every listener before it reports itself ready (so a
+harness that reads the ready file or the log lines can connect at once),
+starts the membership driver with the registry as its delegate and the
+routing around it (`shoal.cluster.routing`), serves the HTTP APIs (the
+lookup endpoints and ``/members`` come from `shoal.cluster.lookup_api`),
+then runs the servers and the housekeeping loops until it is asked to stop.
 
 Housekeeping is deliberately coarse, as nsqd's queue scan is: in-flight
 timeouts and deferred messages are processed at most every `SCAN_INTERVAL`,
@@ -25,40 +29,27 @@ import os
 import socket
 import tempfile
 import time
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from shoal import __version__
-from shoal.cluster.disk_queue import DiskBackendFactory, disk_backend_factory
 from shoal.cluster.http_api import NodeHTTPAPI, NodeInfo, new_router
-from shoal.cluster.http_server import Request, Response, serve_http
-from shoal.cluster.lookup_api import LookupAPI
-from shoal.cluster.membership_driver import MembershipDriver
-from shoal.cluster.metadata import (
-    ChannelMeta,
-    DataPathLock,
-    TopicMeta,
-    load_metadata,
-    lock_data_path,
-    save_metadata,
-)
-from shoal.cluster.routing import TopicRouting
+from shoal.cluster.http_server import serve_http
+from shoal.cluster.lookup_api import LookupAPI, MembersAPI, format_address
+from shoal.cluster.metadata import DataPath
+from shoal.cluster.routing import TopicRouting, node_gossip
 from shoal.cluster.tcp_server import TCPServer
 from shoal.config import parse_address
-from shoal.membership.keyring import Keyring
-from shoal.queue.backend import memory_backend_factory
-from shoal.queue.broker import Broker, BrokerEvent
-from shoal.registry import REGISTRY_TAG, Registry, RegistryGossip
-from shoal.registry import NodeInfo as ProducerInfo
 
 if TYPE_CHECKING:
+    from shoal.cluster.disk_queue import DiskBackendFactory
+    from shoal.cluster.membership_driver import MembershipDriver
     from shoal.config import NodeConfig
     from shoal.queue.protocol import ClientV2
     from shoal.registry import Producer
 
-__all__ = ["SCAN_INTERVAL", "Node", "format_address"]
+__all__ = ["SCAN_INTERVAL", "Node"]
 
 log = logging.getLogger("shoal.node")
 
@@ -70,12 +61,6 @@ BACKLOG_STEP = 1000
 LEAVE_TIMEOUT = 5.0
 
 
-def format_address(sockname: Any) -> str:
-    """``host:port`` for a socket name, with IPv6 hosts in brackets."""
-    host, port = sockname[0], sockname[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 async def open_listeners(address: str) -> list[trio.SocketListener]:
     """Bind TCP listeners for ``host:port`` (port 0 picks a free port)."""
     host, port = parse_address(address)
@@ -84,38 +69,6 @@ async def open_listeners(address: str) -> list[trio.SocketListener]:
 
 def _port(address: str | None) -> int:
     return parse_address(address)[1] if address else 0
-
-
-def _int(text: str | None) -> int:
-    try:
-        return int(text or 0)
-    except ValueError:
-        return 0
-
-
-def _numeric(address: str | None) -> str | None:
-    """Resolve the host of ``host:port`` to an IP (peers dial what we advertise)."""
-    if address is None:
-        return None
-    host, port = parse_address(address)
-    try:
-        host = socket.gethostbyname(host)
-    except OSError:
-        return address
-    return f"{host}:{port}"
-
-
-def _plain(value: Any) -> Any:
-    """A statistics snapshot as JSON-ready data (dataclasses, mappings, enums)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict) or hasattr(value, "items"):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, int | float | str | bool) or value is None:
-        return value
-    return str(value)
 
 
 class Node:
@@ -141,11 +94,14 @@ class Node:
             # may redeliver, never lose).
             queue_config = dataclasses.replace(queue_config, mem_queue_size=0, sync_on_publish=True)
             disk_config = dataclasses.replace(disk_config, sync_every=1 << 30)
-        self.queue_config = queue_config
-        self.disk_config = disk_config
-        self.disk: DiskBackendFactory | None = None
-        self._lock: DataPathLock | None = None
-        self.broker = Broker(queue_config)  # replaced in `run` once the data path is open
+        self.data = DataPath(
+            config,
+            queue_config=queue_config,
+            disk_config=disk_config,
+            known_channels=self._known_channels,
+            version=__version__,
+        )
+        self.broker = self.data.broker  # replaced in `run` once the data path is open
         self.tcp = TCPServer(self.broker, queue_config, on_subscribe=self._on_subscribe)
         self.addresses: dict[str, str | None] = {
             "tcp": None,
@@ -156,10 +112,9 @@ class Node:
         self.start_time = time.time()
         self._backlog = trio.Event()
         self._stop = trio.Event()
-        self._health: str | None = None
         self.driver: MembershipDriver | None = None
         self.routing: TopicRouting | None = None
-        self.lookup: LookupAPI | None = None
+        self.members: MembersAPI | None = None
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -175,7 +130,7 @@ class Node:
             OSError: a listener could not be bound.
             ConfigError: the data path is locked by another node or unreadable.
         """
-        self._open_data_path()
+        self.broker = self.tcp.broker = self.data.open()
         try:
             async with trio.open_nursery() as nursery:
                 await self._start_services(nursery)
@@ -186,7 +141,7 @@ class Node:
                 await self._leave()
                 nursery.cancel_scope.cancel()
         finally:
-            self._close_data_path()
+            self.data.close()
         log.info("exiting")
 
     def shutdown(self) -> None:
@@ -225,78 +180,50 @@ class Node:
             on_channel_deleted=self.tcp.close_clients_of,
             extra_stats=self._extra_stats,
         )
-        await self._start_gossip(nursery)
-        assert self.lookup is not None
-        self.lookup.add_read_routes(self.http_api.router)
-        self.http_api.router.add("GET", "/members", self._members)
-        self.http_api.router.add("POST", "/leave", self._leave_request)
+        lookup = await self._start_gossip(nursery)
+        lookup.add_read_routes(self.http_api.router)
+        assert self.members is not None
+        self.members.add_routes(self.http_api.router)
         lookup_router = new_router()
-        self.lookup.add_routes(lookup_router)
+        lookup.add_routes(lookup_router)
         await nursery.start(self.tcp.serve, tcp_listeners)
         await nursery.start(serve_http, http_listeners, self.http_api.router)
         await nursery.start(serve_http, lookup_listeners, lookup_router)
         nursery.start_soon(self._scan_loop)
         nursery.start_soon(self._backlog_loop)
-        if self.disk is not None:
-            nursery.start_soon(self._sync_loop, self.disk)
+        nursery.start_soon(self.data.save_loop)
+        if self.data.disk is not None:
+            nursery.start_soon(self._sync_loop, self.data.disk)
         if any(topic.has_backlog for topic in self.broker.topics.values()):
             self.kick_backlog()
 
     # -- gossip -----------------------------------------------------------------
 
-    async def _start_gossip(self, nursery: trio.Nursery) -> None:
+    async def _start_gossip(self, nursery: trio.Nursery) -> LookupAPI:
         config = self.config
         tcp_port = _port(self.addresses["tcp"])
         http_port = _port(self.addresses["http"])
         lookup_port = _port(self.addresses["lookup_http"])
         name = config.node_name or self._stored_name(f"{config.broadcast_address}:{tcp_port}")
-        gossip_host, gossip_port = parse_address(config.gossip_address)
-        advertise = None
-        if gossip_host in ("0.0.0.0", "::", ""):
-            advertise = f"{config.broadcast_address}:{gossip_port}" if gossip_port else None
-        keyring = Keyring(config.gossip_keys) if config.gossip_keys else None
-        info = ProducerInfo(
-            broadcast_address=config.broadcast_address,
-            hostname=socket.gethostname(),
-            tcp_port=tcp_port,
-            http_port=http_port,
-            version=__version__,
+        driver, gossip = node_gossip(
+            config, name=name, tcp_port=tcp_port, http_port=http_port, lookup_port=lookup_port
         )
-        registry = Registry(name, generation=time.time_ns(), info=info, now=time.monotonic())
-        gossip = RegistryGossip(registry, clock=time.monotonic)
-        self.driver = driver = MembershipDriver(
-            config.membership,
-            name=name,
-            bind=config.gossip_address,
-            advertise=_numeric(advertise),
-            meta={
-                "b": config.broadcast_address,
-                "t": str(tcp_port),
-                "h": str(http_port),
-                "l": str(lookup_port),
-            },
-            keyring=keyring,
-            delegate=gossip,
-        )
+        self.driver = driver
         bound = await nursery.start(driver.serve)
         self.addresses["gossip"] = format_address(bound)
-        gossip.attach(broadcast=driver.broadcast_app, member=driver.member)
-        self.routing = routing = TopicRouting(
-            gossip, self.broker, wall=time.time, monotonic=time.monotonic
+        self.routing = routing = TopicRouting.start(
+            nursery, driver, gossip, self.broker, wall=time.time, monotonic=time.monotonic
         )
-        self.lookup = lookup = LookupAPI(
+        lookup = LookupAPI(
             routing,
             tombstone_lifetime=config.tombstone_lifetime,
             remote_address=self._remote_address,
         )
-        driver.add_stream_handler(REGISTRY_TAG, routing.answer_exchange)
-        driver.add_listener(routing.on_member_event)
         driver.add_listener(lambda _event: lookup.notify_change())
-        nursery.start_soon(
-            partial(routing.run, driver, stream_timeout=config.membership.stream_timeout)
-        )
+        self.members = MembersAPI(driver, routing, leave=self.shutdown)
         if config.seeds:
             nursery.start_soon(self._join, list(config.seeds))
+        return lookup
 
     def _stored_name(self, default: str) -> str:
         """The member name kept with the data, so a restarted node is the same member."""
@@ -333,153 +260,25 @@ class Node:
             return ""
         return format_address(member.address)
 
-    # -- HTTP extras --------------------------------------------------------------
-
-    def _members(self, request: Request) -> Response:
-        """GET /members: the membership view, with each member's topics."""
-        assert self.driver is not None
-        assert self.routing is not None
-        status = request.arg("status")
-        registry = self.routing.registry
-        topics_by_owner: dict[str, list[str]] = {}
-        for producer, topics, _flags in registry.nodes(lambda _owner: True, wall=time.time()):
-            topics_by_owner[producer.node] = topics
-        members = []
-        for member in sorted(self.driver.members(), key=lambda m: m.name):
-            if status and member.state.value != status:
-                continue
-            meta = member.meta
-            members.append(
-                {
-                    "name": member.name,
-                    "address": format_address(member.address),
-                    "status": member.state.value,
-                    "incarnation": member.incarnation,
-                    "broadcast_address": meta.get("b", ""),
-                    "tcp_port": _int(meta.get("t")),
-                    "http_port": _int(meta.get("h")),
-                    "lookup_http_port": _int(meta.get("l")),
-                    "topics": topics_by_owner.get(member.name, []),
-                }
-            )
-        return Response.json({"members": members, "statistics": self._membership_stats()})
-
-    def _leave_request(self, request: Request) -> Response:
-        """POST /leave: leave the cluster gracefully, then exit."""
-        log.info("leave requested over HTTP by %s", request.remote)
-        self.shutdown()
-        return Response.text("OK")
-
-    def _membership_stats(self) -> dict[str, Any]:
-        if self.driver is None:
-            return {}
-        out: dict[str, Any] = _plain(self.driver.statistics())
-        if self.routing is not None:
-            out["registry_messages_applied"] = self.routing.messages_applied
-        return out
-
     def _extra_stats(self) -> dict[str, Any]:
-        disk = {
-            "corrupt_records": sum(q.corrupt_records for q in self.disk.open_queues())
-            if self.disk
-            else 0,
-            "damage": self.damage(),
+        disk = self.data.disk
+        return {
+            "membership": self.members.statistics() if self.members is not None else {},
+            "disk": {
+                "corrupt_records": sum(q.corrupt_records for q in disk.open_queues())
+                if disk
+                else 0,
+                "damage": self.data.damage(),
+            },
         }
-        return {"membership": self._membership_stats(), "disk": disk}
-
-    # -- data path --------------------------------------------------------------
-
-    def _open_data_path(self) -> None:
-        data_path = self.config.data_path
-        if data_path is None:
-            self.broker = Broker(
-                self.queue_config, memory_backend_factory, known_channels=self._known_channels
-            )
-        else:
-            os.makedirs(data_path, exist_ok=True)
-            self._lock = lock_data_path(data_path)
-            self.disk = disk_backend_factory(data_path, config=self.disk_config)
-            self.broker = Broker(self.queue_config, self.disk, known_channels=self._known_channels)
-            if self.config.durable:
-                log.info("durable mode: every message is fsynced to disk before OK")
-        self.tcp.broker = self.broker
-        self._restore()
-        self.broker.add_listener(self._on_broker_event)
-
-    def _restore(self) -> None:
-        if self.config.data_path is None:
-            return
-        meta = load_metadata(self.config.data_path)
-        if meta is None:
-            return
-        now = time.time()
-        for topic_meta in meta.topics:
-            topic, _ = self.broker.get_or_create_topic(topic_meta.name, now)
-            for channel_meta in topic_meta.channels:
-                channel, _ = topic.get_or_create_channel(channel_meta.name, now)
-                if channel_meta.paused:
-                    channel.pause()
-            if topic_meta.paused:
-                topic.pause()
-        depth = sum(
-            t.depth + sum(c.depth for c in t.channels.values()) for t in self.broker.topics.values()
-        )
-        log.info(
-            "restored %d topics with %d messages from %s",
-            len(meta.topics),
-            depth,
-            self.config.data_path,
-        )
-        for report in self.damage():
-            log.warning("DISKQUEUE: %s", report)
-
-    def _close_data_path(self) -> None:
-        now = time.time()
-        try:
-            self.broker.flush(now)
-            self.broker.close()
-            self._save_metadata()
-        finally:
-            if self._lock is not None:
-                self._lock.release()
-                self._lock = None
-
-    def _on_broker_event(self, event: BrokerEvent) -> None:
-        del event
-        self._save_metadata()
-
-    def _save_metadata(self) -> None:
-        if self.config.data_path is None:
-            return
-        topics = [
-            TopicMeta(
-                name=topic.name,
-                paused=topic.paused,
-                channels=tuple(
-                    ChannelMeta(name=c.name, paused=c.paused) for c in topic.channels.values()
-                ),
-            )
-            for topic in self.broker.topics.values()
-        ]
-        try:
-            save_metadata(self.config.data_path, topics, __version__)
-        except OSError as exc:
-            self._health = f"failed to persist metadata - {exc}"
-            log.error("failed to persist metadata: %s", exc)  # noqa: TRY400 - one line, no traceback
-
-    def damage(self) -> list[str]:
-        """What disk recovery set aside, one line per damaged region."""
-        if self.disk is None:
-            return []
-        return [line for queue in self.disk.open_queues() for line in queue.damage]
 
     # -- hooks ------------------------------------------------------------------
 
     def health(self) -> str | None:
         """None while healthy, else why (a failed disk write, a failed metadata save)."""
-        if self._health is not None:
-            return self._health
-        return self.disk.health_error if self.disk is not None else None
+        if self.data.health is not None:
+            return self.data.health
+        return self.data.disk.health_error if self.data.disk is not None else None
 
     def node_info(self) -> NodeInfo:
         """What /info reports: the bound ports and the advertised address."""

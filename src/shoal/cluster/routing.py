@@ -18,12 +18,19 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
+import time
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from shoal import __version__
+from shoal.cluster.membership_driver import MembershipDriver
 from shoal.cluster.transport import StreamError
+from shoal.config import parse_address
 from shoal.errors import RemoteProtocolError
+from shoal.membership.keyring import Keyring
 from shoal.membership.state import MemberState
 from shoal.queue.broker import (
     ChannelCreated,
@@ -32,19 +39,18 @@ from shoal.queue.broker import (
     TopicDeleted,
 )
 from shoal.queue.names import is_ephemeral
-from shoal.registry.gossip import REGISTRY_TAG
+from shoal.registry import REGISTRY_TAG, NodeInfo, Registry, RegistryGossip
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from shoal.cluster.membership_driver import MembershipDriver
+    from shoal.config import NodeConfig
     from shoal.membership.events import Event
     from shoal.membership.messages import Address
     from shoal.queue.broker import Broker, BrokerEvent
-    from shoal.registry.gossip import RegistryGossip
-    from shoal.registry.store import Entry, Registry
+    from shoal.registry.store import Entry
 
-__all__ = ["MessageStream", "TopicRouting"]
+__all__ = ["MessageStream", "TopicRouting", "node_gossip"]
 
 log = logging.getLogger("shoal.routing")
 
@@ -156,6 +162,32 @@ class TopicRouting:
     def _send(self, entry: Entry) -> None:
         self.gossip.send(entry)
 
+    @classmethod
+    def start(
+        cls,
+        nursery: trio.Nursery,
+        driver: MembershipDriver,
+        gossip: RegistryGossip,
+        broker: Broker,
+        *,
+        wall: Callable[[], float],
+        monotonic: Callable[[], float],
+    ) -> TopicRouting:
+        """Connect ``gossip`` (already the engine's delegate) to a serving ``driver``.
+
+        The gossip core broadcasts through the driver and takes liveness
+        from it; the driver's member events feed it; the driver answers
+        `REGISTRY_TAG` streams with `answer_exchange`; and the anti-entropy
+        loop (`run`) starts in ``nursery``. This is how a node wires its
+        registry, and how tests wire it over an in-memory transport.
+        """
+        gossip.attach(broadcast=driver.broadcast_app, member=driver.member)
+        routing = cls(gossip, broker, wall=wall, monotonic=monotonic)
+        driver.add_stream_handler(REGISTRY_TAG, routing.answer_exchange)
+        driver.add_listener(routing.on_member_event)
+        nursery.start_soon(partial(routing.run, driver, stream_timeout=driver.stream_timeout))
+        return routing
+
     # -- membership to registry -------------------------------------------------
 
     def on_member_event(self, event: Event) -> None:
@@ -229,3 +261,55 @@ class TopicRouting:
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
                 trio.EndOfChannel, StreamError, RemoteProtocolError) as exc:  # fmt: skip
             log.debug("registry sync with %s failed: %r", address, exc)
+
+
+def _numeric(address: str | None) -> str | None:
+    """Resolve the host of ``host:port`` to an IP (peers dial what we advertise)."""
+    if address is None:
+        return None
+    host, port = parse_address(address)
+    try:
+        host = socket.gethostbyname(host)
+    except OSError:
+        return address
+    return f"{host}:{port}"
+
+
+def node_gossip(
+    config: NodeConfig, *, name: str, tcp_port: int, http_port: int, lookup_port: int
+) -> tuple[MembershipDriver, RegistryGossip]:
+    """A node's membership driver, with its registry's gossip as the engine's delegate.
+
+    The registry exists before the driver, so the engine talks to it
+    directly; `TopicRouting.start` connects the rest once the driver serves.
+    The member's metadata announces the node's ports: ``b`` (broadcast
+    address), ``t`` (TCP), ``h`` (HTTP) and ``l`` (lookup HTTP).
+    """
+    gossip_host, gossip_port = parse_address(config.gossip_address)
+    advertise = None
+    if gossip_host in ("0.0.0.0", "::", ""):
+        advertise = f"{config.broadcast_address}:{gossip_port}" if gossip_port else None
+    info = NodeInfo(
+        broadcast_address=config.broadcast_address,
+        hostname=socket.gethostname(),
+        tcp_port=tcp_port,
+        http_port=http_port,
+        version=__version__,
+    )
+    registry = Registry(name, generation=time.time_ns(), info=info, now=time.monotonic())
+    gossip = RegistryGossip(registry, clock=time.monotonic)
+    driver = MembershipDriver(
+        config.membership,
+        name=name,
+        bind=config.gossip_address,
+        advertise=_numeric(advertise),
+        meta={
+            "b": config.broadcast_address,
+            "t": str(tcp_port),
+            "h": str(http_port),
+            "l": str(lookup_port),
+        },
+        keyring=Keyring(config.gossip_keys) if config.gossip_keys else None,
+        delegate=gossip,
+    )
+    return driver, gossip
