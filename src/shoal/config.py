@@ -11,6 +11,7 @@ import dataclasses
 import socket
 
 from shoal.errors import ConfigError
+from shoal.fields import setting
 from shoal.membership.config import MembershipConfig
 from shoal.queue.config import QueueConfig
 from shoal.queue.diskqueue import DiskQueueConfig
@@ -73,18 +74,44 @@ class NodeConfig:
             acknowledged message that was not in flight.
     """
 
-    tcp_address: str = "0.0.0.0:4150"
-    http_address: str = "0.0.0.0:4151"
-    gossip_address: str = "0.0.0.0:4160"
-    lookup_http_address: str = "0.0.0.0:4161"
-    seeds: tuple[str, ...] = ()
-    node_name: str | None = None
-    gossip_keys: tuple[bytes, ...] = ()
-    tombstone_lifetime: float = 45.0
+    tcp_address: str = setting(
+        "0.0.0.0:4150", help="<addr>:<port> to listen on for TCP clients (port 0 picks one)."
+    )
+    http_address: str = setting("0.0.0.0:4151", help="<addr>:<port> to listen on for HTTP clients.")
+    gossip_address: str = setting(
+        "0.0.0.0:4160", help="<addr>:<port> for membership gossip, UDP and TCP."
+    )
+    lookup_http_address: str = setting(
+        "0.0.0.0:4161", help="<addr>:<port> for the nsqlookupd HTTP API."
+    )
+    seeds: tuple[str, ...] = setting(
+        (),
+        help="Gossip address of a member to join through (repeatable).",
+        flag="seed",
+        metavar="HOST:PORT",
+    )
+    node_name: str | None = setting(
+        None, help="Member name [default: <broadcast-address>:<tcp port>]."
+    )
+    gossip_keys: tuple[bytes, ...] = setting(
+        (),
+        help="AES key for gossip (repeatable: the first encrypts, all decrypt).",
+        flag="gossip-key",
+        metavar="BASE64",
+    )
+    tombstone_lifetime: float = setting(45.0, help="How long /topic/tombstone hides a producer.")
     membership: MembershipConfig = dataclasses.field(default_factory=MembershipConfig.lan)
-    broadcast_address: str = dataclasses.field(default_factory=socket.gethostname)
-    data_path: str | None = "shoal-data"
-    ready_file: str | None = None
+    broadcast_address: str = setting(
+        default_factory=socket.gethostname,
+        help="Address advertised to clients and peers [default: host name].",
+        optional=True,
+    )
+    data_path: str | None = setting(
+        "shoal-data", help="Directory for disk queues and metadata (created if missing)."
+    )
+    ready_file: str | None = setting(
+        None, help="Write the bound addresses here as JSON once listening."
+    )
     queue: QueueConfig = dataclasses.field(default_factory=QueueConfig)
     disk: DiskQueueConfig = dataclasses.field(default_factory=DiskQueueConfig)
 

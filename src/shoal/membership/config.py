@@ -1,7 +1,9 @@
 """Tuning of the SWIM + Lifeguard engine, with memberlist's names, values and formulas.
 
-Every field is data: the engine reads it, the CLI maps one option to each field,
-and ``shoal config show`` can dump it. Durations are float seconds. The three
+Every field is data: the engine reads it, and any field can be set from the
+command line, on a node (``shoal node --gossip-set FIELD=VALUE``) as in the
+simulator (``shoal simulate --set FIELD=VALUE``), parsed by one function, so a
+simulated setting can be reproduced on a real node. Durations are float seconds. The three
 presets follow memberlist's ``DefaultLANConfig``, ``DefaultWANConfig`` and
 ``DefaultLocalConfig`` (reference/membership.md §1.10); fields memberlist does
 not have (healing, the application share of each packet, Lifeguard switches)
