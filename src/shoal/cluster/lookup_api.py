@@ -1,4 +1,4 @@
-"""The nsqlookupd HTTP API (nsq.md §3), answered from gossip by every node, and ``/members``.
+"""The nsqlookupd HTTP API (docs/nsq.md §3), answered from gossip by every node, and ``/members``.
 
 Clients configured with lookupd addresses (pynsq, go-nsq, gnsq, nsqjs,
 nsqadmin) can name any node's lookup port. Shapes, status codes and headers
@@ -6,7 +6,7 @@ are nsqlookupd v1.3.0's: raw JSON (no envelope), ``X-NSQ-Content-Type: nsq;
 version=1.0``, ``{"message": CODE}`` errors, arrays never null, 404
 ``TOPIC_NOT_FOUND`` only for a topic no node has ever registered, and
 ``/nodes`` entries with ``topics`` and the parallel ``tombstones`` array
-nsqadmin indexes into (nsq.md §0 traps 1-5).
+nsqadmin indexes into (docs/nsq.md §0 traps 1-5).
 
 Writes (``/topic/create``, ``/topic/delete``, ``/channel/create``,
 ``/channel/delete``, ``/topic/tombstone``) are recorded in this node's own

@@ -1,4 +1,4 @@
-"""The node's metadata file and the lock on its data directory (nsq.md §4.6).
+"""The node's metadata file and the lock on its data directory (docs/nsq.md §4.6).
 
 ``shoal.dat`` in the data path lists the durable topics and channels and
 their pause state, in nsqd's ``nsqd.dat`` shape::
@@ -9,7 +9,7 @@ their pause state, in nsqd's ``nsqd.dat`` shape::
 
 Rules:
 1. Ephemeral topics and channels are never written: they do not survive a
-   restart (nsq.md §4.7).
+   restart (docs/nsq.md §4.7).
 2. The file is replaced atomically (temp file, fsync, rename, fsync of the
    directory), so a crash leaves either the old or the new file, never a
    mix, and a replaced file survives a power loss.

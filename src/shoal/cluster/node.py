@@ -251,7 +251,7 @@ class Node:
         log.info("joining through %d seed address(es)", len(joined))
 
     def _known_channels(self, topic: str) -> list[str]:
-        """Channels to pre-create with a new topic: those the cluster knows (nsq.md §0.10)."""
+        """Channels to pre-create with a new topic: those the cluster knows (docs/nsq.md §0.10)."""
         return self.routing.known_channels(topic) if self.routing is not None else []
 
     def _remote_address(self, producer: Producer) -> str:

@@ -18,7 +18,7 @@ class QueueConfig:
     """Configuration of topics, channels and client connections.
 
     Attributes:
-        node_id: 0..1023, written into every message ID (nsq.md §4.10). IDs are
+        node_id: 0..1023, written into every message ID (docs/nsq.md §4.10). IDs are
             unique across a cluster only if node IDs are.
         mem_queue_size: messages kept in memory per topic and per channel before
             spilling to the backend; 0 sends everything to the backend.

@@ -2,7 +2,7 @@
 
 The disk queue (``shoal.cluster.disk_queue``) stores the overflow of a topic
 or channel in numbered segment files, as nsqd's go-diskqueue does
-(nsq.md §4.5). This module holds everything about those files that can be
+(docs/nsq.md §4.5). This module holds everything about those files that can be
 decided from bytes alone, so it is tested without touching a disk.
 
 Rules:

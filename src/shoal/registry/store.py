@@ -1,6 +1,6 @@
 """The gossiped topic registry: who holds which topics and channels.
 
-This replaces nsqlookupd's registration database (nsq.md §3.2). It is pure
+This replaces nsqlookupd's registration database (docs/nsq.md §3.2). It is pure
 logic (no I/O, no clock: callers pass ``now``), driven by the broker on this
 node and by gossip from the others.
 
@@ -79,7 +79,7 @@ MAX_KEY = 256
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class NodeInfo:
-    """How clients reach a node's broker (the producer fields of nsq.md §3.1)."""
+    """How clients reach a node's broker (the producer fields of docs/nsq.md §3.1)."""
 
     broadcast_address: str
     hostname: str
@@ -456,7 +456,7 @@ class Registry:
                 continue
             producing = kind == "t" and alive(owner)
             if kind == "t" and not producing and is_ephemeral(topic):
-                # An ephemeral key vanishes with its last producer (nsq.md §3.2).
+                # An ephemeral key vanishes with its last producer (docs/nsq.md §3.2).
                 continue
             chans, producers = view.setdefault(topic, (set(), set()))
             for channel in channels:
