@@ -1,4 +1,4 @@
-"""The nsqlookupd API over gossip state: shapes checked key by key against nsq.md §3."""
+"""The nsqlookupd API over gossip state: shapes checked key by key against docs/nsq.md §3."""
 
 from __future__ import annotations
 
