@@ -29,7 +29,7 @@ from shoal.client import (
     open_producer,
 )
 from shoal.client.consumer import Consumer
-from shoal.client.testing import http_address, running_cluster
+from shoal.testing.fake_node import http_address, running_cluster
 
 
 async def publish_rates(node: str, messages: int, size: int, concurrency: int, batch: int) -> None:

@@ -1,7 +1,13 @@
 """Public test doubles: in-memory networks with fault hooks, and a virtual-time cluster.
 
 `MemoryNetwork` and `Cluster` drive membership engines directly; `MemoryNet`
-and `MemoryTransport` stand in for the gossip port under a real driver.
+and `MemoryTransport` stand in for the gossip port under a real driver;
+`eventually` and `wait_for` wait for conditions without fixed sleeps. Modules
+with heavier dependencies are imported by path: `shoal.testing.fake_node`
+(a scripted node HTTP API for client code), `shoal.testing.process` (real
+node processes), `shoal.testing.wire` (a synchronous NSQ client),
+`shoal.testing.netns` (network namespaces) and `shoal.testing.strategies`
+(Hypothesis strategies).
 """
 
 from shoal.testing.network import (
@@ -13,7 +19,7 @@ from shoal.testing.network import (
     Transmission,
 )
 from shoal.testing.transport import MemoryNet, MemoryTransport
-from shoal.testing.waiting import eventually
+from shoal.testing.waiting import eventually, wait_for
 
 __all__ = [
     "Cluster",
@@ -25,4 +31,5 @@ __all__ = [
     "RouteHook",
     "Transmission",
     "eventually",
+    "wait_for",
 ]
