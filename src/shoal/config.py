@@ -110,7 +110,7 @@ class NodeConfig:
         "shoal-data", help="Directory for disk queues and metadata (created if missing)."
     )
     ready_file: str | None = setting(
-        None, help="Write the bound addresses here as JSON once listening."
+        None, help="Write the bound addresses here as JSON once listening.", file=True
     )
     queue: QueueConfig = dataclasses.field(default_factory=QueueConfig)
     disk: DiskQueueConfig = dataclasses.field(default_factory=DiskQueueConfig)

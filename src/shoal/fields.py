@@ -10,9 +10,9 @@ same spirit). Pure data: no click here, so cores may use it.
 
 Metadata keys: ``help`` (required), ``flag`` (default: the field name with
 dashes), ``param`` (the option's parameter name, default: the field name),
-``min`` and ``max`` (integer bounds), ``metavar``, ``optional`` (the option
-defaults to unset and the config's own default applies, described by
-``help``).
+``min`` and ``max`` (integer bounds), ``metavar``, ``file`` (a path that
+must not name a directory), ``optional`` (the option defaults to unset and
+the config's own default applies, described by ``help``).
 """
 
 from __future__ import annotations
@@ -33,12 +33,15 @@ def setting(
     minimum: int | None = None,
     maximum: int | None = None,
     metavar: str | None = None,
+    file: bool = False,
     optional: bool = False,
 ) -> Any:
     """A dataclass field that is also a ``shoal node`` option (see the module docstring)."""
     given = {"flag": flag, "param": param, "min": minimum, "max": maximum, "metavar": metavar}
     metadata: dict[str, Any] = {"help": help}
     metadata.update({key: value for key, value in given.items() if value is not None})
+    if file:
+        metadata["file"] = True
     if optional:
         metadata["optional"] = True
     if default_factory is not dataclasses.MISSING:

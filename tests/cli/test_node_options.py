@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -16,6 +16,9 @@ from shoal.config import NodeConfig
 from shoal.membership.config import MembershipConfig
 from shoal.queue.config import QueueConfig
 from shoal.queue.diskqueue import DiskQueueConfig
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def node_config(monkeypatch: pytest.MonkeyPatch, *args: str) -> NodeConfig:
@@ -94,3 +97,9 @@ def test_every_membership_field_can_be_set_on_a_node(field: str) -> None:
         field,
         value,
     )
+
+
+def test_ready_file_naming_a_directory_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["node", "--ready-file", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "is a directory" in result.output

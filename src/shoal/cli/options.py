@@ -129,6 +129,8 @@ def _option(field: dataclasses.Field[Any]) -> Callable[[F], F]:
     elif kind == "int":
         bounds = meta.get("min"), meta.get("max")
         click_type = int if bounds == (None, None) else click.IntRange(*bounds)
+    elif meta.get("file"):
+        click_type = click.Path(dir_okay=False)
     else:
         click_type = str
     if meta.get("optional"):

@@ -74,6 +74,8 @@ TOMBSTONE_GC = 3600.0
 MAX_ENCODED = 32 * 1024 * 1024
 #: Entries and owners per message we accept from a peer.
 MAX_ENTRIES = 1_000_000
+#: Longest entry key we accept from a peer (``t:`` plus a 64-character topic
+#: and channel fits with room to spare).
 MAX_KEY = 256
 
 
