@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-import urllib.parse
 from typing import Any
 
 import pytest
 import trio
 
-from shoal.cluster.http_server import Request, Response
+from shoal.cluster.http_server import Response
 from shoal.cluster.lookup_api import LookupAPI
 from shoal.cluster.routing import TopicRouting
 from shoal.membership.state import Member, MemberState
 from shoal.queue.broker import Broker
 from shoal.queue.config import QueueConfig
 from shoal.registry import NodeInfo, Registry, RegistryGossip
+from shoal.testing.http import make_request
 
 WALL = 1_795_000_000.0
 
@@ -68,19 +68,8 @@ class Node:
             self.gossip.notify_message(data)
 
 
-def request(method: str, path: str) -> Request:
-    target = urllib.parse.urlsplit(path)
-    return Request(
-        method=method,
-        target=path,
-        path=target.path,
-        query=urllib.parse.parse_qs(target.query, keep_blank_values=True),
-        headers=[],
-    )
-
-
 async def call(handler: Any, method: str, path: str) -> tuple[int, Any]:
-    reply = handler(request(method, path))
+    reply = handler(make_request(method, path))
     if not isinstance(reply, Response):
         reply = await reply
     body = (

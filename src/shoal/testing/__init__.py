@@ -6,6 +6,7 @@ and `MemoryTransport` stand in for the gossip port under a real driver;
 with heavier dependencies are imported by path: `shoal.testing.fake_node`
 (a scripted node HTTP API for client code), `shoal.testing.process` (real
 node processes), `shoal.testing.wire` (a synchronous NSQ client),
+`shoal.testing.http` (an in-memory HTTP client and request builder),
 `shoal.testing.netns` (network namespaces) and `shoal.testing.strategies`
 (Hypothesis strategies).
 """
