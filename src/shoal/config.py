@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 
+from shoal.cluster.tls import TLSConfig
 from shoal.errors import ConfigError
 from shoal.fields import setting
 from shoal.membership.config import MembershipConfig
@@ -67,6 +68,15 @@ class NodeConfig:
         ready_file: once every listener is bound, their addresses are written
             here as JSON, for harnesses started with port 0.
         queue: the data plane's limits and defaults.
+        https_address: the nsqd HTTP API over TLS (needs ``tls.cert``);
+            None serves no HTTPS.
+        tls: certificate, client certificate policy and TLS requirements,
+            for the IDENTIFY ``tls_v1`` upgrade and the HTTPS listener.
+        auth_http_addresses: nsqd auth servers (``host:port`` or an
+            ``http://`` URL); any makes AUTH required before PUB and SUB.
+        broker: serve NSQ clients (TCP and the nsqd HTTP API). False runs a
+            member that only gossips and answers the nsqlookupd HTTP API
+            (``shoal nsqlookupd``); it is never listed as a producer.
         disk: segment size and fsync policy of the disk queues. With
             ``sync_every`` 1 the node runs durable: every message of a
             non-ephemeral queue is on disk, fsynced, before its ``OK``
@@ -114,6 +124,19 @@ class NodeConfig:
     )
     queue: QueueConfig = dataclasses.field(default_factory=QueueConfig)
     disk: DiskQueueConfig = dataclasses.field(default_factory=DiskQueueConfig)
+    https_address: str | None = setting(
+        None, help="<addr>:<port> to serve the HTTP API over TLS (needs --tls-cert)."
+    )
+    tls: TLSConfig = dataclasses.field(default_factory=TLSConfig)
+    auth_http_addresses: tuple[str, ...] = setting(
+        (),
+        help="nsqd auth server to ask about AUTH secrets (repeatable; makes AUTH required).",
+        flag="auth-http-address",
+        metavar="HOST:PORT",
+    )
+    broker: bool = setting(
+        True, help="Serve NSQ clients; --no-broker only gossips and answers the lookup API."
+    )
 
     @property
     def durable(self) -> bool:
@@ -125,6 +148,10 @@ class NodeConfig:
         parse_address(self.http_address, what="http-address")
         parse_address(self.gossip_address, what="gossip-address")
         parse_address(self.lookup_http_address, what="lookup-http-address")
+        if self.https_address is not None:
+            parse_address(self.https_address, what="https-address")
+            if not self.tls.enabled:
+                raise ConfigError("https-address needs tls-cert and tls-key")
         for seed in self.seeds:
             parse_address(seed, what="seed")
         if self.tombstone_lifetime <= 0:

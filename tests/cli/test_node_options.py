@@ -41,7 +41,11 @@ def test_node_defaults_are_the_config_defaults(monkeypatch: pytest.MonkeyPatch) 
     assert config.queue == QueueConfig(node_id=default_node_id())
     assert config.disk == DiskQueueConfig()
     assert config.membership == MembershipConfig.lan()
-    assert config == NodeConfig(broadcast_address="example", queue=config.queue)
+    # The TLS options build one TLSConfig by hand (nsqd spells "not required" "false").
+    assert not config.tls.enabled
+    assert not config.tls.tcp_required
+    assert not config.tls.http_required
+    assert config == NodeConfig(broadcast_address="example", queue=config.queue, tls=config.tls)
 
 
 def test_every_setting_field_is_a_node_flag() -> None:

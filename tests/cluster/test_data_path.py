@@ -6,6 +6,7 @@ import dataclasses
 import threading
 from typing import TYPE_CHECKING
 
+import pytest
 import trio
 
 from shoal.cluster.metadata import DataPath, TopicMeta, load_metadata
@@ -35,22 +36,32 @@ def topic_names(tmp_path: Path) -> list[str]:
     return [] if meta is None else [t.name for t in meta.topics]
 
 
-async def test_broker_events_mark_stale_and_one_save_covers_them(tmp_path: Path) -> None:
+async def test_deletions_and_pauses_mark_stale_and_one_save_covers_them(tmp_path: Path) -> None:
     path = data_path(tmp_path)
     broker = path.open()
     try:
-        for name in ("a", "b", "c"):
+        for name in ("a", "b", "c", "d"):
             broker.get_or_create_topic(name, 0.0)
             broker.get_or_create_channel(name, "ch", 0.0)
-        assert path.saves == 0  # the listener only marked the metadata stale
-        assert topic_names(tmp_path) == []
+        saves = path.saves
+        broker.delete_topic("d")
+        for name in ("a", "b", "c"):
+            broker.pause_topic(name, True)
+        assert path.saves == saves  # the listener only marked the metadata stale
+        assert topic_names(tmp_path) == ["a", "b", "c", "d"]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(path.save_loop)
             with trio.fail_after(10):
-                await eventually(lambda: path.saves > 0)
+                await eventually(lambda: path.saves > saves)
             nursery.cancel_scope.cancel()
-        assert path.saves == 1  # six events, one file written
-        assert topic_names(tmp_path) == ["a", "b", "c"]
+        assert path.saves == saves + 1  # four changes, one file written
+        meta = load_metadata(tmp_path)
+        assert meta is not None
+        assert [(t.name, t.paused) for t in meta.topics] == [
+            ("a", True),
+            ("b", True),
+            ("c", True),
+        ]
     finally:
         path.close()
 
@@ -65,9 +76,10 @@ async def test_save_runs_in_a_worker_thread(tmp_path: Path) -> None:
         threads.append(threading.current_thread())
         original(snapshot)
 
+    broker.get_or_create_topic("t", 0.0)  # saved at once, on this thread
     path._save = spy  # type: ignore[method-assign]
     try:
-        broker.get_or_create_topic("t", 0.0)
+        broker.delete_topic("t")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(path.save_loop)
             with trio.fail_after(10):
@@ -79,8 +91,9 @@ async def test_save_runs_in_a_worker_thread(tmp_path: Path) -> None:
         path.close()
 
 
-def test_durable_creation_is_saved_before_the_event_returns(tmp_path: Path) -> None:
-    path = data_path(tmp_path, durable=True)
+@pytest.mark.parametrize("durable", [False, True])
+def test_creation_is_saved_before_the_event_returns(tmp_path: Path, durable: bool) -> None:
+    path = data_path(tmp_path, durable=durable)
     broker = path.open()
     try:
         broker.get_or_create_topic("orders", 0.0)

@@ -22,9 +22,11 @@ import trio
 from shoal import __version__
 from shoal.cli.commands import COMMANDS
 from shoal.cli.logs import setup_logging
+from shoal.cli.nsq_compat import nsqd, nsqlookupd, print_version
 from shoal.cli.options import config_options, option_fields, parse_membership_setting
 from shoal.cli.simulate import simulate
 from shoal.cluster.node import Node
+from shoal.cluster.tls import TLSConfig
 from shoal.config import NodeConfig
 from shoal.errors import ConfigError, ShoalError
 from shoal.membership.config import MembershipConfig
@@ -104,12 +106,45 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     help="Override a membership setting of the preset (repeatable), as "
     "'shoal simulate --set' does, e.g. --gossip-set dead_retention=2m.",
 )
+@click.option("--tls-cert", default=None, help="PEM certificate for TLS (TCP upgrade and HTTPS).")
+@click.option("--tls-key", default=None, help="PEM private key of --tls-cert.")
+@click.option(
+    "--tls-root-ca-file", default=None, help="PEM CAs that client certificates must chain to."
+)
+@click.option(
+    "--tls-client-auth-policy",
+    type=click.Choice(["require", "require-verify"]),
+    default=None,
+    help="Ask TLS clients for a certificate (implies --tls-required).",
+)
+@click.option(
+    "--tls-required",
+    type=click.Choice(["false", "true", "tcp-https"]),
+    default="false",
+    show_default=True,
+    help="Refuse plain TCP commands (and plain HTTP, unless tcp-https).",
+)
+@click.option(
+    "--tls-min-version",
+    type=click.Choice(["ssl3.0", "tls1.0", "tls1.1", "tls1.2", "tls1.3"]),
+    default="tls1.0",
+    show_default=True,
+    help="Lowest TLS version accepted.",
+)
 @click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warn", "error", "fatal"]),
     default="info",
     show_default=True,
     help="Lowest level of log lines written.",
+)
+@click.option(
+    "--version",
+    is_flag=True,
+    callback=print_version,
+    is_eager=True,
+    expose_value=False,
+    help="Print the version in nsqd's layout and exit.",
 )
 def node_command(**options: Any) -> None:
     """Run a node: NSQ TCP protocol V2 and the HTTP APIs, with embedded defaults."""
@@ -118,7 +153,11 @@ def node_command(**options: Any) -> None:
         config = build_node_config(options)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    node = Node(config)
+    try:
+        node = Node(config)
+    except ConfigError as exc:
+        click.echo(f"shoal: cannot start node: {exc}", err=True)
+        sys.exit(1)
     try:
         trio.run(_run_until_signalled, node)
     except* OSError as group:
@@ -169,11 +208,24 @@ def build_node_config(options: dict[str, Any]) -> NodeConfig:
     )
     if overrides:
         membership = dataclasses.replace(membership, **overrides)
+    # TLS settings build one TLSConfig; they default when absent, so callers
+    # that build the options by hand need not know them.
+    tls = TLSConfig(
+        cert=options.pop("tls_cert", None),
+        key=options.pop("tls_key", None),
+        root_ca_file=options.pop("tls_root_ca_file", None),
+        client_auth_policy=options.pop("tls_client_auth_policy", None) or "",
+        required=options.pop("tls_required", "false"),
+        min_version=options.pop("tls_min_version", "tls1.0"),
+    )
     node_values = _take(NodeConfig, options)
     node_values["gossip_keys"] = tuple(parse_key(text) for text in node_values["gossip_keys"])
+    if "data_path" in node_values:
+        # An empty data path keeps nothing on disk (a member without a broker).
+        node_values["data_path"] = node_values["data_path"] or None
     if options:
         raise ConfigError(f"unknown settings: {', '.join(sorted(options))}")
-    return NodeConfig(queue=queue, disk=disk, membership=membership, **node_values)
+    return NodeConfig(queue=queue, disk=disk, membership=membership, tls=tls, **node_values)
 
 
 async def _run_until_signalled(node: Node) -> None:
@@ -200,7 +252,7 @@ async def _run_until_signalled(node: Node) -> None:
         nursery.cancel_scope.cancel()
 
 
-for _command in (*COMMANDS, simulate):
+for _command in (*COMMANDS, simulate, nsqd, nsqlookupd):
     cli.add_command(_command)
 
 

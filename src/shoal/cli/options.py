@@ -6,11 +6,11 @@ Durations are written as nsqd's flags write them (Go durations: ``250ms``,
 `config_options` turns every field declared with `shoal.fields.setting`
 into a click option: the flag and help come from the field's metadata, the
 default from the field itself, the type from its annotation (``float`` is a
-duration, ``int`` an integer with the declared bounds, a tuple a repeatable
-flag). Membership settings, which ``shoal simulate --set`` can change, are
-set on a node with ``--gossip-set FIELD=VALUE``, parsed by the same
-`parse_membership_setting`, so any simulated setting can be reproduced on a
-real node.
+duration, ``int`` an integer with the declared bounds, ``bool`` an
+``--x/--no-x`` switch, a tuple a repeatable flag). Membership settings,
+which ``shoal simulate --set`` can change, are set on a node with
+``--gossip-set FIELD=VALUE``, parsed by the same `parse_membership_setting`,
+so any simulated setting can be reproduced on a real node.
 """
 
 from __future__ import annotations
@@ -120,6 +120,11 @@ def _option(field: dataclasses.Field[Any]) -> Callable[[F], F]:
     extra: dict[str, Any] = {"help": meta["help"]}
     if "metavar" in meta:
         extra["metavar"] = meta["metavar"]
+    if kind == "bool":
+        name = meta.get("flag", field.name.replace("_", "-"))
+        return click.option(
+            f"--{name}/--no-{name}", param, default=_default(field), show_default=True, **extra
+        )
     if kind.startswith("tuple["):
         element = kind.removeprefix("tuple[").split(",")[0]
         click_type: Any = float if element == "float" else str

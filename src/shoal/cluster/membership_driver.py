@@ -495,7 +495,7 @@ class MembershipDriver:
             self._packet_sender = send
             self._outbound_limiter = trio.CapacityLimiter(self._max_outbound)
             log.info(
-                "gossip: %s listening on %s:%d (udp+tcp), advertising %s:%d%s",
+                "gossip: %s bound to %s:%d (udp+tcp), advertising %s:%d%s",
                 self._name,
                 bound[0],
                 bound[1],

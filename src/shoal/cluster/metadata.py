@@ -306,15 +306,16 @@ class DataPath:
     time and releases the lock.
 
     Saving. Broker listeners must be quick, and a save is two fsyncs, so a
-    broker event only marks the metadata stale and wakes `save_loop`, which
-    takes a snapshot on the event loop and writes it in a worker thread
-    (``trio.to_thread``); events that arrive meanwhile are coalesced into
-    the next save. One exception keeps durable mode's promise: there an OK
-    means the message survives a SIGKILL, and a topic or channel missing
-    from ``shoal.dat`` would hide its queue after a restart, so the creation
-    of a durable topic or channel is saved at once, before the command that
-    caused it is answered. Saves are numbered, and an older snapshot never
-    replaces a newer file.
+    deletion or a pause only marks the metadata stale and wakes `save_loop`,
+    which takes a snapshot on the event loop and writes it in a worker
+    thread (``trio.to_thread``); changes that arrive meanwhile are coalesced
+    into the next save. The creation of a non-ephemeral topic or channel is
+    the exception, saved at once, before the command that caused it is
+    answered, as it always was: a topic or channel missing from
+    ``shoal.dat`` after a SIGKILL would hide its queue, and the producer
+    from the cluster, after the restart (an acknowledged message must come
+    back). Saves are numbered, and an older snapshot never replaces a newer
+    file.
 
     Args:
         config: the node's configuration (``data_path``, ``durable``).
@@ -407,8 +408,7 @@ class DataPath:
 
     def _on_broker_event(self, event: BrokerEvent) -> None:
         if (
-            self._config.durable
-            and isinstance(event, TopicCreated | ChannelCreated)
+            isinstance(event, TopicCreated | ChannelCreated)
             and not is_ephemeral(event.topic)
             and not (isinstance(event, ChannelCreated) and is_ephemeral(event.channel))
         ):

@@ -1,13 +1,12 @@
 """`Node`: one shoal process, owner of the root nursery and of every service.
 
 The node only wires the services and runs their lifecycle: it opens the
-data path (`shoal.cluster.metadata.DataPath`: lock, broker, restore,
-metadata saves), binds every listener before it reports itself ready (so a
-harness that reads the ready file or the log lines can connect at once),
-starts the membership driver with the registry as its delegate and the
-routing around it (`shoal.cluster.routing`), serves the HTTP APIs (the
-lookup endpoints and ``/members`` come from `shoal.cluster.lookup_api`),
-then runs the servers and the housekeeping loops until it is asked to stop.
+data path (`shoal.cluster.metadata.DataPath`), binds every listener before
+it reports itself ready (`shoal.cluster.listeners`), starts the membership
+driver with the registry as its delegate and the routing around it
+(`shoal.cluster.routing`), serves the HTTP APIs (lookup endpoints and
+``/members`` from `shoal.cluster.lookup_api`), then runs the servers and
+the housekeeping loops until it is asked to stop.
 
 Housekeeping is deliberately coarse, as nsqd's queue scan is: in-flight
 timeouts and deferred messages are processed at most every `SCAN_INTERVAL`,
@@ -23,23 +22,25 @@ In-flight messages thus become ready again on the next start, as in nsqd.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import socket
-import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from shoal import __version__
+from shoal.cluster.auth import AuthClient
 from shoal.cluster.http_api import NodeHTTPAPI, NodeInfo, new_router
+from shoal.cluster.http_guard import publish_auth, tls_required
 from shoal.cluster.http_server import serve_http
+from shoal.cluster.listeners import bind_listeners, port_of, write_ready_file
 from shoal.cluster.lookup_api import LookupAPI, MembersAPI, format_address
 from shoal.cluster.metadata import DataPath
 from shoal.cluster.routing import TopicRouting, node_gossip
 from shoal.cluster.tcp_server import TCPServer
+from shoal.cluster.tls import server_context
 from shoal.config import parse_address
 
 if TYPE_CHECKING:
@@ -59,16 +60,6 @@ SCAN_INTERVAL = 0.1
 BACKLOG_STEP = 1000
 #: Longest wait for a graceful leave to spread before the process exits.
 LEAVE_TIMEOUT = 5.0
-
-
-async def open_listeners(address: str) -> list[trio.SocketListener]:
-    """Bind TCP listeners for ``host:port`` (port 0 picks a free port)."""
-    host, port = parse_address(address)
-    return await trio.open_tcp_listeners(port, host=host)
-
-
-def _port(address: str | None) -> int:
-    return parse_address(address)[1] if address else 0
 
 
 class Node:
@@ -94,6 +85,15 @@ class Node:
             # may redeliver, never lose).
             queue_config = dataclasses.replace(queue_config, mem_queue_size=0, sync_on_publish=True)
             disk_config = dataclasses.replace(disk_config, sync_every=1 << 30)
+        # What IDENTIFY offers and AUTH needs follows from the TLS and auth settings.
+        queue_config = dataclasses.replace(
+            queue_config,
+            tls_v1=config.tls.enabled,
+            tls_required=config.tls.tcp_required,
+            auth_required=bool(config.auth_http_addresses),
+        )
+        self.ssl_context = server_context(config.tls) if config.tls.enabled else None
+        auth = AuthClient(config.auth_http_addresses) if config.auth_http_addresses else None
         self.data = DataPath(
             config,
             queue_config=queue_config,
@@ -102,10 +102,17 @@ class Node:
             version=__version__,
         )
         self.broker = self.data.broker  # replaced in `run` once the data path is open
-        self.tcp = TCPServer(self.broker, queue_config, on_subscribe=self._on_subscribe)
+        self.tcp = TCPServer(
+            self.broker,
+            queue_config,
+            on_subscribe=self._on_subscribe,
+            ssl_context=self.ssl_context,
+            auth=auth,
+        )
         self.addresses: dict[str, str | None] = {
             "tcp": None,
             "http": None,
+            "https": None,
             "gossip": None,
             "lookup_http": None,
         }
@@ -158,18 +165,8 @@ class Node:
 
     async def _start_services(self, nursery: trio.Nursery) -> None:
         config = self.config
-        tcp_listeners = await open_listeners(config.tcp_address)
-        http_listeners = await open_listeners(config.http_address)
-        lookup_listeners = await open_listeners(config.lookup_http_address)
-        for kind, label, listeners in (
-            ("tcp", "TCP", tcp_listeners),
-            ("http", "HTTP", http_listeners),
-            ("lookup_http", "LOOKUP HTTP", lookup_listeners),
-        ):
-            for listener in listeners:
-                address = format_address(listener.socket.getsockname())
-                log.info("%s: listening on %s", label, address)
-                self.addresses[kind] = self.addresses[kind] or address
+        bound = await bind_listeners(config, self.addresses)
+        https_listeners = bound.https
         self.http_api = NodeHTTPAPI(
             self.broker,
             config,
@@ -186,9 +183,23 @@ class Node:
         self.members.add_routes(self.http_api.router)
         lookup_router = new_router()
         lookup.add_routes(lookup_router)
-        await nursery.start(self.tcp.serve, tcp_listeners)
-        await nursery.start(serve_http, http_listeners, self.http_api.router)
-        await nursery.start(serve_http, lookup_listeners, lookup_router)
+        plain_router = secure_router = self.http_api.router
+        if self.tcp.auth is not None:
+            plain_router = publish_auth(plain_router, self.tcp.auth, tls=False)
+            secure_router = publish_auth(secure_router, self.tcp.auth, tls=True)
+        if config.tls.http_required and https_listeners:
+            plain_router = tls_required(plain_router, port_of(self.addresses["https"]))
+        if config.broker:
+            await nursery.start(self.tcp.serve, bound.tcp)
+            await nursery.start(serve_http, bound.http, plain_router)
+        if https_listeners:
+            assert self.ssl_context is not None
+            secure = [
+                trio.SSLListener(listener, self.ssl_context, https_compatible=True)
+                for listener in https_listeners
+            ]
+            await nursery.start(serve_http, secure, secure_router)
+        await nursery.start(serve_http, bound.lookup_http, lookup_router)
         nursery.start_soon(self._scan_loop)
         nursery.start_soon(self._backlog_loop)
         nursery.start_soon(self.data.save_loop)
@@ -201,16 +212,22 @@ class Node:
 
     async def _start_gossip(self, nursery: trio.Nursery) -> LookupAPI:
         config = self.config
-        tcp_port = _port(self.addresses["tcp"])
-        http_port = _port(self.addresses["http"])
-        lookup_port = _port(self.addresses["lookup_http"])
-        name = config.node_name or self._stored_name(f"{config.broadcast_address}:{tcp_port}")
+        tcp_port = port_of(self.addresses["tcp"])
+        http_port = port_of(self.addresses["http"])
+        lookup_port = port_of(self.addresses["lookup_http"])
+        # A member without a broker has no TCP port to be named after.
+        gossip_port = parse_address(config.gossip_address)[1]
+        unique = tcp_port if config.broker else gossip_port or f"lookupd-{os.getpid()}"
+        name = config.node_name or self._stored_name(f"{config.broadcast_address}:{unique}")
         driver, gossip = node_gossip(
             config, name=name, tcp_port=tcp_port, http_port=http_port, lookup_port=lookup_port
         )
         self.driver = driver
         bound = await nursery.start(driver.serve)
         self.addresses["gossip"] = format_address(bound)
+        if not config.broker:
+            # nsqlookupd's TCP port is where nsqd instances reach it: here, gossip.
+            log.info("TCP: listening on %s", self.addresses["gossip"])
         self.routing = routing = TopicRouting.start(
             nursery, driver, gossip, self.broker, wall=time.time, monotonic=time.monotonic
         )
@@ -286,8 +303,8 @@ class Node:
             version=__version__,
             broadcast_address=self.config.broadcast_address,
             hostname=socket.gethostname(),
-            tcp_port=_port(self.addresses["tcp"]),
-            http_port=_port(self.addresses["http"]),
+            tcp_port=port_of(self.addresses["tcp"]),
+            http_port=port_of(self.addresses["http"]),
             start_time=self.start_time,
         )
 
@@ -330,16 +347,3 @@ class Node:
         while True:
             await trio.sleep(self.config.disk.sync_timeout)
             disk.maybe_sync(time.time())
-
-
-def write_ready_file(path: str, addresses: dict[str, str | None]) -> None:
-    """Write ``addresses`` as JSON to ``path`` atomically (readers never see half a file)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".ready-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(addresses, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -26,6 +26,15 @@ heartbeat interval anyway, checks that time. And a write first goes straight
 to the socket when no other write is under way; only what the socket does
 not take at once waits, under the lock and its deadline. Either way the
 bytes leave in the order the writes were made.
+
+Upgrades. When IDENTIFY negotiates TLS, snappy or deflate, the reader sends
+the IDENTIFY response in the clear, then (holding the write lock, so no
+heartbeat slips in) wraps the stream in each layer in nsqd's order and sends
+one ``OK`` through it (`Connection._upgrade`); the layers themselves live in
+`shoal.cluster.tls` and `shoal.cluster.stream_codecs`. From then on writes
+skip the direct-to-socket path. AUTH and an expired AUTH answer make the
+core raise `AuthQuery`; the reader asks the auth servers
+(`shoal.cluster.auth`) and executes the command again.
 """
 
 from __future__ import annotations
@@ -40,14 +49,30 @@ from typing import TYPE_CHECKING
 import trio
 
 from shoal import __version__
-from shoal.queue.commands import CommandDecoder, Fin, Identify, Mpub, Pub, Rdy, Req, Sub
+from shoal.cluster.stream_codecs import CompressedStream, DeflateCodec, SnappyCodec
+from shoal.cluster.tls import HANDSHAKE_TIMEOUT, peer_common_name
+from shoal.queue import errors
+from shoal.queue.commands import (
+    Auth,
+    Command,
+    CommandDecoder,
+    Fin,
+    Identify,
+    Mpub,
+    Pub,
+    Rdy,
+    Req,
+    Sub,
+)
 from shoal.queue.errors import ClientError, FatalClientError
-from shoal.queue.frames import HEARTBEAT_FRAME
-from shoal.queue.protocol import ClientV2
+from shoal.queue.frames import HEARTBEAT_FRAME, OK_FRAME
+from shoal.queue.protocol import DEFLATE, SNAPPY, TLS, AuthQuery, ClientV2
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Callable
 
+    from shoal.cluster.auth import AuthClient
     from shoal.queue.broker import Broker
     from shoal.queue.channel import Channel
     from shoal.queue.config import QueueConfig
@@ -79,7 +104,11 @@ class Connection:
 
     def __init__(self, server: TCPServer, stream: trio.SocketStream, client: ClientV2) -> None:
         self.server = server
-        self.stream = stream
+        self.stream: trio.abc.Stream = stream
+        # The socket for direct writes; None once a TLS or compression layer
+        # sits between the connection and the socket.
+        self._socket_stream: trio.SocketStream | None = stream
+        self._common_name = ""
         self.client = client
         self._send_lock = trio.Lock()
         self._wake = trio.Event()
@@ -109,7 +138,8 @@ class Connection:
         lock = self._send_lock
         interval = self.client.heartbeat_interval
         timeout = interval if interval > 0 else math.inf
-        fd = self.stream.socket.fileno()
+        raw = self._socket_stream
+        fd = raw.socket.fileno() if raw is not None else -1
         if not lock.locked() and fd >= 0:
             try:
                 sent = os.write(fd, data)
@@ -172,6 +202,7 @@ class Connection:
     async def _read(self) -> None:
         decoder = self.server.new_decoder()
         client = self.client
+        decoder.precheck = client.check_state
         receive = self.stream.receive_some
         current_time = trio.current_time
         while True:
@@ -206,6 +237,8 @@ class Connection:
                             raise
                         out.append(err.frame())
                         continue
+                    except AuthQuery as query:
+                        response = await self._authenticate(cmd, query)
                     if response is not None:
                         out.append(response)
                     kind = type(cmd)
@@ -217,6 +250,12 @@ class Connection:
                         self.server.on_subscribe(client)
                     elif kind is Identify:
                         self._identified.set()
+                        upgrades = client.take_upgrades()
+                        if upgrades:
+                            await self.send(b"".join(out))
+                            out = []
+                            await self._upgrade(upgrades)
+                            receive = self.stream.receive_some
             except FatalClientError as err:
                 log.info("client %s: %s %s", client.remote_address, err.code, err.description)
                 out.append(err.frame())
@@ -226,6 +265,64 @@ class Connection:
                 self._wake.set()
             if out:
                 await self.send(b"".join(out) if len(out) > 1 else out[0])
+
+    async def _upgrade(self, upgrades: tuple[str, ...]) -> None:
+        """Wrap the stream in each negotiated layer, sending ``OK`` through each.
+
+        Raises:
+            trio.BrokenResourceError: the TLS handshake failed.
+            trio.TooSlowError: the handshake took longer than nsqd allows.
+        """
+        client = self.client
+        async with self._send_lock:
+            self._socket_stream = None
+            for layer in upgrades:
+                if layer == TLS:
+                    context = self.server.ssl_context
+                    assert context is not None  # the core offers TLS only with one
+                    tls = trio.SSLStream(self.stream, context, server_side=True)
+                    with trio.fail_after(HANDSHAKE_TIMEOUT):
+                        await tls.do_handshake()
+                    self.stream = tls
+                    client.tls = True
+                    client.tls_version = tls.version() or ""
+                    cipher = tls.cipher()
+                    client.tls_cipher_suite = cipher[0] if cipher else ""
+                    self._common_name = peer_common_name(tls.getpeercert())
+                elif layer == SNAPPY:
+                    self.stream = CompressedStream(self.stream, SnappyCodec())
+                    client.snappy = True
+                elif layer == DEFLATE:
+                    self.stream = CompressedStream(self.stream, DeflateCodec(client.deflate_level))
+                    client.deflate = True
+                log.debug("client %s: upgraded to %s", client.remote_address, layer)
+                await self.stream.send_all(OK_FRAME)
+
+    async def _authenticate(self, cmd: Command, query: AuthQuery) -> bytes | None:
+        """Ask the auth servers, then answer AUTH or execute ``cmd`` again.
+
+        Raises:
+            FatalClientError: as `ClientV2.auth_answered` and `ClientV2.execute`.
+        """
+        client = self.client
+        auth = self.server.auth
+        state = None
+        if auth is not None:
+            state = await auth.query(
+                remote_ip=client.remote_address.rsplit(":", 1)[0].strip("[]"),
+                tls=client.tls,
+                secret=query.secret,
+                common_name=self._common_name,
+            )
+        for_auth = isinstance(cmd, Auth)
+        response = client.auth_answered(state, for_auth=for_auth)
+        if for_auth:
+            return response
+        try:
+            return client.execute(cmd, time.time())
+        except AuthQuery:
+            # The fresh answer expired already: nsqd would fail the same way.
+            raise FatalClientError(errors.E_AUTH_FAILED, "AUTH failed") from None
 
     def _attach(self) -> None:
         channel = self.client.channel
@@ -291,6 +388,8 @@ class TCPServer:
         config: limits and defaults shared by every connection.
         on_subscribe: called after each successful SUB (the node uses it to
             start draining a topic backlog into a new channel).
+        ssl_context: the server side of the IDENTIFY ``tls_v1`` upgrade.
+        auth: the auth servers, when ``config.auth_required``.
     """
 
     def __init__(
@@ -299,9 +398,13 @@ class TCPServer:
         config: QueueConfig,
         *,
         on_subscribe: Callable[[ClientV2], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        auth: AuthClient | None = None,
     ) -> None:
         self.broker = broker
         self.config = config
+        self.ssl_context = ssl_context
+        self.auth = auth
         self.connections: dict[int, Connection] = {}
         self._ids = itertools.count(1)
         self._on_subscribe = on_subscribe
