@@ -82,6 +82,12 @@ class NodeConfig:
             non-ephemeral queue is on disk, fsynced, before its ``OK``
             (memory queues are bypassed), so a SIGKILL loses no
             acknowledged message that was not in flight.
+        statsd_address: ``host:port`` of a statsd server to push the
+            ``/metrics`` figures to (UDP); None pushes nothing.
+        statsd_prefix: prefix of every statsd name; ``%s`` becomes
+            ``<broadcast address>_<http port>`` (nsqd's default).
+        statsd_interval: seconds between two pushes.
+        statsd_udp_packet_size: largest statsd datagram, bytes.
     """
 
     tcp_address: str = setting(
@@ -124,6 +130,16 @@ class NodeConfig:
     )
     queue: QueueConfig = dataclasses.field(default_factory=QueueConfig)
     disk: DiskQueueConfig = dataclasses.field(default_factory=DiskQueueConfig)
+    statsd_address: str | None = setting(
+        None,
+        help="UDP address of a statsd server to push the /metrics figures to.",
+        metavar="HOST:PORT",
+    )
+    statsd_prefix: str = setting(
+        "nsq.%s", help="Prefix of statsd names; %s is <broadcast-address>_<http port>."
+    )
+    statsd_interval: float = setting(60.0, help="Time between two statsd pushes.")
+    statsd_udp_packet_size: int = setting(508, help="Largest statsd datagram in bytes.", minimum=64)
     https_address: str | None = setting(
         None, help="<addr>:<port> to serve the HTTP API over TLS (needs --tls-cert)."
     )
@@ -158,3 +174,7 @@ class NodeConfig:
             raise ConfigError("tombstone-lifetime must be positive")
         if not self.broadcast_address:
             raise ConfigError("broadcast-address must not be empty")
+        if self.statsd_address is not None:
+            parse_address(self.statsd_address, what="statsd-address")
+        if self.statsd_interval <= 0:
+            raise ConfigError("statsd-interval must be positive")

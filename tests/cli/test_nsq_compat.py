@@ -94,12 +94,14 @@ def test_unknown_flag_exits_2_with_gos_line() -> None:
 
 def test_nsqd_defaults_are_nsqds_and_meaningless_flags_are_named() -> None:
     given, _ = parse_go_flags(
-        ["-statsd-address=127.0.0.1:8125", "-verbose", "-max-rdy-count=10", "-tls-cert=c"],
+        ["-statsd-address=127.0.0.1:8125", "-statsd-mem-stats", "-verbose", "-max-rdy-count=10",
+         "-tls-cert=c"],
         NSQD_FLAGS,
-    )
+    )  # fmt: skip
     args, ignored = nsqd_node_args(given)
-    assert ignored == ["-statsd-address", "-verbose"]
+    assert ignored == ["-statsd-mem-stats", "-verbose"]
     pairs = dict(zip(args[::2], args[1::2], strict=False))
+    assert pairs["--statsd-address"] == "127.0.0.1:8125"
     assert pairs["--max-rdy-count"] == "10"
     assert pairs["--tcp-address"] == "0.0.0.0:4150"
     assert pairs["--http-address"] == "0.0.0.0:4151"
@@ -130,7 +132,7 @@ def test_version_in_nsqds_layout() -> None:
 
 def test_nsqd_config_file_is_read_and_flags_win(tmp_path: Path) -> None:
     path = tmp_path / "nsqd.cfg"
-    path.write_text('max_rdy_count = 7\nmsg_timeout = "30s"\nstatsd_prefix = "x"\n')
+    path.write_text('max_rdy_count = 7\nmsg_timeout = "30s"\nlog_prefix = "x"\n')
     given, _ = parse_go_flags([f"-config={path}", "-msg-timeout=45s"], NSQD_FLAGS)
     from shoal.cli.nsq_compat import _config_file
 
@@ -139,7 +141,7 @@ def test_nsqd_config_file_is_read_and_flags_win(tmp_path: Path) -> None:
     pairs = dict(zip(args[::2], args[1::2], strict=False))
     assert pairs["--max-rdy-count"] == "7"
     assert pairs["--msg-timeout"] == "45s"
-    assert ignored == ["-statsd-prefix"]
+    assert ignored == ["-log-prefix"]
 
 
 # -- real processes -------------------------------------------------------------
@@ -222,7 +224,7 @@ def test_nsqd_and_nsqlookupd_drop_in(tmp_path: Path) -> None:
                 f"-tls-key={key_path}",
                 "--lookupd-tcp-address",
                 lookupd_tcp,
-                "-statsd-prefix=nsq.%s",
+                "-queue-scan-worker-pool-max=4",
                 "-broadcast-address=127.0.0.1",
             ],
             tmp_path / "nsqd.log",
@@ -231,7 +233,7 @@ def test_nsqd_and_nsqlookupd_drop_in(tmp_path: Path) -> None:
         nsqd_ports = nsqd.ports({"TCP", "HTTP", "HTTPS"})
         assert set(nsqd_ports) == {"TCP", "HTTP", "HTTPS"}
         assert len({port for _, port in nsqd_ports.values()}) == 3
-        assert "ignoring flags with no meaning in shoal: -statsd-prefix" in nsqd.stderr
+        assert "ignoring flags with no meaning in shoal: -queue-scan-worker-pool-max" in nsqd.stderr
         # nsqd keeps its data in the working directory, as nsqd does.
         assert any(data.iterdir())
 

@@ -26,6 +26,7 @@ from shoal.membership.messages import (
     MessageType,
     Ping,
     PushPull,
+    Refused,
 )
 from shoal.testing.strategies import message_strategies
 
@@ -60,10 +61,11 @@ nacks = MESSAGES.nacks
 alives = MESSAGES.alives
 suspects = MESSAGES.suspects
 deads = MESSAGES.deads
+refuseds = st.builds(Refused, incarnation=incarnations, name=names, source=names)
 users = MESSAGES.users
 entries = MESSAGES.entries
 push_pulls = MESSAGES.push_pulls
-packet_messages = MESSAGES.packet_messages
+packet_messages = st.one_of(MESSAGES.packet_messages, refuseds)
 
 
 @pytest.mark.slow
@@ -97,6 +99,7 @@ def test_codec_every_message_type_has_a_strategy() -> None:
         MessageType.DEAD,
         MessageType.PUSH_PULL,
         MessageType.USER,
+        MessageType.REFUSED,
     }
     assert covered == set(MessageType)
 
@@ -113,6 +116,7 @@ def test_codec_message_type_numbers_are_stable() -> None:
         ("DEAD", 6),
         ("PUSH_PULL", 7),
         ("USER", 8),
+        ("REFUSED", 9),
     ]
 
 

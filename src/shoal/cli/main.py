@@ -12,7 +12,6 @@ import hashlib
 import signal
 import socket
 import sys
-import tomllib
 import zlib
 from typing import Any
 
@@ -20,11 +19,9 @@ import click
 import trio
 
 from shoal import __version__
-from shoal.cli.commands import COMMANDS
-from shoal.cli.logs import setup_logging
-from shoal.cli.nsq_compat import nsqd, nsqlookupd, print_version
+from shoal.cli.lazy import LazyGroup
+from shoal.cli.logs import LOG_FORMATS, setup_logging
 from shoal.cli.options import config_options, option_fields, parse_membership_setting
-from shoal.cli.simulate import simulate
 from shoal.cluster.node import Node
 from shoal.cluster.tls import TLSConfig
 from shoal.config import NodeConfig
@@ -43,12 +40,35 @@ def default_node_id() -> int:
     return zlib.crc32(digest) % 1024
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+#: Commands imported only when they run (see `shoal.cli.lazy`).
+_CLIENT_COMMANDS = ("cluster", "keygen", "leave", "lookup", "members", "pub", "stats", "tail")
+_LAZY = {
+    **{name: f"shoal.cli.commands:{name}" for name in (*_CLIENT_COMMANDS, "topics")},
+    "simulate": "shoal.cli.simulate:simulate",
+    "nsqd": "shoal.cli.nsq_compat:nsqd",
+    "nsqlookupd": "shoal.cli.nsq_compat:nsqlookupd",
+}
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=_LAZY,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(
     __version__, "--version", "-V", prog_name="shoal", message="%(prog)s %(version)s"
 )
 def cli() -> None:
     """shoal: an NSQ-compatible message broker whose nodes find each other by gossip."""
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``--version`` in nsqd's layout; the module that knows it is imported only then."""
+    if not value or ctx.resilient_parsing:
+        return
+    from shoal.cli.nsq_compat import print_version
+
+    print_version(ctx, param, value)
 
 
 def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
@@ -59,6 +79,8 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     """
     if value is None:
         return
+    import tomllib  # only here: a node started without a file skips its import
+
     try:
         with open(value, "rb") as fh:
             data = tomllib.load(fh)
@@ -139,16 +161,23 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     help="Lowest level of log lines written.",
 )
 @click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="nsq",
+    show_default=True,
+    help="nsq: nsqd's line layout; json: one JSON object per line, for log shippers.",
+)
+@click.option(
     "--version",
     is_flag=True,
-    callback=print_version,
+    callback=_print_version,
     is_eager=True,
     expose_value=False,
     help="Print the version in nsqd's layout and exit.",
 )
 def node_command(**options: Any) -> None:
     """Run a node: NSQ TCP protocol V2 and the HTTP APIs, with embedded defaults."""
-    setup_logging(options.pop("log_level"))
+    setup_logging(options.pop("log_level"), options.pop("log_format"))
     try:
         config = build_node_config(options)
     except ConfigError as exc:
@@ -250,10 +279,6 @@ async def _run_until_signalled(node: Node) -> None:
             await nursery.start(watch_signals)
             await node.run()
         nursery.cancel_scope.cancel()
-
-
-for _command in (*COMMANDS, simulate, nsqd, nsqlookupd):
-    cli.add_command(_command)
 
 
 def main() -> None:

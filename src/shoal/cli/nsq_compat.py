@@ -16,7 +16,7 @@ them, and translate them into a ``shoal node`` command line:
 - ``--lookupd-tcp-address`` becomes a gossip seed: an nsqlookupd here is a
   member without a broker whose gossip port is nsqlookupd's TCP port, so an
   nsqd pointed at its lookupds joins their cluster;
-- flags that mean nothing here (statsd, worker pools, log prefix, ...) are
+- flags that mean nothing here (worker pools, log prefix, ...) are
   accepted and named in one warning line on stderr.
 
 The defaults are nsqd's: TCP 4150, HTTP 4151, HTTPS 4152 (only with a
@@ -127,11 +127,8 @@ NSQD_FLAGS: dict[str, Flag] = {
     "http-client-request-timeout": _IGNORED,
     "queue-scan-worker-pool-max": _IGNORED,
     "queue-scan-selection-count": _IGNORED,
-    "statsd-address": _IGNORED,
-    "statsd-interval": _IGNORED,
+    **_same("statsd-address", "statsd-interval", "statsd-prefix", "statsd-udp-packet-size"),
     "statsd-mem-stats": _IGNORED_BOOL,
-    "statsd-prefix": _IGNORED,
-    "statsd-udp-packet-size": _IGNORED,
     "statsd-exclude-ephemeral": _IGNORED_BOOL,
     "e2e-processing-latency-percentile": Flag(repeated=True),
     "tls-required": Flag(boolean=True),

@@ -16,8 +16,6 @@ import urllib.parse
 
 import trio
 
-from shoal.client.errors import NodeUnavailable
-from shoal.client.httpclient import request
 from shoal.errors import ConfigError
 from shoal.queue.auth import AuthState, InvalidAuthResponse, parse_auth_response
 
@@ -73,6 +71,11 @@ class AuthClient:
             "secret": secret,
             "common_name": common_name,
         }
+        # Imported here: importing shoal.client loads the whole client
+        # library, which a node without auth servers never uses (start-up).
+        from shoal.client.errors import NodeUnavailable
+        from shoal.client.httpclient import request
+
         count = len(self.servers)
         start = self._rng.randrange(count) if count else 0
         for i in range(count):

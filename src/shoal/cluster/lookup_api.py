@@ -333,6 +333,7 @@ class MembersAPI:
         ):
             topics_by_owner[producer.node] = topics
         members = []
+        wall, now = self.routing.wall(), trio.current_time()
         for member in sorted(self.driver.members(), key=lambda m: m.name):
             if status and member.state.value != status:
                 continue
@@ -348,6 +349,8 @@ class MembersAPI:
                     "http_port": _int(meta.get("h")),
                     "lookup_http_port": _int(meta.get("l")),
                     "topics": topics_by_owner.get(member.name, []),
+                    # Wall time of the last status change, for the cluster page.
+                    "since": round(wall - (now - member.state_changed_at), 3),
                 }
             )
         return Response.json({"members": members, "statistics": self.statistics()})

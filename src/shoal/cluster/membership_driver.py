@@ -62,12 +62,14 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 import trio
 
 from shoal.cluster.net_transport import NetTransport
+from shoal.cluster.refusals import is_refused
 from shoal.cluster.transport import MessageStream, StreamError, Transport, TransportCounters
 from shoal.config import parse_address
 from shoal.errors import LocalProtocolError, RemoteProtocolError
 from shoal.membership import Address, Event, Membership
 from shoal.membership.codec import PROTOCOL_VERSION
 from shoal.membership.keyring import SEAL_OVERHEAD
+from shoal.membership.state import MemberState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -89,10 +91,15 @@ log = logging.getLogger("shoal.gossip")
 #: Pause after a failed accept (out of file descriptors, say), as trio's
 #: ``serve_listeners`` does, so the loop does not spin.
 _ACCEPT_ERROR_PAUSE: Final = 0.1
+_LIVE: Final = (MemberState.ALIVE, MemberState.SUSPECT)
 
 
 #: What serves a tagged inbound stream: ``await handler(stream, peer)``.
 StreamHandler: TypeAlias = Callable[[MessageStream, Address], Awaitable[None]]
+#: Told of what the operator should hear about a peer: ``fn(kind, peer, detail)``,
+#: with kind ``"decrypt"`` (its gossip fails authentication) or ``"seed"`` (a
+#: join through it failed; ``detail`` says how). See `MembershipDriver.add_notice_listener`.
+NoticeListener: TypeAlias = Callable[[str, Address, str], None]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,6 +224,7 @@ class MembershipDriver:
         self._inbound = 0
         self._handlers: dict[int, StreamHandler] = {}
         self._listeners: list[Callable[[Event], None]] = []
+        self._notice_listeners: list[NoticeListener] = []
         self._subscribers: list[trio.MemorySendChannel[Event]] = []
         self._wake = trio.Event()
         self._sleeping_until = math.inf
@@ -224,6 +232,7 @@ class MembershipDriver:
         self._leave_done = trio.Event()
         self._seed_specs: list[Address] = []
         self._seed_addresses: set[Address] = set()
+        self._last_failure: dict[Address, str] = {}
         self._resolver_started = False
 
     # ------------------------------------------------------------------ properties
@@ -303,6 +312,19 @@ class MembershipDriver:
         `serve`.
         """
         self._listeners.append(fn)
+
+    def add_notice_listener(self, fn: NoticeListener) -> None:
+        """Call ``fn(kind, peer, detail)`` when a peer's input fails in a way worth telling.
+
+        The drop counters say how many; this says who, so the operator's log
+        can name the node with the wrong gossip key or the seed that refuses.
+        Same contract as `add_listener`: fast, never blocking.
+        """
+        self._notice_listeners.append(fn)
+
+    def _notice(self, kind: str, peer: Address, detail: str) -> None:
+        for fn in tuple(self._notice_listeners):
+            fn(kind, peer, detail)
 
     def remove_listener(self, fn: Callable[[Event], None]) -> None:
         """Stop calling ``fn``; unknown callbacks are ignored."""
@@ -610,7 +632,14 @@ class MembershipDriver:
         while True:
             try:
                 data, src = await transport.receive_packet(limit + 1)
+            except ConnectionRefusedError:
+                # A refusal (ICMP port unreachable) is queued: read them all.
+                self._read_refusals()
+                continue
             except OSError as exc:
+                # Whatever else was queued is drained too, or the socket
+                # would keep reporting it.
+                self._read_refusals()
                 # Unconnected UDP sockets rarely fail; do not spin if they do.
                 self._drop("receive_error")
                 log.debug("gossip: receive failed: %s", exc)
@@ -626,6 +655,7 @@ class MembershipDriver:
                     data = keyring.open(data, label=self._label)
                 except RemoteProtocolError:
                     self._drop("decrypt")
+                    self._notice("decrypt", src, "datagram")
                     continue
             engine.receive_packet(data, src, self._clock())
             self._drain()
@@ -636,6 +666,15 @@ class MembershipDriver:
         async for address, data in queue:
             try:
                 await transport.send_packet(data, address)
+            except ConnectionRefusedError:
+                # A refusal drawn by an earlier datagram, reported here: this
+                # one was not sent. Read the refusals and send it again once.
+                self._read_refusals()
+                try:
+                    await transport.send_packet(data, address)
+                except OSError:
+                    self._drop("send_error")
+                    continue
             except OSError as exc:
                 self._drop("send_error")
                 log.debug("gossip: send to %s:%d failed: %s", address[0], address[1], exc)
@@ -674,6 +713,8 @@ class MembershipDriver:
                     await self._dispatch_stream(stream, peer)
                 except StreamError as exc:
                     self._drop(exc.reason)
+                    if exc.reason == "decrypt":
+                        self._notice("decrypt", peer, "stream")
                 except RemoteProtocolError:
                     self._drop("handler")
                 except trio.EndOfChannel:
@@ -714,9 +755,14 @@ class MembershipDriver:
         engine = self._engine
         assert engine is not None
         now = self._clock()
+        failure = self._last_failure.pop(address, "timed out")
         if reply is None:
             self._counters.streams_failed += 1
             engine.stream_failed(address, now)
+            if address in self._seed_addresses and not any(
+                m.address == address and m.state in _LIVE for m in engine.members()
+            ):
+                self._notice("seed", address, failure)
         elif reply:
             engine.receive_stream_reply(reply, address, now)
         self._drain()
@@ -727,6 +773,9 @@ class MembershipDriver:
             tcp = await self._transport.connect_stream(address)
         except OSError as exc:
             log.debug("gossip: stream to %s:%d failed: %s", address[0], address[1], exc)
+            self._last_failure[address] = getattr(exc, "strerror", None) or str(exc)
+            if is_refused(exc):
+                self._refused([address])
             return None
         try:
             stream = self._message_stream(tcp)
@@ -734,13 +783,27 @@ class MembershipDriver:
             return await stream.receive_message()
         except StreamError as exc:
             self._drop(exc.reason)
+            self._last_failure[address] = f"unreadable reply ({exc.reason})"
         except LocalProtocolError:
             self._drop("oversize_request")
         except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # refused by the peer (wrong key, overload) or broken
+            # Refused by the peer (wrong key, overload) or broken.
+            self._last_failure[address] = "closed without a reply (a different gossip key?)"
         finally:
             await trio.aclose_forcefully(tcp)
         return None
+
+    def _read_refusals(self) -> None:
+        self._refused(self._transport.refusals())
+
+    def _refused(self, addresses: Iterable[Address]) -> None:
+        """Feed refused datagrams and connections to the engine (see `refusals`)."""
+        engine = self._engine
+        if engine is None:
+            return
+        for address in addresses:
+            engine.probe_refused(address, self._clock())
+        self._drain()
 
     def _message_stream(self, stream: trio.abc.Stream) -> MessageStream:
         return MessageStream(

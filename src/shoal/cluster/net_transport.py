@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Final
 
 import trio
 
+from shoal.cluster.refusals import RefusalWatch
+
 if TYPE_CHECKING:
     from shoal.membership import Address
 
@@ -46,6 +48,7 @@ class NetTransport:
         self._listener: trio.SocketListener | None = None
         self._family = trio.socket.AF_INET
         self._buffer = bytearray()
+        self._refusal_watch: RefusalWatch | None = None
 
     async def bind(self, address: Address) -> Address:
         """Bind UDP and TCP on ``address`` (see the module's rule).
@@ -87,6 +90,8 @@ class NetTransport:
                 raise
             self._udp = udp
             self._listener = trio.SocketListener(tcp)
+            # IP_RECVERR: refusals are queued on the socket (refusals.py).
+            self._refusal_watch = RefusalWatch.open(udp)
             return host_port(udp.getsockname())
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -149,8 +154,15 @@ class NetTransport:
         """
         return await trio.open_tcp_stream(address[0], address[1])
 
+    def refusals(self) -> list[Address]:
+        """Destinations whose datagrams drew an ICMP port unreachable (queued errors)."""
+        watch = self._refusal_watch
+        return list(watch.read()) if watch is not None else []
+
     def close(self) -> None:
         """Close both sockets."""
+        if self._refusal_watch is not None:
+            self._refusal_watch.close()
         if self._udp is not None:
             self._udp.close()
         if self._listener is not None:

@@ -8,10 +8,8 @@ driver with the registry as its delegate and the routing around it
 ``/members`` from `shoal.cluster.lookup_api`), then runs the servers and
 the housekeeping loops until it is asked to stop.
 
-Housekeeping is deliberately coarse, as nsqd's queue scan is: in-flight
-timeouts and deferred messages are processed at most every `SCAN_INTERVAL`,
-or earlier when the next deadline is nearer; disk queues with unsynced
-activity are fsynced every ``sync_timeout``.
+Housekeeping (timeouts, deferred messages, fsyncs) is in
+`shoal.cluster.housekeeping`.
 
 Shutdown order (SIGTERM, SIGINT): stop accepting and close every connection
 (the servers are cancelled), then write every memory, in-flight and
@@ -32,30 +30,30 @@ import trio
 
 from shoal import __version__
 from shoal.cluster.auth import AuthClient
+from shoal.cluster.housekeeping import scan_loop, sync_loop
 from shoal.cluster.http_api import NodeHTTPAPI, NodeInfo, new_router
 from shoal.cluster.http_guard import publish_auth, tls_required
 from shoal.cluster.http_server import serve_http
 from shoal.cluster.listeners import bind_listeners, port_of, write_ready_file
 from shoal.cluster.lookup_api import LookupAPI, MembersAPI, format_address
+from shoal.cluster.membership_log import MembershipLog
 from shoal.cluster.metadata import DataPath
+from shoal.cluster.operations import serve_operations
 from shoal.cluster.routing import TopicRouting, node_gossip
 from shoal.cluster.tcp_server import TCPServer
 from shoal.cluster.tls import server_context
 from shoal.config import parse_address
 
 if TYPE_CHECKING:
-    from shoal.cluster.disk_queue import DiskBackendFactory
     from shoal.cluster.membership_driver import MembershipDriver
     from shoal.config import NodeConfig
     from shoal.queue.protocol import ClientV2
     from shoal.registry import Producer
 
-__all__ = ["SCAN_INTERVAL", "Node"]
+__all__ = ["Node"]
 
 log = logging.getLogger("shoal.node")
 
-#: Longest sleep of the timeout and deferred scan (nsqd scans every 100 ms).
-SCAN_INTERVAL = 0.1
 #: Backlog messages moved from a topic to its channels per step, between yields.
 BACKLOG_STEP = 1000
 #: Longest wait for a graceful leave to spread before the process exits.
@@ -181,6 +179,7 @@ class Node:
         lookup.add_read_routes(self.http_api.router)
         assert self.members is not None
         self.members.add_routes(self.http_api.router)
+        serve_operations(self, self.http_api.router, nursery)
         lookup_router = new_router()
         lookup.add_routes(lookup_router)
         plain_router = secure_router = self.http_api.router
@@ -200,11 +199,11 @@ class Node:
             ]
             await nursery.start(serve_http, secure, secure_router)
         await nursery.start(serve_http, bound.lookup_http, lookup_router)
-        nursery.start_soon(self._scan_loop)
+        nursery.start_soon(scan_loop, self.broker, self.tcp)
         nursery.start_soon(self._backlog_loop)
         nursery.start_soon(self.data.save_loop)
         if self.data.disk is not None:
-            nursery.start_soon(self._sync_loop, self.data.disk)
+            nursery.start_soon(sync_loop, self.data.disk, config.disk.sync_timeout)
         if any(topic.has_backlog for topic in self.broker.topics.values()):
             self.kick_backlog()
 
@@ -223,7 +222,11 @@ class Node:
             config, name=name, tcp_port=tcp_port, http_port=http_port, lookup_port=lookup_port
         )
         self.driver = driver
+        membership_log = MembershipLog(name, clock=time.monotonic)
+        driver.add_listener(membership_log.on_event)
+        driver.add_notice_listener(membership_log.on_notice)
         bound = await nursery.start(driver.serve)
+        membership_log.set_address(driver.advertise_address)
         self.addresses["gossip"] = format_address(bound)
         if not config.broker:
             # nsqlookupd's TCP port is where nsqd instances reach it: here, gossip.
@@ -329,21 +332,3 @@ class Node:
                 while topic.has_backlog and not topic.deleted:
                     topic.pump(time.time(), BACKLOG_STEP)
                     await trio.lowlevel.checkpoint()
-
-    async def _scan_loop(self) -> None:
-        """Requeue timed-out messages and release due deferred ones."""
-        while True:
-            now = time.time()
-            for _channel, client_ids in self.broker.process(now):
-                self.tcp.timed_out(client_ids)
-            deadline = self.broker.next_deadline()
-            delay = (
-                SCAN_INTERVAL if deadline is None else min(max(deadline - now, 0), SCAN_INTERVAL)
-            )
-            await trio.sleep(delay)
-
-    async def _sync_loop(self, disk: DiskBackendFactory) -> None:
-        """Fsync queues with unsynced activity every ``sync_timeout``."""
-        while True:
-            await trio.sleep(self.config.disk.sync_timeout)
-            disk.maybe_sync(time.time())

@@ -108,6 +108,11 @@ class TopicRouting:
         """Registry broadcasts merged."""
         return self.gossip.messages_applied
 
+    @property
+    def messages_dropped(self) -> int:
+        """Registry states refused as another generation of their owner."""
+        return self.gossip.messages_dropped
+
     def wall(self) -> float:
         """Wall-clock seconds, as the registry's stamps use them."""
         return self._wall()
@@ -181,7 +186,13 @@ class TopicRouting:
         loop (`run`) starts in ``nursery``. This is how a node wires its
         registry, and how tests wire it over an in-memory transport.
         """
-        gossip.attach(broadcast=driver.broadcast_app, member=driver.member)
+
+        def identity(owner: str) -> int | None:
+            member = driver.member(owner)
+            text = member.meta.get("g") if member is not None else None
+            return int(text) if text is not None and text.isdigit() else None
+
+        gossip.attach(broadcast=driver.broadcast_app, member=driver.member, identity=identity)
         routing = cls(gossip, broker, wall=wall, monotonic=monotonic)
         driver.add_stream_handler(REGISTRY_TAG, routing.answer_exchange)
         driver.add_listener(routing.on_member_event)
@@ -283,7 +294,8 @@ def node_gossip(
     The registry exists before the driver, so the engine talks to it
     directly; `TopicRouting.start` connects the rest once the driver serves.
     The member's metadata announces the node's ports: ``b`` (broadcast
-    address), ``t`` (TCP), ``h`` (HTTP) and ``l`` (lookup HTTP).
+    address), ``t`` (TCP), ``h`` (HTTP) and ``l`` (lookup HTTP), and ``g``,
+    the registry generation of this life.
     """
     gossip_host, gossip_port = parse_address(config.gossip_address)
     advertise = None
@@ -296,7 +308,11 @@ def node_gossip(
         http_port=http_port,
         version=__version__,
     )
-    registry = Registry(name, generation=time.time_ns(), info=info, now=time.monotonic())
+    # The registry generation rides in the member's metadata (``g``): it ties
+    # this life of the name to its address, so no other node's registry state
+    # is ever taken for ours (`RegistryGossip.attach`).
+    generation = time.time_ns()
+    registry = Registry(name, generation=generation, info=info, now=time.monotonic())
     gossip = RegistryGossip(registry, clock=time.monotonic)
     driver = MembershipDriver(
         config.membership,
@@ -308,6 +324,7 @@ def node_gossip(
             "t": str(tcp_port),
             "h": str(http_port),
             "l": str(lookup_port),
+            "g": str(generation),
         },
         keyring=Keyring(config.gossip_keys) if config.gossip_keys else None,
         delegate=gossip,

@@ -5,8 +5,10 @@ Each connection runs three tasks in its own nursery:
 - the reader decodes commands, applies them and writes responses; it ends
   the connection on EOF and on a fatal error;
 - the pump sends message frames while RDY allows, woken by its channel when
-  messages become deliverable and by the reader when RDY or the in-flight
-  count changes;
+  messages become deliverable for it and by the reader when RDY or the
+  in-flight count changes; an idle pump tells its channel how much room it
+  has (`Channel.want`), and the channel wakes only waiters that can take a
+  message, so a subscriber with RDY 0 costs nothing per publish;
 - the timer sends ``_heartbeat_`` every heartbeat interval and enforces the
   read deadline: a reader that has waited 2 x heartbeat interval for data
   ends the connection (docs/nsq.md §1.5).
@@ -77,7 +79,7 @@ if TYPE_CHECKING:
     from shoal.queue.channel import Channel
     from shoal.queue.config import QueueConfig
 
-__all__ = ["ChannelNotifier", "Connection", "TCPServer"]
+__all__ = ["Connection", "TCPServer"]
 
 log = logging.getLogger("shoal.tcp")
 
@@ -85,22 +87,13 @@ log = logging.getLogger("shoal.tcp")
 RECEIVE_SIZE = 256 * 1024
 
 
-class ChannelNotifier:
-    """The `Channel.wakeup` hook: wakes the pump of every subscribed connection."""
-
-    __slots__ = ("connections",)
-
-    def __init__(self) -> None:
-        self.connections: set[Connection] = set()
-
-    def __call__(self) -> None:
-        """Wake every subscribed connection's pump."""
-        for conn in self.connections:
-            conn.wake()
-
-
 class Connection:
-    """One client connection: a stream plus its protocol state."""
+    """One client connection: a stream plus its protocol state.
+
+    Attributes:
+        pump_wakeups: how many times the pump woke from idle (for tests and
+            diagnostics: a publish should wake only pumps that can deliver).
+    """
 
     def __init__(self, server: TCPServer, stream: trio.SocketStream, client: ClientV2) -> None:
         self.server = server
@@ -113,7 +106,7 @@ class Connection:
         self._send_lock = trio.Lock()
         self._wake = trio.Event()
         self._identified = trio.Event()
-        self._notifier: ChannelNotifier | None = None
+        self.pump_wakeups = 0
         self._scope: trio.CancelScope | None = None
         # trio time at which the reader began waiting for data; inf while it
         # is busy with what it received (the read deadline is then off).
@@ -193,7 +186,6 @@ class Connection:
                 group.exceptions[0],
             )
         finally:
-            self._detach()
             self.client.close()
             with trio.move_on_after(1) as scope:
                 scope.shield = True
@@ -246,7 +238,7 @@ class Connection:
                     if kind is Rdy or kind is Fin or kind is Req:
                         wake = True
                     elif kind is Sub:
-                        self._attach()
+                        self.server.attach(client)
                         self.server.on_subscribe(client)
                     elif kind is Identify:
                         self._identified.set()
@@ -324,18 +316,6 @@ class Connection:
             # The fresh answer expired already: nsqd would fail the same way.
             raise FatalClientError(errors.E_AUTH_FAILED, "AUTH failed") from None
 
-    def _attach(self) -> None:
-        channel = self.client.channel
-        if channel is None:
-            return
-        self._notifier = self.server.notifier_for(channel)
-        self._notifier.connections.add(self)
-
-    def _detach(self) -> None:
-        if self._notifier is not None:
-            self._notifier.connections.discard(self)
-            self._notifier = None
-
     async def _pump(self) -> None:
         client = self.client
         while True:
@@ -344,7 +324,11 @@ class Connection:
             if frames:
                 await self.send(frames)
                 continue
+            channel = client.channel
+            if channel is not None:
+                channel.want(client.id, client.ready_room)
             await self._wake.wait()
+            self.pump_wakeups += 1
 
     async def _timer(self) -> None:
         client = self.client
@@ -419,14 +403,16 @@ class TCPServer:
             max_rdy_count=cfg.max_rdy_count,
         )
 
-    def notifier_for(self, channel: Channel) -> ChannelNotifier:
-        """The wakeup hook of ``channel``, installed on first use."""
-        hook = channel.wakeup
-        if isinstance(hook, ChannelNotifier):
-            return hook
-        notifier = ChannelNotifier()
-        channel.wakeup = notifier
-        return notifier
+    def attach(self, client: ClientV2) -> None:
+        """Route the wake-ups of ``client``'s channel (just subscribed) to our pumps."""
+        if client.channel is not None:
+            client.channel.on_wake = self.wake_client
+
+    def wake_client(self, client_id: int) -> None:
+        """The `Channel.on_wake` hook: wake that connection's pump, if it is still here."""
+        conn = self.connections.get(client_id)
+        if conn is not None:
+            conn.wake()
 
     def on_subscribe(self, client: ClientV2) -> None:
         """Forward a successful SUB to the node's hook."""

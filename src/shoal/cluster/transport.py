@@ -136,6 +136,15 @@ class Transport(Protocol):
         """
         ...
 
+    def refusals(self) -> list[Address]:
+        """Destinations whose datagrams were refused since the last call.
+
+        A refusal (ICMP port unreachable) is evidence that the process at
+        that address is gone while its host is up; `receive_packet` and
+        `send_packet` raise `ConnectionRefusedError` when one is waiting.
+        """
+        ...
+
     def close(self) -> None:
         """Stop listening; datagrams and streams to the address go nowhere."""
         ...

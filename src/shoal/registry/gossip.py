@@ -126,6 +126,9 @@ class RegistryGossip:
     Attributes:
         pending: members to exchange with at once, oldest first.
         messages_applied: broadcast messages merged.
+        messages_dropped: owner states refused because they carry another
+            generation than the one membership admitted for that owner (see
+            `attach`).
     """
 
     def __init__(
@@ -140,6 +143,8 @@ class RegistryGossip:
         self.wake = wake
         self.pending: list[Address] = []
         self.messages_applied = 0
+        self.messages_dropped = 0
+        self._identity: Callable[[str], int | None] | None = None
         self._broadcast: Callable[[str, bytes], None] = _ignore_broadcast
         self._member: Callable[[str], Member | None] = _no_member
         self._digest: tuple[int, dict[str, tuple[int, int]], bytes] | None = None
@@ -150,14 +155,30 @@ class RegistryGossip:
         *,
         broadcast: Callable[[str, bytes], None],
         member: Callable[[str], Member | None],
+        identity: Callable[[str], int | None] | None = None,
     ) -> None:
         """Connect the engine: how to queue a broadcast, and its view of a member.
 
         Until then changes are written to the registry but not broadcast
         (the first exchange carries them), and no gap can be repaired.
+        ``identity(owner)`` is the registry generation the member announced
+        (in its gossip metadata), None when unknown: state of an owner under
+        another generation is a second node using that owner's name, or a
+        stale life of it, and is never applied.
         """
         self._broadcast = broadcast
         self._member = member
+        self._identity = identity
+
+    def _admitted(self, delta: OwnerDelta) -> bool:
+        """Whether ``delta`` belongs to the life of its owner that membership admitted."""
+        if self._identity is None:
+            return True
+        known = self._identity(delta.owner)
+        if known is None or known == delta.generation:
+            return True
+        self.messages_dropped += 1
+        return False
 
     # -- liveness ---------------------------------------------------------------
 
@@ -201,7 +222,8 @@ class RegistryGossip:
         now = self.clock()
         changed = False
         for delta in decode_delta(data):
-            changed |= self.registry.apply_delta(delta, now)
+            if self._admitted(delta):
+                changed |= self.registry.apply_delta(delta, now)
         self.messages_applied += 1
         if changed:
             self._repair_gaps()
@@ -305,4 +327,5 @@ class RegistryGossip:
             RemoteProtocolError: ``delta`` is malformed; nothing was applied.
         """
         for part in decode_delta(delta):
-            self.registry.apply_delta(part, now)
+            if self._admitted(part):
+                self.registry.apply_delta(part, now)

@@ -159,6 +159,10 @@ class MemoryTransport:
             raise ConnectionRefusedError(errno.ECONNREFUSED, "backlog full") from None
         return ours
 
+    def refusals(self) -> list[Address]:
+        """Refusals of datagrams: none in memory (a lost datagram is silent)."""
+        return []
+
     def close(self) -> None:
         """Leave the net: later datagrams are lost and connections refused."""
         if self.address is not None and self._net._endpoints.get(self.address) is self:
