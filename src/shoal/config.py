@@ -17,7 +17,11 @@ from shoal.membership.config import MembershipConfig
 from shoal.queue.config import QueueConfig
 from shoal.queue.diskqueue import DiskQueueConfig
 
-__all__ = ["NodeConfig", "parse_address"]
+__all__ = ["TAG_PREFIX", "NodeConfig", "parse_address"]
+
+#: Membership metadata keys starting with this are member tags; the node's
+#: own keys (``b``, ``t``, ``h``, ``l``: addresses and ports) never do.
+TAG_PREFIX = "#"
 
 
 def parse_address(text: str, *, what: str = "address") -> tuple[str, int]:
@@ -58,6 +62,9 @@ class NodeConfig:
             port>``, which is then stored: a restarted node is the same member.
         gossip_keys: AES keys (16, 24 or 32 bytes); the first encrypts, all
             decrypt. Empty means plaintext gossip.
+        tags: Serf-style member tags (``--tag role=web``), gossiped with the
+            membership metadata under keys starting with `TAG_PREFIX`, shown
+            and filterable in ``shoal members``.
         tombstone_lifetime: how long ``/topic/tombstone`` hides a producer.
         membership: the SWIM timings (the ``lan`` preset by default).
         broadcast_address: the host name other nodes and clients should dial;
@@ -115,6 +122,12 @@ class NodeConfig:
         flag="gossip-key",
         metavar="BASE64",
     )
+    tags: tuple[tuple[str, str], ...] = setting(
+        (),
+        help="Member tag, gossiped and shown by `shoal members` (repeatable, like serf -tag).",
+        flag="tag",
+        metavar="KEY=VALUE",
+    )
     tombstone_lifetime: float = setting(45.0, help="How long /topic/tombstone hides a producer.")
     membership: MembershipConfig = dataclasses.field(default_factory=MembershipConfig.lan)
     broadcast_address: str = setting(
@@ -170,6 +183,9 @@ class NodeConfig:
                 raise ConfigError("https-address needs tls-cert and tls-key")
         for seed in self.seeds:
             parse_address(seed, what="seed")
+        for key, _value in self.tags:
+            if not key or "=" in key:
+                raise ConfigError(f"tag {key!r} needs a non-empty name without '='")
         if self.tombstone_lifetime <= 0:
             raise ConfigError("tombstone-lifetime must be positive")
         if not self.broadcast_address:

@@ -28,10 +28,19 @@ __all__ = ["NodeListeners", "bind_listeners", "open_listeners", "port_of", "writ
 log = logging.getLogger("shoal.node")
 
 
-async def open_listeners(address: str) -> list[trio.SocketListener]:
-    """Bind TCP listeners for ``host:port`` (port 0 picks a free port)."""
+async def open_listeners(address: str, label: str) -> list[trio.SocketListener]:
+    """Bind TCP listeners for ``host:port`` (port 0 picks a free port).
+
+    Raises:
+        OSError: the address cannot be bound; the message names it and
+            ``label`` (the flag that set it), since the kernel's text names neither.
+    """
     host, port = parse_address(address)
-    return await trio.open_tcp_listeners(port, host=host)
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OSError(exc.errno, f"cannot listen on {address} ({label}): {reason}") from None
 
 
 def port_of(address: str | None) -> int:
@@ -62,12 +71,12 @@ async def bind_listeners(config: NodeConfig, addresses: dict[str, str | None]) -
     """
     broker = config.broker
     bound = NodeListeners(
-        tcp=await open_listeners(config.tcp_address) if broker else [],
-        http=await open_listeners(config.http_address) if broker else [],
-        https=await open_listeners(config.https_address)
+        tcp=await open_listeners(config.tcp_address, "--tcp-address") if broker else [],
+        http=await open_listeners(config.http_address, "--http-address") if broker else [],
+        https=await open_listeners(config.https_address, "--https-address")
         if broker and config.https_address is not None
         else [],
-        lookup_http=await open_listeners(config.lookup_http_address),
+        lookup_http=await open_listeners(config.lookup_http_address, "--lookup-http-address"),
     )
     lookup_line = "lookup API: serving on %s" if broker else "HTTP: listening on %s"
     for kind, line, listeners in (

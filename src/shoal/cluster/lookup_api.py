@@ -32,6 +32,7 @@ import trio
 
 from shoal import __version__
 from shoal.cluster.http_server import Request, Response, Router
+from shoal.config import TAG_PREFIX
 from shoal.queue.names import is_valid_channel_name, is_valid_topic_name
 
 if TYPE_CHECKING:
@@ -349,6 +350,11 @@ class MembersAPI:
                     "http_port": _int(meta.get("h")),
                     "lookup_http_port": _int(meta.get("l")),
                     "topics": topics_by_owner.get(member.name, []),
+                    "tags": {
+                        k.removeprefix(TAG_PREFIX): v
+                        for k, v in sorted(meta.items())
+                        if k.startswith(TAG_PREFIX)
+                    },
                     # Wall time of the last status change, for the cluster page.
                     "since": round(wall - (now - member.state_changed_at), 3),
                 }

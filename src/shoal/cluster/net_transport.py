@@ -84,7 +84,9 @@ class NetTransport:
                 udp.close()
                 if exc.errno == errno.EADDRINUSE and attempt < attempts:
                     continue  # TCP port taken: try another free UDP port
-                raise
+                # The kernel's text names neither the address nor the flag.
+                reason = f"cannot bind gossip address {host}:{port}: {exc.strerror or exc}"
+                raise OSError(exc.errno, reason) from None
             except BaseException:
                 udp.close()
                 raise

@@ -5,8 +5,9 @@ data path (`shoal.cluster.metadata.DataPath`), binds every listener before
 it reports itself ready (`shoal.cluster.listeners`), starts the membership
 driver with the registry as its delegate and the routing around it
 (`shoal.cluster.routing`), serves the HTTP APIs (lookup endpoints and
-``/members`` from `shoal.cluster.lookup_api`), then runs the servers and
-the housekeeping loops until it is asked to stop.
+``/members`` from `shoal.cluster.lookup_api`, the operator routes for join,
+force-leave and keys from `shoal.cluster.operator_api`), then runs the
+servers and the housekeeping loops until it is asked to stop.
 
 Housekeeping (timeouts, deferred messages, fsyncs) is in
 `shoal.cluster.housekeeping`.
@@ -39,6 +40,7 @@ from shoal.cluster.lookup_api import LookupAPI, MembersAPI, format_address
 from shoal.cluster.membership_log import MembershipLog
 from shoal.cluster.metadata import DataPath
 from shoal.cluster.operations import serve_operations
+from shoal.cluster.operator_api import OperatorAPI
 from shoal.cluster.routing import TopicRouting, node_gossip
 from shoal.cluster.tcp_server import TCPServer
 from shoal.cluster.tls import server_context
@@ -179,6 +181,8 @@ class Node:
         lookup.add_read_routes(self.http_api.router)
         assert self.members is not None
         self.members.add_routes(self.http_api.router)
+        assert self.driver is not None
+        OperatorAPI(self.driver).add_routes(self.http_api.router)
         serve_operations(self, self.http_api.router, nursery)
         lookup_router = new_router()
         lookup.add_routes(lookup_router)

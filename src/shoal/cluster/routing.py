@@ -28,7 +28,7 @@ import trio
 from shoal import __version__
 from shoal.cluster.membership_driver import MembershipDriver
 from shoal.cluster.transport import StreamError
-from shoal.config import parse_address
+from shoal.config import TAG_PREFIX, parse_address
 from shoal.errors import RemoteProtocolError
 from shoal.membership.keyring import Keyring
 from shoal.membership.state import MemberState
@@ -294,8 +294,8 @@ def node_gossip(
     The registry exists before the driver, so the engine talks to it
     directly; `TopicRouting.start` connects the rest once the driver serves.
     The member's metadata announces the node's ports: ``b`` (broadcast
-    address), ``t`` (TCP), ``h`` (HTTP) and ``l`` (lookup HTTP), and ``g``,
-    the registry generation of this life.
+    address), ``t`` (TCP), ``h`` (HTTP) and ``l`` (lookup HTTP), ``g``, the
+    registry generation of this life, and the member tags under `TAG_PREFIX`.
     """
     gossip_host, gossip_port = parse_address(config.gossip_address)
     advertise = None
@@ -325,6 +325,7 @@ def node_gossip(
             "h": str(http_port),
             "l": str(lookup_port),
             "g": str(generation),
+            **{TAG_PREFIX + key: value for key, value in config.tags},
         },
         keyring=Keyring(config.gossip_keys) if config.gossip_keys else None,
         delegate=gossip,
