@@ -1,10 +1,12 @@
-"""The node's housekeeping loops: in-flight timeouts, deferred messages, disk fsyncs.
+"""The node's housekeeping loops: in-flight timeouts, deferred messages, disk checkpoints.
 
 Housekeeping is deliberately coarse, as nsqd's queue scan is: timed-out and
 due deferred messages are processed at most every `SCAN_INTERVAL`, or at the
 next deadline when it is nearer, and an idle broker sleeps until one
-exists; disk queues with unsynced activity are fsynced every
-``sync_timeout``.
+exists; disk queues with unsynced activity are checkpointed (data fsynced,
+then positions and acknowledgements saved) every ``sync_timeout``, or
+sooner when ``sync_every`` writes are due, and once at start for the
+positions recovered.
 """
 
 from __future__ import annotations
@@ -48,7 +50,11 @@ async def scan_loop(broker: Broker, tcp: TCPServer) -> None:
 
 
 async def sync_loop(disk: DiskBackendFactory, sync_timeout: float) -> None:
-    """Fsync queues with unsynced activity every ``sync_timeout``; runs until cancelled."""
+    """Checkpoint queues with unsynced activity every ``sync_timeout`` or ``sync_every``.
+
+    Runs until cancelled.
+    """
     while True:
-        await trio.sleep(sync_timeout)
-        disk.maybe_sync(time.time())
+        await disk.checkpoint()  # at once first: the positions recovered on start
+        with trio.move_on_after(sync_timeout):
+            await disk.wait_sync_due()

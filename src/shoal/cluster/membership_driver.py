@@ -23,7 +23,10 @@ Rules:
    its own decode failures in ``statistics().engine.dropped``.
 4. **Bounded everything.** Datagrams above ``max_packet_size`` (plus the
    encryption overhead) are dropped unread; stream messages above
-   ``max_stream_size`` are refused from their length prefix; at most
+   ``max_stream_size`` are refused from their length prefix, and inbound ones
+   must first reserve their length from a budget all inbound streams share
+   (``max_inbound_buffer``, `shoal.cluster.gossip_guard`), since nothing is
+   authenticated before it is read whole; at most
    ``max_inbound_streams`` inbound streams are served at once (memberlist
    caps concurrent push-pulls at 128 after one cluster spent 7 GB on them),
    at most ``max_outbound_streams`` are open at once; every engine stream,
@@ -61,6 +64,12 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 
 import trio
 
+from shoal.cluster.gossip_guard import (
+    DEFAULT_INBOUND_BUDGET,
+    InboundBudget,
+    unkeyed_exposure_warning,
+)
+from shoal.cluster.neighbour_watch import WATCH_TAG, NeighbourWatch, WatchStatistics
 from shoal.cluster.net_transport import NetTransport
 from shoal.cluster.refusals import is_refused
 from shoal.cluster.transport import MessageStream, StreamError, Transport, TransportCounters
@@ -108,6 +117,7 @@ class MembershipDriverStatistics:
 
     Attributes:
         engine: the engine's own statistics (its decode drops included).
+        watch: the neighbour watch streams' counters (`neighbour_watch`).
         packets_received: datagrams read from the UDP socket.
         packets_sent: datagrams written to it.
         bytes_received: their size on the wire (sealed form when keyed).
@@ -130,6 +140,7 @@ class MembershipDriverStatistics:
     """
 
     engine: MembershipStatistics
+    watch: WatchStatistics
     packets_received: int
     packets_sent: int
     bytes_received: int
@@ -169,6 +180,9 @@ class MembershipDriver:
             at once and counted as ``"busy"`` drops.
         max_outbound_streams: outbound engine streams open at once; more wait
             for a slot within their ``stream_timeout``.
+        max_inbound_buffer: bytes all inbound streams together may hold for
+            messages not yet read whole (so not yet authenticated); also the
+            largest message an inbound stream accepts.
         send_queue_size: datagrams queued for the sender task; beyond it they
             are dropped (``"send_queue_full"``).
         transport: the network (`NetTransport`, UDP and TCP, by default);
@@ -194,6 +208,7 @@ class MembershipDriver:
         max_inbound_streams: int = 128,
         max_outbound_streams: int = 32,
         send_queue_size: int = 1024,
+        max_inbound_buffer: int = DEFAULT_INBOUND_BUDGET,
         transport: Transport | None = None,
     ) -> None:
         self._config = config
@@ -211,6 +226,7 @@ class MembershipDriver:
         self._max_inbound = max_inbound_streams
         self._max_outbound = max_outbound_streams
         self._send_queue_size = send_queue_size
+        self._inbound_budget = InboundBudget(max_inbound_buffer)
         self._transport: Transport = NetTransport() if transport is None else transport
 
         self._engine: Membership | None = None
@@ -230,6 +246,16 @@ class MembershipDriver:
         self._sleeping_until = math.inf
         self._leaving = False
         self._leave_done = trio.Event()
+        self._neighbour_watch = NeighbourWatch(
+            dial=self.open_stream,
+            closed=self._watch_closed,
+            refused=lambda address: self._refused([address]),
+            setup_timeout=config.stream_timeout,
+            retry_interval=config.reconnect_interval,
+        )
+        self._handlers[WATCH_TAG] = self._neighbour_watch.serve
+        #: Tags whose inbound streams outlive ``stream_timeout`` once opened.
+        self._lasting = {WATCH_TAG}
         self._seed_specs: list[Address] = []
         self._seed_addresses: set[Address] = set()
         self._last_failure: dict[Address, str] = {}
@@ -297,6 +323,7 @@ class MembershipDriver:
         """Return a snapshot of the driver's and the engine's counters."""
         return MembershipDriverStatistics(
             engine=self.engine.statistics(),
+            watch=self._neighbour_watch.statistics(),
             **dataclasses.asdict(self._counters),
             dropped=dict(self._drops),
         )
@@ -444,6 +471,7 @@ class MembershipDriver:
         if not self._leaving:
             self._leaving = True
             engine.leave(self._clock())
+            self._neighbour_watch.leave()
             log.info("gossip: %s leaving the cluster", self._name)
             self._drain()
         with trio.move_on_after(timeout):
@@ -551,12 +579,16 @@ class MembershipDriver:
                 advertise[1],
                 ", encrypted" if self._keyring is not None else "",
             )
+            warning = unkeyed_exposure_warning(bound[0], self._keyring is not None)
+            if warning is not None:
+                log.warning("gossip: %s", warning)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._receive_packets)
                 nursery.start_soon(self._send_packets, receive)
                 nursery.start_soon(self._accept_streams)
                 nursery.start_soon(self._run_timers)
+                nursery.start_soon(self._neighbour_watch.run)
                 self._drain()
                 task_status.started(bound)
         finally:
@@ -608,6 +640,7 @@ class MembershipDriver:
                 nursery.start_soon(self._engine_stream, address, request)
         events = engine.events()
         if events:
+            self._neighbour_watch.update(engine.watch_targets())
             self._publish(events)
         if self._leaving and engine.leave_complete():
             self._leave_done.set()
@@ -733,10 +766,10 @@ class MembershipDriver:
             if peer is None:
                 self._drop("stream_error")  # gone before we looked
                 return
-            stream = self._message_stream(tcp)
+            stream = self._message_stream(tcp, budget=self._inbound_budget)
             with trio.move_on_after(self._config.stream_timeout) as scope:
                 try:
-                    await self._dispatch_stream(stream, peer)
+                    await self._dispatch_stream(stream, peer, scope)
                 except StreamError as exc:
                     self._drop(exc.reason)
                     if exc.reason == "decrypt":
@@ -753,10 +786,14 @@ class MembershipDriver:
             self._inbound -= 1
             await trio.aclose_forcefully(tcp)
 
-    async def _dispatch_stream(self, stream: MessageStream, peer: Address) -> None:
+    async def _dispatch_stream(
+        self, stream: MessageStream, peer: Address, scope: trio.CancelScope
+    ) -> None:
         first = await stream.receive_message()
         handler = self._handlers.get(first[0]) if len(first) == 1 else None
         if handler is not None:
+            if first[0] in self._lasting:
+                scope.deadline = math.inf  # a watch stream lives as long as the watch
             await handler(stream, peer)
             return
         engine = self._engine
@@ -831,13 +868,24 @@ class MembershipDriver:
             engine.probe_refused(address, self._clock())
         self._drain()
 
-    def _message_stream(self, stream: trio.abc.Stream) -> MessageStream:
+    def _watch_closed(self, name: str, address: Address) -> None:
+        """Feed a watch stream that closed without a goodbye to the engine."""
+        engine = self._engine
+        if engine is None:
+            return
+        engine.watch_closed(name, address, self._clock())
+        self._drain()
+
+    def _message_stream(
+        self, stream: trio.abc.Stream, *, budget: InboundBudget | None = None
+    ) -> MessageStream:
         return MessageStream(
             stream,
             keyring=self._keyring,
             label=self._label,
             max_message_size=self._config.max_stream_size,
             counters=self._counters,
+            budget=budget,
         )
 
     # ------------------------------------------------------------------ seeds

@@ -132,7 +132,10 @@ class NetTransport:
             OSError: the socket refused it.
         """
         assert self._udp is not None
-        await self._udp.sendto(data, address)
+        try:
+            await self._udp.sendto(data, address)
+        except ValueError as exc:  # a host no socket takes (a NUL in it)
+            raise OSError(errno.EINVAL, str(exc)) from None
 
     async def accept_stream(self) -> tuple[trio.abc.Stream, Address | None]:
         """The next inbound TCP connection and its peer.
@@ -154,7 +157,10 @@ class NetTransport:
         Raises:
             OSError: refused or unreachable.
         """
-        return await trio.open_tcp_stream(address[0], address[1])
+        try:
+            return await trio.open_tcp_stream(address[0], address[1])
+        except ValueError as exc:  # a host no socket takes (a NUL in it)
+            raise OSError(errno.EINVAL, str(exc)) from None
 
     def refusals(self) -> list[Address]:
         """Destinations whose datagrams drew an ICMP port unreachable (queued errors)."""

@@ -9,7 +9,7 @@ driver with the registry as its delegate and the routing around it
 force-leave and keys from `shoal.cluster.operator_api`), then runs the
 servers and the housekeeping loops until it is asked to stop.
 
-Housekeeping (timeouts, deferred messages, fsyncs) is in
+Housekeeping (timeouts, deferred messages, checkpoints of the disk queues) is in
 `shoal.cluster.housekeeping`.
 
 Shutdown order (SIGTERM, SIGINT): stop accepting and close every connection
@@ -79,10 +79,10 @@ class Node:
         queue_config = config.queue
         disk_config = config.disk
         if config.durable:
-            # Durable mode: no message waits in memory before its OK, and each
-            # publish is fsynced once, whatever its batch size, rather than
-            # once per message; reads are synced on the sync timeout (a crash
-            # may redeliver, never lose).
+            # Durable mode: no message waits in memory before its OK; publishes
+            # share group-committed fsyncs off the loop (`DiskBackendFactory`);
+            # channels keep every message on disk until FIN (a crash may
+            # redeliver what was in flight, never lose).
             queue_config = dataclasses.replace(queue_config, mem_queue_size=0, sync_on_publish=True)
             disk_config = dataclasses.replace(disk_config, sync_every=1 << 30)
         # What IDENTIFY offers and AUTH needs follows from the TLS and auth settings.
@@ -138,6 +138,8 @@ class Node:
             ConfigError: the data path is locked by another node or unreadable.
         """
         self.broker = self.tcp.broker = self.data.open()
+        if self.config.durable and self.data.disk is not None:
+            self.tcp.commit = self.data.disk.commit
         try:
             async with trio.open_nursery() as nursery:
                 await self._start_services(nursery)
@@ -177,6 +179,7 @@ class Node:
             on_channel_deleted=self.tcp.close_clients_of,
             extra_stats=self._extra_stats,
         )
+        self.http_api.commit = self.tcp.commit
         lookup = await self._start_gossip(nursery)
         lookup.add_read_routes(self.http_api.router)
         assert self.members is not None
@@ -221,7 +224,7 @@ class Node:
         # A member without a broker has no TCP port to be named after.
         gossip_port = parse_address(config.gossip_address)[1]
         unique = tcp_port if config.broker else gossip_port or f"lookupd-{os.getpid()}"
-        name = config.node_name or self._stored_name(f"{config.broadcast_address}:{unique}")
+        name = config.node_name or self.data.node_name(f"{config.broadcast_address}:{unique}")
         driver, gossip = node_gossip(
             config, name=name, tcp_port=tcp_port, http_port=http_port, lookup_port=lookup_port
         )
@@ -248,22 +251,6 @@ class Node:
         if config.seeds:
             nursery.start_soon(self._join, list(config.seeds))
         return lookup
-
-    def _stored_name(self, default: str) -> str:
-        """The member name kept with the data, so a restarted node is the same member."""
-        if self.config.data_path is None:
-            return default
-        path = os.path.join(self.config.data_path, "shoal.name")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                stored = fh.read().strip()
-        except FileNotFoundError:
-            stored = ""
-        if stored:
-            return stored
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(default + "\n")
-        return default
 
     async def _join(self, seeds: list[str]) -> None:
         assert self.driver is not None
@@ -292,6 +279,8 @@ class Node:
                 "corrupt_records": sum(q.corrupt_records for q in disk.open_queues())
                 if disk
                 else 0,
+                # Unacknowledged at the last stop, so handed out again: the only duplicates.
+                "redelivered_after_restart": disk.recovered_outstanding if disk else 0,
                 "damage": self.data.damage(),
             },
         }

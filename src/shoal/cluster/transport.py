@@ -21,7 +21,11 @@ TCP        A stream is a sequence of *messages*, each a 4-byte big-endian
            length (`FRAME_HEADER`) then that many bytes; keyed, the bytes
            are the message sealed, and the length counts the sealed form.
            A message longer than ``max_stream_size`` (plus the seal) is
-           refused from its length, before it is read.
+           refused from its length, before it is read; an inbound one
+           must first reserve its length from the budget all inbound
+           streams share (``max_inbound_buffer``,
+           `shoal.cluster.gossip_guard`), since nothing is authenticated
+           before it is read whole.
 first      The first message of a stream says what it carries:
 message    * starting with the version byte 1 and longer than one byte:
              an engine request (push-pull, join, fallback ping); exactly
@@ -36,6 +40,10 @@ tags       ``0x01`` is reserved (the codec's version byte).
            exchange, three legs after the tag: the initiator's digest; the
            responder's delta, then its digest; the initiator's delta
            (`shoal.registry.gossip`, CBOR from `shoal.registry.store`).
+           ``0x57`` (`shoal.cluster.neighbour_watch.WATCH_TAG`): a
+           neighbour watch; the watched side answers ``HELLO`` then stays
+           silent until ``GOODBYE`` on a graceful leave, the watcher sends
+           nothing more; the stream outlives ``stream_timeout``.
            Tags are on the wire: append only, never reuse one.
 sealing    With a keyring, AES-GCM under the primary key: a version byte,
            a random 12-byte nonce, ciphertext, 16-byte tag; the cluster
@@ -51,6 +59,7 @@ side; both get a `MessageStream`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import struct
 from typing import TYPE_CHECKING, Final, Protocol
@@ -61,6 +70,7 @@ from shoal.errors import LocalProtocolError, RemoteProtocolError
 from shoal.membership.keyring import SEAL_OVERHEAD
 
 if TYPE_CHECKING:
+    from shoal.cluster.gossip_guard import InboundBudget
     from shoal.membership import Address
     from shoal.membership.keyring import Keyring
 
@@ -193,9 +203,13 @@ class MessageStream:
         keyring: seals and opens every message, or None for plaintext.
         label: the cluster label, the associated data of every sealed message.
         max_message_size: largest plaintext message sent or accepted.
+        budget: shared bound on the bytes of messages not yet read whole
+            (inbound streams); a message must reserve its length before its
+            first byte is read (`shoal.cluster.gossip_guard`).
     """
 
     __slots__ = (
+        "_budget",
         "_buffer",
         "_counters",
         "_keyring",
@@ -213,6 +227,7 @@ class MessageStream:
         label: bytes,
         max_message_size: int,
         counters: TransportCounters | None = None,
+        budget: InboundBudget | None = None,
     ) -> None:
         self._stream = stream
         self._counters = counters
@@ -221,6 +236,7 @@ class MessageStream:
         self._max_message_size = max_message_size
         self._max_frame = max_message_size + (0 if keyring is None else SEAL_OVERHEAD)
         self._buffer = bytearray()
+        self._budget = budget
 
     @property
     def max_message_size(self) -> int:
@@ -258,7 +274,14 @@ class MessageStream:
         (length,) = FRAME_HEADER.unpack(header)
         if length > self._max_frame:
             raise StreamError("oversize", f"stream message of {length} bytes announced")
-        payload = await self._receive_exactly(length, boundary=False)
+        budget = self._budget
+        if budget is None:
+            payload = await self._receive_exactly(length, boundary=False)
+        elif length > budget.total:
+            raise StreamError("oversize", f"stream message of {length} bytes announced")
+        else:
+            async with budget.reserve(length):
+                payload = await self._receive_exactly(length, boundary=False)
         if self._counters is not None:
             self._counters.stream_bytes_received += FRAME_HEADER.size + length
         if self._keyring is None:
@@ -267,6 +290,17 @@ class MessageStream:
             return self._keyring.open(payload, label=self._label)
         except RemoteProtocolError as exc:
             raise StreamError("decrypt", str(exc)) from None
+
+    async def wait_silence_ends(self) -> None:
+        """Return once the peer closes the stream or sends anything at all.
+
+        For a stream on which the peer must stay silent (a neighbour watch's
+        watcher): at most one chunk is read and dropped, nothing is buffered
+        and no budget is reserved, so a peer that sends cannot hold memory
+        however long the stream lives.
+        """
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._stream.receive_some(_RECEIVE_CHUNK)
 
     async def aclose(self) -> None:
         """Close the underlying stream."""

@@ -55,6 +55,11 @@ Theory of operation (docs/membership.md §1; SWIM; Lifeguard; memberlist
   member itself, and refusals from ``refusal_confirmations`` distinct
   members declare it dead without waiting out the suspicion (memberlist
   ignores this signal). Silence alone keeps Lifeguard's timing.
+* *Neighbour watch* (`shoal.membership.watch`). Each member holds a stream to
+  its ``watch_successors`` successors on a hashed ring of the live members
+  (`Membership.watch_targets`); the driver reports one that closes without a
+  goodbye (`Membership.watch_closed`) and it is weighed as a refused probe,
+  so a crash is noticed within a round trip instead of at the next probe.
 * *Leaving* broadcasts ``dead`` about ourselves with ourselves as source; the
   driver waits for `Membership.leave_complete` (or a timeout) and stops.
 * *Reaping.* Dead and left members are kept ``dead_retention`` seconds, then
@@ -80,6 +85,10 @@ false deaths, slow convergence or wasted work, and each named where it lives:
 * a fresh joiner does not re-gossip the whole table it learned, and instead
   runs up to three catch-up push-pulls right after joining;
 * the first periodic push-pull is spread over the scaled interval;
+* incarnations far beyond the one held are ignored (state rule 5), so no
+  forged message can push a member to the top of the range where its
+  refutations could no longer win; our own record in a push-pull reply we
+  asked for is the exception that lets a restarted member catch up;
 * healing (seeds and dead members retried forever / for
   ``reconnect_timeout``) is built in, as Serf does only partly, and the
   catch-up push-pulls after a heal settle it in seconds where memberlist
@@ -150,11 +159,13 @@ from shoal.membership.state import (
     address_change_allowed,
     alive_applies,
     dead_applies,
+    incarnation_in_reach,
     refute_incarnation,
     self_alive_needs_refute,
     suspect_applies,
 )
 from shoal.membership.suspicion import Suspicion, suspicion_bounds
+from shoal.membership.watch import watch_targets
 
 if TYPE_CHECKING:
     import random
@@ -295,9 +306,13 @@ class MembershipStatistics:
         refusals: refused packets and connections reported through
             `Membership.probe_refused`.
         refusal_deaths: members this node declared dead on refusal evidence.
+        watch_closures: watch streams that closed without a goodbye
+            (`Membership.watch_closed`), each weighed as a refusal.
         dropped: drops by reason; codec reasons (see `CodecError`) plus
             ``"wrong_target"`` (a ping for another name), ``"app_state"`` and
-            ``"app_message"`` (refused by the delegate).
+            ``"app_message"`` (refused by the delegate), ``"incarnation_jump"``
+            (an incarnation too far beyond the one held; `shoal.membership.state`
+            rule 5).
         health_score: current Lifeguard health score (0 is healthy).
         incarnation: our current incarnation.
         alive: members alive, ourselves included while not left.
@@ -340,6 +355,7 @@ class MembershipStatistics:
     name_conflicts: int
     refusals: int
     refusal_deaths: int
+    watch_closures: int
     dropped: Mapping[str, int]
     health_score: int
     incarnation: int
@@ -385,6 +401,7 @@ class _Counters:
     name_conflicts: int = 0
     refusals: int = 0
     refusal_deaths: int = 0
+    watch_closures: int = 0
 
 
 class _Timer:
@@ -721,7 +738,7 @@ class Membership:
             if self._join_refused(message):
                 return
             known = (len(self._nodes), self._counts[_ALIVE])
-            self._merge_push_pull(message, now)
+            self._merge_push_pull(message, now, asked=True)
             if self._catch_up_pending:
                 self._catch_up_pending = False
                 if len(self._nodes) > known[0] or self._counts[_ALIVE] > known[1]:
@@ -751,6 +768,9 @@ class Membership:
         """
         self._now = now
         self._stats.refusals += 1
+        self._weigh_refusal(address, now)
+
+    def _weigh_refusal(self, address: Address, now: float) -> None:
         if not self._config.refusal_confirmations or self._leaving:
             return
         node = self._by_address.get(address)
@@ -766,6 +786,37 @@ class Membership:
             self._end_probe(probe)
         refused = Refused(incarnation=node.incarnation, name=node.name, source=self._name)
         self._on_refused(refused, now)
+
+    def watch_closed(self, name: str, address: Address, now: float) -> None:
+        """Report that our watch stream to ``name`` at ``address`` closed without a goodbye.
+
+        The kernel of a live host closes a dead process's connections at
+        once, so this is a refusal by another route: it is weighed exactly
+        as `probe_refused` (suspect at once, gossip the evidence, declared
+        dead only once another member's probe is refused too). A report
+        about a member that no longer holds that address (it moved, or is
+        no longer live) is counted and ignored.
+        """
+        self._now = now
+        self._stats.watch_closures += 1
+        node = self._nodes.get(name)
+        if node is None or node.address != address or not self._is_live(node):
+            return
+        self._weigh_refusal(address, now)
+
+    def watch_targets(self) -> list[tuple[str, Address]]:
+        """Return the members to hold a watch stream to, as ``(name, address)``.
+
+        Our ``watch_successors`` successors on the ring of live members
+        (`shoal.membership.watch`); it changes only when a member joins, dies
+        or leaves, so the driver re-dials rarely.
+        """
+        k = self._config.watch_successors
+        if not k or self._leaving:
+            return []
+        nodes = self._nodes
+        live = [name for name, node in nodes.items() if self._is_live(node)]
+        return [(name, nodes[name].address) for name in watch_targets(self._name, live, k)]
 
     def tick(self, now: float) -> None:
         """Fire every timer due at ``now`` (probes, suspicions, gossip, push-pull, healing)."""
@@ -1470,7 +1521,7 @@ class Membership:
         if news:
             self._queue_app(message.key, message.data, now)
 
-    def _merge_push_pull(self, message: PushPull, now: float) -> None:
+    def _merge_push_pull(self, message: PushPull, now: float, *, asked: bool = False) -> None:
         # A node that knew nobody (a fresh joiner) does not echo the table it
         # just learned: everyone else already knows it. A node that had peers
         # re-gossips what was new to it, which is how joins and healed
@@ -1480,8 +1531,19 @@ class Membership:
         source = message.source
         nodes = self._nodes
         own = self._name
+        me = self._self
         for entry in message.members:
             state = entry.state
+            if (
+                asked
+                and entry.name == own
+                and not incarnation_in_reach(me.incarnation, entry.incarnation)
+                and not self._leaving
+            ):
+                # Rule 5's exception: a reply we asked for is how a restarted
+                # member learns how far its previous life got.
+                self._refute(entry.incarnation, now)
+                continue
             if state is _ALIVE:
                 node = nodes.get(entry.name)
                 if (
@@ -1609,6 +1671,9 @@ class Membership:
         """
         if self._leaving:
             return
+        if not incarnation_in_reach(self._self.incarnation, incarnation):
+            self._drop("incarnation_jump")
+            return
         if incarnation >= self._self.incarnation:
             self._refute(incarnation, now)
             self._catch_up_soon(now)
@@ -1682,6 +1747,9 @@ class Membership:
                 self._queue_broadcast(name, message, now)
                 self._note_upheaval(now)
             return
+        if not incarnation_in_reach(node.incarnation, message.incarnation):
+            self._drop("incarnation_jump")
+            return
         moved = node.address != message.address
         if moved and not address_change_allowed(
             node.state, node.state_changed_at, now, self._config.dead_node_reclaim_time
@@ -1720,6 +1788,9 @@ class Membership:
         if self._leaving:
             return
         me = self._self
+        if not incarnation_in_reach(me.incarnation, message.incarnation):
+            self._drop("incarnation_jump")
+            return
         if not self_alive_needs_refute(
             me.incarnation,
             me.address,
@@ -1765,6 +1836,9 @@ class Membership:
             return
         node = self._nodes.get(name)
         if node is None or message.incarnation < node.incarnation:
+            return
+        if not incarnation_in_reach(node.incarnation, message.incarnation):
+            self._drop("incarnation_jump")
             return
         suspicion = node.suspicion
         if suspicion is not None and message.incarnation == node.incarnation:
@@ -1912,6 +1986,9 @@ class Membership:
             return
         node = self._nodes.get(name)
         if node is None or not dead_applies(node.state, node.incarnation, message.incarnation):
+            return
+        if not incarnation_in_reach(node.incarnation, message.incarnation):
+            self._drop("incarnation_jump")
             return
         node.incarnation = message.incarnation
         self._table = None
