@@ -32,7 +32,7 @@ from shoal.client import (
     open_producer,
 )
 from shoal.client.consumer import Consumer
-from shoal.client.testing import http_address, running_cluster
+from shoal.testing.fake_node import http_address, running_cluster
 
 
 def _cpu() -> float:

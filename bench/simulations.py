@@ -1,4 +1,4 @@
-"""Simulator figures for the membership goals (reference/membership.md §7.2).
+"""Simulator figures for the membership goals (docs/membership.md §7.2).
 
     python bench/simulations.py            # everything (about 20-30 minutes on 2 cores)
     python bench/simulations.py g1 g3      # some of: namespace g1 g3 g5 g7 g9 g10 scale

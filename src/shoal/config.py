@@ -12,6 +12,7 @@ import socket
 
 from shoal.cluster.tls import TLSConfig
 from shoal.errors import ConfigError
+from shoal.fields import setting
 from shoal.membership.config import MembershipConfig
 from shoal.queue.config import QueueConfig
 from shoal.queue.diskqueue import DiskQueueConfig
@@ -96,29 +97,75 @@ class NodeConfig:
         statsd_udp_packet_size: largest statsd datagram, bytes.
     """
 
-    tcp_address: str = "0.0.0.0:4150"
-    http_address: str = "0.0.0.0:4151"
-    gossip_address: str = "0.0.0.0:4160"
-    lookup_http_address: str = "0.0.0.0:4161"
-    seeds: tuple[str, ...] = ()
-    node_name: str | None = None
-    gossip_keys: tuple[bytes, ...] = ()
-    tags: tuple[tuple[str, str], ...] = ()
-    tombstone_lifetime: float = 45.0
+    tcp_address: str = setting(
+        "0.0.0.0:4150", help="<addr>:<port> to listen on for TCP clients (port 0 picks one)."
+    )
+    http_address: str = setting("0.0.0.0:4151", help="<addr>:<port> to listen on for HTTP clients.")
+    gossip_address: str = setting(
+        "0.0.0.0:4160", help="<addr>:<port> for membership gossip, UDP and TCP."
+    )
+    lookup_http_address: str = setting(
+        "0.0.0.0:4161", help="<addr>:<port> for the nsqlookupd HTTP API."
+    )
+    seeds: tuple[str, ...] = setting(
+        (),
+        help="Gossip address of a member to join through (repeatable).",
+        flag="seed",
+        metavar="HOST:PORT",
+    )
+    node_name: str | None = setting(
+        None, help="Member name [default: <broadcast-address>:<tcp port>]."
+    )
+    gossip_keys: tuple[bytes, ...] = setting(
+        (),
+        help="AES key for gossip (repeatable: the first encrypts, all decrypt).",
+        flag="gossip-key",
+        metavar="BASE64",
+    )
+    tags: tuple[tuple[str, str], ...] = setting(
+        (),
+        help="Member tag, gossiped and shown by `shoal members` (repeatable, like serf -tag).",
+        flag="tag",
+        metavar="KEY=VALUE",
+    )
+    tombstone_lifetime: float = setting(45.0, help="How long /topic/tombstone hides a producer.")
     membership: MembershipConfig = dataclasses.field(default_factory=MembershipConfig.lan)
-    broadcast_address: str = dataclasses.field(default_factory=socket.gethostname)
-    data_path: str | None = "shoal-data"
-    ready_file: str | None = None
+    broadcast_address: str = setting(
+        default_factory=socket.gethostname,
+        help="Address advertised to clients and peers [default: host name].",
+        optional=True,
+    )
+    data_path: str | None = setting(
+        "shoal-data", help="Directory for disk queues and metadata (created if missing)."
+    )
+    ready_file: str | None = setting(
+        None, help="Write the bound addresses here as JSON once listening.", file=True
+    )
     queue: QueueConfig = dataclasses.field(default_factory=QueueConfig)
     disk: DiskQueueConfig = dataclasses.field(default_factory=DiskQueueConfig)
-    statsd_address: str | None = None
-    statsd_prefix: str = "nsq.%s"
-    statsd_interval: float = 60.0
-    statsd_udp_packet_size: int = 508
-    https_address: str | None = None
+    statsd_address: str | None = setting(
+        None,
+        help="UDP address of a statsd server to push the /metrics figures to.",
+        metavar="HOST:PORT",
+    )
+    statsd_prefix: str = setting(
+        "nsq.%s", help="Prefix of statsd names; %s is <broadcast-address>_<http port>."
+    )
+    statsd_interval: float = setting(60.0, help="Time between two statsd pushes.")
+    statsd_udp_packet_size: int = setting(508, help="Largest statsd datagram in bytes.", minimum=64)
+    https_address: str | None = setting(
+        None, help="<addr>:<port> to serve the HTTP API over TLS (needs --tls-cert)."
+    )
     tls: TLSConfig = dataclasses.field(default_factory=TLSConfig)
-    auth_http_addresses: tuple[str, ...] = ()
-    broker: bool = True
+    auth_http_addresses: tuple[str, ...] = setting(
+        (),
+        help="nsqd auth server to ask about AUTH secrets (repeatable; makes AUTH required).",
+        flag="auth-http-address",
+        metavar="HOST:PORT",
+    )
+    broker: bool = setting(
+        True, help="Serve NSQ clients; --no-broker only gossips and answers the lookup API."
+    )
 
     @property
     def durable(self) -> bool:

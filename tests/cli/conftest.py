@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 
 from shoal.cli.agent import AGENT_COMMANDS
 from shoal.cli.commands import COMMANDS
-from shoal.client.testing import LOCAL_GOSSIP_ARGS, FakeNode, serve_in_thread
+from shoal.testing.fake_node import LOCAL_GOSSIP_ARGS, FakeNode, serve_in_thread
 from shoal.testing.process import NodeProcess
 
 if TYPE_CHECKING:

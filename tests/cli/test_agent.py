@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from shoal.cli.agent import member_events
 from shoal.cli.main import cli
 from shoal.client.discovery import Member
-from shoal.client.testing import LOCAL_GOSSIP_ARGS, http_address, wait_for_members
+from shoal.testing.fake_node import LOCAL_GOSSIP_ARGS, http_address, wait_for_members
 from shoal.testing.process import NodeProcess
 
 if TYPE_CHECKING:

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from shoal.cli.commands import aggregate, table
-from shoal.client.testing import (
+from shoal.cluster.http_api import new_router
+from shoal.cluster.http_server import Response, Router
+from shoal.testing.fake_node import (
     FakeNode,
     http_address,
     member_entry,
     producer_entry,
     serve_in_thread,
 )
-from shoal.cluster.http_api import new_router
-from shoal.cluster.http_server import Response, Router
 
 if TYPE_CHECKING:
     from collections.abc import Callable

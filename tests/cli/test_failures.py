@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from shoal.client.testing import http_address
+from shoal.testing.fake_node import http_address
 
 if TYPE_CHECKING:
     from shoal.testing.process import NodeProcess

@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from shoal.cli.commands import _publish_stream, _PubSettings, _Splitter
-from shoal.client.testing import http_address
+from shoal.testing.fake_node import http_address
 
 if TYPE_CHECKING:
     from shoal.testing.process import NodeProcess

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from shoal.client.testing import running_cluster
+from shoal.testing.fake_node import running_cluster
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -11,10 +11,10 @@ import trio
 from shoal.client.connection import ConnectionConfig, Message, open_connection
 from shoal.client.discovery import fetch_endpoint
 from shoal.client.errors import ConnectionClosed, NodeUnavailable, NSQError
-from shoal.client.testing import http_address
 from shoal.errors import ConfigError, LocalProtocolError
 from shoal.queue.commands import Command, CommandDecoder, Fin, Identify, Nop, Pub, Rdy, Req, Sub
 from shoal.queue.frames import encode_error, encode_response
+from shoal.testing.fake_node import http_address
 from shoal.testing.process import NodeProcess
 
 if TYPE_CHECKING:

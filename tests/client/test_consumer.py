@@ -11,8 +11,8 @@ from shoal.client.consumer import Consumer, ConsumerConfig, open_consumer
 from shoal.client.errors import NoNodesAvailable
 from shoal.client.httpclient import get_json
 from shoal.client.producer import ProducerConfig, open_producer
-from shoal.client.testing import FakeNode, http_address, producer_entry
 from shoal.errors import ConfigError
+from shoal.testing.fake_node import FakeNode, http_address, producer_entry
 
 if TYPE_CHECKING:
     from collections.abc import Callable

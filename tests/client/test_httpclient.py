@@ -10,7 +10,7 @@ import trio
 from shoal.client.discovery import fetch_lookup, fetch_members
 from shoal.client.errors import HTTPStatusError, NodeUnavailable
 from shoal.client.httpclient import get_json, parse_address, request
-from shoal.client.testing import FakeNode, member_entry, producer_entry
+from shoal.testing.fake_node import FakeNode, member_entry, producer_entry
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -11,8 +11,8 @@ import trio
 from shoal.client.errors import NoNodesAvailable, NSQError
 from shoal.client.httpclient import get_json
 from shoal.client.producer import ProducerConfig, open_producer
-from shoal.client.testing import FakeNode, http_address, member_entry
 from shoal.errors import ConfigError
+from shoal.testing.fake_node import FakeNode, http_address, member_entry
 
 if TYPE_CHECKING:
     from shoal.testing.process import NodeProcess

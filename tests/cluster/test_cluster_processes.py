@@ -14,10 +14,11 @@ import pytest
 
 from shoal.membership.keyring import generate_key
 from shoal.testing.process import NodeProcess
+from shoal.testing.waiting import wait_for
 from shoal.testing.wire import NsqConnection
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
     from pathlib import Path
 
 pytestmark = pytest.mark.integration
@@ -51,16 +52,6 @@ def statuses(node: NodeProcess) -> dict[str, str]:
 def member(node: NodeProcess, name: str) -> dict[str, Any]:
     _status, body = get(node.http, "/members")
     return next(m for m in body["members"] if m["name"] == name)
-
-
-def eventually(condition: Callable[[], bool], limit: float = 20.0) -> float:
-    """Poll until ``condition`` holds; return how long it took."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > limit:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def name_of(node: NodeProcess) -> str:
@@ -103,21 +94,21 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 def test_five_nodes_see_each_other_then_a_crash_a_leave_and_a_restart(cluster: Cluster) -> None:
     first = cluster.start()
     nodes = [first] + [cluster.start(seed=first) for _ in range(4)]
-    eventually(lambda: all(list(statuses(n).values()).count("alive") == 5 for n in nodes))
+    wait_for(lambda: all(list(statuses(n).values()).count("alive") == 5 for n in nodes))
     names = [name_of(n) for n in nodes]
 
     crashed = nodes[4]
     crashed.kill()
     others = nodes[:4]
-    eventually(lambda: all(statuses(n)[names[4]] == "dead" for n in others))
+    wait_for(lambda: all(statuses(n)[names[4]] == "dead" for n in others))
 
     nodes[3].stop()
-    eventually(lambda: all(statuses(n)[names[3]] == "left" for n in nodes[:3]))
+    wait_for(lambda: all(statuses(n)[names[3]] == "left" for n in nodes[:3]))
 
     before = member(first, names[4])["incarnation"]
     restarted = cluster.start(data="n4", seed=first)
     assert name_of(restarted) == names[4]
-    eventually(lambda: all(statuses(n)[names[4]] == "alive" for n in nodes[:3]))
+    wait_for(lambda: all(statuses(n)[names[4]] == "alive" for n in nodes[:3]))
     assert member(first, names[4])["incarnation"] > before
 
 
@@ -125,10 +116,10 @@ def test_lookup_on_any_node_lists_a_new_producer_quickly(cluster: Cluster) -> No
     a = cluster.start()
     b = cluster.start(seed=a)
     c = cluster.start(seed=a)
-    eventually(lambda: list(statuses(c).values()).count("alive") == 3)
+    wait_for(lambda: list(statuses(c).values()).count("alive") == 3)
     with NsqConnection(a.tcp) as conn:
         conn.pub("t", b"first")
-    took = eventually(lambda: get(c.lookup_http, "/lookup?topic=t")[0] == 200, limit=10)
+    took = wait_for(lambda: get(c.lookup_http, "/lookup?topic=t")[0] == 200, limit=10)
     assert took < 2.0
     status, body = get(c.lookup_http, "/lookup?topic=t")
     (producer,) = body["producers"]
@@ -143,13 +134,13 @@ def test_pynsq_reader_pointed_at_one_node_consumes_from_every_producer(cluster: 
     a = cluster.start()
     b = cluster.start(seed=a)
     c = cluster.start(seed=a)
-    eventually(lambda: list(statuses(c).values()).count("alive") == 3)
+    wait_for(lambda: list(statuses(c).values()).count("alive") == 3)
     sent = {b"from a %d" % i for i in range(50)} | {b"from b %d" % i for i in range(50)}
     with NsqConnection(a.tcp) as conn:
         conn.mpub("shared", sorted(m for m in sent if m.startswith(b"from a")))
     with NsqConnection(b.tcp) as conn:
         conn.mpub("shared", sorted(m for m in sent if m.startswith(b"from b")))
-    eventually(lambda: len(get(c.lookup_http, "/lookup?topic=shared")[1].get("producers", [])) == 2)
+    wait_for(lambda: len(get(c.lookup_http, "/lookup?topic=shared")[1].get("producers", [])) == 2)
     got: set[bytes] = set()
     done: list[asyncio.Event] = []
 
@@ -182,10 +173,10 @@ def test_killed_producer_drops_out_of_lookup_and_returns_after_restart(cluster: 
     a = cluster.start(data="a")
     b = cluster.start(seed=a)
     c = cluster.start(seed=a)
-    eventually(lambda: list(statuses(c).values()).count("alive") == 3)
+    wait_for(lambda: list(statuses(c).values()).count("alive") == 3)
     with NsqConnection(a.tcp) as conn:
         conn.pub("orders", b"x")
-    eventually(lambda: get(c.lookup_http, "/lookup?topic=orders")[0] == 200)
+    wait_for(lambda: get(c.lookup_http, "/lookup?topic=orders")[0] == 200)
     a.kill()
 
     def producer_ports(node: NodeProcess) -> list[int]:
@@ -193,33 +184,33 @@ def test_killed_producer_drops_out_of_lookup_and_returns_after_restart(cluster: 
             p["tcp_port"] for p in get(node.lookup_http, "/lookup?topic=orders")[1]["producers"]
         ]
 
-    eventually(lambda: producer_ports(b) == [] and producer_ports(c) == [])
+    wait_for(lambda: producer_ports(b) == [] and producer_ports(c) == [])
     assert get(b.lookup_http, "/topics")[1] == {"topics": ["orders"]}
     restarted = cluster.start(data="a", seed=b)
     port = restarted.tcp[1]
-    eventually(lambda: producer_ports(b) == [port] and producer_ports(c) == [port])
+    wait_for(lambda: producer_ports(b) == [port] and producer_ports(c) == [port])
 
 
 def test_topic_deleted_through_lookup_and_nsqd_apis_disappears_everywhere(cluster: Cluster) -> None:
     a = cluster.start()
     b = cluster.start(seed=a)
     c = cluster.start(seed=a)
-    eventually(lambda: list(statuses(c).values()).count("alive") == 3)
+    wait_for(lambda: list(statuses(c).values()).count("alive") == 3)
     with NsqConnection(a.tcp) as conn:
         conn.pub("doomed", b"x")
-    eventually(
+    wait_for(
         lambda: all(get(n.lookup_http, "/topics")[1]["topics"] == ["doomed"] for n in (a, b, c))
     )
     assert post(c.lookup_http, "/topic/delete?topic=doomed") == 200
     assert post(a.http, "/topic/delete?topic=doomed") == 200
-    eventually(lambda: all(get(n.lookup_http, "/topics")[1]["topics"] == [] for n in (a, b, c)))
+    wait_for(lambda: all(get(n.lookup_http, "/topics")[1]["topics"] == [] for n in (a, b, c)))
 
 
 def test_node_with_a_wrong_key_cannot_join_a_keyed_cluster(cluster: Cluster) -> None:
     key = generate_key()
     a = cluster.start("--gossip-key", key)
     b = cluster.start("--gossip-key", key, seed=a)
-    eventually(lambda: list(statuses(a).values()).count("alive") == 2)
+    wait_for(lambda: list(statuses(a).values()).count("alive") == 2)
     outsider = cluster.start("--gossip-key", generate_key(), seed=a)
     time.sleep(2)
     assert len(statuses(a)) == 2

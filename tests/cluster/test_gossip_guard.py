@@ -10,12 +10,8 @@ import trio
 import trio.testing
 
 from shoal.cluster.gossip_guard import InboundBudget, unkeyed_exposure_warning
-from shoal.cluster.membership_driver import (
-    FRAME_HEADER,
-    MembershipDriver,
-    MessageStream,
-    StreamError,
-)
+from shoal.cluster.membership_driver import MembershipDriver
+from shoal.cluster.transport import FRAME_HEADER, MessageStream, StreamError
 from shoal.membership import MembershipConfig
 from shoal.membership.keyring import Keyring
 

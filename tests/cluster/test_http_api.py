@@ -7,12 +7,10 @@ a real `TCPServer` on 127.0.0.1 port 0 with raw V2 clients.
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
 from typing import TYPE_CHECKING, Any
 
-import h11
 import pytest
 import trio
 import trio.testing
@@ -27,6 +25,7 @@ from shoal.queue.config import QueueConfig
 from shoal.queue.frames import MAGIC_V2, FrameDecoder, FrameType
 from shoal.queue.message import Message, decode_message
 from shoal.queue.stats import MEMORY_KEYS
+from shoal.testing.http import JSON_TYPE, Reply, connect
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -34,19 +33,7 @@ if TYPE_CHECKING:
     from shoal.queue.channel import Channel
 
 T0 = 1_700_000_000.25
-JSON_TYPE = "application/json; charset=utf-8"
 TEXT_TYPE = "text/plain; charset=utf-8"
-
-
-class Reply:
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        self.status = status
-        self.headers = {k.decode().lower(): v.decode() for k, v in headers}
-        self.body = body
-
-    def json(self) -> Any:
-        assert self.headers["content-type"] == JSON_TYPE
-        return json.loads(self.body)
 
 
 class Harness:
@@ -124,29 +111,11 @@ class Harness:
         body: bytes = b"",
         headers: tuple[tuple[str, str], ...] = (),
     ) -> Reply:
-        client_stream, server_stream = trio.testing.memory_stream_pair()
-        self.nursery.start_soon(self.server.handle, server_stream)
-        conn = h11.Connection(h11.CLIENT)
-        hdrs = [("Host", "node-a"), ("Content-Length", str(len(body))), *headers]
-        data = conn.send(h11.Request(method=method, target=target, headers=hdrs)) or b""
-        if body:
-            data += conn.send(h11.Data(data=body)) or b""
-        data += conn.send(h11.EndOfMessage()) or b""
-        await client_stream.send_all(data)
-        status, head, chunks = 0, [], []
+        client = connect(self.server, self.nursery, host="node-a")
         with trio.fail_after(10):
-            for _ in range(1000):
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(bytes(await client_stream.receive_some(65536)))
-                elif isinstance(event, h11.Response):
-                    status, head = event.status_code, list(event.headers)
-                elif isinstance(event, h11.Data):
-                    chunks.append(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage):
-                    break
-        await client_stream.aclose()
-        return Reply(status, head, b"".join(chunks))
+            reply = await client.request(method, target, body, headers)
+        await client.aclose()
+        return reply
 
     async def post(self, target: str, body: bytes = b"") -> Reply:
         return await self.request("POST", target, body)

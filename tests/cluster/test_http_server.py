@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-import h11
 import pytest
 import trio
 import trio.testing
@@ -27,75 +26,13 @@ from shoal.cluster.http_server import (
     serve_http,
 )
 from shoal.errors import ConfigError, LocalProtocolError
+from shoal.testing.http import HTTPClient
+from shoal.testing.http import connect as connect_client
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 NSQ = ("X-NSQ-Content-Type", "nsq; version=1.0")
-
-
-class Reply:
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        self.status = status
-        self.headers = {k.decode().lower(): v.decode() for k, v in headers}
-        self.body = body
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class Client:
-    """An h11 client over any trio stream; reuses the connection (keep-alive)."""
-
-    def __init__(self, stream: trio.abc.Stream) -> None:
-        self.stream = stream
-        self.conn = h11.Connection(h11.CLIENT)
-
-    async def send_request(
-        self,
-        method: str,
-        target: str,
-        body: bytes = b"",
-        headers: tuple[tuple[str, str], ...] = (),
-    ) -> None:
-        if self.conn.our_state is h11.DONE:
-            self.conn.start_next_cycle()
-        hdrs = [("Host", "test"), ("Content-Length", str(len(body))), *headers]
-        data = self.conn.send(h11.Request(method=method, target=target, headers=hdrs)) or b""
-        if body:
-            data += self.conn.send(h11.Data(data=body)) or b""
-        data += self.conn.send(h11.EndOfMessage()) or b""
-        await self.stream.send_all(data)
-
-    async def read_reply(self) -> Reply:
-        status = 0
-        headers: list[tuple[bytes, bytes]] = []
-        chunks: list[bytes] = []
-        for _ in range(1000):
-            event = self.conn.next_event()
-            if event is h11.NEED_DATA:
-                self.conn.receive_data(bytes(await self.stream.receive_some(65536)))
-            elif isinstance(event, h11.Response):
-                status, headers = event.status_code, list(event.headers)
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                return Reply(status, headers, b"".join(chunks))
-            elif isinstance(event, h11.InformationalResponse):
-                continue
-            else:
-                raise AssertionError(f"unexpected {event!r}")
-        raise AssertionError("no complete reply")
-
-    async def request(
-        self,
-        method: str,
-        target: str,
-        body: bytes = b"",
-        headers: tuple[tuple[str, str], ...] = (),
-    ) -> Reply:
-        await self.send_request(method, target, body, headers)
-        return await self.read_reply()
 
 
 async def read_until_eof(stream: trio.abc.Stream) -> bytes:
@@ -167,11 +104,8 @@ async def served() -> AsyncIterator[tuple[HTTPServer, trio.Nursery]]:
         nursery.cancel_scope.cancel()
 
 
-def connect(served: tuple[HTTPServer, trio.Nursery]) -> Client:
-    server, nursery = served
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    nursery.start_soon(server.handle, server_stream)
-    return Client(client_stream)
+def connect(served: tuple[HTTPServer, trio.Nursery]) -> HTTPClient:
+    return connect_client(*served)
 
 
 def connect_raw(served: tuple[HTTPServer, trio.Nursery]) -> trio.abc.Stream:
@@ -360,7 +294,7 @@ async def test_head_request_gets_headers_without_body(served: Any) -> None:
     client_stream, server_stream = trio.testing.memory_stream_pair()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(HTTPServer(router).handle, server_stream)
-        client = Client(client_stream)
+        client = HTTPClient(client_stream)
         reply = await client.request("HEAD", "/x")
         assert reply.status == 200
         assert reply.body == b""
@@ -564,12 +498,12 @@ async def test_connection_limit_defers_accepting_while_every_connection_is_busy(
     server = HTTPServer(make_router(), HTTPConfig(max_connections=1))
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve, [listener])
-        first = Client(await listener.connect())
+        first = HTTPClient(await listener.connect())
         await first.send_request("GET", "/slow")  # busy for 5 s
         await trio.testing.wait_all_tasks_blocked()
         assert server.connections == 1
         # A second connection is not served while the first is busy.
-        second = Client(await listener.connect())
+        second = HTTPClient(await listener.connect())
         await second.send_request("GET", "/hello?name=2")
         with trio.move_on_after(1) as scope:
             await second.read_reply()
@@ -591,14 +525,14 @@ async def test_connection_limit_closes_the_longest_idle_connection_first(
     server = HTTPServer(make_router(), HTTPConfig(max_connections=cap))
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve, [listener])
-        idle = [Client(await listener.connect()) for _ in range(cap)]
+        idle = [HTTPClient(await listener.connect()) for _ in range(cap)]
         for i, client in enumerate(idle):
             assert (await client.request("GET", f"/hello?name={i}")).status == 200
         await trio.testing.wait_all_tasks_blocked()
         assert server.connections == cap
         start = trio.current_time()
         with trio.fail_after(1):
-            fresh = Client(await listener.connect())
+            fresh = HTTPClient(await listener.connect())
             assert (await fresh.request("GET", "/hello?name=new")).body == b"hello new"
         assert trio.current_time() == start  # no timeout was waited for
         assert await read_until_eof(idle[0].stream) == b""  # the oldest was closed
@@ -614,7 +548,7 @@ async def test_serve_http_on_real_socket_with_keep_alive() -> None:
         await nursery.start(serve_http, listeners, make_router())
         with trio.fail_after(10):
             stream = await trio.open_tcp_stream("127.0.0.1", port)
-            client = Client(stream)
+            client = HTTPClient(stream)
             assert (await client.request("GET", "/hello?name=a")).body == b"hello a"
             assert (await client.request("GET", "/hello?name=b")).body == b"hello b"
             await stream.aclose()

@@ -1,20 +1,21 @@
-"""The nsqlookupd API over gossip state: shapes checked key by key against nsq.md §3."""
+"""The nsqlookupd API over gossip state: shapes checked key by key against docs/nsq.md §3."""
 
 from __future__ import annotations
 
 import json
-import urllib.parse
 from typing import Any
 
 import pytest
 import trio
 
-from shoal.cluster.http_server import Request, Response
+from shoal.cluster.http_server import Response
 from shoal.cluster.lookup_api import LookupAPI
-from shoal.cluster.registry import NodeInfo, Registry
 from shoal.cluster.routing import TopicRouting
+from shoal.membership.state import Member, MemberState
 from shoal.queue.broker import Broker
 from shoal.queue.config import QueueConfig
+from shoal.registry import NodeInfo, Registry, RegistryGossip
+from shoal.testing.http import make_request
 
 WALL = 1_795_000_000.0
 
@@ -40,36 +41,35 @@ class Node:
             version="0.1.0",
         )  # fmt: skip
         self.registry = Registry(name, generation=n, info=info, now=0.0)
+        self.gossip = RegistryGossip(self.registry, clock=lambda: 1.0)
+        self.gossip.attach(
+            broadcast=lambda key, data: self.sent.append((key, data)), member=self.member
+        )
         self.routing = TopicRouting(
-            self.registry,
-            self.broker,
-            broadcast=lambda key, data: self.sent.append((key, data)),
-            alive=lambda owner: owner not in self.down,
-            wall=lambda: WALL,
-            monotonic=lambda: 1.0,
+            self.gossip, self.broker, wall=lambda: WALL, monotonic=lambda: 1.0
         )
         self.api = LookupAPI(
             self.routing, remote_address=lambda p: f"{p.info.broadcast_address}:4160"
         )
 
+    def member(self, name: str) -> Member:
+        state = MemberState.DEAD if name in self.down else MemberState.ALIVE
+        return Member(
+            name=name,
+            address=("10.1.0.9", 4160),
+            state=state,
+            incarnation=1,
+            meta={},
+            state_changed_at=0.0,
+        )
+
     def hear(self, other: Node) -> None:
         for _key, data in other.sent:
-            self.routing.notify_message(data)
-
-
-def request(method: str, path: str) -> Request:
-    target = urllib.parse.urlsplit(path)
-    return Request(
-        method=method,
-        target=path,
-        path=target.path,
-        query=urllib.parse.parse_qs(target.query, keep_blank_values=True),
-        headers=[],
-    )
+            self.gossip.notify_message(data)
 
 
 async def call(handler: Any, method: str, path: str) -> tuple[int, Any]:
-    reply = handler(request(method, path))
+    reply = handler(make_request(method, path))
     if not isinstance(reply, Response):
         reply = await reply
     body = (

@@ -1,28 +1,26 @@
-"""The membership driver over real UDP and TCP sockets on 127.0.0.1.
+"""The membership driver on the in-memory gossip transport, in virtual time.
 
-Timings are MembershipConfig.local() scaled down five times, so a crash is
-detected in about a second of real time. Each test waits for a condition by
-polling it (`eventually`) under a `fail_after`, never for a fixed time,
-except where it asserts that something does *not* happen.
+Every test runs under trio's ``autojump_clock`` over a `MemoryNet`, so no
+socket is opened and a crash detection costs milliseconds of real time; the
+real UDP and TCP transport has its own tests (``test_net_transport.py``).
+Timings are MembershipConfig.local() scaled down five times. Each test waits
+for a condition by polling it (`eventually`) under a `fail_after` (virtual
+seconds), never for a fixed time, except where it asserts that something
+does *not* happen.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
-from typing import TYPE_CHECKING
 
 import pytest
 import trio
 import trio.testing
 
-from shoal.cluster.membership_driver import (
-    FRAME_HEADER,
-    MembershipDriver,
-    MessageStream,
-    StreamError,
-)
+from shoal.cluster.membership_driver import MembershipDriver
 from shoal.cluster.neighbour_watch import HELLO, WATCH_TAG, WatchStatistics
+from shoal.cluster.transport import FRAME_HEADER, MessageStream, StreamError
 from shoal.errors import ConfigError
 from shoal.membership import (
     Address,
@@ -36,9 +34,7 @@ from shoal.membership import (
 from shoal.membership.codec import CodecLimits, decode_packet, encode_message, encode_packet
 from shoal.membership.keyring import Keyring
 from shoal.membership.messages import Ack, Ping
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
+from shoal.testing import MemoryNet, MemoryTransport, eventually
 
 FAST = dataclasses.replace(
     MembershipConfig.local(),
@@ -62,8 +58,15 @@ class Running:
     address: Address
 
 
+@pytest.fixture
+def net() -> MemoryNet:
+    """A fresh in-memory network (tests also ask for ``autojump_clock``)."""
+    return MemoryNet()
+
+
 async def start(
     nursery: trio.Nursery,
+    net: MemoryNet,
     name: str,
     *,
     keyring: Keyring | None = None,
@@ -71,7 +74,12 @@ async def start(
     config: MembershipConfig = FAST,
 ) -> Running:
     driver = MembershipDriver(
-        config, name=name, bind=bind, keyring=keyring, rng=random.Random(name)
+        config,
+        name=name,
+        bind=bind,
+        keyring=keyring,
+        rng=random.Random(name),
+        transport=net.transport(),
     )
     scope = trio.CancelScope()
 
@@ -81,15 +89,6 @@ async def start(
 
     address = await nursery.start(run)
     return Running(driver, scope, address)
-
-
-async def eventually(predicate: Callable[[], bool], *, polls: int = 2000) -> None:
-    """Poll ``predicate`` every 10 ms; the test's ``fail_after`` usually ends it first."""
-    for _ in range(polls):
-        if predicate():
-            return
-        await trio.sleep(0.01)
-    raise AssertionError("condition never held")
 
 
 def seed(running: Running) -> str:
@@ -111,9 +110,9 @@ def all_alive(drivers: list[MembershipDriver], names: set[str]) -> bool:
 
 
 async def start_cluster(
-    nursery: trio.Nursery, names: list[str], *, keyring: Keyring | None = None
+    nursery: trio.Nursery, net: MemoryNet, names: list[str], *, keyring: Keyring | None = None
 ) -> list[Running]:
-    nodes = [await start(nursery, name, keyring=keyring) for name in names]
+    nodes = [await start(nursery, net, name, keyring=keyring) for name in names]
     for node in nodes[1:]:
         await node.driver.join([seed(nodes[0])])
     await eventually(lambda: all_alive([n.driver for n in nodes], set(names)))
@@ -124,24 +123,35 @@ def dropped(driver: MembershipDriver) -> dict[str, int]:
     return dict(driver.statistics().dropped)
 
 
-async def test_driver_reports_bound_address_and_advertises_it() -> None:
+async def raw_endpoint(net: MemoryNet) -> MemoryTransport:
+    """A bare endpoint on the net, for sending what no driver would."""
+    raw = net.transport()
+    await raw.bind(("127.0.0.9", 0))
+    return raw
+
+
+async def test_driver_reports_bound_address_and_advertises_it(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            a = await start(nursery, "a")
+            a = await start(nursery, net, "a")
             assert a.address[0] == "127.0.0.1"
             assert a.address[1] > 0
             assert a.driver.address == a.address
             assert a.driver.advertise_address == a.address
             # TCP listens on the same port as UDP.
-            tcp = await trio.open_tcp_stream(*a.address)
+            tcp = await net.transport().connect_stream(a.address)
             await tcp.aclose()
             nursery.cancel_scope.cancel()
 
 
-async def test_driver_advertises_loopback_for_wildcard_bind() -> None:
+async def test_driver_advertises_loopback_for_wildcard_bind(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            a = await start(nursery, "a", bind="0.0.0.0:0")
+            a = await start(nursery, net, "a", bind="0.0.0.0:0")
             assert a.address[0] == "0.0.0.0"
             assert a.driver.advertise_address == ("127.0.0.1", a.address[1])
             nursery.cancel_scope.cancel()
@@ -152,10 +162,12 @@ def test_driver_refuses_bad_bind_address() -> None:
         MembershipDriver(FAST, name="a", bind="no-port")
 
 
-async def test_driver_three_nodes_join_through_one_seed() -> None:
+async def test_driver_three_nodes_join_through_one_seed(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nodes = await start_cluster(nursery, ["a", "b", "c"])
+            nodes = await start_cluster(nursery, net, ["a", "b", "c"])
             for node in nodes:
                 assert node.driver.statistics().engine.alive == 3
             # Probing runs over UDP, counted at the socket.
@@ -169,14 +181,16 @@ async def test_driver_three_nodes_join_through_one_seed() -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_driver_publishes_events_to_listeners_and_subscribers() -> None:
+async def test_driver_publishes_events_to_listeners_and_subscribers(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            a = await start(nursery, "a")
+            a = await start(nursery, net, "a")
             heard: list[Event] = []
             a.driver.add_listener(heard.append)
             channel = a.driver.subscribe()
-            b = await start(nursery, "b")
+            b = await start(nursery, net, "b")
             await b.driver.join([seed(a)])
             event = await channel.receive()
             assert isinstance(event, MemberJoined)
@@ -185,14 +199,15 @@ async def test_driver_publishes_events_to_listeners_and_subscribers() -> None:
             nursery.cancel_scope.cancel()
 
 
-@pytest.mark.slow
-async def test_driver_cuts_off_a_subscriber_that_falls_behind() -> None:
+async def test_driver_cuts_off_a_subscriber_that_falls_behind(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            a = await start(nursery, "a")
+            a = await start(nursery, net, "a")
             channel = a.driver.subscribe(max_buffer_size=1)
             for name in ("b", "c"):
-                other = await start(nursery, name)
+                other = await start(nursery, net, name)
                 await other.driver.join([seed(a)])
             await eventually(lambda: dropped(a.driver) == {"subscriber_overflow": 1})
             first = await channel.receive()
@@ -202,11 +217,12 @@ async def test_driver_cuts_off_a_subscriber_that_falls_behind() -> None:
             nursery.cancel_scope.cancel()
 
 
-@pytest.mark.slow
-async def test_driver_crashed_node_is_declared_dead() -> None:
+async def test_driver_crashed_node_is_declared_dead(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:
-            a, b, c = await start_cluster(nursery, ["a", "b", "c"])
+            a, b, c = await start_cluster(nursery, net, ["a", "b", "c"])
             failures: list[MemberFailed] = []
             a.driver.add_listener(
                 lambda e: failures.append(e) if isinstance(e, MemberFailed) else None
@@ -220,10 +236,12 @@ async def test_driver_crashed_node_is_declared_dead() -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_driver_graceful_leave_is_seen_as_left() -> None:
+async def test_driver_graceful_leave_is_seen_as_left(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            a, b, c = await start_cluster(nursery, ["a", "b", "c"])
+            a, b, c = await start_cluster(nursery, net, ["a", "b", "c"])
             departures: list[MemberLeft] = []
             b.driver.add_listener(
                 lambda e: departures.append(e) if isinstance(e, MemberLeft) else None
@@ -237,21 +255,24 @@ async def test_driver_graceful_leave_is_seen_as_left() -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_driver_leave_alone_completes_at_once() -> None:
+async def test_driver_leave_alone_completes_at_once(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
-            a = await start(nursery, "a")
+            a = await start(nursery, net, "a")
             assert await a.driver.leave(1.0)
             with pytest.raises(RuntimeError, match="leaving"):
                 await a.driver.join(["127.0.0.1:1"])
             nursery.cancel_scope.cancel()
 
 
-@pytest.mark.slow
-async def test_driver_restarted_node_returns_with_higher_incarnation() -> None:
+async def test_driver_restarted_node_returns_with_higher_incarnation(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            a, b, c = await start_cluster(nursery, ["a", "b", "c"])
+            a, b, c = await start_cluster(nursery, net, ["a", "b", "c"])
             old = a.driver.member("c")
             assert old is not None
             c.scope.cancel()
@@ -259,7 +280,7 @@ async def test_driver_restarted_node_returns_with_higher_incarnation() -> None:
                 lambda: all(state_of(d, "c") is MemberState.DEAD for d in (a.driver, b.driver))
             )
             # Same name, same gossip port: a process restarted in place.
-            again = await start(nursery, "c", bind=seed(c))
+            again = await start(nursery, net, "c", bind=seed(c))
             assert again.address == c.address
             await again.driver.join([seed(a)])
             await eventually(lambda: all_alive([a.driver, b.driver, again.driver], {"a", "b", "c"}))
@@ -271,37 +292,44 @@ async def test_driver_restarted_node_returns_with_higher_incarnation() -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_driver_join_resolves_host_names() -> None:
+async def test_driver_join_resolves_host_names(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            a = await start(nursery, "a")
-            b = await start(nursery, "b")
+            a = await start(nursery, net, "a")
+            b = await start(nursery, net, "b")
+            net.names["localhost"] = ["127.0.0.1"]
             addresses = await b.driver.join([f"localhost:{a.address[1]}"])
             assert ("127.0.0.1", a.address[1]) in addresses
             await eventually(lambda: all_alive([a.driver, b.driver], {"a", "b"}))
             nursery.cancel_scope.cancel()
 
 
-async def test_driver_join_retries_an_unreachable_seed() -> None:
+async def test_driver_join_retries_an_unreachable_seed(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            b = await start(nursery, "b")
+            b = await start(nursery, net, "b")
             # Reserve a port for the future seed, then free it.
-            probe = await start(nursery, "probe")
+            probe = await start(nursery, net, "probe")
             port = probe.address[1]
             probe.scope.cancel()
             await b.driver.join([f"127.0.0.1:{port}"])
             await eventually(lambda: b.driver.statistics().streams_failed >= 1)
-            a = await start(nursery, "a", bind=f"127.0.0.1:{port}")
+            a = await start(nursery, net, "a", bind=f"127.0.0.1:{port}")
             # The engine's healing retries the seed until it answers.
             await eventually(lambda: all_alive([a.driver, b.driver], {"a", "b"}))
             nursery.cancel_scope.cancel()
 
 
-async def test_driver_keyed_cluster_forms() -> None:
+async def test_driver_keyed_cluster_forms(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nodes = await start_cluster(nursery, ["a", "b", "c"], keyring=Keyring([KEY]))
+            nodes = await start_cluster(nursery, net, ["a", "b", "c"], keyring=Keyring([KEY]))
             for node in nodes:
                 driver = node.driver
                 # Probes and acks travel sealed and open cleanly on the other side.
@@ -316,11 +344,13 @@ async def test_driver_keyed_cluster_forms() -> None:
     [Keyring([OTHER_KEY]), None],
     ids=["wrong_key", "no_key"],
 )
-async def test_driver_keyed_cluster_refuses_outsider(outsider_keyring: Keyring | None) -> None:
+async def test_driver_keyed_cluster_refuses_outsider(
+    outsider_keyring: Keyring | None, net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            a, b = await start_cluster(nursery, ["a", "b"], keyring=Keyring([KEY]))
-            x = await start(nursery, "x", keyring=outsider_keyring)
+            a, b = await start_cluster(nursery, net, ["a", "b"], keyring=Keyring([KEY]))
+            x = await start(nursery, net, "x", keyring=outsider_keyring)
             await x.driver.join([seed(a)])
             await eventually(lambda: dropped(a.driver).get("decrypt", 0) >= 1)
             await eventually(lambda: x.driver.statistics().streams_failed >= 1)
@@ -330,43 +360,42 @@ async def test_driver_keyed_cluster_refuses_outsider(outsider_keyring: Keyring |
             nursery.cancel_scope.cancel()
 
 
-async def test_driver_keyed_node_drops_foreign_datagrams() -> None:
+async def test_driver_keyed_node_drops_foreign_datagrams(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             keyring = Keyring([KEY])
-            a = await start(nursery, "a", keyring=keyring)
+            a = await start(nursery, net, "a", keyring=keyring)
             ping = encode_packet([encode_message(Ping(seq=7, target="a", source="x"))])
-            sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-            with sock:
-                await sock.bind(("127.0.0.1", 0))
-                for data in (Keyring([OTHER_KEY]).seal(ping, label=b"shoal"), ping):
-                    await sock.sendto(data, a.address)
-                await eventually(lambda: dropped(a.driver).get("decrypt", 0) == 2)
-                # A correctly keyed ping is answered: the drops above are the key's doing.
-                await sock.sendto(keyring.seal(ping, label=b"shoal"), a.address)
-                reply, _ = await sock.recvfrom(65536)
-                messages = decode_packet(keyring.open(reply, label=b"shoal"), FAST_LIMITS)
-                assert Ack(seq=7) in messages
-                # The wrong label is refused too.
-                await sock.sendto(keyring.seal(ping, label=b"other"), a.address)
-                await eventually(lambda: dropped(a.driver).get("decrypt", 0) == 3)
+            sock = await raw_endpoint(net)
+            for data in (Keyring([OTHER_KEY]).seal(ping, label=b"shoal"), ping):
+                await sock.send_packet(data, a.address)
+            await eventually(lambda: dropped(a.driver).get("decrypt", 0) == 2)
+            # A correctly keyed ping is answered: the drops above are the key's doing.
+            await sock.send_packet(keyring.seal(ping, label=b"shoal"), a.address)
+            reply, _ = await sock.receive_packet(65536)
+            messages = decode_packet(keyring.open(reply, label=b"shoal"), FAST_LIMITS)
+            assert Ack(seq=7) in messages
+            # The wrong label is refused too.
+            await sock.send_packet(keyring.seal(ping, label=b"other"), a.address)
+            await eventually(lambda: dropped(a.driver).get("decrypt", 0) == 3)
             assert a.driver.statistics().engine.packets_received == 1
             nursery.cancel_scope.cancel()
 
 
-@pytest.mark.slow
-async def test_driver_garbage_changes_only_drop_counters() -> None:
+async def test_driver_garbage_changes_only_drop_counters(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            a, b = await start_cluster(nursery, ["a", "b"])
+            a, b = await start_cluster(nursery, net, ["a", "b"])
             before = {m.name: (m.state, m.incarnation) for m in a.driver.members()}
             engine_drops = dict(a.driver.statistics().engine.dropped)
-            sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-            with sock:
-                await sock.bind(("127.0.0.1", 0))
-                for data in (b"", b"\x00junk", b"\x01\xff\xff", bytes(range(256)) * 4):
-                    await sock.sendto(data, a.address)
-                await sock.sendto(b"x" * (FAST.max_packet_size + 1), a.address)
+            sock = await raw_endpoint(net)
+            for data in (b"", b"\x00junk", b"\x01\xff\xff", bytes(range(256)) * 4):
+                await sock.send_packet(data, a.address)
+            await sock.send_packet(b"x" * (FAST.max_packet_size + 1), a.address)
             await eventually(lambda: dropped(a.driver).get("oversize", 0) == 1)
             await eventually(
                 lambda: (
@@ -375,36 +404,39 @@ async def test_driver_garbage_changes_only_drop_counters() -> None:
                 )
             )
 
-            async def send_raw(data: bytes, *, hold: bool = False) -> None:
-                tcp = await trio.open_tcp_stream(*a.address)
+            async def send_raw(data: bytes, *, reply: bytes | None = None) -> None:
+                tcp = await net.transport().connect_stream(a.address)
                 async with tcp:
                     await tcp.send_all(data)
-                    if hold:
-                        # Wait for the server to give up on us.
-                        assert await tcp.receive_some(10) == b""
+                    if reply is not None:
+                        # Read what the server says before it gives up on us.
+                        assert await tcp.receive_some(10) == reply
 
             await send_raw(b"")  # connect and close
             await send_raw(FRAME_HEADER.pack(2**31))  # absurd length
             await send_raw(FRAME_HEADER.pack(100) + b"short")  # torn message
-            await send_raw(FRAME_HEADER.pack(3) + b"abc")  # framed garbage for the engine
-            await send_raw(b"\x00\x00", hold=True)  # stalls inside the header
+            # Framed garbage for the engine: answered with the empty "no reply".
+            await send_raw(FRAME_HEADER.pack(3) + b"abc", reply=FRAME_HEADER.pack(0))
+            await send_raw(b"\x00\x00", reply=b"")  # stalls inside the header: cut off
             await eventually(
                 lambda: dropped(a.driver) == {"oversize": 2, "truncated": 2, "timeout": 1}
             )
             assert {m.name: (m.state, m.incarnation) for m in a.driver.members()} == before
             assert states(b.driver) == {"a": MemberState.ALIVE, "b": MemberState.ALIVE}
             # Still gossiping: a newcomer joins through the battered node.
-            c = await start(nursery, "c")
+            c = await start(nursery, net, "c")
             await c.driver.join([seed(a)])
             await eventually(lambda: all_alive([a.driver, b.driver, c.driver], {"a", "b", "c"}))
             nursery.cancel_scope.cancel()
 
 
-async def test_driver_keyed_garbage_stream_counts_decrypt() -> None:
+async def test_driver_keyed_garbage_stream_counts_decrypt(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            a = await start(nursery, "a", keyring=Keyring([KEY]))
-            tcp = await trio.open_tcp_stream(*a.address)
+            a = await start(nursery, net, "a", keyring=Keyring([KEY]))
+            tcp = await net.transport().connect_stream(a.address)
             async with tcp:
                 await tcp.send_all(FRAME_HEADER.pack(40) + bytes(40))
                 assert await tcp.receive_some(10) == b""  # closed without a reply
@@ -417,12 +449,14 @@ ECHO_TAG = 0x42
 
 
 @pytest.mark.parametrize("keyed", [False, True], ids=["plain", "keyed"])
-async def test_driver_stream_handler_answers_tagged_exchange(keyed: bool) -> None:
+async def test_driver_stream_handler_answers_tagged_exchange(
+    keyed: bool, net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     keyring = Keyring([KEY]) if keyed else None
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            a = await start(nursery, "a", keyring=keyring)
-            b = await start(nursery, "b", keyring=keyring)
+            a = await start(nursery, net, "a", keyring=keyring)
+            b = await start(nursery, net, "b", keyring=keyring)
             served: list[tuple[bytes, Address]] = []
 
             async def handler(stream: MessageStream, peer: Address) -> None:
@@ -446,11 +480,13 @@ async def test_driver_stream_handler_answers_tagged_exchange(keyed: bool) -> Non
             nursery.cancel_scope.cancel()
 
 
-async def test_driver_keyed_stream_handler_refuses_plaintext_peer() -> None:
+async def test_driver_keyed_stream_handler_refuses_plaintext_peer(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            a = await start(nursery, "a", keyring=None)
-            b = await start(nursery, "b", keyring=Keyring([KEY]))
+            a = await start(nursery, net, "a", keyring=None)
+            b = await start(nursery, net, "b", keyring=Keyring([KEY]))
             calls: list[Address] = []
 
             async def handler(stream: MessageStream, peer: Address) -> None:
@@ -465,17 +501,19 @@ async def test_driver_keyed_stream_handler_refuses_plaintext_peer() -> None:
             nursery.cancel_scope.cancel()
 
 
-async def test_driver_stream_handler_protocol_error_is_counted() -> None:
+async def test_driver_stream_handler_protocol_error_is_counted(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            a = await start(nursery, "a", keyring=Keyring([KEY]))
-            b = await start(nursery, "b", keyring=Keyring([KEY]))
+            a = await start(nursery, net, "a", keyring=Keyring([KEY]))
+            b = await start(nursery, net, "b", keyring=Keyring([KEY]))
 
             async def handler(stream: MessageStream, peer: Address) -> None:
                 await stream.receive_message()
 
             b.driver.add_stream_handler(ECHO_TAG, handler)
-            tcp = await trio.open_tcp_stream(*b.address)
+            tcp = await net.transport().connect_stream(b.address)
             async with tcp:
                 sealed = Keyring([KEY]).seal(bytes((ECHO_TAG,)), label=b"shoal")
                 await tcp.send_all(FRAME_HEADER.pack(len(sealed)) + sealed)
@@ -516,10 +554,12 @@ def watch_stats(running: Running) -> WatchStatistics:
     return running.driver.statistics().watch
 
 
-async def test_driver_watch_close_is_evidence_on_crash_and_not_on_leave() -> None:
+async def test_driver_watch_close_is_evidence_on_crash_and_not_on_leave(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(15):
         async with trio.open_nursery() as nursery:
-            nodes = await start_cluster(nursery, ["a", "b", "c", "d"])
+            nodes = await start_cluster(nursery, net, ["a", "b", "c", "d"])
             # Every member watches its two successors on the ring.
             await eventually(lambda: all(watch_stats(n).established >= 2 for n in nodes))
             await eventually(lambda: all(watch_stats(n).watchers == 2 for n in nodes))
@@ -535,7 +575,7 @@ async def test_driver_watch_close_is_evidence_on_crash_and_not_on_leave() -> Non
             assert all(n.driver.statistics().engine.watch_closures == 0 for n in rest)
             await eventually(lambda: all(watch_stats(n).watchers >= 1 for n in [victim]))
             closures_before = sum(n.driver.statistics().engine.watch_closures for n in rest)
-            victim.scope.cancel()  # a crash: sockets closed, no goodbye
+            victim.scope.cancel()  # a crash: streams closed, no goodbye
             await eventually(lambda: all(state_of(n.driver, "d") is MemberState.DEAD for n in rest))
             assert sum(n.driver.statistics().engine.watch_closures for n in rest) > closures_before
             assert sum(watch_stats(n).closures for n in rest) >= 1
@@ -544,14 +584,15 @@ async def test_driver_watch_close_is_evidence_on_crash_and_not_on_leave() -> Non
             nursery.cancel_scope.cancel()
 
 
-@pytest.mark.slow
-async def test_driver_watch_streams_are_bounded_and_outlive_stream_timeout() -> None:
+async def test_driver_watch_streams_are_bounded_and_outlive_stream_timeout(
+    net: MemoryNet, autojump_clock: trio.testing.MockClock
+) -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            a = await start(nursery, "a")
+            a = await start(nursery, net, "a")
             held: list[MessageStream] = []
             for _ in range(18):
-                tcp = await trio.open_tcp_stream(*a.address)
+                tcp = await net.transport().connect_stream(a.address)
                 stream = MessageStream(tcp, keyring=None, label=b"shoal", max_message_size=64)
                 await stream.send_message(bytes((WATCH_TAG,)))
                 held.append(stream)
@@ -577,7 +618,7 @@ async def test_driver_watch_streams_are_bounded_and_outlive_stream_timeout() -> 
             # A watcher that announces a large message and never sends it is
             # hung up on at once: a watch stream has no deadline, so it must
             # not sit in the inbound budget waiting for the bytes.
-            tcp = await trio.open_tcp_stream(*a.address)
+            tcp = await net.transport().connect_stream(a.address)
             async with tcp:
                 await tcp.send_all(FRAME_HEADER.pack(1) + bytes((WATCH_TAG,)))
                 await eventually(lambda: watch_stats(a).watchers == 1)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from shoal.testing.netns import NetnsCluster, NodeInNamespace, require
+from shoal.testing.waiting import wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -45,15 +46,6 @@ def producers(node: NodeInNamespace, topic: str) -> set[int]:
     if status != 200:
         return set()
     return {int(p["broadcast_address"].rsplit(".", 1)[1]) for p in json.loads(body)["producers"]}
-
-
-def eventually(condition: Callable[[], bool], limit: float) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > limit:
-            raise AssertionError(f"condition not met within {limit}s")
-        time.sleep(0.2)
-    return time.monotonic() - started
 
 
 class Nodes:
@@ -103,20 +95,21 @@ def all_alive(node: NodeInNamespace, n: int = 5) -> bool:
 
 def test_split_longer_than_dead_retention_heals_without_restarts(five: Nodes) -> None:
     nodes = five.nodes
-    eventually(lambda: all(all_alive(n) for n in nodes), 30)
+    wait_for(lambda: all(all_alive(n) for n in nodes), 30, interval=0.2)
     for i, node in enumerate(nodes):
         node.host.http_post(4151, f"/topic/create?topic=t{i}", b"")
-    eventually(lambda: all(len(producers(n, "t0")) == 1 for n in nodes), 15)
+    wait_for(lambda: all(len(producers(n, "t0")) == 1 for n in nodes), 15, interval=0.2)
 
     five.net.partition([[0, 1], [2, 3, 4]])
     # The local profile keeps dead members 60 s: stay split longer than that.
     side_a, side_b = ("node0", "node1"), ("node2", "node3", "node4")
-    eventually(
+    wait_for(
         lambda: (
             all(members(n)[m] == "dead" for n in nodes[:2] for m in side_b)
             and all(members(n)[m] == "dead" for n in nodes[2:] for m in side_a)
         ),
         45,
+        interval=0.2,
     )
     assert producers(nodes[0], "t3") == set()
     assert producers(nodes[3], "t0") == set()
@@ -124,15 +117,19 @@ def test_split_longer_than_dead_retention_heals_without_restarts(five: Nodes) ->
     time.sleep(65)
 
     five.net.heal()
-    took = eventually(lambda: all(all_alive(n) for n in nodes), 60)
+    took = wait_for(lambda: all(all_alive(n) for n in nodes), 60, interval=0.2)
     print(f"heal: full view on every node {took:.1f}s after the links came back")
-    eventually(lambda: all(len(producers(n, f"t{i}")) == 1 for n in nodes for i in range(5)), 30)
+    wait_for(
+        lambda: all(len(producers(n, f"t{i}")) == 1 for n in nodes for i in range(5)),
+        30,
+        interval=0.2,
+    )
 
 
 @pytest.mark.parametrize("five", ["lan"], indirect=True)
 def test_ten_percent_loss_on_every_link_declares_no_one_dead(five: Nodes) -> None:
     nodes = five.nodes
-    eventually(lambda: all(all_alive(n) for n in nodes), 30)
+    wait_for(lambda: all(all_alive(n) for n in nodes), 30, interval=0.2)
     for host in five.net.hosts:
         host.set_loss(10)
     deadline = time.monotonic() + 60
@@ -168,13 +165,13 @@ def test_cut_link_is_detected_by_silence_with_lifeguard_timing(
     members in the lan profile), as before either existed.
     """
     nodes = five.nodes
-    eventually(lambda: all(all_alive(n) for n in nodes), 30)
+    wait_for(lambda: all(all_alive(n) for n in nodes), 30)
     # Every node holds its watch streams before the cut.
-    eventually(lambda: all(statistics(n)["watch"]["established"] >= 2 for n in nodes), 15)
+    wait_for(lambda: all(statistics(n)["watch"]["established"] >= 2 for n in nodes), 15)
     victim, others = nodes[-1], nodes[:-1]
     victim.host.cut()
     cut_at = time.monotonic()
-    took = eventually(lambda: all(members(n)["node4"] == "dead" for n in others), 60)
+    took = wait_for(lambda: all(members(n)["node4"] == "dead" for n in others), 60)
     record_property("link_cut_to_dead_everywhere_s", round(took, 2))
     stats = [statistics(n) for n in others]
     assert sum(s["watch"]["closures"] for s in stats) == 0

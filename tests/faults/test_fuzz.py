@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from shoal.cluster.membership_driver import FRAME_HEADER
+from shoal.cluster.transport import FRAME_HEADER
 from shoal.membership.codec import encode_message, encode_packet, encode_stream
 from shoal.membership.messages import (
     Ack,

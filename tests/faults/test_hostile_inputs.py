@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from shoal.cluster.membership_driver import FRAME_HEADER
+from shoal.cluster.transport import FRAME_HEADER
 from shoal.membership.codec import PROTOCOL_VERSION, encode_message, encode_packet
 from shoal.membership.messages import Dead
 from shoal.queue.frames import FrameType

@@ -116,7 +116,7 @@ def test_cluster_crash_detection_with_lan_defaults_at_five_members() -> None:
         )
         assert detected is not None
         times.append(detected - crashed_at)
-    # reference/membership.md G2: p50 <= 7 s at n = 5.
+    # docs/membership.md G2: p50 <= 7 s at n = 5.
     assert statistics.median(times) <= 7.0
 
 

@@ -22,19 +22,13 @@ from shoal.membership.codec import (
 from shoal.membership.messages import (
     Ack,
     Alive,
-    Dead,
     Message,
     MessageType,
-    Nack,
     Ping,
-    PingReq,
     PushPull,
-    PushPullEntry,
     Refused,
-    Suspect,
-    UserMsg,
 )
-from shoal.membership.state import MemberState
+from shoal.testing.strategies import message_strategies
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,34 +47,26 @@ metas = st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=8), ma
 seqs = st.integers(0, 2**32 - 1)
 incarnations = st.integers(0, 2**64 - 1)
 
-pings = st.builds(Ping, seq=seqs, target=names, source=names)
-ping_reqs = st.builds(
-    PingReq, seq=seqs, target=names, target_address=addresses, nack=st.booleans(), source=names
+MESSAGES = message_strategies(
+    names=names,
+    addresses=addresses,
+    incarnations=incarnations,
+    metas=metas,
+    app_states=st.binary(max_size=200),
+    user_data=st.binary(max_size=200),
 )
-acks = st.builds(Ack, seq=seqs)
-nacks = st.builds(Nack, seq=seqs)
-alives = st.builds(Alive, incarnation=incarnations, name=names, address=addresses, meta=metas)
-suspects = st.builds(Suspect, incarnation=incarnations, name=names, source=names)
-deads = st.builds(Dead, incarnation=incarnations, name=names, source=names)
+pings = MESSAGES.pings
+ping_reqs = MESSAGES.ping_reqs
+acks = MESSAGES.acks
+nacks = MESSAGES.nacks
+alives = MESSAGES.alives
+suspects = MESSAGES.suspects
+deads = MESSAGES.deads
 refuseds = st.builds(Refused, incarnation=incarnations, name=names, source=names)
-users = st.builds(UserMsg, key=names, data=st.binary(max_size=200))
-entries = st.builds(
-    PushPullEntry,
-    name=names,
-    address=addresses,
-    incarnation=incarnations,
-    state=st.sampled_from(MemberState),
-    meta=metas,
-)
-push_pulls = st.builds(
-    PushPull,
-    source=names,
-    join=st.booleans(),
-    reply=st.booleans(),
-    members=st.lists(entries, max_size=8, unique_by=lambda e: e.name).map(tuple),
-    app_state=st.binary(max_size=200),
-)
-packet_messages = st.one_of(pings, ping_reqs, acks, nacks, alives, suspects, deads, users, refuseds)
+users = MESSAGES.users
+entries = MESSAGES.entries
+push_pulls = MESSAGES.push_pulls
+packet_messages = st.one_of(MESSAGES.packet_messages, refuseds)
 
 
 @pytest.mark.slow

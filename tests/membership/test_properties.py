@@ -9,19 +9,14 @@ from hypothesis import strategies as st
 from shoal.membership import Membership, MembershipConfig, MemberState
 from shoal.membership.codec import encode_message, encode_packet, encode_stream
 from shoal.membership.messages import (
-    Ack,
     Address,
     Alive,
     Dead,
     Message,
-    Nack,
-    Ping,
-    PingReq,
     PushPull,
-    PushPullEntry,
     Suspect,
-    UserMsg,
 )
+from shoal.testing.strategies import message_strategies
 
 CONFIG = MembershipConfig.local()
 NAMES = ["a", "b", "c", "d"]
@@ -33,42 +28,18 @@ incarnations = st.integers(0, 6)
 addresses = st.one_of(names.map(ADDR.__getitem__), st.just(("10.9.9.9", 1)))
 metas = st.sampled_from([{}, {"k": "v"}, {"k": "w"}])
 
-gossip = st.one_of(
-    st.builds(Alive, incarnation=incarnations, name=names, address=addresses, meta=metas),
-    st.builds(Suspect, incarnation=incarnations, name=names, source=names),
-    st.builds(Dead, incarnation=incarnations, name=names, source=names),
+MESSAGES = message_strategies(
+    names=names,
+    addresses=addresses,
+    incarnations=incarnations,
+    metas=metas,
+    app_states=st.just(b""),
+    user_data=st.binary(max_size=20),
+    max_members=4,
 )
-entries = st.builds(
-    PushPullEntry,
-    name=names,
-    address=addresses,
-    incarnation=incarnations,
-    state=st.sampled_from(MemberState),
-    meta=metas,
-)
-push_pulls = st.builds(
-    PushPull,
-    source=names,
-    join=st.booleans(),
-    reply=st.booleans(),
-    members=st.lists(entries, max_size=4, unique_by=lambda e: e.name).map(tuple),
-    app_state=st.just(b""),
-)
-any_packet_message = st.one_of(
-    gossip,
-    st.builds(Ping, seq=st.integers(0, 2**32 - 1), target=names, source=names),
-    st.builds(
-        PingReq,
-        seq=st.integers(0, 2**32 - 1),
-        target=names,
-        target_address=addresses,
-        nack=st.booleans(),
-        source=names,
-    ),
-    st.builds(Ack, seq=st.integers(0, 2**32 - 1)),
-    st.builds(Nack, seq=st.integers(0, 2**32 - 1)),
-    st.builds(UserMsg, key=names, data=st.binary(max_size=20)),
-)
+gossip = MESSAGES.gossip
+push_pulls = MESSAGES.push_pulls
+any_packet_message = MESSAGES.packet_messages
 steps = st.lists(st.one_of(gossip, push_pulls), max_size=25)
 
 

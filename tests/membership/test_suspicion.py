@@ -34,7 +34,7 @@ def test_remaining_suspicion_time_without_expected_confirmations_is_min() -> Non
     assert remaining_suspicion_time(0, 0, 1.0, 4.0, 24.0) == pytest.approx(3.0)
 
 
-# reference/membership.md §1.5 worked values (LAN: interval 1 s, mult 4, max mult 6).
+# docs/membership.md §1.5 worked values (LAN: interval 1 s, mult 4, max mult 6).
 @pytest.mark.parametrize(
     ("n", "low", "high"),
     [(1, 4.0, 24.0), (5, 4.0, 24.0), (10, 4.0, 24.0), (100, 8.0, 48.0), (1000, 12.0, 72.0)],
@@ -45,7 +45,7 @@ def test_suspicion_bounds_lan_values(n: int, low: float, high: float) -> None:
     assert got_high == pytest.approx(high)
 
 
-# reference/membership.md §1.5 table, "after 1 confirmation" column (rounded there).
+# docs/membership.md §1.5 table, "after 1 confirmation" column (rounded there).
 @pytest.mark.parametrize(("n", "expected"), [(5, 11.38), (100, 22.76), (1000, 34.14)])
 def test_suspicion_after_one_confirmation(n: int, expected: float) -> None:
     k, low, high = suspicion_bounds(4, 6, n, 1.0)

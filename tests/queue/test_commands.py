@@ -31,7 +31,7 @@ from shoal.queue.errors import ClientError, FatalClientError
 from shoal.queue.frames import encode_error
 
 MSG_ID = b"0123456789abcdef"
-# nsqd's defaults (nsq.md §1.6).
+# nsqd's defaults (docs/nsq.md §1.6).
 LIMITS = {
     "max_msg_size": 1_048_576,
     "max_body_size": 5_242_880,

@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from shoal.cluster.registry import OwnerDelta, encode_delta
 from shoal.errors import RemoteProtocolError
-from shoal.simulations.topics import SYNC_INTERVAL, SimulatedRegistry
+from shoal.registry import SYNC_INTERVAL, OwnerDelta, encode_delta
+from shoal.simulations.topics import SimulatedRegistry
 
 if TYPE_CHECKING:
     from collections.abc import Callable

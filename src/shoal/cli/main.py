@@ -7,6 +7,7 @@ node, and turning failures into one line on stderr with a non-zero exit
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import signal
 import socket
@@ -21,7 +22,7 @@ from shoal import __version__
 from shoal.cli.failures import describe_os_error, fail, interrupted, leaf
 from shoal.cli.lazy import LazyGroup
 from shoal.cli.logs import LOG_FORMATS, setup_logging
-from shoal.cli.options import DURATION
+from shoal.cli.options import config_options, option_fields, parse_membership_setting
 from shoal.cluster.node import Node
 from shoal.cluster.tls import TLSConfig
 from shoal.config import NodeConfig
@@ -117,54 +118,7 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     expose_value=False,
     help="TOML file of settings (flag names as keys); flags given too override it.",
 )
-@click.option(
-    "--tcp-address",
-    default="0.0.0.0:4150",
-    show_default=True,
-    help="<addr>:<port> to listen on for TCP clients (port 0 picks one).",
-)
-@click.option(
-    "--http-address",
-    default="0.0.0.0:4151",
-    show_default=True,
-    help="<addr>:<port> to listen on for HTTP clients.",
-)
-@click.option(
-    "--gossip-address",
-    default="0.0.0.0:4160",
-    show_default=True,
-    help="<addr>:<port> for membership gossip, UDP and TCP.",
-)
-@click.option(
-    "--lookup-http-address",
-    default="0.0.0.0:4161",
-    show_default=True,
-    help="<addr>:<port> for the nsqlookupd HTTP API.",
-)
-@click.option(
-    "--seed",
-    "seeds",
-    multiple=True,
-    metavar="HOST:PORT",
-    help="Gossip address of a member to join through (repeatable).",
-)
-@click.option(
-    "--node-name", default=None, help="Member name [default: <broadcast-address>:<tcp port>]."
-)
-@click.option(
-    "--gossip-key",
-    "gossip_keys",
-    multiple=True,
-    metavar="BASE64",
-    help="AES key for gossip (repeatable: the first encrypts, all decrypt).",
-)
-@click.option(
-    "--tag",
-    "tags",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Member tag, gossiped and shown by `shoal members` (repeatable, like serf -tag).",
-)
+@config_options(NodeConfig, QueueConfig, DiskQueueConfig)
 @click.option(
     "--gossip-profile",
     type=click.Choice(["lan", "wan", "local"]),
@@ -173,170 +127,12 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     help="Membership timing preset.",
 )
 @click.option(
-    "--tombstone-lifetime",
-    type=DURATION,
-    default="45s",
-    show_default=True,
-    help="How long /topic/tombstone hides a producer.",
-)
-@click.option(
-    "--broadcast-address",
-    default=None,
-    help="Address advertised to clients and peers [default: host name].",
-)
-@click.option(
-    "--data-path",
-    default="./shoal-data",
-    show_default=True,
-    help="Directory for disk queues and metadata (created if missing).",
-)
-@click.option(
-    "--sync-every",
-    type=click.IntRange(min=1),
-    default=2500,
-    show_default=True,
-    help="Fsync a disk queue after this many writes and reads; 1 = durable mode.",
-)
-@click.option(
-    "--sync-timeout",
-    type=DURATION,
-    default="2s",
-    show_default=True,
-    help="Fsync disk queues with unsynced activity at least this often.",
-)
-@click.option(
-    "--max-bytes-per-file",
-    type=click.IntRange(min=1),
-    default=104857600,
-    show_default=True,
-    help="Size at which a disk queue starts a new segment file.",
-)
-@click.option(
-    "--ready-file",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="Write the bound addresses here as JSON once listening.",
-)
-@click.option(
-    "--node-id",
-    type=click.IntRange(0, 1023),
-    default=None,
-    help="Unique part of message IDs, 0..1023 [default: hash of host name].",
-)
-@click.option(
-    "--mem-queue-size",
-    type=click.IntRange(min=0),
-    default=10000,
-    show_default=True,
-    help="Messages kept in memory per topic and per channel.",
-)
-@click.option(
-    "--msg-timeout",
-    type=DURATION,
-    default="60s",
-    show_default=True,
-    help="Default time to wait before an unanswered message is requeued.",
-)
-@click.option(
-    "--max-msg-timeout",
-    type=DURATION,
-    default="15m",
-    show_default=True,
-    help="Longest message timeout a client may ask for.",
-)
-@click.option(
-    "--max-req-timeout",
-    type=DURATION,
-    default="1h",
-    show_default=True,
-    help="Longest REQ delay, and longest DPUB defer.",
-)
-@click.option(
-    "--max-rdy-count",
-    type=click.IntRange(min=1),
-    default=2500,
-    show_default=True,
-    help="Largest RDY a client may send.",
-)
-@click.option(
-    "--max-msg-size",
-    type=click.IntRange(min=1),
-    default=1048576,
-    show_default=True,
-    help="Largest message body in bytes.",
-)
-@click.option(
-    "--max-body-size",
-    type=click.IntRange(min=1),
-    default=5242880,
-    show_default=True,
-    help="Largest IDENTIFY, AUTH or MPUB body in bytes.",
-)
-@click.option(
-    "--max-heartbeat-interval",
-    type=DURATION,
-    default="60s",
-    show_default=True,
-    help="Longest heartbeat interval a client may ask for.",
-)
-@click.option(
-    "--max-output-buffer-size",
-    type=click.IntRange(min=64),
-    default=65536,
-    show_default=True,
-    help="Largest output buffer a client may ask for.",
-)
-@click.option(
-    "--output-buffer-timeout",
-    type=DURATION,
-    default="250ms",
-    show_default=True,
-    help="Default flush interval of a client's output buffer.",
-)
-@click.option(
-    "--min-output-buffer-timeout",
-    type=DURATION,
-    default="25ms",
-    show_default=True,
-    help="Shortest output buffer timeout a client may ask for.",
-)
-@click.option(
-    "--max-output-buffer-timeout",
-    type=DURATION,
-    default="30s",
-    show_default=True,
-    help="Longest output buffer timeout a client may ask for.",
-)
-@click.option(
-    "--max-channel-consumers",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Connections allowed per channel (0 = unlimited).",
-)
-@click.option(
-    "--max-deflate-level",
-    type=click.IntRange(1, 9),
-    default=6,
-    show_default=True,
-    help="Highest deflate level reported to clients.",
-)
-@click.option(
-    "--deflate/--no-deflate",
-    default=True,
-    show_default=True,
-    help="Offer raw deflate compression after IDENTIFY.",
-)
-@click.option(
-    "--snappy/--no-snappy",
-    default=True,
-    show_default=True,
-    help="Offer snappy compression after IDENTIFY.",
-)
-@click.option(
-    "--https-address",
-    default=None,
-    help="<addr>:<port> to serve the HTTP API over TLS (needs --tls-cert).",
+    "--gossip-set",
+    "gossip_set",
+    multiple=True,
+    metavar="FIELD=VALUE",
+    help="Override a membership setting of the preset (repeatable), as "
+    "'shoal simulate --set' does, e.g. --gossip-set dead_retention=2m.",
 )
 @click.option("--tls-cert", default=None, help="PEM certificate for TLS (TCP upgrade and HTTPS).")
 @click.option("--tls-key", default=None, help="PEM private key of --tls-cert.")
@@ -364,27 +160,6 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     help="Lowest TLS version accepted.",
 )
 @click.option(
-    "--auth-http-address",
-    "auth_http_addresses",
-    multiple=True,
-    metavar="HOST:PORT",
-    help="nsqd auth server to ask about AUTH secrets (repeatable; makes AUTH required).",
-)
-@click.option(
-    "--e2e-processing-latency-percentile",
-    "e2e_percentiles",
-    type=float,
-    multiple=True,
-    help="Quantile of publish-to-FIN latency for /stats (repeatable, e.g. 0.99).",
-)
-@click.option(
-    "--e2e-processing-latency-window-time",
-    type=DURATION,
-    default="10m",
-    show_default=True,
-    help="How far back those quantiles look.",
-)
-@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warn", "error", "fatal"]),
     default="info",
@@ -397,38 +172,6 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     default="nsq",
     show_default=True,
     help="nsq: nsqd's line layout; json: one JSON object per line, for log shippers.",
-)
-@click.option(
-    "--statsd-address",
-    default=None,
-    metavar="HOST:PORT",
-    help="UDP address of a statsd server to push the /metrics figures to.",
-)
-@click.option(
-    "--statsd-prefix",
-    default="nsq.%s",
-    show_default=True,
-    help="Prefix of statsd names; %s is <broadcast-address>_<http port>.",
-)
-@click.option(
-    "--statsd-interval",
-    type=DURATION,
-    default="60s",
-    show_default=True,
-    help="Time between two statsd pushes.",
-)
-@click.option(
-    "--statsd-udp-packet-size",
-    type=click.IntRange(min=64),
-    default=508,
-    show_default=True,
-    help="Largest statsd datagram in bytes.",
-)
-@click.option(
-    "--broker/--no-broker",
-    default=True,
-    show_default=True,
-    help="Serve NSQ clients; --no-broker only gossips and answers the lookup API.",
 )
 @click.option(
     "--version",
@@ -463,47 +206,45 @@ def node_command(**options: Any) -> None:
         raise
 
 
+def _take(cls: type[Any], options: dict[str, Any]) -> dict[str, Any]:
+    """Pop the options generated from ``cls``'s fields, keyed by field name."""
+    values: dict[str, Any] = {}
+    for field in option_fields(cls):
+        param = field.metadata.get("param", field.name)
+        if param not in options:
+            continue
+        value = options.pop(param)
+        if value is None and field.metadata.get("optional"):
+            continue  # unset: the config's own default applies
+        values[field.name] = tuple(value) if isinstance(value, list | tuple) else value
+    return values
+
+
+_PRESETS = {
+    "lan": MembershipConfig.lan,
+    "wan": MembershipConfig.wan,
+    "local": MembershipConfig.local,
+}
+
+
 def build_node_config(options: dict[str, Any]) -> NodeConfig:
     """Turn the ``node`` command's options into a `NodeConfig`.
 
     Raises:
         ConfigError: an option is out of range or inconsistent with another.
+        click.BadParameter: a ``--gossip-set`` is malformed.
     """
-    node_id = options.pop("node_id")
-    queue = QueueConfig(
-        node_id=default_node_id() if node_id is None else node_id,
-        mem_queue_size=options.pop("mem_queue_size"),
-        msg_timeout=options.pop("msg_timeout"),
-        max_msg_timeout=options.pop("max_msg_timeout"),
-        max_req_timeout=options.pop("max_req_timeout"),
-        max_rdy_count=options.pop("max_rdy_count"),
-        max_msg_size=options.pop("max_msg_size"),
-        max_body_size=options.pop("max_body_size"),
-        max_heartbeat_interval=options.pop("max_heartbeat_interval"),
-        max_output_buffer_size=options.pop("max_output_buffer_size"),
-        output_buffer_timeout=options.pop("output_buffer_timeout"),
-        min_output_buffer_timeout=options.pop("min_output_buffer_timeout"),
-        max_output_buffer_timeout=options.pop("max_output_buffer_timeout"),
-        max_channel_consumers=options.pop("max_channel_consumers"),
-        max_deflate_level=options.pop("max_deflate_level"),
-        deflate=options.pop("deflate", True),
-        snappy=options.pop("snappy", True),
-        e2e_processing_latency_percentiles=tuple(options.pop("e2e_percentiles")),
-        e2e_processing_latency_window_time=options.pop("e2e_processing_latency_window_time"),
+    queue_values = _take(QueueConfig, options)
+    queue_values.setdefault("node_id", default_node_id())
+    queue = QueueConfig(**queue_values)
+    disk = DiskQueueConfig(**_take(DiskQueueConfig, options), max_msg_size=queue.max_msg_size)
+    membership = _PRESETS[options.pop("gossip_profile")]()
+    overrides = dict(
+        parse_membership_setting(text, "--gossip-set") for text in options.pop("gossip_set", ())
     )
-    disk = DiskQueueConfig(
-        sync_every=options.pop("sync_every"),
-        sync_timeout=options.pop("sync_timeout"),
-        max_bytes_per_file=options.pop("max_bytes_per_file"),
-        max_msg_size=queue.max_msg_size,
-    )
-    broadcast = options.pop("broadcast_address") or socket.gethostname()
-    profile = options.pop("gossip_profile")
-    membership = {"lan": MembershipConfig.lan, "wan": MembershipConfig.wan,
-                  "local": MembershipConfig.local}[profile]()  # fmt: skip
-    keys = tuple(parse_key(text) for text in options.pop("gossip_keys"))
-    tags = tuple(_parse_tag(text) for text in options.pop("tags", ()))
-    # The TLS, compression and auth options default when absent, so callers
+    if overrides:
+        membership = dataclasses.replace(membership, **overrides)
+    # TLS settings build one TLSConfig; they default when absent, so callers
     # that build the options by hand need not know them.
     tls = TLSConfig(
         cert=options.pop("tls_cert", None),
@@ -513,20 +254,15 @@ def build_node_config(options: dict[str, Any]) -> NodeConfig:
         required=options.pop("tls_required", "false"),
         min_version=options.pop("tls_min_version", "tls1.0"),
     )
-    return NodeConfig(
-        queue=queue,
-        disk=disk,
-        membership=membership,
-        gossip_keys=keys,
-        tags=tags,
-        broadcast_address=broadcast,
-        seeds=tuple(options.pop("seeds")),
-        tls=tls,
-        auth_http_addresses=tuple(options.pop("auth_http_addresses", ())),
+    node_values = _take(NodeConfig, options)
+    node_values["gossip_keys"] = tuple(parse_key(text) for text in node_values["gossip_keys"])
+    node_values["tags"] = tuple(_parse_tag(text) for text in node_values.get("tags", ()))
+    if "data_path" in node_values:
         # An empty data path keeps nothing on disk (a member without a broker).
-        data_path=options.pop("data_path") or None,
-        **options,
-    )
+        node_values["data_path"] = node_values["data_path"] or None
+    if options:
+        raise ConfigError(f"unknown settings: {', '.join(sorted(options))}")
+    return NodeConfig(queue=queue, disk=disk, membership=membership, tls=tls, **node_values)
 
 
 def _parse_tag(text: str) -> tuple[str, str]:

@@ -17,17 +17,14 @@ The main group registers `simulate` with ``cli.add_command(simulate)``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
-import math
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from shoal.cli.options import DURATION, parse_duration
+from shoal.cli.options import DURATION, parse_membership_setting
 from shoal.errors import ConfigError, ShoalError
-from shoal.membership import MembershipConfig
 from shoal.simulations import invariants, plot
 from shoal.simulations.report import format_comparison, format_summary
 from shoal.simulations.runner import PROFILE_NAMES, RunProgress, RunSettings, compare
@@ -89,39 +86,6 @@ def _parse_list(text: str, convert: Callable[[str], Any], what: str) -> tuple[An
         return tuple(convert(part.strip()) for part in text.split(",") if part.strip())
     except (ValueError, click.BadParameter):
         raise click.BadParameter(f"{text!r} is not a comma-separated list of {what}") from None
-
-
-def _parse_override(text: str) -> tuple[str, Any]:
-    """Parse ``FIELD=VALUE`` by the field's type: durations for float fields (``2m``)."""
-    name, sep, raw = text.partition("=")
-    name, raw = name.strip(), raw.strip()
-    if not sep or not name:
-        raise click.BadParameter(f"{text!r} is not FIELD=VALUE", param_hint="--set")
-    kinds = {field.name: str(field.type) for field in dataclasses.fields(MembershipConfig)}
-    kind = kinds.get(name)
-    if kind is None:
-        raise click.BadParameter(f"no membership setting named {name!r}", param_hint="--set")
-    value = _typed(kind, raw)
-    if value is None:
-        expected = {"bool": "true or false", "int": "an integer"}.get(
-            kind, "a number or a duration (e.g. 500ms, 2m)"
-        )
-        raise click.BadParameter(f"{name} must be {expected}, not {raw!r}", param_hint="--set")
-    return name, value
-
-
-def _typed(kind: str, raw: str) -> bool | int | float | None:
-    lowered = raw.lower()
-    if kind == "bool":
-        return {"true": True, "false": False}.get(lowered)
-    try:
-        if kind == "int":
-            return int(raw)
-        if lowered in ("inf", "infinity"):
-            return math.inf
-        return parse_duration(raw)
-    except ValueError:
-        return None
 
 
 def _run_options(fn: F) -> F:
@@ -188,7 +152,7 @@ def _run_options(fn: F) -> F:
 
 
 def _settings(options: dict[str, Any]) -> RunSettings:
-    overrides = tuple(_parse_override(text) for text in options.pop("overrides"))
+    overrides = tuple(parse_membership_setting(text) for text in options.pop("overrides"))
     return RunSettings(
         nodes=options.pop("nodes"),
         seed=options.pop("seed"),

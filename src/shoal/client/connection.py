@@ -1,4 +1,4 @@
-"""One NSQ TCP protocol V2 connection over trio (nsq.md §1).
+"""One NSQ TCP protocol V2 connection over trio (docs/nsq.md §1).
 
 `open_connection` dials a node, sends the magic and ``IDENTIFY`` with
 ``feature_negotiation`` (so the node's limits, ``max_rdy_count`` and
@@ -13,7 +13,7 @@ Theory of operation:
     response or error frame, in the order the node answers. Heartbeats are
     answered with ``NOP`` by the reader itself and never reach a slot.
     ``E_FIN_FAILED``, ``E_REQ_FAILED`` and ``E_TOUCH_FAILED`` are the only
-    non-fatal errors (nsq.md §0 trap 7) and belong to commands that have no
+    non-fatal errors (docs/nsq.md §0 trap 7) and belong to commands that have no
     success reply, so they are logged and do not consume a slot. Every other
     error frame fails the oldest slot and the node then closes the
     connection. Message frames go to `Connection.messages`.

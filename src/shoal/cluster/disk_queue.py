@@ -1,7 +1,7 @@
 """The file-backed `Backend`: nsqd's disk queue with checksums, acks and honest recovery.
 
 Every non-ephemeral topic and channel spills its overflow into a `DiskQueue`
-(nsq.md §4.5). The record format, file names and recovery decisions live in
+(docs/nsq.md §4.5). The record format, file names and recovery decisions live in
 the pure `shoal.queue.diskqueue`; this module does the files.
 
 Rules:

@@ -1,10 +1,10 @@
-"""The nsqd HTTP API (nsq.md §2) over a node's broker, as one route table.
+"""The nsqd HTTP API (docs/nsq.md §2) over a node's broker, as one route table.
 
-Replies follow nsqd's "V1" conventions (nsq.md §2.1): string results (``OK``)
+Replies follow nsqd's "V1" conventions (docs/nsq.md §2.1): string results (``OK``)
 are written raw as text, objects as compact JSON with ``Content-Type:
 application/json; charset=utf-8``, errors as ``{"message": CODE}`` with the
 status, and every reply, errors included, carries ``X-NSQ-Content-Type: nsq;
-version=1.0`` (nsq.md §0 trap 1). Methods, parameter checks, their order and
+version=1.0`` (docs/nsq.md §0 trap 1). Methods, parameter checks, their order and
 the error codes are nsqd v1.3.0's, endpoint by endpoint, so a client sees
 the same answer for the same mistake.
 
@@ -17,7 +17,7 @@ rest of the node without knowing it:
 - ``kick_backlog()``: a topic's backlog can flow again (a channel was
   created, the topic was unpaused); the node drains it in bounded steps.
 - ``on_channel_deleted(channel)``: a channel is gone (deleted itself or with
-  its topic); its TCP subscribers must be closed (nsq.md §4.8).
+  its topic); its TCP subscribers must be closed (docs/nsq.md §4.8).
 - ``health()``: None while healthy, else the reason (``/ping`` then answers
   500 ``NOK - <reason>``).
 
@@ -69,7 +69,7 @@ __all__ = [
 
 log = logging.getLogger("shoal.http")
 
-#: Sent with every reply of an NSQ API; go-nsq relies on it (nsq.md §0 trap 1).
+#: Sent with every reply of an NSQ API; go-nsq relies on it (docs/nsq.md §0 trap 1).
 NSQ_HEADERS = (("X-NSQ-Content-Type", "nsq; version=1.0"),)
 
 #: nsqd's ``boolParams``: the spellings of true and false it accepts.
@@ -467,7 +467,7 @@ class NodeHTTPAPI:
         return Response.text(f"NOK - {reason}", status=500)
 
     def info(self, request: Request) -> Response:
-        """GET /info: versions, ports and client-facing limits (nsq.md §2.4)."""
+        """GET /info: versions, ports and client-facing limits (docs/nsq.md §2.4)."""
         node = self._node_info()
         queue = self.config.queue
         return Response.json(
@@ -547,7 +547,7 @@ class NodeHTTPAPI:
         return Response.text("OK")
 
     def stats(self, request: Request) -> Response:
-        """GET /stats: the node's topics, channels and clients (nsq.md §2.3)."""
+        """GET /stats: the node's topics, channels and clients (docs/nsq.md §2.3)."""
         include_clients = _BOOL_PARAMS.get(request.arg("include_clients") or "", True)
         include_mem = _BOOL_PARAMS.get(request.arg("include_mem") or "", True)
         node = self._node_info()

@@ -5,7 +5,7 @@ itself (`shoal.cluster.http_api`) stays unaware of them:
 
 - `tls_required`: with nsqd's ``--tls-required=true``, the plain HTTP
   listener answers every request with 403 ``{"message": "TLS_REQUIRED",
-  "https_port": N}`` (nsq.md §2.1); nsqadmin then retries on HTTPS.
+  "https_port": N}`` (docs/nsq.md §2.1); nsqadmin then retries on HTTPS.
 - `publish_auth`: with ``--auth-http-address``, ``/pub`` and ``/mpub``
   need a secret the auth servers grant ``publish`` on the topic, sent as
   ``Authorization: Bearer <secret>``: 401 ``AUTH_REQUIRED`` without one,

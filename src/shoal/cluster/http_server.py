@@ -4,7 +4,7 @@ Every HTTP port of a node (the nsqd API, the lookup API) is one `Router`
 served by `serve_http`. The server knows nothing of NSQ beyond the error
 convention both NSQ APIs share: an error is ``{"message": CODE}`` with the
 status, and every reply carries the router's default headers (the NSQ APIs
-put ``X-NSQ-Content-Type`` there, nsq.md §2.1).
+put ``X-NSQ-Content-Type`` there, docs/nsq.md §2.1).
 
 Rules:
 1. One request at a time per connection, read completely before its handler

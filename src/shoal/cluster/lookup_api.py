@@ -1,4 +1,4 @@
-"""The nsqlookupd HTTP API (nsq.md §3), answered from gossip by every node.
+"""The nsqlookupd HTTP API (docs/nsq.md §3), answered from gossip by every node, and ``/members``.
 
 Clients configured with lookupd addresses (pynsq, go-nsq, gnsq, nsqjs,
 nsqadmin) can name any node's lookup port. Shapes, status codes and headers
@@ -6,7 +6,7 @@ are nsqlookupd v1.3.0's: raw JSON (no envelope), ``X-NSQ-Content-Type: nsq;
 version=1.0``, ``{"message": CODE}`` errors, arrays never null, 404
 ``TOPIC_NOT_FOUND`` only for a topic no node has ever registered, and
 ``/nodes`` entries with ``topics`` and the parallel ``tombstones`` array
-nsqadmin indexes into (nsq.md §0 traps 1-5).
+nsqadmin indexes into (docs/nsq.md §0 traps 1-5).
 
 Writes (``/topic/create``, ``/topic/delete``, ``/channel/create``,
 ``/channel/delete``, ``/topic/tombstone``) are recorded in this node's own
@@ -22,7 +22,9 @@ behaviour (the extra key is ignored by every NSQ client).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -30,16 +32,28 @@ import trio
 
 from shoal import __version__
 from shoal.cluster.http_server import Request, Response, Router
+from shoal.config import TAG_PREFIX
 from shoal.queue.names import is_valid_channel_name, is_valid_topic_name
 
 if TYPE_CHECKING:
-    from shoal.cluster.registry import Producer
-    from shoal.cluster.routing import TopicRouting
+    from collections.abc import Callable
 
-__all__ = ["MAX_WAIT", "LookupAPI"]
+    from shoal.cluster.membership_driver import MembershipDriver
+    from shoal.cluster.routing import TopicRouting
+    from shoal.registry.store import Producer
+
+__all__ = ["MAX_WAIT", "LookupAPI", "MembersAPI", "format_address"]
+
+log = logging.getLogger("shoal.node")
 
 #: Longest long-poll a client may ask for, in seconds.
 MAX_WAIT = 60.0
+
+
+def format_address(sockname: Any) -> str:
+    """``host:port`` for a socket name, with IPv6 hosts in brackets."""
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class LookupAPI:
@@ -262,3 +276,93 @@ class LookupAPI:
             return Response.error(400, "MISSING_ARG_NODE")
         self.routing.tombstone(topic, node, self.tombstone_lifetime)
         return Response.text(b"")
+
+
+def _plain(value: Any) -> Any:
+    """A statistics snapshot as JSON-ready data (dataclasses, mappings, enums)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, int | float | str | bool) or value is None:
+        return value
+    return str(value)
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
+
+
+class MembersAPI:
+    """The cluster's own endpoints on a node's HTTP port: ``/members`` and ``/leave``.
+
+    Args:
+        driver: the membership view.
+        routing: each member's topics.
+        leave: start this node's graceful leave and exit (``Node.shutdown``).
+    """
+
+    def __init__(
+        self, driver: MembershipDriver, routing: TopicRouting, *, leave: Callable[[], None]
+    ) -> None:
+        self.driver = driver
+        self.routing = routing
+        self._leave = leave
+
+    def add_routes(self, router: Router) -> None:
+        """Serve ``GET /members`` and ``POST /leave`` from ``router``."""
+        router.add("GET", "/members", self.members)
+        router.add("POST", "/leave", self.leave)
+
+    def statistics(self) -> dict[str, Any]:
+        """The driver's and engine's counters, and the registry's, as JSON-ready data."""
+        out: dict[str, Any] = _plain(self.driver.statistics())
+        out["registry_messages_applied"] = self.routing.messages_applied
+        return out
+
+    def members(self, request: Request) -> Response:
+        """GET /members: the membership view, with each member's topics."""
+        status = request.arg("status")
+        topics_by_owner: dict[str, list[str]] = {}
+        for producer, topics, _flags in self.routing.registry.nodes(
+            lambda _owner: True, wall=self.routing.wall()
+        ):
+            topics_by_owner[producer.node] = topics
+        members = []
+        wall, now = self.routing.wall(), trio.current_time()
+        for member in sorted(self.driver.members(), key=lambda m: m.name):
+            if status and member.state.value != status:
+                continue
+            meta = member.meta
+            members.append(
+                {
+                    "name": member.name,
+                    "address": format_address(member.address),
+                    "status": member.state.value,
+                    "incarnation": member.incarnation,
+                    "broadcast_address": meta.get("b", ""),
+                    "tcp_port": _int(meta.get("t")),
+                    "http_port": _int(meta.get("h")),
+                    "lookup_http_port": _int(meta.get("l")),
+                    "topics": topics_by_owner.get(member.name, []),
+                    "tags": {
+                        k.removeprefix(TAG_PREFIX): v
+                        for k, v in sorted(meta.items())
+                        if k.startswith(TAG_PREFIX)
+                    },
+                    # Wall time of the last status change, for the cluster page.
+                    "since": round(wall - (now - member.state_changed_at), 3),
+                }
+            )
+        return Response.json({"members": members, "statistics": self.statistics()})
+
+    def leave(self, request: Request) -> Response:
+        """POST /leave: leave the cluster gracefully, then exit."""
+        log.info("leave requested over HTTP by %s", request.remote)
+        self._leave()
+        return Response.text("OK")

@@ -1,16 +1,18 @@
-"""`MembershipDriver`: the trio shell that runs the SWIM engine over UDP and TCP.
+"""`MembershipDriver`: the trio shell that runs the SWIM engine over a gossip transport.
 
 The engine (`shoal.membership.Membership`) is pure: it is fed bytes and
 ``now`` and hands back datagrams, stream requests, events and its next
-deadline. This module owns everything it leaves out: the sockets, the clock,
-the tasks, encryption and the framing of streams.
+deadline. This module owns what it leaves out: the clock, the tasks,
+encryption, stream dispatch and the bounds on peers. The network itself is a
+`shoal.cluster.transport.Transport` (UDP and TCP by default,
+`shoal.cluster.net_transport.NetTransport`; in memory in tests), and what
+travels on the gossip port (framing, tags, sealing) is described once, in
+`shoal.cluster.transport`.
 
 Rules:
 
-1. **One gossip address, two sockets.** A UDP socket and a TCP listener are
-   bound on the same ``host:port``. With port 0 the UDP socket picks a free
-   port and the TCP listener takes the same number, retried on a fresh port a
-   few times if TCP finds it taken.
+1. **One gossip address.** The transport receives datagrams and streams on
+   the same ``host:port``.
 2. **Every engine call is followed by a drain** (`MembershipDriver._drain`):
    datagrams go to the sender task, stream requests each get a task, events go
    to listeners and subscribers, and the timer task is woken if the engine's
@@ -42,37 +44,21 @@ Tasks (all in the nursery of `MembershipDriver.serve`):
 * one task per outbound stream request, and one that re-resolves seed names
   every ``reconnect_interval`` once `MembershipDriver.join` was called.
 
-Stream framing. A TCP stream is a sequence of *messages*, each a 4-byte
-big-endian length followed by that many bytes; with a keyring the bytes are
-the message sealed by `Keyring.seal` (so the length covers the sealed form).
-The length prefix lets a reader take a whole message without relying on
-half-close, and refuse an oversized one before reading it.
-
-* An engine stream carries exactly two messages: the request (it starts with
-  the codec's version byte, 1) and the reply. "No reply" (the engine returned
-  None) is an empty reply message, so it is authenticated like any other.
-* Any other protocol registered with `MembershipDriver.add_stream_handler`
-  opens with a one-byte message holding its *tag*; the handler then exchanges
-  whatever messages its protocol defines (`MembershipDriver.open_stream` is
-  the dialing side). A first message that is not exactly a registered tag
-  goes to the engine.
-
-Encryption. With a keyring, every datagram and every stream message is sealed
-with AES-GCM under the primary key, the cluster ``label`` as associated data
-(`shoal.membership.keyring`); a datagram grows by ``SEAL_OVERHEAD`` (29)
-bytes beyond the engine's ``packet_budget``. Without a keyring everything is
-plaintext and the label plays no part.
+Streams. An engine stream carries exactly two messages, the request and
+the reply; any other protocol registered with
+`MembershipDriver.add_stream_handler` opens with its one-byte tag
+(`MembershipDriver.open_stream` is the dialing side). With a keyring every
+datagram and stream message is sealed; a datagram grows by
+``SEAL_OVERHEAD`` (29) bytes beyond the engine's ``packet_budget``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import logging
 import math
 import random
-import struct
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final, TypeAlias
 
@@ -84,7 +70,9 @@ from shoal.cluster.gossip_guard import (
     unkeyed_exposure_warning,
 )
 from shoal.cluster.neighbour_watch import WATCH_TAG, NeighbourWatch, WatchStatistics
-from shoal.cluster.refusals import RefusalWatch, is_refused
+from shoal.cluster.net_transport import NetTransport
+from shoal.cluster.refusals import is_refused
+from shoal.cluster.transport import MessageStream, StreamError, Transport, TransportCounters
 from shoal.config import parse_address
 from shoal.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 from shoal.membership import Address, Event, Membership
@@ -100,7 +88,6 @@ if TYPE_CHECKING:
     from shoal.membership.keyring import Keyring
 
 __all__ = [
-    "FRAME_HEADER",
     "MembershipDriver",
     "MembershipDriverStatistics",
     "MessageStream",
@@ -110,161 +97,10 @@ __all__ = [
 
 log = logging.getLogger("shoal.gossip")
 
-#: Length prefix of every stream message: unsigned 32-bit, big-endian.
-FRAME_HEADER: Final = struct.Struct(">I")
-#: Bytes asked of a TCP socket per read.
-_RECEIVE_CHUNK: Final = 64 * 1024
-#: Attempts at finding a port free for both UDP and TCP when binding port 0.
-_BIND_ATTEMPTS: Final = 16
-#: Pending connections the TCP listener's kernel queue holds.
-_LISTEN_BACKLOG: Final = 128
 #: Pause after a failed accept (out of file descriptors, say), as trio's
 #: ``serve_listeners`` does, so the loop does not spin.
 _ACCEPT_ERROR_PAUSE: Final = 0.1
 _LIVE: Final = (MemberState.ALIVE, MemberState.SUSPECT)
-
-
-class StreamError(RemoteProtocolError):
-    """A peer's stream message was refused.
-
-    Attributes:
-        reason: the drop counter it is counted under: ``"oversize"`` (the
-            length prefix is above the limit), ``"truncated"`` (the stream ended
-            inside a message) or ``"decrypt"`` (the message does not
-            authenticate under the keyring and label).
-    """
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
-class MessageStream:
-    """A TCP stream framed into length-prefixed messages, sealed when keyed.
-
-    Handlers registered with `MembershipDriver.add_stream_handler` and
-    callers of `MembershipDriver.open_stream` talk through this.
-
-    Args:
-        stream: the underlying byte stream.
-        keyring: seals and opens every message, or None for plaintext.
-        label: the cluster label, the associated data of every sealed message.
-        max_message_size: largest plaintext message sent or accepted.
-        budget: shared bound on the bytes of messages not yet read whole
-            (inbound streams); a message must reserve its length before its
-            first byte is read (`shoal.cluster.gossip_guard`).
-    """
-
-    __slots__ = (
-        "_budget",
-        "_buffer",
-        "_counters",
-        "_keyring",
-        "_label",
-        "_max_frame",
-        "_max_message_size",
-        "_stream",
-    )
-
-    def __init__(
-        self,
-        stream: trio.abc.Stream,
-        *,
-        keyring: Keyring | None,
-        label: bytes,
-        max_message_size: int,
-        counters: _Counters | None = None,
-        budget: InboundBudget | None = None,
-    ) -> None:
-        self._stream = stream
-        self._counters = counters
-        self._keyring = keyring
-        self._label = label
-        self._max_message_size = max_message_size
-        self._max_frame = max_message_size + (0 if keyring is None else SEAL_OVERHEAD)
-        self._buffer = bytearray()
-        self._budget = budget
-
-    @property
-    def max_message_size(self) -> int:
-        """Largest plaintext message this stream sends or accepts."""
-        return self._max_message_size
-
-    async def send_message(self, data: bytes) -> None:
-        """Send one message (sealed when keyed).
-
-        Raises:
-            LocalProtocolError: ``data`` is larger than ``max_message_size``.
-            trio.BrokenResourceError: the connection broke.
-            trio.ClosedResourceError: the stream was closed.
-        """
-        if len(data) > self._max_message_size:
-            raise LocalProtocolError(
-                f"stream message of {len(data)} bytes exceeds {self._max_message_size}"
-            )
-        if self._keyring is not None:
-            data = self._keyring.seal(data, label=self._label)
-        await self._stream.send_all(FRAME_HEADER.pack(len(data)) + data)
-        if self._counters is not None:
-            self._counters.stream_bytes_sent += FRAME_HEADER.size + len(data)
-
-    async def receive_message(self) -> bytes:
-        """Receive one whole message (opened when keyed).
-
-        Raises:
-            trio.EndOfChannel: the peer closed the stream between messages.
-            StreamError: the message is oversized, torn or does not
-                authenticate; the stream is then unusable.
-            trio.BrokenResourceError: the connection broke.
-        """
-        header = await self._receive_exactly(FRAME_HEADER.size, boundary=True)
-        (length,) = FRAME_HEADER.unpack(header)
-        if length > self._max_frame:
-            raise StreamError("oversize", f"stream message of {length} bytes announced")
-        budget = self._budget
-        if budget is None:
-            payload = await self._receive_exactly(length, boundary=False)
-        elif length > budget.total:
-            raise StreamError("oversize", f"stream message of {length} bytes announced")
-        else:
-            async with budget.reserve(length):
-                payload = await self._receive_exactly(length, boundary=False)
-        if self._counters is not None:
-            self._counters.stream_bytes_received += FRAME_HEADER.size + length
-        if self._keyring is None:
-            return payload
-        try:
-            return self._keyring.open(payload, label=self._label)
-        except RemoteProtocolError as exc:
-            raise StreamError("decrypt", str(exc)) from None
-
-    async def wait_silence_ends(self) -> None:
-        """Return once the peer closes the stream or sends anything at all.
-
-        For a stream on which the peer must stay silent (a neighbour watch's
-        watcher): at most one chunk is read and dropped, nothing is buffered
-        and no budget is reserved, so a peer that sends cannot hold memory
-        however long the stream lives.
-        """
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self._stream.receive_some(_RECEIVE_CHUNK)
-
-    async def aclose(self) -> None:
-        """Close the underlying stream."""
-        await self._stream.aclose()
-
-    async def _receive_exactly(self, size: int, *, boundary: bool) -> bytes:
-        buffer = self._buffer
-        while len(buffer) < size:
-            chunk = await self._stream.receive_some(_RECEIVE_CHUNK)
-            if not chunk:
-                if boundary and not buffer:
-                    raise trio.EndOfChannel
-                raise StreamError("truncated", "stream ended inside a message")
-            buffer += chunk
-        data = bytes(buffer[:size])
-        del buffer[:size]
-        return data
 
 
 #: What serves a tagged inbound stream: ``await handler(stream, peer)``.
@@ -317,28 +153,6 @@ class MembershipDriverStatistics:
     dropped: Mapping[str, int]
 
 
-@dataclasses.dataclass(slots=True)
-class _Counters:
-    packets_received: int = 0
-    packets_sent: int = 0
-    bytes_received: int = 0
-    bytes_sent: int = 0
-    streams_accepted: int = 0
-    streams_opened: int = 0
-    streams_failed: int = 0
-    stream_bytes_received: int = 0
-    stream_bytes_sent: int = 0
-
-
-def _host_port(sockname: object) -> Address:
-    """(host, port) of a socket address; IPv6 flow info and scope are dropped."""
-    assert isinstance(sockname, tuple)
-    host, port = sockname[0], sockname[1]
-    assert isinstance(host, str)
-    assert isinstance(port, int)
-    return (host, port)
-
-
 class MembershipDriver:
     """Runs one `Membership` engine over real sockets, with optional encryption.
 
@@ -371,6 +185,8 @@ class MembershipDriver:
             largest message an inbound stream accepts.
         send_queue_size: datagrams queued for the sender task; beyond it they
             are dropped (``"send_queue_full"``).
+        transport: the network (`NetTransport`, UDP and TCP, by default);
+            the driver binds it in `serve` and closes it when `serve` ends.
 
     Raises:
         ConfigError: ``bind`` or ``advertise`` is not ``host:port``.
@@ -393,6 +209,7 @@ class MembershipDriver:
         max_outbound_streams: int = 32,
         send_queue_size: int = 1024,
         max_inbound_buffer: int = DEFAULT_INBOUND_BUDGET,
+        transport: Transport | None = None,
     ) -> None:
         self._config = config
         self._name = name
@@ -410,6 +227,7 @@ class MembershipDriver:
         self._max_outbound = max_outbound_streams
         self._send_queue_size = send_queue_size
         self._inbound_budget = InboundBudget(max_inbound_buffer)
+        self._transport: Transport = NetTransport() if transport is None else transport
 
         self._engine: Membership | None = None
         self._nursery: trio.Nursery | None = None
@@ -417,7 +235,7 @@ class MembershipDriver:
         self._served = False
         self._packet_sender: trio.MemorySendChannel[tuple[Address, bytes]] | None = None
         self._outbound_limiter: trio.CapacityLimiter | None = None
-        self._counters = _Counters()
+        self._counters = TransportCounters()
         self._drops: dict[str, int] = {}
         self._inbound = 0
         self._handlers: dict[int, StreamHandler] = {}
@@ -428,8 +246,6 @@ class MembershipDriver:
         self._sleeping_until = math.inf
         self._leaving = False
         self._leave_done = trio.Event()
-        self._family = trio.socket.AF_INET
-        self._refusal_watch: RefusalWatch | None = None
         self._neighbour_watch = NeighbourWatch(
             dial=self.open_stream,
             closed=self._watch_closed,
@@ -438,6 +254,7 @@ class MembershipDriver:
             retry_interval=config.reconnect_interval,
         )
         self._handlers[WATCH_TAG] = self._neighbour_watch.serve
+        #: Tags whose inbound streams outlive ``stream_timeout`` once opened.
         self._lasting = {WATCH_TAG}
         self._seed_specs: list[Address] = []
         self._seed_addresses: set[Address] = set()
@@ -481,6 +298,11 @@ class MembershipDriver:
         if self._engine is None:
             raise RuntimeError("the membership driver is not serving")
         return self._engine
+
+    @property
+    def stream_timeout(self) -> float:
+        """Seconds any stream on the gossip port may take (``config.stream_timeout``)."""
+        return self._config.stream_timeout
 
     @property
     def keyring(self) -> Keyring | None:
@@ -588,7 +410,7 @@ class MembershipDriver:
         if not 0 <= tag <= 255 or tag == PROTOCOL_VERSION:
             raise ValueError(f"stream tag must be in 0..255 and not {PROTOCOL_VERSION}")
         with trio.fail_after(self._config.stream_timeout):
-            tcp = await trio.open_tcp_stream(address[0], address[1])
+            tcp = await self._transport.connect_stream(address)
         try:
             stream = self._message_stream(tcp)
             await stream.send_message(bytes((tag,)))
@@ -731,11 +553,9 @@ class MembershipDriver:
         if self._served:
             raise RuntimeError("a MembershipDriver serves only once")
         self._served = True
-        udp, tcp = await self._bind_sockets()
-        listener = trio.SocketListener(tcp)
-        self._refusal_watch = RefusalWatch.open(udp)
+        transport = self._transport
         try:
-            bound = _host_port(udp.getsockname())
+            bound = await transport.bind(self._bind)
             self._bound = bound
             advertise = self._advertised(bound)
             self._engine = Membership(
@@ -764,19 +584,16 @@ class MembershipDriver:
                 log.warning("gossip: %s", warning)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._receive_packets, udp)
-                nursery.start_soon(self._send_packets, udp, receive)
-                nursery.start_soon(self._accept_streams, listener)
+                nursery.start_soon(self._receive_packets)
+                nursery.start_soon(self._send_packets, receive)
+                nursery.start_soon(self._accept_streams)
                 nursery.start_soon(self._run_timers)
                 nursery.start_soon(self._neighbour_watch.run)
                 self._drain()
                 task_status.started(bound)
         finally:
             self._nursery = None
-            if self._refusal_watch is not None:
-                self._refusal_watch.close()
-            udp.close()
-            tcp.close()
+            transport.close()
             for channel in self._subscribers:
                 channel.close()
             self._subscribers.clear()
@@ -793,43 +610,6 @@ class MembershipDriver:
         elif host == "::":
             host = "::1"
         return (host, port)
-
-    async def _bind_sockets(self) -> tuple[trio.socket.SocketType, trio.socket.SocketType]:
-        host, port = self._bind
-        infos = await trio.socket.getaddrinfo(
-            host, port, type=trio.socket.SOCK_DGRAM, flags=trio.socket.AI_PASSIVE
-        )
-        if not infos:
-            raise OSError(f"gossip address {host}:{port} resolves to nothing")
-        family, _, _, _, sockaddr = infos[0]
-        self._family = family
-        attempts = _BIND_ATTEMPTS if port == 0 else 1
-        for attempt in range(1, attempts + 1):
-            udp = trio.socket.socket(family, trio.socket.SOCK_DGRAM)
-            try:
-                await udp.bind(sockaddr)
-                udp_port = _host_port(udp.getsockname())[1]
-                tcp = trio.socket.socket(family, trio.socket.SOCK_STREAM)
-                try:
-                    # A restarted node binds its old port while connections
-                    # of its previous life sit in TIME_WAIT.
-                    tcp.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-                    await tcp.bind((sockaddr[0], udp_port, *sockaddr[2:]))
-                    tcp.listen(_LISTEN_BACKLOG)
-                except BaseException:
-                    tcp.close()
-                    raise
-            except OSError as exc:
-                udp.close()
-                if exc.errno == errno.EADDRINUSE and attempt < attempts:
-                    continue  # TCP port taken: try another free UDP port
-                reason = f"cannot bind gossip address {host}:{port}: {exc.strerror or exc}"
-                raise OSError(exc.errno, reason) from None
-            except BaseException:
-                udp.close()
-                raise
-            return udp, tcp
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     # ------------------------------------------------------------------ the drain
 
@@ -901,18 +681,18 @@ class MembershipDriver:
             self._drain()
             await trio.lowlevel.checkpoint()
 
-    async def _receive_packets(self, udp: trio.socket.SocketType) -> None:
+    async def _receive_packets(self) -> None:
         engine = self._engine
         assert engine is not None
         limit = self._config.max_packet_size + (0 if self._keyring is None else SEAL_OVERHEAD)
-        buffer = bytearray(limit + 1)
         counters = self._counters
+        transport = self._transport
         while True:
             keyring = self._keyring  # per packet: `set_keyring` may rotate it
             try:
-                size, src = await udp.recvfrom_into(buffer)
+                data, src = await transport.receive_packet(limit + 1)
             except ConnectionRefusedError:
-                # IP_RECVERR: an ICMP port unreachable is queued (refusals.py).
+                # A refusal (ICMP port unreachable) is queued: read them all.
                 self._read_refusals()
                 continue
             except OSError as exc:
@@ -925,52 +705,49 @@ class MembershipDriver:
                 await trio.sleep(_ACCEPT_ERROR_PAUSE)
                 continue
             counters.packets_received += 1
-            counters.bytes_received += size
-            if size > limit:
+            counters.bytes_received += len(data)
+            if len(data) > limit:
                 self._drop("oversize")
                 continue
-            data = bytes(buffer[:size])
             if keyring is not None:
                 try:
                     data = keyring.open(data, label=self._label)
                 except RemoteProtocolError:
                     self._drop("decrypt")
-                    self._notice("decrypt", _host_port(src), "datagram")
+                    self._notice("decrypt", src, "datagram")
                     continue
-            engine.receive_packet(data, _host_port(src), self._clock())
+            engine.receive_packet(data, src, self._clock())
             self._drain()
 
-    async def _send_packets(
-        self,
-        udp: trio.socket.SocketType,
-        queue: trio.MemoryReceiveChannel[tuple[Address, bytes]],
-    ) -> None:
+    async def _send_packets(self, queue: trio.MemoryReceiveChannel[tuple[Address, bytes]]) -> None:
         counters = self._counters
+        transport = self._transport
         async for address, data in queue:
             try:
-                await udp.sendto(data, address)
+                await transport.send_packet(data, address)
             except ConnectionRefusedError:
                 # A refusal drawn by an earlier datagram, reported here: this
                 # one was not sent. Read the refusals and send it again once.
                 self._read_refusals()
                 try:
-                    await udp.sendto(data, address)
+                    await transport.send_packet(data, address)
                 except OSError:
                     self._drop("send_error")
                     continue
-            except (OSError, ValueError) as exc:  # ValueError: a host no socket takes
+            except OSError as exc:
                 self._drop("send_error")
                 log.debug("gossip: send to %s:%d failed: %s", address[0], address[1], exc)
                 continue
             counters.packets_sent += 1
             counters.bytes_sent += len(data)
 
-    async def _accept_streams(self, listener: trio.SocketListener) -> None:
+    async def _accept_streams(self) -> None:
         nursery = self._nursery
         assert nursery is not None
+        transport = self._transport
         while True:
             try:
-                tcp = await listener.accept()
+                tcp, peer = await transport.accept_stream()
             except OSError as exc:
                 self._drop("accept_error")
                 log.warning("gossip: accept failed: %s", exc)
@@ -982,13 +759,11 @@ class MembershipDriver:
                 continue
             self._inbound += 1
             self._counters.streams_accepted += 1
-            nursery.start_soon(self._serve_stream, tcp)
+            nursery.start_soon(self._serve_stream, tcp, peer)
 
-    async def _serve_stream(self, tcp: trio.SocketStream) -> None:
+    async def _serve_stream(self, tcp: trio.abc.Stream, peer: Address | None) -> None:
         try:
-            try:
-                peer = _host_port(tcp.socket.getpeername())
-            except OSError:
+            if peer is None:
                 self._drop("stream_error")  # gone before we looked
                 return
             stream = self._message_stream(tcp, budget=self._inbound_budget)
@@ -1058,8 +833,8 @@ class MembershipDriver:
     async def _exchange(self, address: Address, request: bytes) -> bytes | None:
         """Send one request and read its reply; None on any failure."""
         try:
-            tcp = await trio.open_tcp_stream(address[0], address[1])
-        except (OSError, ValueError) as exc:  # ValueError: a host no socket takes
+            tcp = await self._transport.connect_stream(address)
+        except OSError as exc:
             log.debug("gossip: stream to %s:%d failed: %s", address[0], address[1], exc)
             self._last_failure[address] = getattr(exc, "strerror", None) or str(exc)
             if is_refused(exc):
@@ -1082,9 +857,7 @@ class MembershipDriver:
         return None
 
     def _read_refusals(self) -> None:
-        watch = self._refusal_watch
-        if watch is not None:
-            self._refused(watch.read())
+        self._refused(self._transport.refusals())
 
     def _refused(self, addresses: Iterable[Address]) -> None:
         """Feed refused datagrams and connections to the engine (see `refusals`)."""
@@ -1121,14 +894,11 @@ class MembershipDriver:
         addresses: list[Address] = []
         for host, port in specs:
             try:
-                infos = await trio.socket.getaddrinfo(
-                    host, port, family=self._family, type=trio.socket.SOCK_STREAM
-                )
+                resolved = await self._transport.resolve(host, port)
             except OSError as exc:
                 log.warning("gossip: seed %s:%d does not resolve: %s", host, port, exc)
                 continue
-            for info in infos:
-                address = _host_port(info[4])
+            for address in resolved:
                 if address not in addresses:
                     addresses.append(address)
         return addresses

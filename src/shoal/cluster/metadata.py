@@ -1,4 +1,4 @@
-"""The node's metadata file and the lock on its data directory (nsq.md §4.6).
+"""The node's metadata file and the lock on its data directory (docs/nsq.md §4.6).
 
 ``shoal.dat`` in the data path lists the durable topics and channels and
 their pause state, in nsqd's ``nsqd.dat`` shape::
@@ -9,7 +9,7 @@ their pause state, in nsqd's ``nsqd.dat`` shape::
 
 Rules:
 1. Ephemeral topics and channels are never written: they do not survive a
-   restart (nsq.md §4.7).
+   restart (docs/nsq.md §4.7).
 2. The file is replaced atomically (temp file, fsync, rename, fsync of the
    directory), so a crash leaves either the old or the new file, never a
    mix, and a replaced file survives a power loss.
@@ -35,10 +35,18 @@ import contextlib
 import dataclasses
 import fcntl
 import json
+import logging
 import os
+import threading
+import time
 from typing import TYPE_CHECKING, Any
 
+import trio
+
+from shoal.cluster.disk_queue import DiskBackendFactory, disk_backend_factory
 from shoal.errors import ConfigError
+from shoal.queue.backend import memory_backend_factory
+from shoal.queue.broker import Broker, ChannelCreated, TopicCreated
 from shoal.queue.names import (
     MAX_NAME_LENGTH,
     is_ephemeral,
@@ -47,13 +55,19 @@ from shoal.queue.names import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
     from types import TracebackType
+
+    from shoal.config import NodeConfig
+    from shoal.queue.broker import BrokerEvent
+    from shoal.queue.config import QueueConfig
+    from shoal.queue.diskqueue import DiskQueueConfig
 
 __all__ = [
     "LOCK_FILE_NAME",
     "METADATA_FILE_NAME",
     "ChannelMeta",
+    "DataPath",
     "DataPathLock",
     "NodeMetadata",
     "TopicMeta",
@@ -65,6 +79,8 @@ __all__ = [
     "restore_metadata",
     "save_metadata",
 ]
+
+log = logging.getLogger("shoal.node")
 
 METADATA_FILE_NAME = "shoal.dat"
 NAME_FILE_NAME = "shoal.name"
@@ -425,3 +441,191 @@ def lock_data_path(path: str | os.PathLike[str]) -> DataPathLock:
         os.close(fd)
         raise ConfigError(f"cannot lock data path {directory}: {exc.strerror or exc}") from exc
     return DataPathLock(directory, fd)
+
+
+class DataPath:
+    """The node's data directory at run time: lock, broker, restore, metadata saves.
+
+    `open` locks the directory, builds the broker over disk queues (or over
+    memory when there is no data path; in durable mode the disk queues keep
+    every message until it is acknowledged), restores the topics and
+    channels ``shoal.dat`` lists, completed from the queue files (rule 3),
+    and from then on keeps the file in step with the
+    broker's topics and channels; `close` flushes every queue, saves one last
+    time and releases the lock.
+
+    Saving. Broker listeners must be quick, and a save is two fsyncs, so a
+    deletion or a pause only marks the metadata stale and wakes `save_loop`,
+    which takes a snapshot on the event loop and writes it in a worker
+    thread (``trio.to_thread``); changes that arrive meanwhile are coalesced
+    into the next save. The creation of a non-ephemeral topic or channel is
+    the exception, saved at once, before the command that caused it is
+    answered, as it always was: a topic or channel missing from
+    ``shoal.dat`` after a SIGKILL would hide its queue, and the producer
+    from the cluster, after the restart (an acknowledged message must come
+    back). Saves are numbered, and an older snapshot never replaces a newer
+    file.
+
+    Args:
+        config: the node's configuration (``data_path``, ``durable``).
+        queue_config: the broker's limits (durable mode already applied).
+        disk_config: the disk queues' settings (durable mode already applied).
+        known_channels: channels to pre-create with a new topic.
+        version: the running shoal version, written into the file.
+
+    Attributes:
+        broker: the broker, built by `open`.
+        disk: the disk queue factory, or None without a data path.
+        health: None while saves succeed, else why the last one failed.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        queue_config: QueueConfig,
+        disk_config: DiskQueueConfig,
+        known_channels: Callable[[str], Iterable[str]],
+        version: str,
+    ) -> None:
+        self._config = config
+        self._queue_config = queue_config
+        self._disk_config = disk_config
+        self._known_channels = known_channels
+        self._version = version
+        self._lock: DataPathLock | None = None
+        self._stale = trio.Event()
+        self._write_lock = threading.Lock()
+        self._taken = 0
+        self._written = 0
+        self.broker = Broker(queue_config)
+        self.disk: DiskBackendFactory | None = None
+        self.health: str | None = None
+        #: Metadata files written (for tests and statistics).
+        self.saves = 0
+
+    def open(self) -> Broker:
+        """Lock the directory, build the broker and restore what ``shoal.dat`` lists.
+
+        A ``shoal.dat`` that cannot be read is rebuilt from the queue files
+        (rule 3), with one warning line.
+
+        Raises:
+            ConfigError: the data path is locked by another node, or its
+                ``shoal.name`` cannot be a member name.
+            OSError: the directory cannot be created.
+        """
+        data_path = self._config.data_path
+        if data_path is None:
+            self.broker = Broker(
+                self._queue_config, memory_backend_factory, known_channels=self._known_channels
+            )
+            return self.broker
+        os.makedirs(data_path, exist_ok=True)
+        self._lock = lock_data_path(data_path)
+        read_node_name(data_path)  # bad content stops the start here, in one line
+        self.disk = disk_backend_factory(
+            data_path, config=self._disk_config, durable=self._config.durable
+        )
+        self.broker = Broker(self._queue_config, self.disk, known_channels=self._known_channels)
+        if self._config.durable:
+            log.info("durable mode: every message is fsynced to disk before OK")
+        self._restore(data_path)
+        self.broker.add_listener(self._on_broker_event)
+        return self.broker
+
+    def node_name(self, default: str) -> str:
+        """The member name kept with the data, so a restarted node is the same member."""
+        data_path = self._config.data_path
+        return default if data_path is None else load_node_name(data_path, default)
+
+    def _restore(self, data_path: str) -> None:
+        meta, rebuilt = restore_metadata(data_path)
+        if rebuilt is not None:
+            log.warning("%s", rebuilt)
+        if meta is None:
+            return
+        now = time.time()
+        broker = self.broker
+        for topic_meta in meta.topics:
+            topic, _ = broker.get_or_create_topic(topic_meta.name, now)
+            for channel_meta in topic_meta.channels:
+                channel, _ = topic.get_or_create_channel(channel_meta.name, now)
+                if channel_meta.paused:
+                    channel.pause()
+            if topic_meta.paused:
+                topic.pause()
+        depth = sum(
+            t.depth + sum(c.depth for c in t.channels.values()) for t in broker.topics.values()
+        )
+        log.info("restored %d topics with %d messages from %s", len(meta.topics), depth, data_path)
+        for report in self.damage():
+            log.warning("DISKQUEUE: %s", report)
+
+    def damage(self) -> list[str]:
+        """What disk recovery set aside, one line per damaged region."""
+        if self.disk is None:
+            return []
+        return [line for queue in self.disk.open_queues() for line in queue.damage]
+
+    def _on_broker_event(self, event: BrokerEvent) -> None:
+        if (
+            isinstance(event, TopicCreated | ChannelCreated)
+            and not is_ephemeral(event.topic)
+            and not (isinstance(event, ChannelCreated) and is_ephemeral(event.channel))
+        ):
+            self._save(self._snapshot())
+            return
+        self._stale.set()
+
+    async def save_loop(self) -> None:
+        """Save the metadata whenever it went stale, coalescing changes; runs until cancelled."""
+        if self._config.data_path is None:
+            return
+        while True:
+            await self._stale.wait()
+            self._stale = trio.Event()
+            await trio.to_thread.run_sync(self._save, self._snapshot())
+
+    def close(self) -> None:
+        """Flush every queue, save the metadata one last time and release the lock."""
+        try:
+            self.broker.flush(time.time())
+            self.broker.close()
+            if self._config.data_path is not None:
+                self._save(self._snapshot())
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def _snapshot(self) -> tuple[int, list[TopicMeta]]:
+        self._taken += 1
+        topics = [
+            TopicMeta(
+                name=topic.name,
+                paused=topic.paused,
+                channels=tuple(
+                    ChannelMeta(name=c.name, paused=c.paused) for c in topic.channels.values()
+                ),
+            )
+            for topic in self.broker.topics.values()
+        ]
+        return self._taken, topics
+
+    def _save(self, snapshot: tuple[int, list[TopicMeta]]) -> None:
+        """Write ``snapshot`` unless a newer one was written (any thread)."""
+        number, topics = snapshot
+        data_path = self._config.data_path
+        assert data_path is not None
+        with self._write_lock:
+            if number <= self._written:
+                return
+            try:
+                save_metadata(data_path, topics, self._version)
+            except OSError as exc:
+                self.health = f"failed to persist metadata - {exc}"
+                log.error("failed to persist metadata: %s", exc)  # noqa: TRY400 - one line, no traceback
+                return
+            self._written = number
+            self.saves += 1

@@ -52,7 +52,7 @@ from shoal.cluster.refusals import is_refused
 from shoal.errors import RemoteProtocolError
 
 if TYPE_CHECKING:
-    from shoal.cluster.membership_driver import MessageStream
+    from shoal.cluster.transport import MessageStream
     from shoal.membership import Address
 
 __all__ = ["GOODBYE", "HELLO", "WATCH_TAG", "NeighbourWatch", "WatchStatistics"]

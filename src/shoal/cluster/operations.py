@@ -60,7 +60,7 @@ def _metrics_sources(node: Node) -> MetricsSources:
         return len(node.routing.registry.owners()) if node.routing is not None else 0
 
     def corrupt_records() -> int:
-        return sum(q.corrupt_records for q in node.disk.open_queues()) if node.disk else 0
+        return sum(q.corrupt_records for q in node.data.disk.open_queues()) if node.data.disk else 0
 
     return MetricsSources(
         topics=lambda: stats.topics_stats(node.broker, None, now=time.time()),
@@ -69,7 +69,7 @@ def _metrics_sources(node: Node) -> MetricsSources:
         registry_applied=lambda: node.routing.messages_applied if node.routing else 0,
         registry_dropped=lambda: node.routing.messages_dropped if node.routing else 0,
         disk_corrupt_records=corrupt_records,
-        disk_damaged_regions=lambda: len(node.damage()),
+        disk_damaged_regions=lambda: len(node.data.damage()),
     )
 
 

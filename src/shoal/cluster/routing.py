@@ -1,41 +1,37 @@
-"""Topic placement from gossip: the glue between broker, registry and membership.
+"""Topic placement from gossip: the trio shell around the registry's gossip core.
 
-`TopicRouting` keeps this node's entry in the gossiped `Registry` in step
-with its broker, spreads every change at once as a named application
-broadcast through the membership engine, and repairs what broadcasts miss
-with a digest exchange (`sync_exchange`) run over the gossip port. It also
-answers the questions the lookup API asks, with liveness taken from
-membership: producers on alive or suspect members only.
+`TopicRouting` keeps this node's entry in the gossiped registry in step
+with its broker, and runs the registry's anti-entropy loop over the gossip
+port. What a broadcast or an exchange carries, and whom to exchange with
+and when (periodic, joiners, gaps), is decided by
+`shoal.registry.gossip.RegistryGossip`, the policy the simulator drives too;
+this module only feeds it broker events and membership events, times the
+loop, and moves the exchange's messages over a stream. It also answers the
+questions the lookup API asks, with liveness taken from membership:
+producers on alive or suspect members only.
 
-Fast path: a broker event becomes a registry entry, broadcast under the key
-``reg:<owner>:<key>`` so a newer change to the same key replaces an older
-one still queued. Receivers apply it and, when it was news, the engine
-re-gossips it (epidemic spread, repeats die out).
-
-Slow path (anti-entropy, Scuttlebutt): every `SYNC_INTERVAL`, with a random
-live member, at once with a member that has just joined or come back, and at
-once with an owner whose broadcasts arrived with a gap (one was missed):
-the initiator sends its digest; the responder answers with the entries the
-initiator lacks, then its own digest; the initiator answers with what the
-responder lacks. Three messages, and only the differences travel.
-
-The delegate hooks are sync and never block, as the engine requires.
+Broker listeners and the membership event listener are sync and never
+block: they only write the registry, queue broadcasts and wake the loop.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Protocol
+import random
+import socket
+import time
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
 
-from shoal.cluster.registry import (
-    Entry,
-    OwnerDelta,
-    Registry,
-    decode_delta,
-    decode_digest,
-    encode_delta,
-    encode_digest,
-)
+import trio
+
+from shoal import __version__
+from shoal.cluster.membership_driver import MembershipDriver
+from shoal.cluster.transport import StreamError
+from shoal.config import TAG_PREFIX, parse_address
+from shoal.errors import RemoteProtocolError
+from shoal.membership.keyring import Keyring
+from shoal.membership.state import MemberState
 from shoal.queue.broker import (
     ChannelCreated,
     ChannelDeleted,
@@ -43,23 +39,22 @@ from shoal.queue.broker import (
     TopicDeleted,
 )
 from shoal.queue.names import is_ephemeral
+from shoal.registry import REGISTRY_TAG, NodeInfo, Registry, RegistryGossip
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from shoal.config import NodeConfig
+    from shoal.membership.events import Event
+    from shoal.membership.messages import Address
     from shoal.queue.broker import Broker, BrokerEvent
+    from shoal.registry.store import Entry
 
-__all__ = ["SYNC_INTERVAL", "MessageStream", "TopicRouting"]
+__all__ = ["MessageStream", "TopicRouting", "node_gossip"]
 
 log = logging.getLogger("shoal.routing")
 
-#: Seconds between two anti-entropy exchanges started by this node. Changes
-#: travel by broadcast and gaps are repaired at once, so this only bounds how
-#: long a silently missed last change can go unrepaired; idle cost is one
-#: digest exchange per node per interval (membership.md §7.2 G10).
-SYNC_INTERVAL = 30.0
-#: Longest broadcast key the engine accepts comfortably; longer keys are cut.
-MAX_KEY = 200
+_LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
 
 
 class MessageStream(Protocol):
@@ -75,49 +70,48 @@ class MessageStream(Protocol):
 
 
 class TopicRouting:
-    """This node's view of who holds which topics.
+    """This node's view of who holds which topics, and the loop that keeps it whole.
 
     Args:
-        registry: the gossiped state, with this node's own entry.
+        gossip: the registry and its gossip policy (the engine's delegate).
         broker: this node's topics and channels; its events feed the registry.
-        broadcast: queue a named application broadcast (the engine's
-            ``broadcast_app``).
-        alive: whether a member is alive or suspect (this node always is).
-        identity: the registry generation a member announced in its gossip
-            metadata, or None when unknown. State of an owner under another
-            generation is dropped (counted in ``messages_dropped``): it is a
-            second node using that owner's name, or a stale life of it, and
-            must never replace the state of the member the cluster admitted.
         wall: wall-clock seconds (registry stamps, tombstone expiry).
         monotonic: local monotonic seconds (tombstone collection).
     """
 
     def __init__(
         self,
-        registry: Registry,
+        gossip: RegistryGossip,
         broker: Broker,
         *,
-        broadcast: Callable[[str, bytes], None],
-        alive: Callable[[str], bool],
-        identity: Callable[[str], int | None] | None = None,
         wall: Callable[[], float],
         monotonic: Callable[[], float],
     ) -> None:
-        self.registry = registry
+        self.gossip = gossip
         self.broker = broker
-        self._broadcast = broadcast
-        self._alive = alive
-        self._identity = identity
         self._wall = wall
         self._monotonic = monotonic
-        self.messages_applied = 0
-        self.messages_dropped = 0
-        info = registry.own_entry("info")
-        if info is not None:
-            self._send(info)
+        self._wake = trio.Event()
+        gossip.wake = self._wake.set
+        gossip.announce()
         for topic in broker.topics.values():
             self._publish_topic(topic.name)
         broker.add_listener(self.on_broker_event)
+
+    @property
+    def registry(self) -> Registry:
+        """The gossiped state, with this node's own entry."""
+        return self.gossip.registry
+
+    @property
+    def messages_applied(self) -> int:
+        """Registry broadcasts merged."""
+        return self.gossip.messages_applied
+
+    @property
+    def messages_dropped(self) -> int:
+        """Registry states refused as another generation of their owner."""
+        return self.gossip.messages_dropped
 
     def wall(self) -> float:
         """Wall-clock seconds, as the registry's stamps use them."""
@@ -127,7 +121,7 @@ class TopicRouting:
 
     def alive(self, owner: str) -> bool:
         """Producers of ``owner`` are listed (always true of this node)."""
-        return owner == self.registry.name or self._alive(owner)
+        return self.gossip.alive(owner)
 
     # -- broker to registry -----------------------------------------------------
 
@@ -171,78 +165,169 @@ class TopicRouting:
         self._send(self.registry.tombstone(topic, http_id, until=until, now=self._monotonic()))
 
     def _send(self, entry: Entry) -> None:
-        registry = self.registry
-        # Watermark 0: a lone entry says nothing about the entries before it.
-        delta = OwnerDelta(registry.name, registry.generation, 0, False, [entry])
-        key = f"reg:{registry.name}:{entry.key}"
-        self._broadcast(key[:MAX_KEY], encode_delta([delta]))
+        self.gossip.send(entry)
 
-    # -- membership delegate (sync, fast) ---------------------------------------
+    @classmethod
+    def start(
+        cls,
+        nursery: trio.Nursery,
+        driver: MembershipDriver,
+        gossip: RegistryGossip,
+        broker: Broker,
+        *,
+        wall: Callable[[], float],
+        monotonic: Callable[[], float],
+    ) -> TopicRouting:
+        """Connect ``gossip`` (already the engine's delegate) to a serving ``driver``.
 
-    def local_state(self) -> bytes:
-        """Nothing rides in membership push-pulls: `sync_exchange` does the repair."""
-        return b""
-
-    def merge_remote_state(self, data: bytes, from_name: str) -> None:
-        """Ignore push-pull state (see `local_state`)."""
-        del data, from_name
-
-    def notify_message(self, data: bytes) -> bool:
-        """Apply a broadcast registry entry; True when it was news (re-gossip it).
-
-        Raises:
-            RemoteProtocolError: the message is malformed (the engine counts it).
+        The gossip core broadcasts through the driver and takes liveness
+        from it; the driver's member events feed it; the driver answers
+        `REGISTRY_TAG` streams with `answer_exchange`; and the anti-entropy
+        loop (`run`) starts in ``nursery``. This is how a node wires its
+        registry, and how tests wire it over an in-memory transport.
         """
-        changed = False
-        for delta in decode_delta(data):
-            if self._admitted(delta):
-                changed |= self.registry.apply_delta(delta, self._monotonic())
-        self.messages_applied += 1
-        return changed
+
+        def identity(owner: str) -> int | None:
+            member = driver.member(owner)
+            text = member.meta.get("g") if member is not None else None
+            return int(text) if text is not None and text.isdigit() else None
+
+        gossip.attach(broadcast=driver.broadcast_app, member=driver.member, identity=identity)
+        routing = cls(gossip, broker, wall=wall, monotonic=monotonic)
+        driver.add_stream_handler(REGISTRY_TAG, routing.answer_exchange)
+        driver.add_listener(routing.on_member_event)
+        nursery.start_soon(partial(routing.run, driver, stream_timeout=driver.stream_timeout))
+        return routing
+
+    # -- membership to registry -------------------------------------------------
+
+    def on_member_event(self, event: Event) -> None:
+        """Let the gossip policy queue exchanges with joiners (a driver listener)."""
+        self.gossip.on_member_events([event])
 
     # -- anti-entropy -----------------------------------------------------------
 
     async def sync_exchange(self, stream: MessageStream) -> None:
-        """Initiate a digest exchange over ``stream`` (three messages).
+        """Initiate a digest exchange over ``stream``.
 
         Raises:
             RemoteProtocolError: the peer sent malformed data; what arrived
                 before it was applied.
         """
-        registry = self.registry
-        await stream.send_message(encode_digest(registry.digest()))
-        self._apply(await stream.receive_message())
-        peer_digest = decode_digest(await stream.receive_message())
-        await stream.send_message(encode_delta(registry.delta(peer_digest)))
+        gossip = self.gossip
+        await stream.send_message(gossip.open_exchange())
+        gossip.apply_exchange(await stream.receive_message(), self._monotonic())
+        await stream.send_message(gossip.delta_for(await stream.receive_message()))
 
-    async def answer_exchange(self, stream: MessageStream) -> None:
-        """Answer a digest exchange another node started.
+    async def answer_exchange(self, stream: MessageStream, peer: Any = None) -> None:
+        """Answer a digest exchange another node started (the `REGISTRY_TAG` handler).
 
         Raises:
             RemoteProtocolError: the peer sent malformed data.
         """
-        registry = self.registry
-        peer_digest = decode_digest(await stream.receive_message())
-        await stream.send_message(encode_delta(registry.delta(peer_digest)))
-        await stream.send_message(encode_digest(registry.digest()))
-        self._apply(await stream.receive_message())
+        del peer
+        delta, digest = self.gossip.answer_exchange(await stream.receive_message())
+        await stream.send_message(delta)
+        await stream.send_message(digest)
+        self.gossip.apply_exchange(await stream.receive_message(), self._monotonic())
 
-    def _apply(self, data: bytes) -> None:
-        now = self._monotonic()
-        for delta in decode_delta(data):
-            if self._admitted(delta):
-                self.registry.apply_delta(delta, now)
+    async def run(
+        self,
+        driver: MembershipDriver,
+        *,
+        stream_timeout: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        """The anti-entropy loop: exchanges when the gossip policy asks, and now and then.
 
-    def _admitted(self, delta: OwnerDelta) -> bool:
-        """Whether ``delta`` belongs to the life of its owner that membership admitted."""
-        if self._identity is None:
-            return True
-        known = self._identity(delta.owner)
-        if known is None or known == delta.generation:
-            return True
-        self.messages_dropped += 1
-        return False
+        Exchanges run one after another, each bounded by ``stream_timeout``
+        (the membership setting); a failed one is logged at debug level and the
+        loop goes on. Runs until cancelled.
+        """
+        rng = rng or random.Random()
 
-    def collect(self) -> None:
-        """Forget old tombstones (called now and then by the node)."""
-        self.registry.collect(self._monotonic())
+        def pick_peer(rng: random.Random) -> Address | None:
+            peers = [
+                m.address for m in driver.members() if m.state in _LIVE and m.name != driver.name
+            ]
+            return rng.choice(peers) if peers else None
+
+        gossip = self.gossip
+        while True:
+            with trio.move_on_after(gossip.next_interval(rng)):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            gossip.wake = self._wake.set
+            for address in gossip.take_targets(rng, pick_peer):
+                await self._sync_with(driver, address, stream_timeout)
+            gossip.collect(self._monotonic())
+
+    async def _sync_with(
+        self, driver: MembershipDriver, address: Address, stream_timeout: float
+    ) -> None:
+        try:
+            with trio.move_on_after(stream_timeout):
+                async with driver.open_stream(address, REGISTRY_TAG) as stream:
+                    await self.sync_exchange(stream)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
+                trio.EndOfChannel, StreamError, RemoteProtocolError) as exc:  # fmt: skip
+            log.debug("registry sync with %s failed: %r", address, exc)
+
+
+def _numeric(address: str | None) -> str | None:
+    """Resolve the host of ``host:port`` to an IP (peers dial what we advertise)."""
+    if address is None:
+        return None
+    host, port = parse_address(address)
+    try:
+        host = socket.gethostbyname(host)
+    except OSError:
+        return address
+    return f"{host}:{port}"
+
+
+def node_gossip(
+    config: NodeConfig, *, name: str, tcp_port: int, http_port: int, lookup_port: int
+) -> tuple[MembershipDriver, RegistryGossip]:
+    """A node's membership driver, with its registry's gossip as the engine's delegate.
+
+    The registry exists before the driver, so the engine talks to it
+    directly; `TopicRouting.start` connects the rest once the driver serves.
+    The member's metadata announces the node's ports: ``b`` (broadcast
+    address), ``t`` (TCP), ``h`` (HTTP) and ``l`` (lookup HTTP), ``g``, the
+    registry generation of this life, and the member tags under `TAG_PREFIX`.
+    """
+    gossip_host, gossip_port = parse_address(config.gossip_address)
+    advertise = None
+    if gossip_host in ("0.0.0.0", "::", ""):
+        advertise = f"{config.broadcast_address}:{gossip_port}" if gossip_port else None
+    info = NodeInfo(
+        broadcast_address=config.broadcast_address,
+        hostname=socket.gethostname(),
+        tcp_port=tcp_port,
+        http_port=http_port,
+        version=__version__,
+    )
+    # The registry generation rides in the member's metadata (``g``): it ties
+    # this life of the name to its address, so no other node's registry state
+    # is ever taken for ours (`RegistryGossip.attach`).
+    generation = time.time_ns()
+    registry = Registry(name, generation=generation, info=info, now=time.monotonic())
+    gossip = RegistryGossip(registry, clock=time.monotonic)
+    driver = MembershipDriver(
+        config.membership,
+        name=name,
+        bind=config.gossip_address,
+        advertise=_numeric(advertise),
+        meta={
+            "b": config.broadcast_address,
+            "t": str(tcp_port),
+            "h": str(http_port),
+            "l": str(lookup_port),
+            "g": str(generation),
+            **{TAG_PREFIX + key: value for key, value in config.tags},
+        },
+        keyring=Keyring(config.gossip_keys) if config.gossip_keys else None,
+        delegate=gossip,
+    )
+    return driver, gossip

@@ -11,7 +11,7 @@ Each connection runs three tasks in its own nursery:
   message, so a subscriber with RDY 0 costs nothing per publish;
 - the timer sends ``_heartbeat_`` every heartbeat interval and enforces the
   read deadline: a reader that has waited 2 x heartbeat interval for data
-  ends the connection (nsq.md §1.5).
+  ends the connection (docs/nsq.md §1.5).
 
 Writes from the three tasks go through one lock, each with a deadline of one
 heartbeat interval, so a client that stops reading is disconnected instead of

@@ -1,6 +1,6 @@
 """Lifeguard local health awareness (LHA-probe): a small score that slows a sick node.
 
-Theory of operation (reference/membership.md §1.6; memberlist ``awareness.go``):
+Theory of operation (docs/membership.md §1.6; memberlist ``awareness.go``):
 a node that misses acks it should have received, fails to get the nacks its
 indirect helpers promised, or has to refute suspicions about itself is more
 likely the slow party than its peers are. Its health score rises, and it probes

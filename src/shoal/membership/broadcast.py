@@ -1,6 +1,6 @@
 """The transmit-limited broadcast queue that feeds piggybacked gossip.
 
-Theory of operation (reference/membership.md §1.7; memberlist ``queue.go``):
+Theory of operation (docs/membership.md §1.7; memberlist ``queue.go``):
 
 Every outgoing packet is topped up with queued broadcasts (membership news
 and application messages). Each broadcast is sent a limited number of times,

@@ -1,11 +1,13 @@
 """Tuning of the SWIM + Lifeguard engine, with memberlist's names, values and formulas.
 
-Every field is data: the engine reads it, the CLI maps one option to each field,
-and ``shoal config show`` can dump it. Durations are float seconds. The three
+Every field is data: the engine reads it, and any field can be set from the
+command line, on a node (``shoal node --gossip-set FIELD=VALUE``) as in the
+simulator (``shoal simulate --set FIELD=VALUE``), parsed by one function, so a
+simulated setting can be reproduced on a real node. Durations are float seconds. The three
 presets follow memberlist's ``DefaultLANConfig``, ``DefaultWANConfig`` and
-``DefaultLocalConfig`` (reference/membership.md §1.10); fields memberlist does
+``DefaultLocalConfig`` (docs/membership.md §1.10); fields memberlist does
 not have (healing, the application share of each packet, Lifeguard switches)
-carry the defaults chosen in reference/membership.md §7.1.
+carry the defaults chosen in docs/membership.md §7.1.
 
 Formulas used by the engine, with ``n`` the number of members believed alive or
 suspect, the local node included:
@@ -236,7 +238,7 @@ class MembershipConfig:
         """Return memberlist's ``DefaultLANConfig`` values: a datacenter network.
 
         Failure detection of a crashed member takes about 6 s at 5 members and
-        10-12 s at 100 (reference/membership.md §3.4).
+        10-12 s at 100 (docs/membership.md §3.4).
         """
         return cls()
 

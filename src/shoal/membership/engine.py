@@ -13,7 +13,7 @@ Rules:
 3. **Every state transition goes through the rules in `shoal.membership.state`**
    (incarnation precedence) and raises one event from `shoal.membership.events`.
 
-Theory of operation (reference/membership.md §1; SWIM; Lifeguard; memberlist
+Theory of operation (docs/membership.md §1; SWIM; Lifeguard; memberlist
 ``state.go``):
 
 * *Probing.* Every probe period (``probe_interval * (health + 1)``) the next

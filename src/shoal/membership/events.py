@@ -114,7 +114,7 @@ class MemberReaped:
 class NameConflict:
     """A node at another address claimed the name of a member we still hold.
 
-    The claim was ignored (reference/membership.md §1.3). For our own name the
+    The claim was ignored (docs/membership.md §1.3). For our own name the
     engine refutes instead, and this event tells the operator two nodes share
     a name.
 

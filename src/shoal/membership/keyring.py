@@ -7,7 +7,7 @@ Rules:
 2. Index 0 of the keyring is the *primary* key, the only one that encrypts;
    every key is tried when decrypting. That is how a key is rotated without
    splitting the cluster (Serf ``keys -install``, ``-use``, ``-remove``;
-   reference/membership.md §1.9, §2.8): install the new key everywhere as a
+   docs/membership.md §1.9, §2.8): install the new key everywhere as a
    secondary, make it primary everywhere, then remove the old one.
 3. Anything that does not authenticate under some key, for the given label,
    raises `RemoteProtocolError`; callers count it and drop it.

@@ -7,7 +7,7 @@ Rules:
    other.
 2. Messages are plain data with no behaviour; `shoal.membership.codec` turns
    them into bytes and back, and validates every field of a decoded message.
-3. Names follow SWIM and memberlist (reference/membership.md §1.1): ``Ping``,
+3. Names follow SWIM and memberlist (docs/membership.md §1.1): ``Ping``,
    ``PingReq`` (memberlist's indirect ping), ``Ack``, ``Nack``, ``Alive``,
    ``Suspect``, ``Dead``, ``PushPull``; ``UserMsg`` carries application data.
 

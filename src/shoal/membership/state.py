@@ -1,6 +1,6 @@
 """Member records and SWIM's incarnation precedence rules, as pure functions.
 
-Rules (reference/membership.md §1.2-1.3; memberlist ``aliveNode``,
+Rules (docs/membership.md §1.2-1.3; memberlist ``aliveNode``,
 ``suspectNode``, ``deadNode``):
 
 1. Only a member itself raises its incarnation number. Everyone else just

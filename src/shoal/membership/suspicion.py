@@ -1,6 +1,6 @@
 """Lifeguard's dynamic suspicion timeout: math and per-suspect bookkeeping.
 
-Theory of operation (reference/membership.md §1.5; memberlist ``suspicion.go``,
+Theory of operation (docs/membership.md §1.5; memberlist ``suspicion.go``,
 ``util.go``; Lifeguard's LHA-suspicion):
 
 A suspicion starts at a long timeout, ``max``, because a lone accuser may be the

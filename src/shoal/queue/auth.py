@@ -1,6 +1,6 @@
 """What an nsqd auth server grants a connection, as a pure value.
 
-nsqd's auth protocol (nsq.md §1.4): after AUTH the node asks an auth server
+nsqd's auth protocol (docs/nsq.md §1.4): after AUTH the node asks an auth server
 ``GET /auth?remote_ip=&tls=&secret=&common_name=`` and receives
 ``{"ttl", "identity", "identity_url", "authorizations": [{"topic",
 "channels", "permissions"}]}``. The answer is cached for ``ttl`` seconds and

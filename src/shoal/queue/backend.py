@@ -11,7 +11,7 @@ Rules:
 2. ``put`` either stores the record or raises `BackendError`; a record is
    never half-stored as far as ``get`` can tell.
 3. ``get`` removes the record it returns: once handed out, the message lives
-   in memory only (in flight or deferred), as in nsqd (nsq.md §4.5).
+   in memory only (in flight or deferred), as in nsqd (docs/nsq.md §4.5).
 4. ``take`` hands out a record with a ticket. A backend that keeps records
    until acknowledged (the disk queue of a channel in durable mode) keeps
    it until ``ack_many`` names the ticket, and hands it out again after a

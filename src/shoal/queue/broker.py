@@ -27,7 +27,7 @@ Theory of operation:
     deadline.
 
     When a topic is created, channels known elsewhere in the cluster are
-    created with it (nsq.md §0.10), so messages published before any
+    created with it (docs/nsq.md §0.10), so messages published before any
     consumer connects here are kept for them; ``known_channels`` supplies
     those names and ephemeral ones are skipped, as nsqd does.
 """

@@ -1,4 +1,4 @@
-"""A channel: one consumer group's copy of a topic's stream (nsq.md §4.1-§4.4).
+"""A channel: one consumer group's copy of a topic's stream (docs/nsq.md §4.1-§4.4).
 
 Rules:
 1. Every message a channel holds is in exactly one place: ready (the memory
@@ -21,13 +21,13 @@ Theory of operation:
     what the protocol frames without ever building `Message` objects.
     Server-side RDY is "messages in flight on this connection", so the shell
     decides ``limit`` and the channel only hands out what is ready; several
-    connections of one channel compete for the same queues (nsq.md §4.2).
+    connections of one channel compete for the same queues (docs/nsq.md §4.2).
     ``process_in_flight`` puts expired deliveries back in the ready queue and
     ``process_deferred`` releases due deferred messages; nsqd's 100 ms scanner
     is replaced by the caller sleeping until `next_deadline`.
 
     A disconnecting client keeps its in-flight messages until their deadline,
-    as nsqd does (nsq.md §0.9): ``remove_client`` only forgets the client.
+    as nsqd does (docs/nsq.md §0.9): ``remove_client`` only forgets the client.
 
 Data structures and costs (n = messages in the structure):
     ready (memory): a deque of `MessageBatch` ``(ids, bodies, timestamp,
@@ -71,7 +71,7 @@ records until acknowledged, `shoal.queue.backend` rule 4):
     hands every one of them out again: at least once, duplicates only for
     what was in flight.
 
-Waking consumers (nsqd's channel select, nsq.md §4.2):
+Waking consumers (nsqd's channel select, docs/nsq.md §4.2):
     A publish must cost the same whatever the number of subscribers, so the
     channel wakes only connections that can take a message. A connection
     whose pump goes idle says so with ``want(client_id, room)``: with room
@@ -126,7 +126,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFERRED_SUFFIX", "EPHEMERAL_SUFFIX", "Channel", "InFlightError"]
 
-#: A topic or channel whose name ends with this is ephemeral (nsq.md §4.7).
+#: A topic or channel whose name ends with this is ephemeral (docs/nsq.md §4.7).
 EPHEMERAL_SUFFIX = "#ephemeral"
 #: ``topic:channel`` plus this names a channel's deferred-message backend; no
 #: topic or channel name can contain a colon, so it never clashes.
@@ -182,7 +182,7 @@ class Channel:
         ephemeral: the name ends with ``#ephemeral``: the channel is deleted
             when its last client leaves and is never persisted.
         paused: `deliver` hands out nothing while set (in-flight messages are
-            unaffected, nsq.md §4.8).
+            unaffected, docs/nsq.md §4.8).
         deleted: `delete` was called; the channel must not be used again.
         message_count: messages put into the channel (deferred ones included),
             not counting requeues and timeouts, as nsqd's ``message_count``.
@@ -795,7 +795,7 @@ class Channel:
         """TOUCH: push an in-flight message's deadline to ``now + timeout``.
 
         The deadline never goes beyond delivery time + ``max_msg_timeout``
-        (nsq.md §1.7).
+        (docs/nsq.md §1.7).
 
         Raises:
             InFlightError: the ID is not in flight, or another client owns it;
@@ -955,11 +955,11 @@ class Channel:
     def remove_client(self, client_id: int) -> bool:
         """Forget a client that closed or was closed.
 
-        Its in-flight messages stay in flight until their deadline (nsq.md §0.9).
+        Its in-flight messages stay in flight until their deadline (docs/nsq.md §0.9).
 
         Returns:
             True when the channel is ephemeral and has no client left, i.e. it
-            should now be deleted (nsq.md §4.7).
+            should now be deleted (docs/nsq.md §4.7).
         """
         self._clients.discard(client_id)
         self._waiting.pop(client_id, None)
@@ -977,7 +977,7 @@ class Channel:
         self.wakeup()
 
     def empty(self) -> list[int]:
-        """Drop every message: memory, backend, in flight and deferred (nsq.md §4.8).
+        """Drop every message: memory, backend, in flight and deferred (docs/nsq.md §4.8).
 
         Later FIN/REQ/TOUCH of the dropped in-flight IDs fail with ``ID not in
         flight``.
@@ -1013,7 +1013,7 @@ class Channel:
         They are ready again when the backend is reopened. In-flight messages
         follow the ready ones in deadline order, then the deferred ones in due
         order; deferred messages lose their remaining delay, as in nsqd
-        (nsq.md §4.4, §4.6). Afterwards only the backend holds messages.
+        (docs/nsq.md §4.4, §4.6). Afterwards only the backend holds messages.
 
         Raises:
             BackendError: a write failed; the messages not yet written are

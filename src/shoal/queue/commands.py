@@ -1,4 +1,4 @@
-"""Client-to-server commands of the NSQ TCP protocol V2 (nsq.md §1.1, §1.3).
+"""Client-to-server commands of the NSQ TCP protocol V2 (docs/nsq.md §1.1, §1.3).
 
 One frozen dataclass per wire verb, `encode_command` to write them, and
 `CommandDecoder`, a sans-IO parser in the style of h11: the connection feeds

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from shoal.errors import ConfigError
+from shoal.fields import setting
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -17,7 +18,7 @@ class QueueConfig:
     """Configuration of topics, channels and client connections.
 
     Attributes:
-        node_id: 0..1023, written into every message ID (nsq.md §4.10). IDs are
+        node_id: 0..1023, written into every message ID (docs/nsq.md §4.10). IDs are
             unique across a cluster only if node IDs are.
         mem_queue_size: messages kept in memory per topic and per channel before
             spilling to the backend; 0 sends everything to the backend.
@@ -56,29 +57,64 @@ class QueueConfig:
             included (`shoal.queue.channel`).
     """
 
-    node_id: int = 0
-    mem_queue_size: int = 10_000
-    msg_timeout: float = 60.0
-    max_msg_timeout: float = 15 * 60.0
-    max_req_timeout: float = 60 * 60.0
-    max_rdy_count: int = 2500
-    max_msg_size: int = 1_048_576
-    max_body_size: int = 5_242_880
-    max_heartbeat_interval: float = 60.0
+    node_id: int = setting(
+        0,
+        help="Unique part of message IDs, 0..1023 [default: hash of host name].",
+        minimum=0,
+        maximum=1023,
+        optional=True,
+    )
+    mem_queue_size: int = setting(
+        10_000, help="Messages kept in memory per topic and per channel.", minimum=0
+    )
+    msg_timeout: float = setting(
+        60.0, help="Default time to wait before an unanswered message is requeued."
+    )
+    max_msg_timeout: float = setting(
+        15 * 60.0, help="Longest message timeout a client may ask for."
+    )
+    max_req_timeout: float = setting(60 * 60.0, help="Longest REQ delay, and longest DPUB defer.")
+    max_rdy_count: int = setting(2500, help="Largest RDY a client may send.", minimum=1)
+    max_msg_size: int = setting(1_048_576, help="Largest message body in bytes.", minimum=1)
+    max_body_size: int = setting(
+        5_242_880, help="Largest IDENTIFY, AUTH or MPUB body in bytes.", minimum=1
+    )
+    max_heartbeat_interval: float = setting(
+        60.0, help="Longest heartbeat interval a client may ask for."
+    )
     client_timeout: float = 60.0
-    max_output_buffer_size: int = 65_536
-    output_buffer_timeout: float = 0.25
-    min_output_buffer_timeout: float = 0.025
-    max_output_buffer_timeout: float = 30.0
-    max_channel_consumers: int = 0
-    max_deflate_level: int = 6
-    deflate: bool = True
-    snappy: bool = True
+    max_output_buffer_size: int = setting(
+        65_536, help="Largest output buffer a client may ask for.", minimum=64
+    )
+    output_buffer_timeout: float = setting(
+        0.25, help="Default flush interval of a client's output buffer."
+    )
+    min_output_buffer_timeout: float = setting(
+        0.025, help="Shortest output buffer timeout a client may ask for."
+    )
+    max_output_buffer_timeout: float = setting(
+        30.0, help="Longest output buffer timeout a client may ask for."
+    )
+    max_channel_consumers: int = setting(
+        0, help="Connections allowed per channel (0 = unlimited).", minimum=0
+    )
+    max_deflate_level: int = setting(
+        6, help="Highest deflate level reported to clients.", minimum=1, maximum=9
+    )
+    deflate: bool = setting(True, help="Offer raw deflate compression after IDENTIFY.")
+    snappy: bool = setting(True, help="Offer snappy compression after IDENTIFY.")
     tls_v1: bool = False
     tls_required: bool = False
     auth_required: bool = False
-    e2e_processing_latency_percentiles: tuple[float, ...] = ()
-    e2e_processing_latency_window_time: float = 600.0
+    e2e_processing_latency_percentiles: tuple[float, ...] = setting(
+        (),
+        help="Quantile of publish-to-FIN latency for /stats (repeatable, e.g. 0.99).",
+        flag="e2e-processing-latency-percentile",
+        param="e2e_percentiles",
+    )
+    e2e_processing_latency_window_time: float = setting(
+        600.0, help="How far back those quantiles look."
+    )
     sync_on_publish: bool = False
 
     def __post_init__(self) -> None:

@@ -2,7 +2,7 @@
 
 The disk queue (``shoal.cluster.disk_queue``) stores the overflow of a topic
 or channel in numbered segment files, as nsqd's go-diskqueue does
-(nsq.md §4.5). This module holds everything about those files that can be
+(docs/nsq.md §4.5). This module holds everything about those files that can be
 decided from bytes alone, so it is tested without touching a disk.
 
 Rules:
@@ -41,6 +41,7 @@ import zlib
 from typing import TYPE_CHECKING
 
 from shoal.errors import ConfigError, LocalProtocolError
+from shoal.fields import setting
 from shoal.queue.message import HEADER_SIZE
 
 if TYPE_CHECKING:
@@ -114,9 +115,19 @@ class DiskQueueConfig:
             Lowering it below the size of stored records makes them unreadable.
     """
 
-    max_bytes_per_file: int = 100 * 1024 * 1024
-    sync_every: int = 2500
-    sync_timeout: float = 2.0
+    max_bytes_per_file: int = setting(
+        100 * 1024 * 1024,
+        help="Size at which a disk queue starts a new segment file.",
+        minimum=1,
+    )
+    sync_every: int = setting(
+        2500,
+        help="Fsync a disk queue after this many writes and reads; 1 = durable mode.",
+        minimum=1,
+    )
+    sync_timeout: float = setting(
+        2.0, help="Fsync disk queues with unsynced activity at least this often."
+    )
     max_msg_size: int = 1_048_576
 
     def __post_init__(self) -> None:

@@ -1,6 +1,6 @@
 """NSQ's client error codes and the two exceptions that carry them.
 
-Rules (nsq.md §1.3, §0 trap 7):
+Rules (docs/nsq.md §1.3, §0 trap 7):
 
 1. Only the code is part of the protocol. Clients look at the leading word of
    an error frame; the description is for humans, but we keep nsqd's wording
@@ -63,7 +63,7 @@ E_AUTH_DISABLED = "E_AUTH_DISABLED"
 E_AUTH_ERROR = "E_AUTH_ERROR"
 E_UNAUTHORIZED = "E_UNAUTHORIZED"
 
-#: The only codes after which nsqd keeps the connection open (nsq.md §0 trap 7).
+#: The only codes after which nsqd keeps the connection open (docs/nsq.md §0 trap 7).
 NON_FATAL = frozenset({E_FIN_FAILED, E_REQ_FAILED, E_TOUCH_FAILED})
 
 

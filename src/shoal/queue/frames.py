@@ -1,4 +1,4 @@
-"""Server-to-client framing of the NSQ TCP protocol V2 (nsq.md §1.1).
+"""Server-to-client framing of the NSQ TCP protocol V2 (docs/nsq.md §1.1).
 
 Every frame the server writes is ``[int32 size][int32 frame_type][data]``,
 big-endian, where ``size`` counts the frame type and the data (4 + len(data)).
@@ -143,7 +143,7 @@ def encode_message_batches(batches: Iterable[MessageBatch]) -> bytes:
 
 #: The reply to a successful PUB, MPUB, DPUB, SUB or a plain IDENTIFY.
 OK_FRAME = encode_response(b"OK")
-#: Sent every heartbeat interval; clients answer with NOP (nsq.md §1.5).
+#: Sent every heartbeat interval; clients answer with NOP (docs/nsq.md §1.5).
 HEARTBEAT_FRAME = encode_response(b"_heartbeat_")
 #: The reply to CLS; the server then waits for the client to close.
 CLOSE_WAIT_FRAME = encode_response(b"CLOSE_WAIT")

@@ -1,7 +1,7 @@
 """End-to-end processing latency of a channel: publish to FIN, as quantiles.
 
 nsqd keeps a biased-quantile stream per channel over two rotating halves of
-``--e2e-processing-latency-window-time`` (nsq.md §4.9). This keeps, per half
+``--e2e-processing-latency-window-time`` (docs/nsq.md §4.9). This keeps, per half
 window, a bounded sample of latencies instead: every sample until the half
 holds `CAPACITY`, then every second one of those, then every fourth, and so
 on (deterministic decimation, no randomness), so memory stays bounded and

@@ -2,10 +2,10 @@
 
 A message is what a publisher sent plus what the broker adds: an ID, the
 publish timestamp and a delivery attempts counter. The same header layout is
-used in message frames (nsq.md §1.1) and in disk-queue records, so a record
+used in message frames (docs/nsq.md §1.1) and in disk-queue records, so a record
 read back from disk is sent to a client without re-encoding the body.
 
-ID rules (nsq.md §4.10): a 64-bit value made of a ~1.05 ms tick, the node ID
+ID rules (docs/nsq.md §4.10): a 64-bit value made of a ~1.05 ms tick, the node ID
 (10 bits) and a sequence (12 bits), rendered as 16 lowercase hex ASCII
 characters. nsqd sleeps when the clock goes backwards or a tick runs out of
 sequence numbers; a pure core cannot sleep, so the generator instead never
@@ -59,7 +59,7 @@ class Message:
         timestamp: publish time, nanoseconds since the epoch.
         attempts: deliveries so far; incremented just before each delivery.
         defer: seconds to hold the message back before it is deliverable (DPUB);
-            not persisted, as in nsqd (nsq.md §4.4).
+            not persisted, as in nsqd (docs/nsq.md §4.4).
     """
 
     id: bytes

@@ -1,4 +1,4 @@
-"""Topic and channel name rules (nsq.md §1.6, §4.7).
+"""Topic and channel name rules (docs/nsq.md §1.6, §4.7).
 
 A name is 1 to 64 bytes of ``[.a-zA-Z0-9_-]``, optionally followed by the
 suffix ``#ephemeral``; the suffix counts towards the 64, as nsqd checks the

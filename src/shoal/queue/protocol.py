@@ -6,7 +6,7 @@ RDY and the in-flight count, its subscription and its counters. It is fed
 decoded commands (`shoal.queue.commands`) and `now`, and answers with the
 response frame to send, or raises `ClientError` for an error frame.
 
-Rules (nsq.md §1.2-§1.7):
+Rules (docs/nsq.md §1.2-§1.7):
 1. A connection starts in INIT. IDENTIFY and AUTH are allowed in INIT only;
    SUB moves INIT to SUBSCRIBED; CLS moves SUBSCRIBED to CLOSING.
    PUB, MPUB, DPUB and NOP are allowed in every state.
@@ -16,7 +16,7 @@ Rules (nsq.md §1.2-§1.7):
 3. FIN, REQ and TOUCH need SUBSCRIBED or CLOSING. An ID that is not in flight
    for this connection gives a non-fatal error; everything else is fatal.
 4. A closing connection does not requeue its in-flight messages; they wait
-   for their deadline (nsq.md §0 item 9).
+   for their deadline (docs/nsq.md §0 item 9).
 5. State errors come before parameter errors, as in nsqd: the decoder calls
    `ClientV2.check_state` with each verb before it parses the parameters,
    so FIN before SUB is ``cannot FIN in current state`` whatever follows.
@@ -100,7 +100,7 @@ class AuthQuery(Exception):
 
 
 class ClientState(enum.IntEnum):
-    """Connection states as /stats reports them (nsq.md §1.2); on the wire, append only."""
+    """Connection states as /stats reports them (docs/nsq.md §1.2); on the wire, append only."""
 
     INIT = 0
     DISCONNECTED = 1
@@ -480,7 +480,7 @@ class ClientV2:
             raise _bad_field("msg_timeout", msg_timeout_ms)
         deflate_level = _int_field(data, "deflate_level")
         feature_negotiation = bool(data.get("feature_negotiation"))
-        # Upgrades happen only with feature negotiation (nsq.md §1.4), and
+        # Upgrades happen only with feature negotiation (docs/nsq.md §1.4), and
         # only for what the node offers.
         tls_v1 = feature_negotiation and cfg.tls_v1 and bool(data.get("tls_v1"))
         deflate = feature_negotiation and cfg.deflate and bool(data.get("deflate"))
@@ -575,7 +575,7 @@ class ClientV2:
 
     def _sample(self, msgs: list[Message]) -> list[Message]:
         # nsqd discards an unsampled message for the whole channel rather than
-        # requeueing it (nsq.md §4.9): finishing it here is that discard.
+        # requeueing it (docs/nsq.md §4.9): finishing it here is that discard.
         assert self.channel is not None
         kept = []
         for msg in msgs:
@@ -593,7 +593,7 @@ class ClientV2:
         """Detach from the channel when the connection ends.
 
         An ephemeral channel left without clients is deleted, and an ephemeral
-        topic left without channels with it (nsq.md §4.7).
+        topic left without channels with it (docs/nsq.md §4.7).
         """
         channel, self.channel = self.channel, None
         self.state = ClientState.DISCONNECTED
@@ -606,7 +606,7 @@ class ClientV2:
             self.broker.delete_channel(channel.topic_name, channel.name)
 
     def stats(self) -> dict[str, Any]:
-        """The client object of /stats (nsq.md §2.3)."""
+        """The client object of /stats (docs/nsq.md §2.3)."""
         return {
             "client_id": self.client_name,
             "hostname": self.hostname,

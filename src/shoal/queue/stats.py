@@ -1,4 +1,4 @@
-"""/stats snapshots: nsqd's JSON document and its text dump (nsq.md §2.3).
+"""/stats snapshots: nsqd's JSON document and its text dump (docs/nsq.md §2.3).
 
 Rules:
 1. The JSON document has nsqd's keys, key order and value types, because
@@ -11,7 +11,7 @@ Rules:
 3. Pure: the caller passes the broker, the TCP clients, ``now`` and the
    process figures (``memory``); nothing here reads a clock or the system.
 
-End-to-end processing latency (nsq.md §4.9) is not measured by the
+End-to-end processing latency (docs/nsq.md §4.9) is not measured by the
 channels, so every ``e2e_processing_latency`` is what nsqd reports when no
 percentile is configured: ``{"count": 0, "percentiles": null}``. A channel
 that gains a latency stream would supply it through `channel_stats`'s
@@ -74,7 +74,7 @@ class StatsClient(Protocol):
         ...
 
     def stats(self) -> dict[str, Any]:
-        """The client object of nsq.md §2.3, ``pub_counts`` included."""
+        """The client object of docs/nsq.md §2.3, ``pub_counts`` included."""
         ...
 
 

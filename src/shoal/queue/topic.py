@@ -1,4 +1,4 @@
-"""A topic: names messages and copies each one into every channel (nsq.md §4.1).
+"""A topic: names messages and copies each one into every channel (docs/nsq.md §4.1).
 
 Rules:
 1. Every published message gets a fresh ID from the topic's own generator,
@@ -19,7 +19,7 @@ Theory of operation:
     needs pumping, and the shell does it in bounded steps so one large
     backlog cannot starve the event loop. Order between a backlog being
     pumped and fresh publishes is not guaranteed, as in nsqd, where memory
-    and disk reads interleave (nsq.md §4.2).
+    and disk reads interleave (docs/nsq.md §4.2).
 
     The backlog in memory is a deque of whole published batches ``(ids,
     bodies, timestamp, defer)`` (tuples, so the garbage collector stops
@@ -31,13 +31,13 @@ Theory of operation:
 
     A DPUB message keeps its ``defer`` while it waits in the topic's memory,
     and each channel defers its copy from the moment it receives it; written
-    to the backend it loses the delay, as in nsqd (nsq.md §4.4).
+    to the backend it loses the delay, as in nsqd (docs/nsq.md §4.4).
 
     Channel backends are opened through the same factory as the topic's, named
     ``topic:channel``; the channels of an ephemeral topic get ephemeral
     backends too, since nothing of an ephemeral topic is ever restored.
 
-Ephemeral topics (``#ephemeral`` suffix, nsq.md §4.7) are deleted when their
+Ephemeral topics (``#ephemeral`` suffix, docs/nsq.md §4.7) are deleted when their
 last channel is deleted; `Topic.delete_channel` sets `Topic.should_delete`
 and the owner (the broker) acts on it. A topic that never had a channel stays.
 """
@@ -82,7 +82,7 @@ class Topic:
 
     Attributes:
         name: the topic name, ``#ephemeral`` suffix included.
-        ephemeral: the name ends with ``#ephemeral`` (nsq.md §4.7).
+        ephemeral: the name ends with ``#ephemeral`` (docs/nsq.md §4.7).
         paused: messages are held in the topic instead of fanned out.
         deleted: `delete` was called; the topic must not be used again.
         should_delete: an ephemeral topic lost its last channel; its owner
@@ -345,7 +345,7 @@ class Topic:
             self.wakeup()
 
     def empty(self) -> None:
-        """Drop the topic's own backlog; channels are untouched (nsq.md §4.8)."""
+        """Drop the topic's own backlog; channels are untouched (docs/nsq.md §4.8)."""
         self._memory.clear()
         self._head = 0
         self._mem_count = 0
@@ -355,7 +355,7 @@ class Topic:
         """Write the topic's memory backlog and every channel's messages to backends.
 
         Called at shutdown, so everything is ready again after a restart
-        (nsq.md §4.6). DPUB messages held by the topic lose their delay.
+        (docs/nsq.md §4.6). DPUB messages held by the topic lose their delay.
 
         Raises:
             BackendError: a write failed; unwritten messages stay in memory.

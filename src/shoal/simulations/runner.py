@@ -4,7 +4,8 @@ Rules:
 
 1. **The real code runs.** Every node is a real `shoal.membership.Membership`
    with the real configuration preset, carrying a real
-   `shoal.cluster.registry.Registry` on its application channel
+   `shoal.registry.Registry` on its application channel, spread by the real
+   `shoal.registry.RegistryGossip` policy
    (`shoal.simulations.topics`). The simulator only plays the network and
    the clock.
 2. **One seed.** The run's seed builds one master `random.Random`; the
@@ -552,7 +553,7 @@ class Simulation:
             delegate=holder,
         )
         if holder is not None:
-            holder.engine = engine
+            holder.attach_engine(engine)
         self.network.start(host, engine)
         self.recorder.host_started(host, now)
         if self._syncing:
@@ -595,7 +596,7 @@ class Simulation:
         engine.join(seeds, self.now)
         holder = self.registries.get(name)
         if holder is not None:
-            holder.announce(self.now)
+            holder.announce()
         self.network.flush(host)
 
     def _join_seeds(self, name: str) -> list[Address]:

@@ -8,7 +8,7 @@ and which faults to schedule on a `shoal.simulations.runner.Simulation`
 (`Scenario.install`). Random choices (which nodes, when) draw from the
 simulation's seeded generator when the fault happens, so they replay.
 
-Scenarios (reference/membership.md §7.2 names the goals they measure):
+Scenarios (docs/membership.md §7.2 names the goals they measure):
 
 ========  ===============================================================
 idle      no faults: the baseline for traffic (G10) and for "nobody is
@@ -440,7 +440,7 @@ def _pick_share(sim: Simulation, share: float) -> list[str]:
 class Stall(_Base):
     """A share of nodes stall their event loop for ``stall`` seconds every ``every``.
 
-    Lifeguard's scenario as reference/membership.md G9 states it. Each
+    Lifeguard's scenario as docs/membership.md G9 states it. Each
     stalled node has its own random phase. Note what the model shows: a
     stalled node starts its next probe only after it resumes, so it rarely
     accuses anyone (an ack it has not read arrives within a millisecond of

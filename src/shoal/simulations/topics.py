@@ -1,63 +1,55 @@
-"""The topic registry of every simulated node, gossiped as the real node does it.
+"""The topic registry of every simulated node, gossiped by the real policy.
 
-The real node (`shoal.cluster.routing.TopicRouting` and the registry sync loop
-of `shoal.cluster.node.Node`) keeps a `shoal.cluster.registry.Registry` and
-moves it two ways. The simulator does exactly the same with the same registry
-calls, so topic propagation is measured on the real code:
+A real node keeps a `shoal.registry.Registry` and spreads it with
+`shoal.registry.RegistryGossip`, driven by the trio shell in
+`shoal.cluster.routing`. Every simulated node holds the same two objects and
+this module drives the same policy in virtual time, so topic propagation is
+measured on the real code:
 
-* *Fast path.* A local change is written to the registry and queued as an
-  application broadcast named ``reg:<owner>:<key>``, carrying that one entry
-  with watermark 0 (`encode_delta` of a single-entry `OwnerDelta`).
-  Receivers merge it with `Registry.apply_delta` and, when it was news, the
-  engine re-gossips it. Nothing rides in membership push-pulls.
-* *Slow path* (`RegistrySync`). Every `SYNC_INTERVAL` (jittered 0.8-1.2) a
-  node runs a digest exchange with one random live (alive or suspect)
-  member, and at once with every member an event shows alive (joined,
-  recovered or updated). The exchange is three messages on a stream: the
-  initiator's digest; the responder's delta for it plus its own digest; the
-  initiator's delta for that. Exchanges of one node run one after another,
-  each bounded by the membership ``stream_timeout``.
+* *Fast path.* Broadcasts, their names and payloads, merging and gap repair
+  are the gossip core's own (`RegistryGossip.send`, `notify_message`); the
+  engine carries them.
+* *Slow path* (`RegistrySync`). The core says when (`next_interval`,
+  ``wake``) and with whom (`take_targets`: joiners, owners with gaps, else
+  one random live member) a node exchanges, and what each leg of the
+  exchange carries (`open_exchange`, `answer_exchange`, `apply_exchange`,
+  `delta_for`); after each round the node collects old tombstones. This
+  module only times the legs on the modelled network. Exchanges of one node
+  run one after another, each bounded by the membership ``stream_timeout``.
 
 One shortcut, which changes no outcome: when both sides hold equal digests
-and no gap (`Registry.behind` empty), both deltas are empty, so the
-simulator counts the bytes of the two digests and two empty deltas without
-decoding them. This keeps the exchange affordable at a thousand nodes.
+and no gap (`RegistryGossip.has_gaps` false on both), both deltas are empty,
+so the simulator counts the bytes of the two digests and two empty deltas
+without decoding them. This keeps the exchange affordable at a thousand
+nodes.
 """
 
 from __future__ import annotations
 
+import contextlib
+from functools import partial
 from typing import TYPE_CHECKING
 
-from shoal.cluster.registry import (
-    NodeInfo,
-    OwnerDelta,
-    Registry,
-    decode_delta,
-    decode_digest,
-    encode_delta,
-    encode_digest,
-)
-from shoal.cluster.routing import MAX_KEY, SYNC_INTERVAL
 from shoal.errors import RemoteProtocolError
-from shoal.membership import MemberJoined
+from shoal.registry import NodeInfo, Registry, RegistryGossip, encode_delta
 
 if TYPE_CHECKING:
     import random
     from collections.abc import Callable, Iterable
 
-    from shoal.cluster.registry import Entry
     from shoal.membership import Address, Event, Membership
+    from shoal.registry import OwnerDelta
     from shoal.simulations.network import Host, Network
     from shoal.simulations.scheduler import Scheduler
 
-__all__ = ["SYNC_INTERVAL", "RegistrySync", "SimulatedRegistry"]
+__all__ = ["RegistrySync", "SimulatedRegistry"]
 
 #: Bytes of an encoded empty delta (what an exchange between equals carries).
 _EMPTY_DELTA = len(encode_delta([]))
 
 
-class SimulatedRegistry:
-    """One node's registry and its `MembershipDelegate` hooks (`TopicRouting`'s).
+class SimulatedRegistry(RegistryGossip):
+    """One simulated node's registry and gossip: the real core, built the simulator's way.
 
     Args:
         name: the member name (the registry's own owner key).
@@ -65,10 +57,6 @@ class SimulatedRegistry:
         host: the producer address announced in the ``info`` entry.
         clock: returns the current virtual time (the delegate hooks get none).
         now: the virtual time of creation.
-
-    Attributes:
-        registry: the real registry.
-        engine: the engine to broadcast through; set once it exists.
     """
 
     def __init__(
@@ -83,32 +71,20 @@ class SimulatedRegistry:
         info = NodeInfo(
             broadcast_address=host, hostname=name, tcp_port=4150, http_port=4151, version="sim"
         )
-        self.registry = Registry(name, generation=generation, info=info, now=now)
-        self.engine: Membership | None = None
-        self._clock = clock
-        self._digest: tuple[int, dict[str, tuple[int, int]], bytes] | None = None
-        self._behind: tuple[int, bool] | None = None
+        super().__init__(Registry(name, generation=generation, info=info, now=now), clock=clock)
 
-    # ------------------------------------------------------------------ local changes
+    def attach_engine(self, engine: Membership) -> None:
+        """Broadcast through ``engine`` and take liveness from its view."""
+        clock = self.clock
+
+        def broadcast(key: str, data: bytes) -> None:
+            engine.broadcast_app(key, data, clock())
+
+        self.attach(broadcast=broadcast, member=engine.member)
 
     def set_topic(self, topic: str, channels: Iterable[str], now: float) -> None:
         """Record that this node's broker holds ``topic`` and broadcast the entry."""
-        self._send(self.registry.set_topic(topic, channels, wall=now, now=now), now)
-
-    def announce(self, now: float) -> None:
-        """Broadcast our ``info`` entry, as a starting node does."""
-        entry = self.registry.own_entry("info")
-        if entry is not None:
-            self._send(entry, now)
-
-    def _send(self, entry: Entry, now: float) -> None:
-        if self.engine is None:
-            return
-        registry = self.registry
-        # Watermark 0: a lone entry says nothing about the entries before it.
-        delta = OwnerDelta(registry.name, registry.generation, 0, False, [entry])
-        key = f"reg:{registry.name}:{entry.key}"
-        self.engine.broadcast_app(key[:MAX_KEY], encode_delta([delta]), now)
+        self.send(self.registry.set_topic(topic, channels, wall=now, now=now))
 
     def preload(self, deltas: Iterable[OwnerDelta], now: float) -> None:
         """Merge whole owner states directly (the preformed start of a warm cluster).
@@ -121,56 +97,16 @@ class SimulatedRegistry:
         for delta in deltas:
             apply(delta.owner, delta.generation, False, delta.entries, now)
 
-    def digest(self) -> tuple[dict[str, tuple[int, int]], bytes]:
-        """Return the digest and its encoding, recomputed only after a change."""
-        count = self.registry.change_count
-        cached = self._digest
-        if cached is None or cached[0] != count:
-            digest = self.registry.digest()
-            cached = self._digest = (count, digest, encode_digest(digest))
-        return cached[1], cached[2]
-
-    def has_gaps(self) -> bool:
-        """Say whether some owner's entries are known to be missing (`Registry.behind`)."""
-        count = self.registry.change_count
-        cached = self._behind
-        if cached is None or cached[0] != count:
-            cached = self._behind = (count, bool(self.registry.behind()))
-        return cached[1]
-
-    # ------------------------------------------------------------------ delegate hooks
-
-    def local_state(self) -> bytes:
-        """Nothing rides in membership push-pulls: `RegistrySync` does the repair."""
-        return b""
-
-    def merge_remote_state(self, data: bytes, from_name: str) -> None:
-        """Ignore push-pull state (see `local_state`)."""
-        del data, from_name
-
-    def notify_message(self, data: bytes) -> bool:
-        """Apply a broadcast entry; say whether it was news (to re-gossip it).
-
-        Raises:
-            RemoteProtocolError: the bytes are not a registry delta.
-        """
-        now = self._clock()
-        changed = False
-        for delta in decode_delta(data):
-            changed |= self.registry.apply_delta(delta, now)
-        return changed
-
 
 class _Loop:
     """One node's sync loop: who to sync with next, and whether it is busy."""
 
-    __slots__ = ("busy", "holder", "life", "pending", "rng", "token")
+    __slots__ = ("busy", "holder", "life", "rng", "token")
 
     def __init__(self, holder: SimulatedRegistry, rng: random.Random, life: int) -> None:
         self.holder = holder
         self.rng = rng
         self.life = life
-        self.pending: list[Address] = []
         self.busy = False
         self.token = 0
 
@@ -224,32 +160,28 @@ class RegistrySync:
         """Run ``host``'s loop from now on (a boot or a restart)."""
         loop = _Loop(holder, rng, host.life)
         self._loops[host.index] = loop
+        holder.wake = partial(self._wake, host, loop)
         self._arm(host, loop)
 
     def on_events(self, host: Host, events: list[Event]) -> None:
-        """Queue an exchange with every member that joined or came back, and wake the loop.
-
-        A member that was only suspected kept its registry entries and kept
-        receiving broadcasts, so its recovery needs no exchange: under heavy
-        loss, exchanging on every refuted suspicion cost kilobytes a second.
-        """
+        """Hand an engine's events to the host's gossip policy (it queues joiners)."""
         loop = self._loops.get(host.index)
         if loop is None or loop.life != host.life:
             return
-        woken = False
-        for event in events:
-            if isinstance(event, MemberJoined):
-                loop.pending.append(event.member.address)
-                woken = True
-        if woken and not loop.busy:
-            loop.token += 1
-            self.scheduler.call_later(0.0, self._tick, host, loop, loop.token)
+        loop.holder.on_member_events(events)
+
+    def _wake(self, host: Host, loop: _Loop) -> None:
+        """The policy wants an exchange now: run the loop at once unless it is busy."""
+        if loop.life != host.life or loop.busy:
+            return  # a busy loop looks at `pending` when its round ends
+        loop.token += 1
+        self.scheduler.call_later(0.0, self._tick, host, loop, loop.token)
 
     # ------------------------------------------------------------------ the loop
 
     def _arm(self, host: Host, loop: _Loop) -> None:
         loop.token += 1
-        delay = SYNC_INTERVAL * loop.rng.uniform(0.8, 1.2)
+        delay = loop.holder.next_interval(loop.rng)
         self.scheduler.call_later(delay, self._tick, host, loop, loop.token)
 
     def _tick(self, host: Host, loop: _Loop, token: int) -> None:
@@ -258,20 +190,17 @@ class RegistrySync:
         if host.paused_until is not None:
             self.scheduler.call_at(host.paused_until, self._tick, host, loop, token)
             return
-        targets, loop.pending = loop.pending, []
-        if not targets:
-            peer = self._pick_peer(host, loop.rng)
-            if peer is not None:
-                targets = [peer]
+        targets = loop.holder.take_targets(loop.rng, partial(self._pick_peer, host))
         loop.busy = True
-        self._next(host, loop, list(dict.fromkeys(targets)))
+        self._next(host, loop, targets)
 
     def _next(self, host: Host, loop: _Loop, targets: list[Address]) -> None:
         if not self._alive(host, loop):
             return
         if not targets:
             loop.busy = False
-            if loop.pending:
+            loop.holder.collect(self.scheduler.now)
+            if loop.holder.pending:
                 loop.token += 1
                 self.scheduler.call_later(0.0, self._tick, host, loop, loop.token)
             else:
@@ -344,10 +273,9 @@ class RegistrySync:
             size = _EMPTY_DELTA + len(own)
         else:
             try:
-                peer = decode_digest(encoded)
+                reply, own = holder.answer_exchange(encoded)
             except RemoteProtocolError:
                 return
-            reply = encode_delta(holder.registry.delta(peer))
             size = len(reply) + len(own)
         target.stats.stream_bytes_sent += size
         network = self.network
@@ -394,15 +322,13 @@ class RegistrySync:
             target.stats.stream_bytes_received += _EMPTY_DELTA
             scheduler.call_later(0.0, self._next, initiator, loop, rest)
             return
-        registry = loop.holder.registry
+        gossip = loop.holder
         try:
-            for delta in decode_delta(reply):
-                registry.apply_delta(delta, scheduler.now)
-            peer = decode_digest(responder_digest)
+            gossip.apply_exchange(reply, scheduler.now)
+            last = gossip.delta_for(responder_digest)
         except RemoteProtocolError:
             scheduler.call_later(0.0, self._next, initiator, loop, rest)
             return
-        last = encode_delta(registry.delta(peer))
         initiator.stats.stream_bytes_sent += len(last)
         network = self.network
         if not network.blocked(initiator.address, target.address):
@@ -424,12 +350,8 @@ class RegistrySync:
         if holder is None:
             return
         target.stats.stream_bytes_received += len(answer)
-        now = self.scheduler.now
-        try:
-            for delta in decode_delta(answer):
-                holder.registry.apply_delta(delta, now)
-        except RemoteProtocolError:
-            return
+        with contextlib.suppress(RemoteProtocolError):
+            holder.apply_exchange(answer, self.scheduler.now)
 
     def _holder(self, host: Host) -> SimulatedRegistry | None:
         loop = self._loops.get(host.index)

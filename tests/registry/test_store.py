@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.cluster.registry import (
+from shoal.errors import RemoteProtocolError
+from shoal.registry.store import (
     Entry,
     NodeInfo,
     Registry,
@@ -16,7 +17,6 @@ from shoal.cluster.registry import (
     encode_delta,
     encode_digest,
 )
-from shoal.errors import RemoteProtocolError
 
 WALL = 1_795_000_000.0
 

@@ -1,6 +1,6 @@
 """The gossiped topic registry: who holds which topics and channels.
 
-This replaces nsqlookupd's registration database (nsq.md §3.2). It is pure
+This replaces nsqlookupd's registration database (docs/nsq.md §3.2). It is pure
 logic (no I/O, no clock: callers pass ``now``), driven by the broker on this
 node and by gossip from the others.
 
@@ -74,12 +74,14 @@ TOMBSTONE_GC = 3600.0
 MAX_ENCODED = 32 * 1024 * 1024
 #: Entries and owners per message we accept from a peer.
 MAX_ENTRIES = 1_000_000
+#: Longest entry key we accept from a peer (``t:`` plus a 64-character topic
+#: and channel fits with room to spare).
 MAX_KEY = 256
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class NodeInfo:
-    """How clients reach a node's broker (the producer fields of nsq.md §3.1)."""
+    """How clients reach a node's broker (the producer fields of docs/nsq.md §3.1)."""
 
     broadcast_address: str
     hostname: str
@@ -465,7 +467,7 @@ class Registry:
                 continue
             producing = kind == "t" and alive(owner)
             if kind == "t" and not producing and is_ephemeral(topic):
-                # An ephemeral key vanishes with its last producer (nsq.md §3.2).
+                # An ephemeral key vanishes with its last producer (docs/nsq.md §3.2).
                 continue
             chans, producers = view.setdefault(topic, (set(), set()))
             for channel in channels:

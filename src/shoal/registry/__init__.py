@@ -1,0 +1,44 @@
+"""The gossiped topic registry as a pure core: records, merge, and how they travel.
+
+`store` holds every owner's record and merges them (nsqlookupd's
+registration database, replaced); `gossip` is the one policy that spreads
+them: broadcasts, the digest exchange, and whom to sync with and when. Like
+`shoal.membership` and `shoal.queue`, nothing here opens a socket or reads a
+clock.
+"""
+
+from shoal.registry.gossip import (
+    MAX_BROADCAST_KEY,
+    REGISTRY_TAG,
+    SYNC_INTERVAL,
+    RegistryGossip,
+    broadcast_of,
+)
+from shoal.registry.store import (
+    Entry,
+    NodeInfo,
+    OwnerDelta,
+    Producer,
+    Registry,
+    decode_delta,
+    decode_digest,
+    encode_delta,
+    encode_digest,
+)
+
+__all__ = [
+    "MAX_BROADCAST_KEY",
+    "REGISTRY_TAG",
+    "SYNC_INTERVAL",
+    "Entry",
+    "NodeInfo",
+    "OwnerDelta",
+    "Producer",
+    "Registry",
+    "RegistryGossip",
+    "broadcast_of",
+    "decode_delta",
+    "decode_digest",
+    "encode_delta",
+    "encode_digest",
+]
