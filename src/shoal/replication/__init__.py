@@ -1,12 +1,24 @@
-"""Replicated topics as pure cores: placement, and the owner's quorum.
+"""Replicated topics as pure cores: placement, the owner's quorum, the replica's store.
 
 `placement` says which members hold copies of a topic and who adopts it
 when its owner dies; `quorum` tracks the replicas' acknowledgements so the
-owner answers a publish only once enough copies exist. Neither does I/O or
-reads a clock.
+owner answers a publish only once enough copies exist; `records` are what
+the owner tells its replicas, and `replica` is what a replica holds of a
+topic: every message still owed to some channel. None does I/O or reads a
+clock.
 """
 
 from shoal.replication.placement import adopter, rank, replicas, weight
 from shoal.replication.quorum import Quorum, QuorumStatistics
+from shoal.replication.replica import OwedMessage, ReplicaTopic
 
-__all__ = ["Quorum", "QuorumStatistics", "adopter", "rank", "replicas", "weight"]
+__all__ = [
+    "OwedMessage",
+    "Quorum",
+    "QuorumStatistics",
+    "ReplicaTopic",
+    "adopter",
+    "rank",
+    "replicas",
+    "weight",
+]

@@ -1,0 +1,251 @@
+"""What a replica holds of one owner's topic: every message still owed.
+
+Rules:
+1. A message is held from the `Publish` that carries it until every channel
+   it is owed to has finished it, its channels are dropped, the topic is
+   dropped, or its publish is aborted. Nothing else removes it.
+2. Records apply in sequence order exactly once: a record at or below
+   `ReplicaTopic.applied` is a duplicate and ignored; one beyond the next
+   expected number means the stream lost something, and the caller must
+   catch the replica up from a snapshot (`RemoteProtocolError`).
+3. The replica never decides where a message goes: the records say (see
+   `shoal.replication.records`).
+
+Theory of operation:
+    Messages live in one insertion-ordered dict ``id -> (body, timestamp,
+    due, owed)``, where ``owed`` is the set of channel names still owing
+    the message, or None for a message the owner holds in the topic's
+    backlog. Insertion order is publish order, so adoption hands messages to
+    the adopting broker in the order the owner would have delivered them.
+    The backlog is a deque of IDs in the same order, so a `Pump` of n moves
+    the n oldest in O(n).
+
+    Publishes not yet known to be committed keep their IDs by sequence
+    number (``commit`` forgets them), so an `Abort` finds its messages
+    without a scan. A `Finish` costs O(1) per ID; dropping a channel scans
+    the held messages once (channels are dropped rarely).
+
+    `snapshot` turns the state back into records, which is how an owner
+    catches up a new replica from its own mirror and how a replica rewrites
+    its log compactly: applying a snapshot to an empty `ReplicaTopic`
+    yields the same held messages, owed to the same channels.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import TYPE_CHECKING
+
+from shoal.errors import RemoteProtocolError
+from shoal.replication.records import (
+    Abort,
+    ChannelCreated,
+    ChannelDropped,
+    Finish,
+    Publish,
+    Pump,
+    TopicDropped,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from shoal.replication.records import Record
+
+__all__ = ["OwedMessage", "ReplicaTopic"]
+
+
+class _Held:
+    """A held message; ``owed`` is None while it sits in the topic backlog."""
+
+    __slots__ = ("body", "due", "owed", "timestamp")
+
+    def __init__(self, body: bytes, timestamp: int, due: float, owed: set[str] | None) -> None:
+        self.body = body
+        self.timestamp = timestamp
+        self.due = due
+        self.owed = owed
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class OwedMessage:
+    """One held message, as adoption hands it to a broker.
+
+    Attributes:
+        id: the owner's message ID (kept, so consumers can deduplicate).
+        body: the payload.
+        timestamp: publish time, nanoseconds since the epoch.
+        due: wall time before which it is not deliverable, 0.0 if none.
+        channels: the channels still owed it, or None for the topic backlog.
+    """
+
+    id: bytes
+    body: bytes
+    timestamp: int
+    due: float
+    channels: frozenset[str] | None
+
+
+class ReplicaTopic:
+    """The messages of one owner's topic still owed to some channel.
+
+    Args:
+        topic: the topic name.
+    """
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.applied = 0
+        self.channels: dict[str, None] = {}
+        self._messages: dict[bytes, _Held] = {}
+        self._backlog: collections.deque[bytes] = collections.deque()
+        self._tentative: dict[int, tuple[bytes, ...]] = {}
+        self.held_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def apply(self, seq: int, record: Record) -> bool:
+        """Apply the owner's record numbered ``seq``.
+
+        Returns:
+            True if it was applied, False for a duplicate.
+
+        Raises:
+            RemoteProtocolError: ``seq`` skips a number; nothing changed.
+        """
+        if seq <= self.applied:
+            return False
+        if seq != self.applied + 1:
+            raise RemoteProtocolError(
+                f"replication record {seq} of {self.topic!r} follows {self.applied}"
+            )
+        self.applied = seq
+        match record:
+            case Publish():
+                self._publish(seq, record)
+            case Pump(count=count, channels=channels):
+                self._pump(count, channels)
+            case Finish(channel=channel, ids=ids):
+                for msg_id in ids:
+                    self._finish(msg_id, channel)
+            case ChannelCreated(channel=channel):
+                self.channels[channel] = None
+            case ChannelDropped(channel=channel, deleted=deleted):
+                for msg_id in [
+                    msg_id
+                    for msg_id, held in self._messages.items()
+                    if held.owed is not None and channel in held.owed
+                ]:
+                    self._finish(msg_id, channel)
+                if deleted:
+                    self.channels.pop(channel, None)
+            case TopicDropped(deleted=deleted):
+                self._messages.clear()
+                self._backlog.clear()
+                self._tentative.clear()
+                self.held_bytes = 0
+                if deleted:
+                    self.channels.clear()
+            case Abort(seq=aborted):
+                for msg_id in self._tentative.pop(aborted, ()):
+                    self._remove(msg_id)
+        return True
+
+    def commit(self, seq: int) -> None:
+        """The owner committed every record up to ``seq``: none will be aborted."""
+        for done in [s for s in self._tentative if s <= seq]:
+            del self._tentative[done]
+
+    def _publish(self, seq: int, record: Publish) -> None:
+        owed = None if record.channels is None else set(record.channels)
+        messages = self._messages
+        for msg_id, body in zip(record.ids, record.bodies, strict=True):
+            if msg_id in messages:
+                continue
+            messages[msg_id] = _Held(
+                body, record.timestamp, record.due, None if owed is None else set(owed)
+            )
+            self.held_bytes += len(body)
+            if owed is None:
+                self._backlog.append(msg_id)
+        self._tentative[seq] = record.ids
+
+    def _pump(self, count: int, channels: tuple[str, ...]) -> None:
+        backlog = self._backlog
+        messages = self._messages
+        moved = 0
+        while moved < count and backlog:
+            held = messages.get(backlog.popleft())
+            if held is None:  # aborted while in the backlog
+                continue
+            held.owed = set(channels)
+            moved += 1
+
+    def _finish(self, msg_id: bytes, channel: str) -> None:
+        held = self._messages.get(msg_id)
+        if held is None:
+            return
+        owed = held.owed
+        if owed is None:
+            return
+        owed.discard(channel)
+        if not owed:
+            self._remove(msg_id)
+
+    def _remove(self, msg_id: bytes) -> None:
+        held = self._messages.pop(msg_id, None)
+        if held is not None:
+            self.held_bytes -= len(held.body)
+            # A backlog entry of a removed message is skipped by `_pump`.
+
+    def owed(self) -> Iterator[OwedMessage]:
+        """Every held message, in publish order."""
+        for msg_id, held in self._messages.items():
+            yield OwedMessage(
+                id=msg_id,
+                body=held.body,
+                timestamp=held.timestamp,
+                due=held.due,
+                channels=None if held.owed is None else frozenset(held.owed),
+            )
+
+    def snapshot(self) -> list[Record]:
+        """Records that rebuild this state from an empty `ReplicaTopic`.
+
+        Channels first, then the held messages in publish order, one
+        `Publish` per run of messages sharing timestamp, due time and owed
+        channels. Backlog messages are published with ``channels=None`` in
+        backlog order, so a later `Pump` moves the same ones.
+        """
+        records: list[Record] = [ChannelCreated(channel=name) for name in self.channels]
+        run_key: tuple[int, float, tuple[str, ...] | None] | None = None
+        ids: list[bytes] = []
+        bodies: list[bytes] = []
+
+        def flush() -> None:
+            if run_key is not None and ids:
+                timestamp, due, channels = run_key
+                records.append(
+                    Publish(
+                        ids=tuple(ids),
+                        bodies=tuple(bodies),
+                        timestamp=timestamp,
+                        due=due,
+                        channels=channels,
+                    )
+                )
+            ids.clear()
+            bodies.clear()
+
+        for message in self.owed():
+            channels = None if message.channels is None else tuple(sorted(message.channels))
+            key = (message.timestamp, message.due, channels)
+            if key != run_key:
+                flush()
+                run_key = key
+            ids.append(message.id)
+            bodies.append(message.body)
+        flush()
+        return records
