@@ -78,3 +78,13 @@ def test_quorum_rejects_bad_settings() -> None:
         Quorum(required=-1, timeout=1.0)
     with pytest.raises(LocalProtocolError):
         Quorum(required=1, timeout=0.0)
+
+
+def test_quorum_unawaited_records_never_fail() -> None:
+    q = Quorum(required=1, timeout=1.0)
+    q.set_replicas(["a"])
+    q.append(0.0, awaited=False)
+    assert q.next_deadline() is None
+    assert q.expire(5.0) == []
+    q.ack("a", 1)
+    assert q.committed == 1

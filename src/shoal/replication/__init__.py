@@ -3,22 +3,27 @@
 `placement` says which members hold copies of a topic and who adopts it
 when its owner dies; `quorum` tracks the replicas' acknowledgements so the
 owner answers a publish only once enough copies exist; `records` are what
-the owner tells its replicas, and `replica` is what a replica holds of a
-topic: every message still owed to some channel. None does I/O or reads a
+the owner tells its replicas; `owner` numbers, mirrors and sends them,
+pipelined, with snapshots for replicas that fell behind; and `replica` is
+what a replica holds of a topic: every message still owed to some channel. None does I/O or reads a
 clock.
 """
 
+from shoal.replication.owner import OwnerTopic
 from shoal.replication.placement import adopter, rank, replicas, weight
 from shoal.replication.quorum import Quorum, QuorumStatistics
-from shoal.replication.replica import OwedMessage, ReplicaTopic
+from shoal.replication.replica import OwedMessage, ReplicaTopic, Snapshot, receive
 
 __all__ = [
     "OwedMessage",
+    "OwnerTopic",
     "Quorum",
     "QuorumStatistics",
     "ReplicaTopic",
+    "Snapshot",
     "adopter",
     "rank",
+    "receive",
     "replicas",
     "weight",
 ]

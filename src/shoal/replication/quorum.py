@@ -121,8 +121,14 @@ class Quorum:
             self._watermarks[name] = 0
         return added
 
-    def append(self, now: float) -> int:
-        """Number a new record; it must commit by ``now + timeout``.
+    def append(self, now: float, *, awaited: bool = True) -> int:
+        """Number a new record; an awaited one must commit by ``now + timeout``.
+
+        Args:
+            now: the current time.
+            awaited: somebody waits for this record to commit (a publish);
+                other records (finishes, channel changes, aborts) travel in
+                the same order but never fail.
 
         Returns:
             Its sequence number. With ``required`` 0 it is committed already.
@@ -132,7 +138,8 @@ class Quorum:
         if self.required == 0:
             self._committed = seq
         else:
-            self._pending.append((seq, now + self.timeout))
+            if awaited:
+                self._pending.append((seq, now + self.timeout))
             self._advance()
         return seq
 

@@ -14,9 +14,14 @@ subclassed; their wire encoding lives with the replication stream.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shoal.replication.replica import Snapshot
 
 __all__ = [
     "Abort",
+    "Batch",
     "ChannelCreated",
     "ChannelDropped",
     "Finish",
@@ -99,3 +104,24 @@ class Abort:
 
 
 Record = Publish | Pump | Finish | ChannelCreated | ChannelDropped | TopicDropped | Abort
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Batch:
+    """What an owner sends one replica of one topic in one go.
+
+    Attributes:
+        topic: the topic name.
+        first: the sequence number of ``records[0]``; the records follow
+            without gaps.
+        records: the records, in order (empty for a commit-only batch).
+        commit: the owner's committed watermark when it sent the batch.
+        snapshot: instead of records, the whole state to start from (a
+            catch-up); ``first`` and ``records`` are then unused.
+    """
+
+    topic: str
+    first: int
+    records: tuple[Record, ...]
+    commit: int
+    snapshot: Snapshot | None = None

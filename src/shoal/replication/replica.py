@@ -27,8 +27,9 @@ Theory of operation:
 
     `snapshot` turns the state back into records, which is how an owner
     catches up a new replica from its own mirror and how a replica rewrites
-    its log compactly: applying a snapshot to an empty `ReplicaTopic`
-    yields the same held messages, owed to the same channels.
+    its log compactly: `restore` from a snapshot yields the same held
+    messages, owed to the same channels, with the same sequence number and
+    the same abortable publishes.
 """
 
 from __future__ import annotations
@@ -51,9 +52,9 @@ from shoal.replication.records import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from shoal.replication.records import Record
+    from shoal.replication.records import Batch, Record
 
-__all__ = ["OwedMessage", "ReplicaTopic"]
+__all__ = ["OwedMessage", "ReplicaTopic", "Snapshot", "receive"]
 
 
 class _Held:
@@ -85,6 +86,23 @@ class OwedMessage:
     timestamp: int
     due: float
     channels: frozenset[str] | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """A replica's whole state, as records, standing for every record to ``applied``.
+
+    Attributes:
+        applied: the last sequence number the snapshot includes.
+        records: channels, then held messages in publish order (see
+            `ReplicaTopic.snapshot`).
+        tentative: the IDs of each publish not yet known to be committed, by
+            its sequence number, so a later `Abort` still finds them.
+    """
+
+    applied: int
+    records: tuple[Record, ...]
+    tentative: dict[int, tuple[bytes, ...]]
 
 
 class ReplicaTopic:
@@ -211,13 +229,27 @@ class ReplicaTopic:
                 channels=None if held.owed is None else frozenset(held.owed),
             )
 
-    def snapshot(self) -> list[Record]:
-        """Records that rebuild this state from an empty `ReplicaTopic`.
+    @classmethod
+    def restore(cls, topic: str, snapshot: Snapshot) -> ReplicaTopic:
+        """A replica in exactly the state `snapshot` was taken from."""
+        replica = cls(topic)
+        for seq, record in enumerate(snapshot.records, 1):
+            replica.apply(seq, record)
+        replica.applied = snapshot.applied
+        replica._tentative = {
+            seq: tuple(msg_id for msg_id in ids if msg_id in replica._messages)
+            for seq, ids in snapshot.tentative.items()
+        }
+        return replica
 
-        Channels first, then the held messages in publish order, one
-        `Publish` per run of messages sharing timestamp, due time and owed
-        channels. Backlog messages are published with ``channels=None`` in
-        backlog order, so a later `Pump` moves the same ones.
+    def snapshot(self) -> Snapshot:
+        """This state as a `Snapshot`, from which `restore` rebuilds it.
+
+        Its records are channels first, then the held messages in publish
+        order, one `Publish` per run of messages sharing timestamp, due time
+        and owed channels. Backlog messages are published with
+        ``channels=None`` in backlog order, so a later `Pump` moves the same
+        ones.
         """
         records: list[Record] = [ChannelCreated(channel=name) for name in self.channels]
         run_key: tuple[int, float, tuple[str, ...] | None] | None = None
@@ -248,4 +280,37 @@ class ReplicaTopic:
             ids.append(message.id)
             bodies.append(message.body)
         flush()
-        return records
+        return Snapshot(
+            applied=self.applied, records=tuple(records), tentative=dict(self._tentative)
+        )
+
+
+def receive(replica: ReplicaTopic | None, batch: Batch) -> ReplicaTopic:
+    """Apply what the owner sent; the result's ``applied`` is the acknowledgement.
+
+    Args:
+        replica: what this replica held of the topic, or None.
+        batch: the owner's batch for the topic.
+
+    Returns:
+        The replica's state afterwards (a new object after a snapshot).
+
+    Raises:
+        RemoteProtocolError: the batch starts past the next expected record;
+            the records of the batch were not applied and the owner must send
+            a snapshot (`shoal.replication.owner.OwnerTopic.resync`).
+    """
+    if batch.snapshot is not None:
+        replica = ReplicaTopic.restore(batch.topic, batch.snapshot)
+    else:
+        if replica is None:
+            replica = ReplicaTopic(batch.topic)
+        if batch.records and batch.first > replica.applied + 1:
+            raise RemoteProtocolError(
+                f"replication batch of {batch.topic!r} starts at {batch.first}, "
+                f"after {replica.applied}"
+            )
+        for seq, record in enumerate(batch.records, batch.first):
+            replica.apply(seq, record)
+    replica.commit(batch.commit)
+    return replica
