@@ -9,6 +9,8 @@ Starts its own nodes on loopback and prints:
   of `Producer.mpublish` batches of ``--batch``;
 - consume msgs/s of a `Consumer` with ``--max-in-flight`` draining what was
   published;
+- for the concurrent publishes and the handler consume, this process's CPU
+  time per message, which a busy machine moves much less than the rates;
 - the time from publishing the first message of a new topic on node 2 to a
   `Consumer` that was already waiting on node 1 receiving it (the long-poll
   discovery path), over ``--discovery-rounds`` topics.
@@ -17,6 +19,7 @@ Starts its own nodes on loopback and prints:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 
 import trio
@@ -32,6 +35,12 @@ from shoal.client.consumer import Consumer
 from shoal.client.testing import http_address, running_cluster
 
 
+def _cpu() -> float:
+    """This process's CPU seconds: a figure the machine's other load moves less than rates."""
+    times = os.times()
+    return times.user + times.system
+
+
 async def publish_rates(node: str, messages: int, size: int, concurrency: int, batch: int) -> None:
     body = b"x" * size
     config = ProducerConfig(discover=False)
@@ -44,6 +53,7 @@ async def publish_rates(node: str, messages: int, size: int, concurrency: int, b
         print(f"publish, one at a time:      {count / elapsed:10.0f} msgs/s ({count} messages)")
 
         start = trio.current_time()
+        cpu = _cpu()
         per_task = messages // concurrency
 
         async def worker() -> None:
@@ -56,7 +66,10 @@ async def publish_rates(node: str, messages: int, size: int, concurrency: int, b
         elapsed = trio.current_time() - start
         total = per_task * concurrency
         rate = total / elapsed
-        print(f"publish, {concurrency:3d} concurrent:     {rate:10.0f} msgs/s ({total} messages)")
+        print(
+            f"publish, {concurrency:3d} concurrent:     {rate:10.0f} msgs/s ({total} messages; "
+            f"client CPU {(_cpu() - cpu) / total * 1e6:.1f} us/msg)"
+        )
 
         start = trio.current_time()
         batches = messages // batch
@@ -82,15 +95,20 @@ async def consume_rate(node: str, expected: int, max_in_flight: int) -> None:
             done.set()
 
     consumer = Consumer("bench_pub", "bench", handle, nodes=node, config=config)
+    cpu = _cpu()
     async with trio.open_nursery() as nursery:
         await nursery.start(consumer.run)
         with trio.fail_after(600):
             await done.wait()
         end = trio.current_time()
+        cpu = _cpu() - cpu
         consumer.stop()
     assert first is not None
     rate = expected / (end - first)
-    print(f"consume, max_in_flight {max_in_flight:4d}: {rate:10.0f} msgs/s ({expected} messages)")
+    print(
+        f"consume, max_in_flight {max_in_flight:4d}: {rate:10.0f} msgs/s ({expected} messages; "
+        f"client CPU {cpu / expected * 1e6:.1f} us/msg)"
+    )
 
 
 async def iterate_rate(node: str, expected: int, max_in_flight: int) -> None:

@@ -2,12 +2,17 @@
 
     python bench/membership.py loopback --nodes 5
     python bench/membership.py loopback --nodes 20
+    python bench/membership.py startup --runs 10
     python bench/membership.py netns
 
 ``loopback`` starts N nodes on 127.0.0.1 seeded by the first and prints:
 time until every node sees N alive; time from SIGKILL of one node until
 every other node lists it dead; time from SIGTERM until every other node
-lists it left; gossip bytes per second per node while idle.
+lists it left; gossip bytes per second per node and CPU per node while idle
+(``/proc/<pid>/stat`` over ``--idle`` seconds).
+
+``startup`` times one node from exec to answering ``/ping`` and to being
+listed alive by the seed it joins through (median and max of ``--runs``).
 
 ``netns`` runs 5 nodes in their own network namespaces (root only), splits
 2 from 3 until each side marks the other dead, restores the links and
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import tempfile
 import time
@@ -77,9 +83,20 @@ def loopback(n: int, idle: float) -> None:
         )
 
         before = [gossip_bytes(x) for x in nodes]
+        cpu_before = [cpu_seconds(pid(x)) for x in nodes]
+        idle_started = time.monotonic()
         time.sleep(idle)
+        cpu_after = [cpu_seconds(pid(x)) for x in nodes]
+        idle_took = time.monotonic() - idle_started
         after = [gossip_bytes(x) for x in nodes]
         per_node = sum(b - a for a, b in zip(before, after, strict=True)) / n / idle
+        shares = sorted(
+            100 * (b - a) / idle_took for a, b in zip(cpu_before, cpu_after, strict=True)
+        )
+        print(
+            f"N={n}: idle CPU per node over {idle_took:.0f}s (/proc/<pid>/stat): "
+            f"median {shares[len(shares) // 2]:.2f}%, max {shares[-1]:.2f}%"
+        )
         print(f"N={n}: idle gossip {per_node:.0f} bytes/s per node "
               "(in + out: UDP packets, membership and registry streams)")  # fmt: skip
 
@@ -125,6 +142,76 @@ def loopback(n: int, idle: float) -> None:
     finally:
         for x in nodes:
             x.kill()
+
+
+def ping(address: tuple[str, int]) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{address[0]}:{address[1]}/ping", timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pid(node: NodeProcess) -> int:
+    assert node.proc is not None
+    return node.proc.pid
+
+
+def startup(runs: int) -> None:
+    """Exec -> /ping answers, and exec -> the seed lists the node alive."""
+    root = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
+    seed = NodeProcess("--data-path", str(root / "seed"), workdir=root).start()
+    to_ping: list[float] = []
+    to_joined: list[float] = []
+    cpu: list[float] = []
+    try:
+        for i in range(runs):
+            node = NodeProcess(
+                "--data-path", str(root / f"n{i}"), "--seed", seed.gossip, workdir=root
+            )
+            ready = node.ready_file
+            started = time.monotonic()
+            node.start_nowait()
+            while not ready.exists():
+                if time.monotonic() - started > 20:
+                    raise SystemExit(f"no ready file in 20 s:\n{node.stderr}")
+                time.sleep(0.001)
+            node.addresses = json.loads(ready.read_text())
+            while not ping(node.http):
+                time.sleep(0.001)
+            to_ping.append(time.monotonic() - started)
+            assert node.proc is not None
+            cpu.append(cpu_seconds(node.proc.pid))
+            port = node.tcp[1]
+            wait(
+                lambda port=port: any(
+                    m["tcp_port"] == port and m["status"] == "alive"
+                    for m in members(seed)["members"]
+                ),
+                20,
+            )
+            to_joined.append(time.monotonic() - started)
+            node.kill()
+    finally:
+        seed.kill()
+    to_ping.sort()
+    to_joined.sort()
+    cpu.sort()
+    print(
+        f"start-up over {runs} runs: CPU (user + sys) spent by the node until /ping answers: "
+        f"median {cpu[len(cpu) // 2]:.3f}s (wall times below grow with the machine's load)"
+    )
+    print(
+        f"start-up over {runs} runs: exec to /ping median {to_ping[len(to_ping) // 2]:.3f}s "
+        f"max {to_ping[-1]:.3f}s; exec to alive in the seed's view median "
+        f"{to_joined[len(to_joined) // 2]:.3f}s max {to_joined[-1]:.3f}s"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,12 +292,18 @@ def main() -> None:
     sub = parser.add_subparsers(dest="mode", required=True)
     lo = sub.add_parser("loopback")
     lo.add_argument("--nodes", type=int, default=5)
-    lo.add_argument("--idle", type=float, default=20.0, help="seconds of idle traffic to measure")
+    lo.add_argument(
+        "--idle", type=float, default=60.0, help="seconds of idle traffic and CPU to measure"
+    )
+    st = sub.add_parser("startup")
+    st.add_argument("--runs", type=int, default=10)
     ns = sub.add_parser("netns")
     ns.add_argument("--split-for", type=float, default=30.0, help="seconds the split lasts")
     args = parser.parse_args()
     if args.mode == "loopback":
         loopback(args.nodes, args.idle)
+    elif args.mode == "startup":
+        startup(args.runs)
     else:
         netns(args.split_for)
 

@@ -25,14 +25,21 @@ g9         10% of N=100 stalling 2 s every 10 s, with and without Lifeguard's
            health awareness; and the same share slowed by 1.5 s, where
            awareness matters
 g10        idle traffic per node at N=100, with and without the registry
-scale      wall time of a 120 s crash run at N=100, 300, 1000
+scale      wall and CPU time and peak memory of a 120 s crash run at N=100,
+           300, 1000 (each in a fresh process, so peaks do not mix); with
+           --nodes 10000, a 60 s run at N=10,000, only when the machine has
+           the memory the 1,000-node run's footprint extrapolates to
+           (memory grows as N^2: every engine and registry holds every member)
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -205,21 +212,54 @@ def g10() -> None:
         )
 
 
-def scale() -> None:
-    print("scale: crash scenario, 120 virtual seconds, lan, on this machine")
+def scale_run(nodes: int, duration: float, registry: bool) -> None:
+    """One scale run in this process; prints one line (see `scale`)."""
+    started = time.perf_counter()
+    cpu = time.process_time()
+    settings = RunSettings(nodes=nodes, duration=duration, registry=registry)
+    sim = Simulation(settings, duration=duration)
+    built = time.perf_counter()
+    report = sim.run("scale", Crash())
+    done = time.perf_counter()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    line(
+        f"N={nodes}, {duration:.0f} s, registry {'on' if registry else 'off'}",
+        f"{done - started:6.1f} s wall (start {built - started:5.1f} s, run "
+        f"{done - built:5.1f} s), {time.process_time() - cpu:5.1f} s CPU, peak RSS "
+        f"{peak:,.0f} MB, {report.metrics.events_processed:,} events",
+    )
+
+
+def _in_child(nodes: int, duration: float, registry: bool) -> None:
+    flag = "--registry" if registry else "--no-registry"
+    command = [sys.executable, __file__, "_scale_one", str(nodes), str(duration), flag]
+    subprocess.run(command, check=True)
+
+
+def _available_mb() -> float:
+    with open("/proc/meminfo") as fh:
+        for text in fh:
+            if text.startswith("MemAvailable:"):
+                return int(text.split()[1]) / 1024
+    return 0.0
+
+
+def scale(huge: bool) -> None:
+    print("scale: crash scenario, lan, on this machine (wall time grows with its load)")
     for nodes in (100, 300, 1000):
         for registry in (True, False):
-            started = time.perf_counter()
-            settings = RunSettings(nodes=nodes, duration=120.0, registry=registry)
-            sim = Simulation(settings, duration=120.0)
-            built = time.perf_counter()
-            report = sim.run("scale", Crash())
-            done = time.perf_counter()
+            _in_child(nodes, 120.0, registry)
+    if huge:
+        # Memory is O(N^2); 1,000 nodes peak near 0.9 GB with the registry.
+        need = 0.9 * 1024 * (10_000 / 1_000) ** 2 * 0.5  # 60 s, no registry: about half
+        have = _available_mb()
+        if have < need:
             line(
-                f"N={nodes}, registry {'on' if registry else 'off'}",
-                f"{done - started:6.1f} s wall (start {built - started:5.1f} s, run "
-                f"{done - built:5.1f} s), {report.metrics.events_processed:,} events",
+                "N=10000, 60 s, registry off",
+                f"not run: needs about {need / 1024:,.0f} GB, {have / 1024:,.1f} GB available",
             )
+        else:
+            _in_child(10_000, 60.0, registry=False)
 
 
 def main() -> None:
@@ -233,6 +273,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter runs where allowed")
     parser.add_argument("--baseline", action="store_true", help="G7/G8 with Lifeguard off too")
     parser.add_argument("--hours", type=int, default=1, help="G7/G8 one-hour runs per rate")
+    parser.add_argument(
+        "--nodes", type=int, choices=[1000, 10000], default=1000, help="scale: largest size"
+    )
+    if sys.argv[1:2] == ["_scale_one"]:
+        nodes, duration, flag = sys.argv[2:5]
+        scale_run(int(nodes), float(duration), flag == "--registry")
+        return
     args = parser.parse_args()
     for goal in args.goals:
         started = time.perf_counter()
@@ -251,7 +298,7 @@ def main() -> None:
         elif goal == "g10":
             g10()
         else:
-            scale()
+            scale(huge=args.nodes == 10000)
         print(f"  ({time.perf_counter() - started:.0f} s wall)\n", flush=True)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 
+from shoal.cluster.tls import TLSConfig
 from shoal.errors import ConfigError
 from shoal.membership.config import MembershipConfig
 from shoal.queue.config import QueueConfig
@@ -66,11 +67,26 @@ class NodeConfig:
         ready_file: once every listener is bound, their addresses are written
             here as JSON, for harnesses started with port 0.
         queue: the data plane's limits and defaults.
+        https_address: the nsqd HTTP API over TLS (needs ``tls.cert``);
+            None serves no HTTPS.
+        tls: certificate, client certificate policy and TLS requirements,
+            for the IDENTIFY ``tls_v1`` upgrade and the HTTPS listener.
+        auth_http_addresses: nsqd auth servers (``host:port`` or an
+            ``http://`` URL); any makes AUTH required before PUB and SUB.
+        broker: serve NSQ clients (TCP and the nsqd HTTP API). False runs a
+            member that only gossips and answers the nsqlookupd HTTP API
+            (``shoal nsqlookupd``); it is never listed as a producer.
         disk: segment size and fsync policy of the disk queues. With
             ``sync_every`` 1 the node runs durable: every message of a
             non-ephemeral queue is on disk, fsynced, before its ``OK``
             (memory queues are bypassed), so a SIGKILL loses no
             acknowledged message that was not in flight.
+        statsd_address: ``host:port`` of a statsd server to push the
+            ``/metrics`` figures to (UDP); None pushes nothing.
+        statsd_prefix: prefix of every statsd name; ``%s`` becomes
+            ``<broadcast address>_<http port>`` (nsqd's default).
+        statsd_interval: seconds between two pushes.
+        statsd_udp_packet_size: largest statsd datagram, bytes.
     """
 
     tcp_address: str = "0.0.0.0:4150"
@@ -87,6 +103,14 @@ class NodeConfig:
     ready_file: str | None = None
     queue: QueueConfig = dataclasses.field(default_factory=QueueConfig)
     disk: DiskQueueConfig = dataclasses.field(default_factory=DiskQueueConfig)
+    statsd_address: str | None = None
+    statsd_prefix: str = "nsq.%s"
+    statsd_interval: float = 60.0
+    statsd_udp_packet_size: int = 508
+    https_address: str | None = None
+    tls: TLSConfig = dataclasses.field(default_factory=TLSConfig)
+    auth_http_addresses: tuple[str, ...] = ()
+    broker: bool = True
 
     @property
     def durable(self) -> bool:
@@ -98,9 +122,17 @@ class NodeConfig:
         parse_address(self.http_address, what="http-address")
         parse_address(self.gossip_address, what="gossip-address")
         parse_address(self.lookup_http_address, what="lookup-http-address")
+        if self.https_address is not None:
+            parse_address(self.https_address, what="https-address")
+            if not self.tls.enabled:
+                raise ConfigError("https-address needs tls-cert and tls-key")
         for seed in self.seeds:
             parse_address(seed, what="seed")
         if self.tombstone_lifetime <= 0:
             raise ConfigError("tombstone-lifetime must be positive")
         if not self.broadcast_address:
             raise ConfigError("broadcast-address must not be empty")
+        if self.statsd_address is not None:
+            parse_address(self.statsd_address, what="statsd-address")
+        if self.statsd_interval <= 0:
+            raise ConfigError("statsd-interval must be positive")

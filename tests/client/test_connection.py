@@ -106,6 +106,27 @@ async def test_pipelined_publishes_are_answered_in_order(nursery: trio.Nursery) 
     assert len(script.commands) == 50
 
 
+async def test_pub_lines_made_once_per_topic_decode_as_sent(nursery: trio.Nursery) -> None:
+    script, address = await start_script(nursery, ok_to_pubs)
+    sent = [Pub(topic, body) for topic in ("t", "u.v_w-1", "t") for body in (b"x", b"\n" * 300)]
+    async with open_connection(address) as conn:
+        for cmd in sent:
+            await conn.pub(cmd.topic, cmd.body)
+    assert script.commands == sent
+
+
+async def test_fin_nowait_queues_fins_that_leave_together(nursery: trio.Nursery) -> None:
+    ids = [b"%016d" % i for i in range(5)]
+    script, address = await start_script(nursery, ok_to_pubs)
+    async with open_connection(address) as conn:
+        for msg_id in ids:
+            Message(msg_id, b"", 0, 1, conn).fin_nowait()
+        with trio.fail_after(5):
+            while len(script.commands) < 5:  # noqa: ASYNC110 - the server task appends
+                await trio.sleep(0.01)
+    assert script.commands == [Fin(msg_id) for msg_id in ids]
+
+
 async def test_non_fatal_errors_do_not_consume_a_reply(nursery: trio.Nursery) -> None:
     async def reply(script: Script, command: Command) -> None:
         if isinstance(command, Fin):

@@ -573,8 +573,10 @@ def shoal_log_level() -> Iterator[None]:
         ("broadcast_address", "node-a"),
         ("data_path", ""),
         ("nsqlookupd_tcp_addresses", []),
-        ("deflate", False),
-        ("snappy", False),
+        ("deflate", True),
+        ("snappy", True),
+        ("tls_required", 0),
+        ("tls_cert", ""),
     ],
 )
 async def test_config_get_reports_values_in_nsqd_types(h: Harness, opt: str, value: Any) -> None:

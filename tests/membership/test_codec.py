@@ -30,6 +30,7 @@ from shoal.membership.messages import (
     PingReq,
     PushPull,
     PushPullEntry,
+    Refused,
     Suspect,
     UserMsg,
 )
@@ -60,6 +61,7 @@ nacks = st.builds(Nack, seq=seqs)
 alives = st.builds(Alive, incarnation=incarnations, name=names, address=addresses, meta=metas)
 suspects = st.builds(Suspect, incarnation=incarnations, name=names, source=names)
 deads = st.builds(Dead, incarnation=incarnations, name=names, source=names)
+refuseds = st.builds(Refused, incarnation=incarnations, name=names, source=names)
 users = st.builds(UserMsg, key=names, data=st.binary(max_size=200))
 entries = st.builds(
     PushPullEntry,
@@ -77,7 +79,7 @@ push_pulls = st.builds(
     members=st.lists(entries, max_size=8, unique_by=lambda e: e.name).map(tuple),
     app_state=st.binary(max_size=200),
 )
-packet_messages = st.one_of(pings, ping_reqs, acks, nacks, alives, suspects, deads, users)
+packet_messages = st.one_of(pings, ping_reqs, acks, nacks, alives, suspects, deads, users, refuseds)
 
 
 @pytest.mark.slow
@@ -111,6 +113,7 @@ def test_codec_every_message_type_has_a_strategy() -> None:
         MessageType.DEAD,
         MessageType.PUSH_PULL,
         MessageType.USER,
+        MessageType.REFUSED,
     }
     assert covered == set(MessageType)
 
@@ -127,6 +130,7 @@ def test_codec_message_type_numbers_are_stable() -> None:
         ("DEAD", 6),
         ("PUSH_PULL", 7),
         ("USER", 8),
+        ("REFUSED", 9),
     ]
 
 

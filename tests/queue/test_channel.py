@@ -219,7 +219,8 @@ def test_channel_requeue_into_full_memory_keeps_attempts_through_backend() -> No
 def test_channel_put_many_splits_deferred_from_ready() -> None:
     channel, _ = make_channel()
     woken: list[int] = []
-    channel.wakeup = lambda: woken.append(1)
+    channel.on_wake = woken.append
+    channel.want(1, 5)
     channel.put_many([msg(0), msg(1, defer=4.0), msg(2)], T0)
     assert channel.message_count == 3
     assert (channel.depth, channel.deferred_count) == (2, 1)
@@ -234,29 +235,128 @@ def test_channel_pause_stops_deliver() -> None:
     assert channel.deliver(1, T0, 10.0, 5) == []
     channel.finish(1, m.id)
     woken: list[int] = []
-    channel.wakeup = lambda: woken.append(1)
+    channel.on_wake = woken.append
+    channel.want(1, 5)
+    channel.put(msg(2), T0)
+    assert woken == []  # paused: the waiter stays in line
     channel.unpause()
     assert woken == [1]
-    assert [x.id for x in channel.deliver(1, T0, 10.0, 5)] == [msg(1).id]
+    assert [x.id for x in channel.deliver(1, T0, 10.0, 5)] == [msg(1).id, msg(2).id]
 
 
-def test_channel_wakeup_called_when_messages_become_deliverable() -> None:
+def test_channel_wakes_a_waiter_when_messages_become_deliverable() -> None:
     channel, _ = make_channel()
-    woken: list[str] = []
-    channel.put(msg(0), T0)
-    channel.wakeup = lambda: woken.append("x")
+    woken: list[int] = []
+    channel.on_wake = woken.append
+    channel.want(9, 1)
     channel.put(msg(1, defer=1.0), T0)
-    assert woken == []
+    assert woken == []  # deferred: nothing deliverable yet
     channel.put(msg(2), T0)
-    a, b = channel.deliver(1, T0, 5.0, 2)
-    channel.requeue(1, a.id, 0.0, T0)
-    channel.requeue(1, b.id, 2.0, T0)
-    assert woken == ["x", "x"]
-    channel.process_deferred(T0 + 2.0)
-    assert woken == ["x"] * 3
-    channel.deliver(1, T0 + 2, 1.0, 5)
-    channel.process_in_flight(T0 + 3)
-    assert woken == ["x"] * 4
+    assert woken == [9]
+    (a,) = channel.deliver(9, T0, 5.0, 1)
+    channel.want(9, 1)
+    channel.requeue(9, a.id, 0.0, T0)  # REQ without delay
+    assert woken == [9, 9]
+    (b,) = channel.deliver(9, T0, 5.0, 1)
+    channel.requeue(9, b.id, 2.0, T0)
+    channel.want(9, 1)
+    channel.process_deferred(T0 + 2.0)  # both deferred copies come due
+    assert woken == [9] * 3
+    channel.deliver(9, T0 + 2, 1.0, 5)
+    channel.want(9, 3)
+    channel.process_in_flight(T0 + 3)  # their delivery times out
+    assert woken == [9] * 4
+
+
+def test_channel_publish_wakes_no_subscriber_with_rdy_zero() -> None:
+    channel, _ = make_channel(config=dataclasses.replace(CONFIG, mem_queue_size=10_000))
+    woken: list[int] = []
+    channel.on_wake = woken.append
+    for client in range(1000):
+        channel.add_client(client)
+        channel.want(client, 0)  # an idle pump with RDY 0
+    channel.put(msg(0), T0)
+    channel.put_batch((b"%016x" % 1,), (b"b",), 0, T0)
+    assert woken == []
+    assert channel.waiting == ()
+
+
+def test_channel_wakes_one_waiter_per_message_round_robin() -> None:
+    channel, _ = make_channel(config=dataclasses.replace(CONFIG, mem_queue_size=10_000))
+    woken: list[int] = []
+    channel.on_wake = woken.append
+    for client in range(1000):
+        channel.want(client, 1)
+    served: list[int] = []
+    for n in range(2000):
+        channel.put(msg(n), T0)
+        (client,) = woken[len(served) :]  # exactly one waiter per message
+        (m,) = channel.deliver(client, T0, 10.0, 1)
+        channel.finish(client, m.id)
+        served.append(client)
+        channel.want(client, 1)  # its pump goes idle again, at the back
+    assert served == list(range(1000)) * 2
+
+
+def test_channel_wakes_waiters_until_their_room_covers_the_batch() -> None:
+    channel, _ = make_channel()
+    woken: list[int] = []
+    channel.on_wake = woken.append
+    for client, room in ((1, 3), (2, 3), (3, 3)):
+        channel.want(client, room)
+    channel.put_many([msg(n) for n in range(5)], T0)
+    assert woken == [1, 2]
+    assert list(channel.waiting) == [3]
+
+
+def test_channel_waiter_keeps_its_place_and_leaves_without_room() -> None:
+    channel, _ = make_channel()
+    woken: list[int] = []
+    channel.on_wake = woken.append
+    channel.want(1, 1)
+    channel.want(2, 1)
+    channel.want(1, 4)  # new room, same place
+    assert list(channel.waiting) == [1, 2]
+    channel.want(1, 0)
+    channel.add_client(2)
+    channel.remove_client(2)
+    assert not channel.waiting
+    channel.put(msg(0), T0)
+    assert woken == []
+
+
+def test_channel_client_served_while_waiting_goes_to_the_back() -> None:
+    channel, _ = make_channel()
+    woken: list[int] = []
+    channel.on_wake = woken.append
+    for client in (1, 2, 3):
+        channel.want(client, 1)
+    channel.put(msg(0), T0)
+    assert woken == [1]
+    # Client 2's own reader woke its pump, which took the message first:
+    # served, it leaves its place in the line.
+    assert [m.id for m in channel.deliver(2, T0, 10.0, 1)] == [msg(0).id]
+    channel.want(2, 1)
+    channel.want(1, 1)  # woken, found nothing: back of the line
+    assert list(channel.waiting) == [3, 2, 1]
+
+
+def test_channel_idle_client_without_room_passes_the_wake_on() -> None:
+    channel, _ = make_channel()
+    woken: list[int] = []
+    channel.on_wake = woken.append
+    channel.want(1, 1)
+    channel.want(2, 1)
+    channel.put_many([msg(0), msg(1)], T0)
+    assert woken == [1, 2]
+    channel.want(3, 5)
+    # Client 1 lost its room (RDY 0) before taking anything: its idle pump
+    # says so, and the messages go to the next waiter instead of stranding.
+    channel.want(1, 0)
+    assert woken == [1, 2, 3]
+    # A waiter that arrives while messages are ready is woken at once.
+    channel.want(4, 1)
+    assert woken == [1, 2, 3, 4]
 
 
 def test_channel_empty_drops_everything() -> None:

@@ -63,15 +63,27 @@ def test_idle_cluster_suspects_nobody() -> None:
 
 
 def test_crash_is_detected_by_every_observer() -> None:
-    metrics = simulate(Crash(kill=2, interval=10.0), SMALL).runs[0].metrics
+    metrics = simulate(Crash(kill=2, interval=10.0, host_down=True), SMALL).runs[0].metrics
     assert metrics.detection.count == 11 + 10  # the second victim is no observer of itself
     assert metrics.detection_all.count == 2
     assert metrics.undetected == 0
-    # A probe round, the local profile's minimum suspicion (3 * log10(12) s), gossip.
+    # Silence only (the hosts went down): a probe round, the local profile's
+    # minimum suspicion (3 * log10(12) s), gossip.
     assert metrics.detection_all.max is not None
     assert 3.0 < metrics.detection_all.max < 10.0
     assert metrics.false_deaths == 0
     assert metrics.deaths >= 21
+
+
+def test_crashed_process_on_a_live_host_is_dead_everywhere_within_a_probe_round() -> None:
+    metrics = simulate(Crash(kill=2, interval=10.0), SMALL).runs[0].metrics
+    assert metrics.detection_all.count == 2
+    assert metrics.undetected == 0
+    # The host refuses the first probe; every member that hears of it checks
+    # for itself and is refused too: no suspicion timeout to wait out.
+    assert metrics.detection_all.max is not None
+    assert metrics.detection_all.max < 3.0
+    assert metrics.false_deaths == 0
 
 
 def test_split_heals_views_and_registries() -> None:
@@ -186,21 +198,27 @@ def test_five_node_lan_predictions_meet_the_anchors() -> None:
     """The figures the namespace test will be compared with (reference G2 and G5).
 
     Five nodes joined through a seed, LAN profile: a SIGKILL is known to all
-    four others in about 6 s; after a 2-of-5 split of 60 s, all five see
-    five alive again within seconds.
+    four others in about 6 s when only silence tells (the host went down)
+    and in about a second when the host refuses; after a 2-of-5 split of
+    60 s, all five see five alive again within seconds.
     """
     detected = []
+    refused = []
     healed = []
     for seed in range(8):
         settings = RunSettings(nodes=5, seed=seed, bootstrap="join")
-        crash = simulate(Crash(), settings).runs[0].metrics
+        crash = simulate(Crash(host_down=True), settings).runs[0].metrics
         assert crash.detection_all.max is not None
         detected.append(crash.detection_all.max)
+        crash = simulate(Crash(), settings).runs[0].metrics
+        assert crash.detection_all.max is not None
+        refused.append(crash.detection_all.max)
         (heal,) = simulate(Split(sizes=(2, 3)), settings).runs[0].metrics.heals
         assert heal.view is not None
         healed.append(heal.view)
     assert 4.5 < statistics.median(detected) <= 7.0  # G2: p50 <= 7 s
     assert max(detected) < 9.0
+    assert statistics.median(refused) <= 1.0
     assert statistics.median(healed) < 15.0  # G5's bound, for a 5-node split
 
 

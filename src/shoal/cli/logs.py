@@ -3,15 +3,24 @@
 nsqd writes ``[nsqd] 2024/05/01 10:00:00.123456 INFO: TCP: listening on
 [::]:4150``; harnesses look for ``TCP: listening on`` and ``HTTP: listening
 on``, so the message text after the level is kept word for word.
+
+``--log-format json`` writes one JSON object per line instead, for log
+shippers: ``time`` (RFC 3339, UTC), ``level``, ``logger``, ``msg`` (the same
+text), plus any structured fields a line carries in its ``shoal`` extra
+(membership lines name the event, member and address).
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import sys
 
-__all__ = ["setup_logging"]
+__all__ = ["LOG_FORMATS", "JsonFormatter", "NsqFormatter", "setup_logging"]
+
+#: The ``--log-format`` choices.
+LOG_FORMATS = ("nsq", "json")
 
 
 class NsqFormatter(logging.Formatter):
@@ -24,8 +33,29 @@ class NsqFormatter(logging.Formatter):
         return f"[shoal] {stamp} {level}: {record.getMessage()}"
 
 
-def setup_logging(level: str) -> None:
-    """Send the ``shoal`` loggers to stderr at ``level`` (debug, info, warn, error)."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, msg and the line's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render one record as one line of JSON."""
+        stamp = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
+        out: dict[str, object] = {
+            "time": stamp.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            "level": "warn" if record.levelno == logging.WARNING else record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "shoal", None)
+        if isinstance(fields, dict):
+            out.update({k: v for k, v in fields.items() if k not in out})
+        return json.dumps(out, default=str)
+
+
+def setup_logging(level: str, log_format: str = "nsq") -> None:
+    """Send the ``shoal`` loggers to stderr at ``level`` (debug, info, warn, error).
+
+    ``log_format`` is ``"nsq"`` (nsqd's layout) or ``"json"``.
+    """
     names = {
         "debug": logging.DEBUG,
         "info": logging.INFO,
@@ -35,7 +65,7 @@ def setup_logging(level: str) -> None:
         "fatal": logging.CRITICAL,
     }
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(NsqFormatter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else NsqFormatter())
     root = logging.getLogger("shoal")
     root.handlers[:] = [handler]
     root.setLevel(names[level])

@@ -11,7 +11,6 @@ import hashlib
 import signal
 import socket
 import sys
-import tomllib
 import zlib
 from typing import Any
 
@@ -19,11 +18,11 @@ import click
 import trio
 
 from shoal import __version__
-from shoal.cli.commands import COMMANDS
-from shoal.cli.logs import setup_logging
+from shoal.cli.lazy import LazyGroup
+from shoal.cli.logs import LOG_FORMATS, setup_logging
 from shoal.cli.options import DURATION
-from shoal.cli.simulate import simulate
 from shoal.cluster.node import Node
+from shoal.cluster.tls import TLSConfig
 from shoal.config import NodeConfig
 from shoal.errors import ConfigError, ShoalError
 from shoal.membership.config import MembershipConfig
@@ -40,12 +39,35 @@ def default_node_id() -> int:
     return zlib.crc32(digest) % 1024
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+#: Commands imported only when they run (see `shoal.cli.lazy`).
+_CLIENT_COMMANDS = ("cluster", "keygen", "leave", "lookup", "members", "pub", "stats", "tail")
+_LAZY = {
+    **{name: f"shoal.cli.commands:{name}" for name in (*_CLIENT_COMMANDS, "topics")},
+    "simulate": "shoal.cli.simulate:simulate",
+    "nsqd": "shoal.cli.nsq_compat:nsqd",
+    "nsqlookupd": "shoal.cli.nsq_compat:nsqlookupd",
+}
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=_LAZY,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(
     __version__, "--version", "-V", prog_name="shoal", message="%(prog)s %(version)s"
 )
 def cli() -> None:
     """shoal: an NSQ-compatible message broker whose nodes find each other by gossip."""
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``--version`` in nsqd's layout; the module that knows it is imported only then."""
+    if not value or ctx.resilient_parsing:
+        return
+    from shoal.cli.nsq_compat import print_version
+
+    print_version(ctx, param, value)
 
 
 def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
@@ -56,6 +78,8 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     """
     if value is None:
         return
+    import tomllib  # only here: a node started without a file skips its import
+
     try:
         with open(value, "rb") as fh:
             data = tomllib.load(fh)
@@ -285,6 +309,55 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     help="Highest deflate level reported to clients.",
 )
 @click.option(
+    "--deflate/--no-deflate",
+    default=True,
+    show_default=True,
+    help="Offer raw deflate compression after IDENTIFY.",
+)
+@click.option(
+    "--snappy/--no-snappy",
+    default=True,
+    show_default=True,
+    help="Offer snappy compression after IDENTIFY.",
+)
+@click.option(
+    "--https-address",
+    default=None,
+    help="<addr>:<port> to serve the HTTP API over TLS (needs --tls-cert).",
+)
+@click.option("--tls-cert", default=None, help="PEM certificate for TLS (TCP upgrade and HTTPS).")
+@click.option("--tls-key", default=None, help="PEM private key of --tls-cert.")
+@click.option(
+    "--tls-root-ca-file", default=None, help="PEM CAs that client certificates must chain to."
+)
+@click.option(
+    "--tls-client-auth-policy",
+    type=click.Choice(["require", "require-verify"]),
+    default=None,
+    help="Ask TLS clients for a certificate (implies --tls-required).",
+)
+@click.option(
+    "--tls-required",
+    type=click.Choice(["false", "true", "tcp-https"]),
+    default="false",
+    show_default=True,
+    help="Refuse plain TCP commands (and plain HTTP, unless tcp-https).",
+)
+@click.option(
+    "--tls-min-version",
+    type=click.Choice(["ssl3.0", "tls1.0", "tls1.1", "tls1.2", "tls1.3"]),
+    default="tls1.0",
+    show_default=True,
+    help="Lowest TLS version accepted.",
+)
+@click.option(
+    "--auth-http-address",
+    "auth_http_addresses",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="nsqd auth server to ask about AUTH secrets (repeatable; makes AUTH required).",
+)
+@click.option(
     "--e2e-processing-latency-percentile",
     "e2e_percentiles",
     type=float,
@@ -305,14 +378,65 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     show_default=True,
     help="Lowest level of log lines written.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="nsq",
+    show_default=True,
+    help="nsq: nsqd's line layout; json: one JSON object per line, for log shippers.",
+)
+@click.option(
+    "--statsd-address",
+    default=None,
+    metavar="HOST:PORT",
+    help="UDP address of a statsd server to push the /metrics figures to.",
+)
+@click.option(
+    "--statsd-prefix",
+    default="nsq.%s",
+    show_default=True,
+    help="Prefix of statsd names; %s is <broadcast-address>_<http port>.",
+)
+@click.option(
+    "--statsd-interval",
+    type=DURATION,
+    default="60s",
+    show_default=True,
+    help="Time between two statsd pushes.",
+)
+@click.option(
+    "--statsd-udp-packet-size",
+    type=click.IntRange(min=64),
+    default=508,
+    show_default=True,
+    help="Largest statsd datagram in bytes.",
+)
+@click.option(
+    "--broker/--no-broker",
+    default=True,
+    show_default=True,
+    help="Serve NSQ clients; --no-broker only gossips and answers the lookup API.",
+)
+@click.option(
+    "--version",
+    is_flag=True,
+    callback=_print_version,
+    is_eager=True,
+    expose_value=False,
+    help="Print the version in nsqd's layout and exit.",
+)
 def node_command(**options: Any) -> None:
     """Run a node: NSQ TCP protocol V2 and the HTTP APIs, with embedded defaults."""
-    setup_logging(options.pop("log_level"))
+    setup_logging(options.pop("log_level"), options.pop("log_format"))
     try:
         config = build_node_config(options)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    node = Node(config)
+    try:
+        node = Node(config)
+    except ConfigError as exc:
+        click.echo(f"shoal: cannot start node: {exc}", err=True)
+        sys.exit(1)
     try:
         trio.run(_run_until_signalled, node)
     except* OSError as group:
@@ -348,6 +472,8 @@ def build_node_config(options: dict[str, Any]) -> NodeConfig:
         max_output_buffer_timeout=options.pop("max_output_buffer_timeout"),
         max_channel_consumers=options.pop("max_channel_consumers"),
         max_deflate_level=options.pop("max_deflate_level"),
+        deflate=options.pop("deflate", True),
+        snappy=options.pop("snappy", True),
         e2e_processing_latency_percentiles=tuple(options.pop("e2e_percentiles")),
         e2e_processing_latency_window_time=options.pop("e2e_processing_latency_window_time"),
     )
@@ -362,6 +488,16 @@ def build_node_config(options: dict[str, Any]) -> NodeConfig:
     membership = {"lan": MembershipConfig.lan, "wan": MembershipConfig.wan,
                   "local": MembershipConfig.local}[profile]()  # fmt: skip
     keys = tuple(parse_key(text) for text in options.pop("gossip_keys"))
+    # The TLS, compression and auth options default when absent, so callers
+    # that build the options by hand need not know them.
+    tls = TLSConfig(
+        cert=options.pop("tls_cert", None),
+        key=options.pop("tls_key", None),
+        root_ca_file=options.pop("tls_root_ca_file", None),
+        client_auth_policy=options.pop("tls_client_auth_policy", None) or "",
+        required=options.pop("tls_required", "false"),
+        min_version=options.pop("tls_min_version", "tls1.0"),
+    )
     return NodeConfig(
         queue=queue,
         disk=disk,
@@ -369,6 +505,10 @@ def build_node_config(options: dict[str, Any]) -> NodeConfig:
         gossip_keys=keys,
         broadcast_address=broadcast,
         seeds=tuple(options.pop("seeds")),
+        tls=tls,
+        auth_http_addresses=tuple(options.pop("auth_http_addresses", ())),
+        # An empty data path keeps nothing on disk (a member without a broker).
+        data_path=options.pop("data_path") or None,
         **options,
     )
 
@@ -395,10 +535,6 @@ async def _run_until_signalled(node: Node) -> None:
             await nursery.start(watch_signals)
             await node.run()
         nursery.cancel_scope.cancel()
-
-
-for _command in (*COMMANDS, simulate):
-    cli.add_command(_command)
 
 
 def main() -> None:

@@ -378,6 +378,44 @@ def _topics(count: int, every: float, **options: Any) -> None:
     _execute(options, functools.partial(Topics, count=count, every=every))
 
 
+@simulate.command("sweep")
+@click.argument("scenario", type=click.Choice(sorted(SCENARIOS)))
+@click.option(
+    "--seeds",
+    type=click.IntRange(1, 100_000),
+    default=10,
+    show_default=True,
+    help="How many seeds, counting up from --seed.",
+)
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(1, 1024),
+    default=1,
+    show_default=True,
+    help="Worker processes (the simulator uses one core per process).",
+)
+@_run_options
+def _sweep(scenario: str, seeds: int, jobs: int, **options: Any) -> None:
+    """Run SCENARIO (with its defaults) for many seeds; print p50/p90/p99 of every figure.
+
+    The figures do not depend on --jobs, only the wall time does.
+    """
+    from shoal.simulations.sweep import format_sweep, sweep
+
+    as_json = options.pop("as_json")
+    wall_time = options.pop("wall_time")
+    if options.pop("plot_file") is not None:
+        raise click.UsageError("--plot draws one run; sweep prints distributions")
+    try:
+        report = sweep(scenario, _settings(options), seeds=seeds, jobs=jobs)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(report.dumps(wall_time=wall_time) if as_json else format_sweep(report))
+    if report.violations:
+        _fail(f"{len(report.violations)} invariant(s) broken, first: {report.violations[0]}")
+
+
 @simulate.command("compare")
 @click.argument("scenario", type=click.Choice(sorted(SCENARIOS)))
 @click.option(

@@ -40,9 +40,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import socket
+import struct
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -60,7 +62,6 @@ from shoal.queue.commands import (
     Identify,
     Mpub,
     Nop,
-    Pub,
     Rdy,
     Req,
     Sub,
@@ -86,6 +87,9 @@ RECEIVE_SIZE = 64 * 1024
 DEFAULT_MAX_RDY_COUNT = 2500
 # Most scheduling passes the writer waits for more commands before a write.
 _COALESCE_PASSES = 32
+# Topics whose PUB line a connection remembers.
+_PUB_HEADS = 1024
+_SIZE = struct.Struct(">i")
 _HEARTBEAT = b"_heartbeat_"
 _NOP = encode_command(Nop())
 
@@ -163,7 +167,7 @@ class Message:
         connection: the connection it came on (answers go back on it).
     """
 
-    __slots__ = ("_answered", "attempts", "body", "connection", "id", "timestamp")
+    __slots__ = ("_answered", "_responded", "attempts", "body", "connection", "id", "timestamp")
 
     def __init__(
         self, msg_id: bytes, body: bytes, timestamp: int, attempts: int, connection: Connection
@@ -173,7 +177,9 @@ class Message:
         self.timestamp = timestamp
         self.attempts = attempts
         self.connection = connection
-        self._answered = trio.Event()
+        self._responded = False
+        # Made only for `wait_responded`: most messages are never waited on.
+        self._answered: trio.Event | None = None
 
     def __repr__(self) -> str:
         return f"<Message {self.id.decode()} attempts={self.attempts} body={self.body[:32]!r}>"
@@ -181,16 +187,22 @@ class Message:
     @property
     def responded(self) -> bool:
         """True once `fin` or `req` was called."""
-        return self._answered.is_set()
+        return self._responded
 
     async def wait_responded(self) -> None:
         """Return once `fin` or `req` has been called."""
+        if self._answered is None:
+            self._answered = trio.Event()
+            if self._responded:
+                self._answered.set()
         await self._answered.wait()
 
     def _answer(self) -> None:
-        if self._answered.is_set():
+        if self._responded:
             raise LocalProtocolError(f"message {self.id.decode()} was already answered")
-        self._answered.set()
+        self._responded = True
+        if self._answered is not None:
+            self._answered.set()
 
     async def fin(self) -> None:
         """Tell the node the message is done (``FIN``).
@@ -202,6 +214,20 @@ class Message:
         """
         self._answer()
         await self.connection.fin(self.id)
+
+    def fin_nowait(self) -> None:
+        """`fin` without a checkpoint: the ``FIN`` is queued for the writer.
+
+        For code answering a run of messages in one go (the consumer's
+        handler loop): the FINs of the run leave in one write. Never blocks:
+        FINs are bounded by the messages in flight, which RDY bounds.
+
+        Raises:
+            LocalProtocolError: the message was already answered.
+            ConnectionClosed: the connection is gone.
+        """
+        self._answer()
+        self.connection.fin_nowait(self.id)
 
     async def req(self, delay: float = 0.0) -> None:
         """Put the message back, deliverable after ``delay`` seconds (``REQ``).
@@ -220,28 +246,53 @@ class Message:
             LocalProtocolError: the message was already answered.
             ConnectionClosed: the connection is gone.
         """
-        if self._answered.is_set():
+        if self._responded:
             raise LocalProtocolError(f"message {self.id.decode()} was already answered")
         await self.connection.touch(self.id)
 
 
 class _Pending:
-    """A command waiting for its response frame."""
+    """A command waiting for its response frame.
 
-    __slots__ = ("data", "done", "error")
+    One waiter at most (the caller that sent the command), so it parks that
+    task directly rather than through a `trio.Event` (a set of waiters);
+    every publish makes one.
+    """
+
+    __slots__ = ("_task", "data", "error", "settled")
 
     def __init__(self) -> None:
-        self.done = trio.Event()
         self.data = b""
         self.error: BaseException | None = None
+        self.settled = False
+        self._task: trio.lowlevel.Task | None = None
 
     def resolve(self, data: bytes) -> None:
         self.data = data
-        self.done.set()
+        self._settle()
 
     def fail(self, error: BaseException) -> None:
         self.error = error
-        self.done.set()
+        self._settle()
+
+    def _settle(self) -> None:
+        self.settled = True
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> None:
+        """Return once resolved or failed (a checkpoint either way)."""
+        if self.settled:
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
 
 
 class Connection:
@@ -272,6 +323,7 @@ class Connection:
         self._reader_scope = trio.CancelScope()
         self.settings: dict[str, Any] = {}
         self.rdy_count = 0
+        self._pub_heads: dict[str, bytes] = {}
         # Replaced once IDENTIFY tells us max_rdy_count (the most the node
         # will ever have in flight to us, so the reader never waits long).
         self._message_send, self.messages = trio.open_memory_channel[Message](0)
@@ -376,9 +428,14 @@ class Connection:
     async def _on_frame(self, ftype: FrameType, data: bytes) -> None:
         if ftype == FrameType.MESSAGE:
             msg = decode_message(data)
-            await self._message_send.send(
-                Message(msg.id, msg.body, msg.timestamp, msg.attempts, self)
-            )
+            message = Message(msg.id, msg.body, msg.timestamp, msg.attempts, self)
+            # The channel holds max_rdy_count, so this normally never waits,
+            # and a read's worth of messages is queued without a checkpoint
+            # per message.
+            try:
+                self._message_send.send_nowait(message)
+            except trio.WouldBlock:
+                await self._message_send.send(message)
         elif ftype == FrameType.RESPONSE:
             if data == _HEARTBEAT:
                 await self._write(_NOP)
@@ -398,11 +455,16 @@ class Connection:
 
     # -- writing ------------------------------------------------------------------
 
-    async def _write(self, data: bytes, pending: _Pending | None = None) -> None:
+    async def _write(
+        self, data: bytes, pending: _Pending | None = None, *, checkpoint: bool = True
+    ) -> None:
         """Queue ``data`` for the writer task (and ``pending`` for its answer).
 
         Queueing never awaits I/O, so a cancelled caller cannot leave half a
         command on the wire; only a full buffer makes the caller wait.
+        ``checkpoint=False`` skips the final checkpoint, for a caller that
+        waits for the answer next anyway (one scheduling pass per command
+        saved).
         """
         while self._outgoing_size >= self._config.max_buffered and not self.closed:
             await self._drained.wait()
@@ -413,7 +475,23 @@ class Connection:
         self._outgoing.append(data)
         self._outgoing_size += len(data)
         self._has_output.set()
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        if checkpoint:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def _write_nowait(self, data: bytes) -> None:
+        """Queue ``data`` for the writer task at once, whatever is buffered.
+
+        Only for commands whose volume something else bounds (FIN: the
+        messages in flight); everything else goes through `_write`.
+
+        Raises:
+            ConnectionClosed: the connection is gone.
+        """
+        if self._closed.is_set():
+            raise ConnectionClosed(self.address, self._close_reason)
+        self._outgoing.append(data)
+        self._outgoing_size += len(data)
+        self._has_output.set()
 
     async def _write_loop(self) -> None:
         while True:
@@ -453,15 +531,17 @@ class Connection:
                         continue
                 self._mark_closed(failure)
 
-    async def _command(self, command: Command) -> bytes:
+    async def _command(self, command: Command | bytes) -> bytes:
+        """Send a command (or its encoding) and return its response frame's data."""
         pending = _Pending()
-        await self._write(encode_command(command), pending)
-        await pending.done.wait()
+        data = command if isinstance(command, bytes) else encode_command(command)
+        await self._write(data, pending, checkpoint=False)
+        await pending.wait()
         if pending.error is not None:
             raise pending.error
         return pending.data
 
-    async def _expect_ok(self, command: Command) -> None:
+    async def _expect_ok(self, command: Command | bytes) -> None:
         data = await self._command(command)
         if data != b"OK":
             raise RemoteProtocolError(f"expected OK, got {data[:64]!r}")
@@ -479,24 +559,31 @@ class Connection:
             ConnectionClosed: the connection ended before the answer; the
                 message may or may not have been published.
         """
-        _check_topic(topic)
-        await self._expect_ok(Pub(topic, body))
+        # The line ``PUB <topic>\n`` is made (and the name checked) once per
+        # topic; what `encode_command` would build, which a test checks.
+        head = self._pub_heads.get(topic)
+        if head is None:
+            check_topic(topic)
+            if len(self._pub_heads) >= _PUB_HEADS:
+                self._pub_heads.clear()
+            head = self._pub_heads[topic] = b"PUB " + topic.encode() + b"\n"
+        await self._expect_ok(head + _SIZE.pack(len(body)) + body)
 
     async def mpub(self, topic: str, bodies: list[bytes]) -> None:
         """Publish a batch atomically (``MPUB``); raises as `pub`."""
-        _check_topic(topic)
+        check_topic(topic)
         if not bodies:
             raise ValueError("MPUB needs at least one message")
         await self._expect_ok(Mpub(topic, list(bodies)))
 
     async def dpub(self, topic: str, body: bytes, defer: float) -> None:
         """Publish one message deliverable after ``defer`` seconds; raises as `pub`."""
-        _check_topic(topic)
+        check_topic(topic)
         await self._expect_ok(Dpub(topic, max(0, round(defer * 1000)), body))
 
     async def sub(self, topic: str, channel: str) -> None:
         """Subscribe to ``channel`` of ``topic``; raises as `pub`."""
-        _check_topic(topic)
+        check_topic(topic)
         if not is_valid_channel_name(channel):
             raise ValueError(f"invalid channel name {channel!r}")
         await self._expect_ok(Sub(topic, channel))
@@ -513,6 +600,10 @@ class Connection:
     async def fin(self, msg_id: bytes) -> None:
         """``FIN`` a message by ID; raises `ConnectionClosed` if gone."""
         await self._write(encode_command(Fin(msg_id)))
+
+    def fin_nowait(self, msg_id: bytes) -> None:
+        """``FIN`` a message by ID without a checkpoint; see `Message.fin_nowait`."""
+        self._write_nowait(b"FIN %s\n" % msg_id)
 
     async def req(self, msg_id: bytes, delay: float = 0.0) -> None:
         """``REQ`` a message by ID with a delay in seconds; raises as `fin`."""
@@ -534,9 +625,20 @@ class Connection:
         await trio.aclose_forcefully(self._stream)
 
 
-def _check_topic(topic: str) -> None:
-    if not is_valid_topic_name(topic):
+def check_topic(topic: str) -> None:
+    """Refuse a topic name that is not valid (or would change the command line).
+
+    Raises:
+        ValueError: naming the topic.
+    """
+    if not _valid_topic(topic):
         raise ValueError(f"invalid topic name {topic!r}")
+
+
+@functools.lru_cache(maxsize=1024)
+def _valid_topic(topic: str) -> bool:
+    """`is_valid_topic_name`, remembered: a publisher names the same few topics."""
+    return is_valid_topic_name(topic)
 
 
 def _describe(exc: BaseException) -> str:

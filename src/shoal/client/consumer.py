@@ -51,6 +51,7 @@ import trio
 from shoal.client._nursery import open_service_nursery
 from shoal.client.connection import Connection, ConnectionConfig, Message, open_connection
 from shoal.client.discovery import NOT_FOUND_VERSION, Endpoint, LookupResult, fetch_lookup
+from shoal.client.dispatch import HandlerPool
 from shoal.client.errors import (
     ConnectionClosed,
     HTTPStatusError,
@@ -396,16 +397,18 @@ class Consumer:
                 self._rdy_changed.set()
                 self._connected.set()
                 log.info("consuming %s/%s from %s", self.topic, self.channel, key)
+                pool: HandlerPool[Message] | None = None
                 try:
                     async with trio.open_nursery() as handlers:
-                        async for msg in conn.messages:
-                            self._counts["received"] += 1
-                            handlers.start_soon(self._handle, msg)
+                        pool = HandlerPool(handlers, self._handle, self.config.max_in_flight)
+                        await self._dispatch(conn, pool)
+                        await pool.join()
+                        handlers.cancel_scope.cancel()
                 finally:
                     if not conn.closed:
                         with trio.CancelScope(shield=True):
                             with trio.move_on_after(_REQUEUE_ON_STOP_TIMEOUT):
-                                await _hand_back(conn)
+                                await _hand_back(conn, pool.take_all() if pool else [])
                 log.info("connection to %s ended: %s", key, conn.close_reason)
         except (NodeUnavailable, NSQError) as exc:
             previous = self._backoff.get(key)
@@ -440,9 +443,13 @@ class Consumer:
         while True:
             self._rdy_changed = trio.Event()
             keys = sorted(k for k, c in self._connections.items() if not c.closed)
-            for key, count in self.rdy_counts(keys, rotation).items():
-                conn = self._connections[key]
-                count = min(count, conn.max_rdy_count)
+            wanted = [
+                (self._connections[key], min(count, self._connections[key].max_rdy_count))
+                for key, count in self.rdy_counts(keys, rotation).items()
+            ]
+            # Lower before raising, so the RDY given out never sums to more
+            # than max_in_flight, not even while the window moves.
+            for conn, count in sorted(wanted, key=lambda pair: pair[1] - pair[0].rdy_count):
                 if conn.rdy_count != count:
                     with contextlib.suppress(ConnectionClosed):
                         await conn.rdy(count)
@@ -455,6 +462,28 @@ class Consumer:
                 await self._rdy_changed.wait()
 
     # -- messages ---------------------------------------------------------------------------
+
+    async def _dispatch(self, conn: Connection, pool: HandlerPool[Message]) -> None:
+        """Hand every message of ``conn`` to the pool until the connection ends.
+
+        A read's worth of messages is taken without a checkpoint per message
+        (`receive_nowait`); the pool then runs the handler over them.
+        """
+        receive_nowait = conn.messages.receive_nowait
+        counts = self._counts
+        put = pool.put
+        while True:
+            try:
+                msg = receive_nowait()
+            except trio.WouldBlock:
+                try:
+                    msg = await conn.messages.receive()
+                except trio.EndOfChannel:
+                    return
+            except trio.EndOfChannel:
+                return
+            counts["received"] += 1
+            put(msg)
 
     async def _handle(self, msg: Message) -> None:
         try:
@@ -483,7 +512,10 @@ class Consumer:
                 return
             if not msg.responded:
                 self._counts["finished"] += 1
-                await _answer(msg.fin())
+                # Queued without a checkpoint: a run of quick handlers sends
+                # its FINs in one write.
+                with contextlib.suppress(ConnectionClosed, LocalProtocolError):
+                    msg.fin_nowait()
         finally:
             if not msg.responded and not msg.connection.closed:
                 # Stopping: hand it back now rather than after msg_timeout,
@@ -525,10 +557,15 @@ async def _close_wait(conn: Connection) -> None:
         log.debug("CLS on %s: %s", conn.address, exc)
 
 
-async def _hand_back(conn: Connection) -> None:
-    """Stop deliveries on ``conn`` and requeue what arrived but was never handled."""
+async def _hand_back(conn: Connection, queued: list[Message]) -> None:
+    """Stop deliveries on ``conn`` and requeue what arrived but was never handled.
+
+    ``queued`` are messages taken from ``conn`` that no handler started.
+    """
     with contextlib.suppress(ConnectionClosed):
         await conn.rdy(0)
+    for msg in queued:
+        await _answer(msg.req(0.0))
     while True:
         try:
             msg = conn.messages.receive_nowait()

@@ -39,12 +39,11 @@ from typing import TYPE_CHECKING
 import trio
 
 from shoal.client._nursery import open_service_nursery
-from shoal.client.connection import Connection, ConnectionConfig, open_connection
+from shoal.client.connection import Connection, ConnectionConfig, check_topic, open_connection
 from shoal.client.discovery import Endpoint, fetch_endpoint, fetch_members
 from shoal.client.errors import HTTPStatusError, NodeUnavailable, NoNodesAvailable, NSQError
 from shoal.client.strategies import Strategy, make_strategy
 from shoal.errors import ConfigError
-from shoal.queue.names import is_valid_topic_name
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -246,8 +245,10 @@ class Producer:
 
     def candidates(self, key: bytes) -> list[Endpoint]:
         """Every live endpoint in the order a publish keyed by ``key`` tries them."""
-        now = trio.current_time()
         ordered = self.strategy.order(self._endpoints, key)
+        if not self._down_until:
+            return ordered  # the usual case: every node is up
+        now = trio.current_time()
         up = [e for e in ordered if self._down_until.get(e.tcp_address, 0.0) <= now]
         down = [e for e in ordered if self._down_until.get(e.tcp_address, 0.0) > now]
         return up + down
@@ -325,8 +326,7 @@ class Producer:
         count: int,
         op: Callable[[Connection], Awaitable[None]],
     ) -> Endpoint:
-        if not is_valid_topic_name(topic):
-            raise ValueError(f"invalid topic name {topic!r}")
+        check_topic(topic)
         hash_key = topic if key is None else key
         hash_bytes = hash_key.encode() if isinstance(hash_key, str) else hash_key
         errors: list[str] = []
@@ -338,11 +338,14 @@ class Producer:
                 with contextlib.suppress(NoNodesAvailable):
                     await self.refresh()
             for endpoint in self.candidates(hash_bytes):
-                if endpoint.tcp_address in tried:
+                address = endpoint.tcp_address
+                if address in tried:
                     continue
-                tried.add(endpoint.tcp_address)
+                tried.add(address)
                 try:
-                    conn = await self._connection(endpoint)
+                    conn = self._connections.get(address)  # held open: the usual case
+                    if conn is None or conn.closed:
+                        conn = await self._connection(endpoint)
                     await op(conn)
                 except NodeUnavailable as exc:
                     self._failed(endpoint, exc)
@@ -352,7 +355,7 @@ class Producer:
                     if exc.code not in _NODE_FAILURES:
                         raise
                     self._failed(endpoint, exc)
-                    errors.append(f"{endpoint.tcp_address}: {exc}")
+                    errors.append(f"{address}: {exc}")
                     continue
                 self._succeeded(endpoint)
                 self._published += count

@@ -604,10 +604,15 @@ class NodeHTTPAPI:
                 out[name] = value
         out["nsqlookupd_tcp_addresses"] = self.nsqlookupd_tcp_addresses
         out["log_level"] = _nsq_log_level(logging.getLogger("shoal").getEffectiveLevel())
-        # Offered by nsqd, refused here: reported as off so tools read the truth.
-        out.setdefault("deflate", False)
-        out.setdefault("snappy", False)
-        out.setdefault("tls_required", 0)
+        tls = self.config.tls
+        out.update(
+            tls_cert=tls.cert or "",
+            tls_key=tls.key or "",
+            tls_root_ca_file=tls.root_ca_file or "",
+            tls_client_auth_policy=tls.client_auth_policy,
+            # nsqd's TLSNotRequired, TLSRequiredExceptHTTP, TLSRequired.
+            tls_required=2 if tls.http_required else 1 if tls.tcp_required else 0,
+        )
         out.setdefault("e2e_processing_latency_percentiles", None)
         return out
 

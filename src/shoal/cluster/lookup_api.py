@@ -148,7 +148,8 @@ class LookupAPI:
         return Response.json(
             {
                 "channels": channels,
-                "producers": [self._producer(p) for p in producers],
+                # A member without a broker (shoal nsqlookupd) is no producer.
+                "producers": [self._producer(p) for p in producers if p.info.tcp_port],
                 "version": self._version(result),
             }
         )
@@ -172,6 +173,8 @@ class LookupAPI:
         for producer, topics, tombstones in self.routing.registry.nodes(
             self.routing.alive, wall=self.routing.wall()
         ):
+            if not producer.info.tcp_port:
+                continue  # a member without a broker (shoal nsqlookupd)
             entry = self._producer(producer)
             entry["tombstones"] = tombstones
             entry["topics"] = topics

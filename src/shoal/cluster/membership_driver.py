@@ -75,11 +75,13 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 
 import trio
 
+from shoal.cluster.refusals import RefusalWatch, is_refused
 from shoal.config import parse_address
 from shoal.errors import LocalProtocolError, RemoteProtocolError
 from shoal.membership import Address, Event, Membership
 from shoal.membership.codec import PROTOCOL_VERSION
 from shoal.membership.keyring import SEAL_OVERHEAD
+from shoal.membership.state import MemberState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -110,6 +112,7 @@ _LISTEN_BACKLOG: Final = 128
 #: Pause after a failed accept (out of file descriptors, say), as trio's
 #: ``serve_listeners`` does, so the loop does not spin.
 _ACCEPT_ERROR_PAUSE: Final = 0.1
+_LIVE: Final = (MemberState.ALIVE, MemberState.SUSPECT)
 
 
 class StreamError(RemoteProtocolError):
@@ -233,6 +236,10 @@ class MessageStream:
 
 #: What serves a tagged inbound stream: ``await handler(stream, peer)``.
 StreamHandler: TypeAlias = Callable[[MessageStream, Address], Awaitable[None]]
+#: Told of what the operator should hear about a peer: ``fn(kind, peer, detail)``,
+#: with kind ``"decrypt"`` (its gossip fails authentication) or ``"seed"`` (a
+#: join through it failed; ``detail`` says how). See `MembershipDriver.add_notice_listener`.
+NoticeListener: TypeAlias = Callable[[str, Address, str], None]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -375,14 +382,17 @@ class MembershipDriver:
         self._inbound = 0
         self._handlers: dict[int, StreamHandler] = {}
         self._listeners: list[Callable[[Event], None]] = []
+        self._notice_listeners: list[NoticeListener] = []
         self._subscribers: list[trio.MemorySendChannel[Event]] = []
         self._wake = trio.Event()
         self._sleeping_until = math.inf
         self._leaving = False
         self._leave_done = trio.Event()
         self._family = trio.socket.AF_INET
+        self._refusal_watch: RefusalWatch | None = None
         self._seed_specs: list[Address] = []
         self._seed_addresses: set[Address] = set()
+        self._last_failure: dict[Address, str] = {}
         self._resolver_started = False
 
     # ------------------------------------------------------------------ properties
@@ -457,6 +467,19 @@ class MembershipDriver:
         `serve`.
         """
         self._listeners.append(fn)
+
+    def add_notice_listener(self, fn: NoticeListener) -> None:
+        """Call ``fn(kind, peer, detail)`` when a peer's input fails in a way worth telling.
+
+        The drop counters say how many; this says who, so the operator's log
+        can name the node with the wrong gossip key or the seed that refuses.
+        Same contract as `add_listener`: fast, never blocking.
+        """
+        self._notice_listeners.append(fn)
+
+    def _notice(self, kind: str, peer: Address, detail: str) -> None:
+        for fn in tuple(self._notice_listeners):
+            fn(kind, peer, detail)
 
     def remove_listener(self, fn: Callable[[Event], None]) -> None:
         """Stop calling ``fn``; unknown callbacks are ignored."""
@@ -633,6 +656,7 @@ class MembershipDriver:
         self._served = True
         udp, tcp = await self._bind_sockets()
         listener = trio.SocketListener(tcp)
+        self._refusal_watch = RefusalWatch.open(udp)
         try:
             bound = _host_port(udp.getsockname())
             self._bound = bound
@@ -650,7 +674,7 @@ class MembershipDriver:
             self._packet_sender = send
             self._outbound_limiter = trio.CapacityLimiter(self._max_outbound)
             log.info(
-                "gossip: %s listening on %s:%d (udp+tcp), advertising %s:%d%s",
+                "gossip: %s bound to %s:%d (udp+tcp), advertising %s:%d%s",
                 self._name,
                 bound[0],
                 bound[1],
@@ -668,6 +692,8 @@ class MembershipDriver:
                 task_status.started(bound)
         finally:
             self._nursery = None
+            if self._refusal_watch is not None:
+                self._refusal_watch.close()
             udp.close()
             tcp.close()
             for channel in self._subscribers:
@@ -802,7 +828,14 @@ class MembershipDriver:
         while True:
             try:
                 size, src = await udp.recvfrom_into(buffer)
+            except ConnectionRefusedError:
+                # IP_RECVERR: an ICMP port unreachable is queued (refusals.py).
+                self._read_refusals()
+                continue
             except OSError as exc:
+                # Whatever else was queued is drained too, or the socket
+                # would keep reporting it.
+                self._read_refusals()
                 # Unconnected UDP sockets rarely fail; do not spin if they do.
                 self._drop("receive_error")
                 log.debug("gossip: receive failed: %s", exc)
@@ -819,6 +852,7 @@ class MembershipDriver:
                     data = keyring.open(data, label=self._label)
                 except RemoteProtocolError:
                     self._drop("decrypt")
+                    self._notice("decrypt", _host_port(src), "datagram")
                     continue
             engine.receive_packet(data, _host_port(src), self._clock())
             self._drain()
@@ -832,6 +866,15 @@ class MembershipDriver:
         async for address, data in queue:
             try:
                 await udp.sendto(data, address)
+            except ConnectionRefusedError:
+                # A refusal drawn by an earlier datagram, reported here: this
+                # one was not sent. Read the refusals and send it again once.
+                self._read_refusals()
+                try:
+                    await udp.sendto(data, address)
+                except OSError:
+                    self._drop("send_error")
+                    continue
             except OSError as exc:
                 self._drop("send_error")
                 log.debug("gossip: send to %s:%d failed: %s", address[0], address[1], exc)
@@ -871,6 +914,8 @@ class MembershipDriver:
                     await self._dispatch_stream(stream, peer)
                 except StreamError as exc:
                     self._drop(exc.reason)
+                    if exc.reason == "decrypt":
+                        self._notice("decrypt", peer, "stream")
                 except RemoteProtocolError:
                     self._drop("handler")
                 except trio.EndOfChannel:
@@ -911,9 +956,14 @@ class MembershipDriver:
         engine = self._engine
         assert engine is not None
         now = self._clock()
+        failure = self._last_failure.pop(address, "timed out")
         if reply is None:
             self._counters.streams_failed += 1
             engine.stream_failed(address, now)
+            if address in self._seed_addresses and not any(
+                m.address == address and m.state in _LIVE for m in engine.members()
+            ):
+                self._notice("seed", address, failure)
         elif reply:
             engine.receive_stream_reply(reply, address, now)
         self._drain()
@@ -924,6 +974,9 @@ class MembershipDriver:
             tcp = await trio.open_tcp_stream(address[0], address[1])
         except OSError as exc:
             log.debug("gossip: stream to %s:%d failed: %s", address[0], address[1], exc)
+            self._last_failure[address] = getattr(exc, "strerror", None) or str(exc)
+            if is_refused(exc):
+                self._refused([address])
             return None
         try:
             stream = self._message_stream(tcp)
@@ -931,13 +984,29 @@ class MembershipDriver:
             return await stream.receive_message()
         except StreamError as exc:
             self._drop(exc.reason)
+            self._last_failure[address] = f"unreadable reply ({exc.reason})"
         except LocalProtocolError:
             self._drop("oversize_request")
         except (trio.EndOfChannel, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # refused by the peer (wrong key, overload) or broken
+            # Refused by the peer (wrong key, overload) or broken.
+            self._last_failure[address] = "closed without a reply (a different gossip key?)"
         finally:
             await trio.aclose_forcefully(tcp)
         return None
+
+    def _read_refusals(self) -> None:
+        watch = self._refusal_watch
+        if watch is not None:
+            self._refused(watch.read())
+
+    def _refused(self, addresses: Iterable[Address]) -> None:
+        """Feed refused datagrams and connections to the engine (see `refusals`)."""
+        engine = self._engine
+        if engine is None:
+            return
+        for address in addresses:
+            engine.probe_refused(address, self._clock())
+        self._drain()
 
     def _message_stream(self, stream: trio.abc.Stream) -> MessageStream:
         return MessageStream(

@@ -83,6 +83,11 @@ class TopicRouting:
         broadcast: queue a named application broadcast (the engine's
             ``broadcast_app``).
         alive: whether a member is alive or suspect (this node always is).
+        identity: the registry generation a member announced in its gossip
+            metadata, or None when unknown. State of an owner under another
+            generation is dropped (counted in ``messages_dropped``): it is a
+            second node using that owner's name, or a stale life of it, and
+            must never replace the state of the member the cluster admitted.
         wall: wall-clock seconds (registry stamps, tombstone expiry).
         monotonic: local monotonic seconds (tombstone collection).
     """
@@ -94,6 +99,7 @@ class TopicRouting:
         *,
         broadcast: Callable[[str, bytes], None],
         alive: Callable[[str], bool],
+        identity: Callable[[str], int | None] | None = None,
         wall: Callable[[], float],
         monotonic: Callable[[], float],
     ) -> None:
@@ -101,6 +107,7 @@ class TopicRouting:
         self.broker = broker
         self._broadcast = broadcast
         self._alive = alive
+        self._identity = identity
         self._wall = wall
         self._monotonic = monotonic
         self.messages_applied = 0
@@ -188,7 +195,8 @@ class TopicRouting:
         """
         changed = False
         for delta in decode_delta(data):
-            changed |= self.registry.apply_delta(delta, self._monotonic())
+            if self._admitted(delta):
+                changed |= self.registry.apply_delta(delta, self._monotonic())
         self.messages_applied += 1
         return changed
 
@@ -222,7 +230,18 @@ class TopicRouting:
     def _apply(self, data: bytes) -> None:
         now = self._monotonic()
         for delta in decode_delta(data):
-            self.registry.apply_delta(delta, now)
+            if self._admitted(delta):
+                self.registry.apply_delta(delta, now)
+
+    def _admitted(self, delta: OwnerDelta) -> bool:
+        """Whether ``delta`` belongs to the life of its owner that membership admitted."""
+        if self._identity is None:
+            return True
+        known = self._identity(delta.owner)
+        if known is None or known == delta.generation:
+            return True
+        self.messages_dropped += 1
+        return False
 
     def collect(self) -> None:
         """Forget old tombstones (called now and then by the node)."""

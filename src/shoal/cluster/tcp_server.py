@@ -5,8 +5,10 @@ Each connection runs three tasks in its own nursery:
 - the reader decodes commands, applies them and writes responses; it ends
   the connection on EOF and on a fatal error;
 - the pump sends message frames while RDY allows, woken by its channel when
-  messages become deliverable and by the reader when RDY or the in-flight
-  count changes;
+  messages become deliverable for it and by the reader when RDY or the
+  in-flight count changes; an idle pump tells its channel how much room it
+  has (`Channel.want`), and the channel wakes only waiters that can take a
+  message, so a subscriber with RDY 0 costs nothing per publish;
 - the timer sends ``_heartbeat_`` every heartbeat interval and enforces the
   read deadline: a reader that has waited 2 x heartbeat interval for data
   ends the connection (nsq.md §1.5).
@@ -26,6 +28,15 @@ heartbeat interval anyway, checks that time. And a write first goes straight
 to the socket when no other write is under way; only what the socket does
 not take at once waits, under the lock and its deadline. Either way the
 bytes leave in the order the writes were made.
+
+Upgrades. When IDENTIFY negotiates TLS, snappy or deflate, the reader sends
+the IDENTIFY response in the clear, then (holding the write lock, so no
+heartbeat slips in) wraps the stream in each layer in nsqd's order and sends
+one ``OK`` through it (`Connection._upgrade`); the layers themselves live in
+`shoal.cluster.tls` and `shoal.cluster.stream_codecs`. From then on writes
+skip the direct-to-socket path. AUTH and an expired AUTH answer make the
+core raise `AuthQuery`; the reader asks the auth servers
+(`shoal.cluster.auth`) and executes the command again.
 """
 
 from __future__ import annotations
@@ -40,19 +51,35 @@ from typing import TYPE_CHECKING
 import trio
 
 from shoal import __version__
-from shoal.queue.commands import CommandDecoder, Fin, Identify, Mpub, Pub, Rdy, Req, Sub
+from shoal.cluster.stream_codecs import CompressedStream, DeflateCodec, SnappyCodec
+from shoal.cluster.tls import HANDSHAKE_TIMEOUT, peer_common_name
+from shoal.queue import errors
+from shoal.queue.commands import (
+    Auth,
+    Command,
+    CommandDecoder,
+    Fin,
+    Identify,
+    Mpub,
+    Pub,
+    Rdy,
+    Req,
+    Sub,
+)
 from shoal.queue.errors import ClientError, FatalClientError
-from shoal.queue.frames import HEARTBEAT_FRAME
-from shoal.queue.protocol import ClientV2
+from shoal.queue.frames import HEARTBEAT_FRAME, OK_FRAME
+from shoal.queue.protocol import DEFLATE, SNAPPY, TLS, AuthQuery, ClientV2
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Callable
 
+    from shoal.cluster.auth import AuthClient
     from shoal.queue.broker import Broker
     from shoal.queue.channel import Channel
     from shoal.queue.config import QueueConfig
 
-__all__ = ["ChannelNotifier", "Connection", "TCPServer"]
+__all__ = ["Connection", "TCPServer"]
 
 log = logging.getLogger("shoal.tcp")
 
@@ -60,31 +87,26 @@ log = logging.getLogger("shoal.tcp")
 RECEIVE_SIZE = 256 * 1024
 
 
-class ChannelNotifier:
-    """The `Channel.wakeup` hook: wakes the pump of every subscribed connection."""
-
-    __slots__ = ("connections",)
-
-    def __init__(self) -> None:
-        self.connections: set[Connection] = set()
-
-    def __call__(self) -> None:
-        """Wake every subscribed connection's pump."""
-        for conn in self.connections:
-            conn.wake()
-
-
 class Connection:
-    """One client connection: a stream plus its protocol state."""
+    """One client connection: a stream plus its protocol state.
+
+    Attributes:
+        pump_wakeups: how many times the pump woke from idle (for tests and
+            diagnostics: a publish should wake only pumps that can deliver).
+    """
 
     def __init__(self, server: TCPServer, stream: trio.SocketStream, client: ClientV2) -> None:
         self.server = server
-        self.stream = stream
+        self.stream: trio.abc.Stream = stream
+        # The socket for direct writes; None once a TLS or compression layer
+        # sits between the connection and the socket.
+        self._socket_stream: trio.SocketStream | None = stream
+        self._common_name = ""
         self.client = client
         self._send_lock = trio.Lock()
         self._wake = trio.Event()
         self._identified = trio.Event()
-        self._notifier: ChannelNotifier | None = None
+        self.pump_wakeups = 0
         self._scope: trio.CancelScope | None = None
         # trio time at which the reader began waiting for data; inf while it
         # is busy with what it received (the read deadline is then off).
@@ -109,7 +131,8 @@ class Connection:
         lock = self._send_lock
         interval = self.client.heartbeat_interval
         timeout = interval if interval > 0 else math.inf
-        fd = self.stream.socket.fileno()
+        raw = self._socket_stream
+        fd = raw.socket.fileno() if raw is not None else -1
         if not lock.locked() and fd >= 0:
             try:
                 sent = os.write(fd, data)
@@ -163,7 +186,6 @@ class Connection:
                 group.exceptions[0],
             )
         finally:
-            self._detach()
             self.client.close()
             with trio.move_on_after(1) as scope:
                 scope.shield = True
@@ -172,6 +194,7 @@ class Connection:
     async def _read(self) -> None:
         decoder = self.server.new_decoder()
         client = self.client
+        decoder.precheck = client.check_state
         receive = self.stream.receive_some
         current_time = trio.current_time
         while True:
@@ -206,6 +229,8 @@ class Connection:
                             raise
                         out.append(err.frame())
                         continue
+                    except AuthQuery as query:
+                        response = await self._authenticate(cmd, query)
                     if response is not None:
                         out.append(response)
                     kind = type(cmd)
@@ -213,10 +238,16 @@ class Connection:
                     if kind is Rdy or kind is Fin or kind is Req:
                         wake = True
                     elif kind is Sub:
-                        self._attach()
+                        self.server.attach(client)
                         self.server.on_subscribe(client)
                     elif kind is Identify:
                         self._identified.set()
+                        upgrades = client.take_upgrades()
+                        if upgrades:
+                            await self.send(b"".join(out))
+                            out = []
+                            await self._upgrade(upgrades)
+                            receive = self.stream.receive_some
             except FatalClientError as err:
                 log.info("client %s: %s %s", client.remote_address, err.code, err.description)
                 out.append(err.frame())
@@ -227,17 +258,63 @@ class Connection:
             if out:
                 await self.send(b"".join(out) if len(out) > 1 else out[0])
 
-    def _attach(self) -> None:
-        channel = self.client.channel
-        if channel is None:
-            return
-        self._notifier = self.server.notifier_for(channel)
-        self._notifier.connections.add(self)
+    async def _upgrade(self, upgrades: tuple[str, ...]) -> None:
+        """Wrap the stream in each negotiated layer, sending ``OK`` through each.
 
-    def _detach(self) -> None:
-        if self._notifier is not None:
-            self._notifier.connections.discard(self)
-            self._notifier = None
+        Raises:
+            trio.BrokenResourceError: the TLS handshake failed.
+            trio.TooSlowError: the handshake took longer than nsqd allows.
+        """
+        client = self.client
+        async with self._send_lock:
+            self._socket_stream = None
+            for layer in upgrades:
+                if layer == TLS:
+                    context = self.server.ssl_context
+                    assert context is not None  # the core offers TLS only with one
+                    tls = trio.SSLStream(self.stream, context, server_side=True)
+                    with trio.fail_after(HANDSHAKE_TIMEOUT):
+                        await tls.do_handshake()
+                    self.stream = tls
+                    client.tls = True
+                    client.tls_version = tls.version() or ""
+                    cipher = tls.cipher()
+                    client.tls_cipher_suite = cipher[0] if cipher else ""
+                    self._common_name = peer_common_name(tls.getpeercert())
+                elif layer == SNAPPY:
+                    self.stream = CompressedStream(self.stream, SnappyCodec())
+                    client.snappy = True
+                elif layer == DEFLATE:
+                    self.stream = CompressedStream(self.stream, DeflateCodec(client.deflate_level))
+                    client.deflate = True
+                log.debug("client %s: upgraded to %s", client.remote_address, layer)
+                await self.stream.send_all(OK_FRAME)
+
+    async def _authenticate(self, cmd: Command, query: AuthQuery) -> bytes | None:
+        """Ask the auth servers, then answer AUTH or execute ``cmd`` again.
+
+        Raises:
+            FatalClientError: as `ClientV2.auth_answered` and `ClientV2.execute`.
+        """
+        client = self.client
+        auth = self.server.auth
+        state = None
+        if auth is not None:
+            state = await auth.query(
+                remote_ip=client.remote_address.rsplit(":", 1)[0].strip("[]"),
+                tls=client.tls,
+                secret=query.secret,
+                common_name=self._common_name,
+            )
+        for_auth = isinstance(cmd, Auth)
+        response = client.auth_answered(state, for_auth=for_auth)
+        if for_auth:
+            return response
+        try:
+            return client.execute(cmd, time.time())
+        except AuthQuery:
+            # The fresh answer expired already: nsqd would fail the same way.
+            raise FatalClientError(errors.E_AUTH_FAILED, "AUTH failed") from None
 
     async def _pump(self) -> None:
         client = self.client
@@ -247,7 +324,11 @@ class Connection:
             if frames:
                 await self.send(frames)
                 continue
+            channel = client.channel
+            if channel is not None:
+                channel.want(client.id, client.ready_room)
             await self._wake.wait()
+            self.pump_wakeups += 1
 
     async def _timer(self) -> None:
         client = self.client
@@ -291,6 +372,8 @@ class TCPServer:
         config: limits and defaults shared by every connection.
         on_subscribe: called after each successful SUB (the node uses it to
             start draining a topic backlog into a new channel).
+        ssl_context: the server side of the IDENTIFY ``tls_v1`` upgrade.
+        auth: the auth servers, when ``config.auth_required``.
     """
 
     def __init__(
@@ -299,9 +382,13 @@ class TCPServer:
         config: QueueConfig,
         *,
         on_subscribe: Callable[[ClientV2], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        auth: AuthClient | None = None,
     ) -> None:
         self.broker = broker
         self.config = config
+        self.ssl_context = ssl_context
+        self.auth = auth
         self.connections: dict[int, Connection] = {}
         self._ids = itertools.count(1)
         self._on_subscribe = on_subscribe
@@ -316,14 +403,16 @@ class TCPServer:
             max_rdy_count=cfg.max_rdy_count,
         )
 
-    def notifier_for(self, channel: Channel) -> ChannelNotifier:
-        """The wakeup hook of ``channel``, installed on first use."""
-        hook = channel.wakeup
-        if isinstance(hook, ChannelNotifier):
-            return hook
-        notifier = ChannelNotifier()
-        channel.wakeup = notifier
-        return notifier
+    def attach(self, client: ClientV2) -> None:
+        """Route the wake-ups of ``client``'s channel (just subscribed) to our pumps."""
+        if client.channel is not None:
+            client.channel.on_wake = self.wake_client
+
+    def wake_client(self, client_id: int) -> None:
+        """The `Channel.on_wake` hook: wake that connection's pump, if it is still here."""
+        conn = self.connections.get(client_id)
+        if conn is not None:
+            conn.wake()
 
     def on_subscribe(self, client: ClientV2) -> None:
         """Forward a successful SUB to the node's hook."""

@@ -20,6 +20,7 @@ Rules:
        PUSH_PULL  [7, source, join, reply, [[name, [host, port], incarnation,
                    state, {meta}], ...], app_state]
        USER       [8, key, data]
+       REFUSED    [9, incarnation, name, source]
 
    Member states in push-pull tables are small integers, also on the wire
    and append-only: alive 0, suspect 1, dead 2, left 3. A table names each
@@ -41,6 +42,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import sys
+import types
 from typing import TYPE_CHECKING, Any, Final
 
 import cbor2
@@ -58,6 +61,7 @@ from shoal.membership.messages import (
     PingReq,
     PushPull,
     PushPullEntry,
+    Refused,
     Suspect,
     UserMsg,
 )
@@ -123,6 +127,7 @@ PACKET_TYPES: Final = frozenset(
         MessageType.SUSPECT,
         MessageType.DEAD,
         MessageType.USER,
+        MessageType.REFUSED,
     }
 )
 STREAM_REQUEST_TYPES: Final = frozenset({MessageType.PING, MessageType.PUSH_PULL, MessageType.USER})
@@ -177,6 +182,19 @@ def _address(address: Address) -> list[Any]:
     return [address[0], address[1]]
 
 
+#: Wire numbers as plain ints: reading an enum member's value is slow on 3.11,
+#: and every message sent is encoded here.
+_PING: Final = MessageType.PING.value
+_PING_REQ: Final = MessageType.PING_REQ.value
+_ACK: Final = MessageType.ACK.value
+_NACK: Final = MessageType.NACK.value
+_ALIVE: Final = MessageType.ALIVE.value
+_SUSPECT: Final = MessageType.SUSPECT.value
+_DEAD: Final = MessageType.DEAD.value
+_USER: Final = MessageType.USER.value
+_REFUSED: Final = MessageType.REFUSED.value
+
+
 def encode_message(message: Message) -> bytes:
     """Return the CBOR encoding of one message (no version byte).
 
@@ -186,23 +204,25 @@ def encode_message(message: Message) -> bytes:
     item: list[Any]
     match message:
         case Ping(seq=seq, target=target, source=source):
-            item = [MessageType.PING.value, seq, target, source]
+            item = [_PING, seq, target, source]
         case PingReq(seq=seq, target=target, target_address=address, nack=nack, source=source):
-            item = [MessageType.PING_REQ.value, seq, target, _address(address), nack, source]
+            item = [_PING_REQ, seq, target, _address(address), nack, source]
         case Ack(seq=seq):
-            item = [MessageType.ACK.value, seq]
+            item = [_ACK, seq]
         case Nack(seq=seq):
-            item = [MessageType.NACK.value, seq]
+            item = [_NACK, seq]
         case Alive(incarnation=incarnation, name=name, address=address, meta=meta):
-            item = [MessageType.ALIVE.value, incarnation, name, _address(address), dict(meta)]
+            item = [_ALIVE, incarnation, name, _address(address), dict(meta)]
         case Suspect(incarnation=incarnation, name=name, source=source):
-            item = [MessageType.SUSPECT.value, incarnation, name, source]
+            item = [_SUSPECT, incarnation, name, source]
         case Dead(incarnation=incarnation, name=name, source=source):
-            item = [MessageType.DEAD.value, incarnation, name, source]
+            item = [_DEAD, incarnation, name, source]
+        case Refused(incarnation=incarnation, name=name, source=source):
+            item = [_REFUSED, incarnation, name, source]
         case PushPull(source=source, join=join, reply=reply, members=members, app_state=app_state):
             return _push_pull_bytes(source, join, reply, encode_table(members), app_state)
         case UserMsg(key=key, data=data):
-            item = [MessageType.USER.value, key, data]
+            item = [_USER, key, data]
     return cbor2.dumps(item)
 
 
@@ -378,6 +398,69 @@ def _fields(item: list[Any], count: int, what: str) -> None:
         raise _shape(f"{what} needs {count - 1} fields, got {len(item) - 1}")
 
 
+def _entries(values: list[Any], limits: CodecLimits) -> tuple[PushPullEntry, ...]:
+    """Check and convert a push-pull table: the hottest decode there is.
+
+    Every push-pull carries a record per member, so at a thousand members
+    this loop dominates a node's (and the simulator's) decoding time. The
+    common record (a short name, a plain address, a small or empty meta) is
+    checked inline, and anything unusual falls back to `_entry`, which
+    raises the precise error; both accept exactly the same records.
+
+    Names and hosts are interned: a node holds each member's strings for as
+    long as it knows the member, and every later table repeats them, so one
+    copy per distinct string is kept instead of one per decode (the
+    simulator's thousand engines then share their members' strings too).
+    Empty metadata, the usual case, shares one empty mapping.
+    """
+    longest = limits.max_name_length
+    wire = _WIRE_TO_STATE
+    intern = sys.intern
+    new = tuple.__new__
+    entry_type = PushPullEntry
+    no_meta = _NO_META
+    out: list[PushPullEntry] = []
+    append = out.append
+    for value in values:
+        if type(value) is list and len(value) == 5:
+            name, address, incarnation, state, meta = value
+            if (
+                type(name) is str
+                and 0 < len(name) <= longest
+                and type(address) is list
+                and len(address) == 2
+                and type(incarnation) is int
+                and 0 <= incarnation <= _UINT64_MAX
+                and type(state) is int
+                and state in wire
+                and type(meta) is dict
+                and not meta
+            ):
+                host, port = address
+                if (
+                    type(host) is str
+                    and 0 < len(host) <= _MAX_HOST_LENGTH
+                    and type(port) is int
+                    and 0 <= port <= 65535
+                ):
+                    append(
+                        new(
+                            entry_type,
+                            (intern(name), (intern(host), port), incarnation, wire[state], no_meta),
+                        )
+                    )
+                    continue
+        entry = _entry(value, limits)
+        host, port = entry.address
+        append(entry._replace(name=intern(entry.name), address=(intern(host), port)))
+    return tuple(out)
+
+
+#: The metadata of every record that has none, read-only so that sharing it
+#: is safe.
+_NO_META: Final[Mapping[str, str]] = types.MappingProxyType({})
+
+
 def _entry(value: Any, limits: CodecLimits) -> PushPullEntry:
     # Checks inlined where cheap: a table has a record per member.
     if type(value) is not list or len(value) != 5:
@@ -451,6 +534,15 @@ def _dead(item: list[Any], limits: CodecLimits) -> Message:
     )
 
 
+def _refused(item: list[Any], limits: CodecLimits) -> Message:
+    _fields(item, 4, "refused")
+    return Refused(
+        incarnation=_uint(item[1], _UINT64_MAX, "incarnation"),
+        name=_name(item[2], limits, "name"),
+        source=_name(item[3], limits, "source"),
+    )
+
+
 def _push_pull(item: list[Any], limits: CodecLimits) -> Message:
     _fields(item, 6, "push-pull")
     entries = item[4]
@@ -458,7 +550,7 @@ def _push_pull(item: list[Any], limits: CodecLimits) -> Message:
         raise _shape("push-pull members must be an array")
     if len(entries) > limits.max_push_pull_members:
         raise CodecError("limit", f"more than {limits.max_push_pull_members} members")
-    members = tuple(_entry(e, limits) for e in entries)
+    members = _entries(entries, limits)
     if len({m.name for m in members}) != len(members):
         # One record per member: a table that contradicts itself has no
         # meaning, and merging it would depend on the order of its records.
@@ -490,6 +582,7 @@ _DECODERS: Final[Mapping[int, Callable[[list[Any], CodecLimits], Message]]] = {
     MessageType.DEAD.value: _dead,
     MessageType.PUSH_PULL.value: _push_pull,
     MessageType.USER.value: _user,
+    MessageType.REFUSED.value: _refused,
 }
 
 

@@ -126,6 +126,14 @@ class MembershipConfig:
         lifeguard_nack: indirect helpers send a nack when the target stays
             silent, so a prober can tell "target down" from "I am slow"; missing
             nacks raise the prober's health score.
+        refusal_confirmations: distinct members whose probes of a member must
+            be refused (ICMP port unreachable, or a refused TCP connection)
+            before it is declared dead without waiting out its suspicion: the
+            host is up and nothing listens, so the process is gone. A first
+            refusal only suspects, and every member that hears of it probes
+            the member itself, so one stray refusal never kills. At least 2;
+            0 ignores refusals (silence and refusal then weigh the same, as
+            in memberlist).
     """
 
     probe_interval: float = 1.0
@@ -159,6 +167,7 @@ class MembershipConfig:
     lifeguard_suspicion: bool = True
     lifeguard_buddy: bool = True
     lifeguard_nack: bool = True
+    refusal_confirmations: int = 2
 
     def __post_init__(self) -> None:
         positive = (
@@ -189,6 +198,8 @@ class MembershipConfig:
             raise ConfigError("indirect_checks must not be negative")
         if self.suspicion_mult < 1 or self.suspicion_max_timeout_mult < 1:
             raise ConfigError("suspicion_mult and suspicion_max_timeout_mult must be >= 1")
+        if self.refusal_confirmations != 0 and self.refusal_confirmations < 2:
+            raise ConfigError("refusal_confirmations must be 0 (off) or at least 2")
         if self.awareness_max_multiplier < 1:
             raise ConfigError("awareness_max_multiplier must be >= 1")
         if self.retransmit_mult < 1:

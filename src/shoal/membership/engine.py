@@ -48,6 +48,13 @@ Theory of operation (reference/membership.md §1; SWIM; Lifeguard; memberlist
   member a few probe intervals later to fetch what missed it; a packet from a
   member we hold dead, or a ping from one we reaped, prompts a push-pull with
   that member.
+* *Refusals.* When the driver reports that a member's host refused a probe
+  (`Membership.probe_refused`: ICMP port unreachable, or a refused TCP
+  fallback), the process is gone while its host is up. The prober suspects
+  at once and gossips a ``Refused``; every member that hears it pings the
+  member itself, and refusals from ``refusal_confirmations`` distinct
+  members declare it dead without waiting out the suspicion (memberlist
+  ignores this signal). Silence alone keeps Lifeguard's timing.
 * *Leaving* broadcasts ``dead`` about ourselves with ourselves as source; the
   driver waits for `Membership.leave_complete` (or a timeout) and stops.
 * *Reaping.* Dead and left members are kept ``dead_retention`` seconds, then
@@ -132,6 +139,7 @@ from shoal.membership.messages import (
     PingReq,
     PushPull,
     PushPullEntry,
+    Refused,
     Suspect,
     UserMsg,
 )
@@ -284,6 +292,9 @@ class MembershipStatistics:
         app_stream_broadcasts: application messages sent over streams.
         app_messages_received: application messages received.
         name_conflicts: alive claims for a known name from another address.
+        refusals: refused packets and connections reported through
+            `Membership.probe_refused`.
+        refusal_deaths: members this node declared dead on refusal evidence.
         dropped: drops by reason; codec reasons (see `CodecError`) plus
             ``"wrong_target"`` (a ping for another name), ``"app_state"`` and
             ``"app_message"`` (refused by the delegate).
@@ -327,6 +338,8 @@ class MembershipStatistics:
     app_stream_broadcasts: int
     app_messages_received: int
     name_conflicts: int
+    refusals: int
+    refusal_deaths: int
     dropped: Mapping[str, int]
     health_score: int
     incarnation: int
@@ -370,6 +383,8 @@ class _Counters:
     app_stream_broadcasts: int = 0
     app_messages_received: int = 0
     name_conflicts: int = 0
+    refusals: int = 0
+    refusal_deaths: int = 0
 
 
 class _Timer:
@@ -390,10 +405,12 @@ class _Node:
         "incarnation",
         "meta",
         "name",
+        "refusals",
         "state",
         "state_changed_at",
         "suspicion",
         "suspicion_timer",
+        "verifying",
     )
 
     def __init__(
@@ -413,6 +430,9 @@ class _Node:
         self.state_changed_at = now
         self.suspicion: Suspicion | None = None
         self.suspicion_timer: _Timer | None = None
+        # Refusal evidence for the current suspicion (see Membership._on_refused).
+        self.refusals: set[str] | None = None
+        self.verifying = False
 
     def snapshot(self) -> Member:
         return Member(
@@ -553,6 +573,9 @@ class Membership:
         self._catch_up_pending = False
         self._heal_catch_up_at: float | None = None
         self._upheavals: list[float] = []
+        # Refusals about members we hold dead, awaiting our own check (see
+        # `_check_for_peer`): name -> (incarnation, who asked).
+        self._refusal_checks: dict[str, tuple[int, Address]] = {}
 
         self._broadcasts = TransmitLimitedQueue()
         self._app_broadcasts = TransmitLimitedQueue()
@@ -666,8 +689,10 @@ class Membership:
                 self._drop("wrong_target")
         elif isinstance(message, PushPull):
             stats.push_pulls_served += 1
-            # Merge first: a refutation it triggers then rides in our reply.
-            self._merge_push_pull(message, now)
+            if not self._refuse_name_claim(message, now):
+                # Merge first: a refutation it triggers then rides in our reply.
+                self._merge_push_pull(message, now)
+            # A refused sender learns from our table that its name is taken.
             reply = self._push_pull_bytes(join=False, reply=True)
         elif isinstance(message, UserMsg):
             self._on_user(message, now)
@@ -693,6 +718,8 @@ class Membership:
         if isinstance(message, Ack):
             self._on_ack(message, now)
         elif isinstance(message, PushPull):
+            if self._join_refused(message):
+                return
             known = (len(self._nodes), self._counts[_ALIVE])
             self._merge_push_pull(message, now)
             if self._catch_up_pending:
@@ -710,6 +737,35 @@ class Membership:
         """
         self._now = now
         self._stats.streams_failed += 1
+
+    def probe_refused(self, address: Address, now: float) -> None:
+        """Report that the host at ``address`` refused a packet or a connection of ours.
+
+        The driver calls this for an ICMP port unreachable drawn by a datagram
+        (Linux ``IP_RECVERR``) and for a refused TCP connection. The host is
+        up and nothing listens on the member's port: its process is gone.
+        That is stronger evidence than silence, so the member is suspected at
+        once and, when refusals from ``refusal_confirmations`` distinct
+        members agree, declared dead (`_on_refused`). A refusal from an
+        address no live member holds is counted and ignored.
+        """
+        self._now = now
+        self._stats.refusals += 1
+        if not self._config.refusal_confirmations or self._leaving:
+            return
+        node = self._by_address.get(address)
+        if node is None or node is self._self:
+            return
+        if not self._is_live(node):
+            self._answer_refusal_check(node)
+            return
+        probe = self._probe
+        if probe is not None and probe.target is node:
+            # The probe has its answer; our own health is not in question, so
+            # it ends without touching the health score.
+            self._end_probe(probe)
+        refused = Refused(incarnation=node.incarnation, name=node.name, source=self._name)
+        self._on_refused(refused, now)
 
     def tick(self, now: float) -> None:
         """Fire every timer due at ``now`` (probes, suspicions, gossip, push-pull, healing)."""
@@ -1367,6 +1423,8 @@ class Membership:
             self._on_nack(message)
         elif isinstance(message, UserMsg):
             self._on_user(message, now)
+        elif isinstance(message, Refused):
+            self._on_refused(message, now, src=src)
         # PushPull never reaches here: the codec refuses it in packets.
 
     def _on_user(self, message: UserMsg, now: float) -> None:
@@ -1427,6 +1485,61 @@ class Membership:
             except RemoteProtocolError:
                 self._drop("app_state")
 
+    def _refuse_name_claim(self, message: PushPull, now: float) -> bool:
+        """Refuse a push-pull whose sender claims a name held at another address.
+
+        Without this, a second node started with a live member's name would
+        be merged piecemeal: its alive records ignored, but its table, its
+        application state and its later leave taken as the real member's. A
+        refused sender is told by our reply (see `_join_refused`); a name
+        whose holder is dead past ``dead_node_reclaim_time`` (or left) may
+        move, so a node restarted at a new address gets in once its old self
+        is gone.
+        """
+        name = message.source
+        claimed = next((e.address for e in message.members if e.name == name), None)
+        if claimed is None:
+            return False
+        node = self._self if name == self._name else self._nodes.get(name)
+        if node is None or node.address == claimed:
+            return False
+        if node is not self._self and address_change_allowed(
+            node.state, node.state_changed_at, now, self._config.dead_node_reclaim_time
+        ):
+            return False
+        self._stats.name_conflicts += 1
+        self._events.append(
+            NameConflict(
+                name=name, known_address=node.address, claimed_address=claimed, refused=True
+            )
+        )
+        return True
+
+    def _join_refused(self, message: PushPull) -> bool:
+        """A push-pull reply lists our name, alive at another address: we were refused.
+
+        The peer holds another live node under our name (`_refuse_name_claim`
+        on its side); merging its table would make us a second member of
+        that name, so nothing of it is taken.
+        """
+        for entry in message.members:
+            if (
+                entry.name == self._name
+                and entry.address != self._address
+                and (entry.state is _ALIVE or entry.state is _SUSPECT)
+            ):
+                self._stats.name_conflicts += 1
+                self._events.append(
+                    NameConflict(
+                        name=self._name,
+                        known_address=entry.address,
+                        claimed_address=self._address,
+                        refused=True,
+                    )
+                )
+                return True
+        return False
+
     # ------------------------------------------------------------------ transitions
 
     def _set_state(self, node: _Node, state: MemberState, now: float) -> None:
@@ -1445,6 +1558,8 @@ class Membership:
             self._dead[node.name] = node
         if old is _SUSPECT:
             node.suspicion = None
+            node.refusals = None
+            node.verifying = False
             if node.suspicion_timer is not None:
                 node.suspicion_timer.cancelled = True
                 node.suspicion_timer = None
@@ -1645,6 +1760,82 @@ class Membership:
         self._note_upheaval(now)
         self._events.append(MemberSuspected(member=node.snapshot(), accuser=message.source))
 
+    def _on_refused(self, message: Refused, now: float, *, src: Address | None = None) -> None:
+        """Weigh a refused probe: suspect, look for ourselves, and count the evidence.
+
+        A refusal is a suspicion from its source (so a member that is in fact
+        alive refutes it the usual way, and the timeout still runs) plus
+        evidence kept per suspicion. Every member that hears of a refusal and
+        has none of its own pings the member at once, carrying the refusal so
+        a live member refutes straight back; if its host refuses that ping
+        too, the driver reports it and this member's refusal joins the
+        evidence. Once ``refusal_confirmations`` distinct members' probes were
+        refused, the member is dead: a crashed process on a live host leaves
+        every view within one probe and a round trip, while a single stray
+        refusal can never kill, and silence (host or network gone) keeps
+        Lifeguard's timing.
+        """
+        name = message.name
+        if name == self._name:
+            self._on_accusation(message.incarnation, message.source, src, now)
+            return
+        node = self._nodes.get(name)
+        if node is not None and node.state is _DEAD and src is not None:
+            if message.incarnation <= node.incarnation:
+                # The sender missed the death: tell it (it never answers a Dead).
+                dead = Dead(incarnation=node.incarnation, name=name, source=self._name)
+                self._send(src, [dead])
+            else:
+                self._check_for_peer(node, message, src)
+            return
+        if node is None or not self._is_live(node) or message.incarnation < node.incarnation:
+            return
+        suspect = Suspect(incarnation=message.incarnation, name=name, source=message.source)
+        self._on_suspect(suspect, now, src=src)
+        need = self._config.refusal_confirmations
+        if not need or node.state is not _SUSPECT or node.incarnation != message.incarnation:
+            return
+        refusals = node.refusals
+        if refusals is None:
+            refusals = node.refusals = set()
+        if message.source in refusals:
+            return
+        refusals.add(message.source)
+        # Replaces the plain suspicion queued under the member's name, so the
+        # evidence travels with it.
+        self._queue_broadcast(name, message, now)
+        if len(refusals) >= need:
+            self._stats.deaths_declared += 1
+            self._stats.refusal_deaths += 1
+            self._on_dead(Dead(incarnation=node.incarnation, name=name, source=self._name), now)
+            return
+        if self._name not in refusals and not node.verifying:
+            node.verifying = True
+            ping = Ping(seq=self._next_seq(), target=name, source=self._name)
+            self._send(node.address, [message, ping])
+
+    def _check_for_peer(self, node: _Node, message: Refused, src: Address) -> None:
+        """A peer gathers refusals about a member we hold dead at an older incarnation.
+
+        The peer heard of a refutation we missed, so our death does not
+        apply for it, and the members
+        that declared it dead no longer probe it, so its suspicion would wait
+        out the full timeout for want of a second refusal. We probe the member
+        once; if our probe is refused too, `_answer_refusal_check` sends the
+        peer our refusal at the incarnation it holds.
+        """
+        checks = self._refusal_checks
+        if node.name in checks or len(checks) >= len(self._nodes):
+            return
+        checks[node.name] = (message.incarnation, src)
+        self._send(node.address, [Ping(seq=self._next_seq(), target=node.name, source=self._name)])
+
+    def _answer_refusal_check(self, node: _Node) -> None:
+        check = self._refusal_checks.pop(node.name, None)
+        if check is not None:
+            incarnation, peer = check
+            self._send(peer, [Refused(incarnation=incarnation, name=node.name, source=self._name)])
+
     def _start_suspicion(self, node: _Node, message: Suspect, now: float) -> None:
         config = self._config
         k, low, high = suspicion_bounds(
@@ -1659,6 +1850,8 @@ class Membership:
         self._table = None
         suspicion = Suspicion(accuser=message.source, started_at=now, k=k, low=low, high=high)
         node.suspicion = suspicion
+        node.refusals = None
+        node.verifying = False
         self._arm_suspicion_timer(node, suspicion.deadline)
         self._queue_broadcast(node.name, message, now)
 

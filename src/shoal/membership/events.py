@@ -118,15 +118,24 @@ class NameConflict:
     engine refutes instead, and this event tells the operator two nodes share
     a name.
 
+    A push-pull from a node claiming a name held at another address is
+    refused whole (``refused``): the claimant is not merged, and learns from
+    the reply that it was refused, which raises this event on its side too.
+
     Attributes:
         name: the contested name.
-        known_address: the address we keep for it.
-        claimed_address: the address of the rejected claim.
+        known_address: the address we keep for it (on a refused claimant's
+            side, the address of the member holding the name).
+        claimed_address: the address of the rejected claim (ours, on a
+            refused claimant's side).
+        refused: the claimant's push-pull (a join, typically) was refused,
+            rather than one alive message ignored or refuted.
     """
 
     name: str
     known_address: Address
     claimed_address: Address
+    refused: bool = False
 
 
 Event = (

@@ -34,9 +34,6 @@ import binascii
 import os
 from typing import TYPE_CHECKING, Final
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from shoal.errors import ConfigError, RemoteProtocolError
 
 if TYPE_CHECKING:
@@ -85,7 +82,7 @@ class Keyring:
         ConfigError: no key is given, or a key has the wrong length or type.
     """
 
-    __slots__ = ("_ciphers", "_keys", "_nonce_source")
+    __slots__ = ("_ciphers", "_invalid_tag", "_keys", "_nonce_source")
 
     def __init__(
         self,
@@ -104,6 +101,12 @@ class Keyring:
         if not unique:
             raise ConfigError("a keyring needs at least one key")
         self._keys = tuple(unique)
+        # Imported here: most nodes run without a key, and the cryptography
+        # bindings would add tens of milliseconds to every start-up.
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._invalid_tag = InvalidTag
         self._ciphers = tuple(AESGCM(key) for key in unique)
         self._nonce_source = os.urandom if nonce_source is None else nonce_source
 
@@ -159,10 +162,11 @@ class Keyring:
         nonce = data[1 : 1 + NONCE_SIZE]
         sealed = data[1 + NONCE_SIZE :]
         aad = _VERSION_BYTE + label
+        invalid_tag = self._invalid_tag
         for cipher in self._ciphers:
             try:
                 return cipher.decrypt(nonce, sealed, aad)
-            except InvalidTag:
+            except invalid_tag:
                 continue
         raise RemoteProtocolError("no key in the keyring authenticates the message")
 

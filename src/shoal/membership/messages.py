@@ -44,6 +44,7 @@ __all__ = [
     "PingReq",
     "PushPull",
     "PushPullEntry",
+    "Refused",
     "Suspect",
     "UserMsg",
 ]
@@ -64,6 +65,7 @@ class MessageType(enum.IntEnum):
     DEAD = 6
     PUSH_PULL = 7
     USER = 8
+    REFUSED = 9
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,6 +139,23 @@ class Suspect:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Refused:
+    """``source``'s probe of member ``name`` was refused by the member's host.
+
+    A suspicion with evidence: a host that answers a probe with an ICMP port
+    unreachable, or refuses the TCP fallback, is up while the member's process
+    is gone (crash, OOM kill, deploy). Receivers treat it as a ``Suspect``
+    from ``source`` and probe the member themselves; once refusals from
+    ``MembershipConfig.refusal_confirmations`` distinct members agree, the
+    member is declared dead without waiting out the suspicion timeout.
+    """
+
+    incarnation: int
+    name: str
+    source: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Dead:
     """``source`` declares member ``name`` dead; ``source == name`` means it left."""
 
@@ -194,4 +213,4 @@ class UserMsg:
     data: bytes
 
 
-Message = Ping | PingReq | Ack | Nack | Alive | Suspect | Dead | PushPull | UserMsg
+Message = Ping | PingReq | Ack | Nack | Alive | Suspect | Dead | PushPull | UserMsg | Refused

@@ -16,7 +16,9 @@ Rules (reference/membership.md §1.2-1.3; memberlist ``aliveNode``,
    ``max(own + 1, accused + 1)``. A node never declares itself dead.
 4. A name may move to another address only when its record is ``left``, or
    ``dead`` for at least ``dead_node_reclaim_time``; otherwise the second
-   claimant is a conflict and is ignored.
+   claimant is a conflict and is ignored. A push-pull from such a claimant
+   (its join) is refused whole, and the claimant, seeing its name held
+   alive elsewhere in the reply, merges nothing either.
 
 Nothing here mutates anything: the engine asks these functions and applies the
 answer, so every transition rule has one home and one table-driven test.

@@ -141,6 +141,9 @@ class Broker:
         self._listeners: list[Callable[[BrokerEvent], None]] = []
         self._heap: list[tuple[float, int, Channel]] = []
         self._seq = 0
+        #: Called after a channel announces a deadline, so a driver that
+        #: sleeps while there is none (`next_deadline` is None) wakes up.
+        self.on_deadline: Callable[[], None] | None = None
 
     # -- listeners --------------------------------------------------------
 
@@ -288,6 +291,8 @@ class Broker:
     def _schedule(self, channel: Channel, deadline: float) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (deadline, self._seq, channel))
+        if self.on_deadline is not None:
+            self.on_deadline()
 
     @staticmethod
     def _is_stale(deadline: float, channel: Channel) -> bool:

@@ -57,10 +57,28 @@ Data structures and costs (n = messages in the structure):
     ``seq`` is a per-channel counter: it breaks deadline ties in FIFO order
     and keeps tuple comparison away from messages.
 
+Waking consumers (nsqd's channel select, nsq.md §4.2):
+    A publish must cost the same whatever the number of subscribers, so the
+    channel wakes only connections that can take a message. A connection
+    whose pump goes idle says so with ``want(client_id, room)``: with room
+    (RDY above its in-flight count) it joins the waiting line, an ordered
+    dict in which a client keeps its place until it is woken; with no room
+    it leaves it. When messages become deliverable (a put, a REQ without
+    delay, a timeout, due deferred messages, unpause) `wakeup` pops waiters,
+    least recently served first, until their room covers the ready messages,
+    and calls ``on_wake(client_id)`` for each. A subscriber with RDY 0 is
+    never in the line, so it costs nothing per message; a line of idle
+    RDY-1 consumers takes one message each in turn (round robin).
+
+    No message is stranded: a woken client that takes fewer than are ready
+    goes idle again through ``want``, and ``want`` wakes the next waiters
+    while messages are ready. Woken clients that find nothing (another
+    connection took the messages first) simply queue again at the back.
+
 Hooks set by the shell and the broker (both default to no-ops and must be
 quick and must not call back into the channel):
-    ``wakeup()``: messages just became deliverable (a put, a REQ without
-        delay, a timeout, due deferred messages, unpause).
+    ``on_wake(client_id)``: that client was popped from the waiting line
+        because messages are ready; its pump should look again.
     ``on_deadline(channel, deadline)``: the channel gained a deadline earlier
         than the one it last announced; the broker keeps its deadline index
         with it (`announced_deadline`, `process`).
@@ -111,8 +129,8 @@ class InFlightError(ShoalError):
     """
 
 
-def _no_wakeup() -> None:
-    """Default `Channel.wakeup`: nobody is waiting."""
+def _no_wake(client_id: int) -> None:
+    """Default `Channel.on_wake`: no shell is listening."""
 
 
 def _no_deadline_hook(channel: Channel, deadline: float) -> None:
@@ -148,7 +166,8 @@ class Channel:
             not counting requeues and timeouts, as nsqd's ``message_count``.
         requeue_count: REQs answered.
         timeout_count: deliveries that reached their deadline unanswered.
-        wakeup: called when messages become deliverable; see the module notes.
+        on_wake: called with a waiting client's ID when messages become
+            deliverable for it; see the module notes.
         on_deadline: called with ``(channel, deadline)`` when the channel gains
             a deadline earlier than `announced_deadline`.
     """
@@ -167,17 +186,18 @@ class Channel:
         "_mem_size",
         "_memory",
         "_seq",
+        "_waiting",
         "deleted",
         "e2e",
         "ephemeral",
         "message_count",
         "name",
         "on_deadline",
+        "on_wake",
         "paused",
         "requeue_count",
         "timeout_count",
         "topic_name",
-        "wakeup",
     )
 
     def __init__(self, topic_name: str, name: str, config: QueueConfig, backend: Backend) -> None:
@@ -189,7 +209,7 @@ class Channel:
         self.message_count = 0
         self.requeue_count = 0
         self.timeout_count = 0
-        self.wakeup: Callable[[], None] = _no_wakeup
+        self.on_wake: Callable[[int], None] = _no_wake
         self.on_deadline: Callable[[Channel, float], None] = _no_deadline_hook
         self._mem_size = config.mem_queue_size
         self._max_msg_timeout = config.max_msg_timeout
@@ -210,6 +230,8 @@ class Channel:
         self._deferred: list[tuple[float, int, Message]] = []
         self._seq = 0
         self._clients: set[int] = set()
+        # client ID -> room, least recently served first (see the module notes)
+        self._waiting: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._announced = math.inf
 
     def __repr__(self) -> str:
@@ -246,6 +268,11 @@ class Channel:
     def clients(self) -> frozenset[int]:
         """IDs of the subscribed clients."""
         return frozenset(self._clients)
+
+    @property
+    def waiting(self) -> tuple[int, ...]:
+        """IDs of the clients waiting for messages, next to be woken first."""
+        return tuple(self._waiting)
 
     @property
     def announced_deadline(self) -> float:
@@ -359,6 +386,43 @@ class Channel:
                 put(encode_message_fields(ids[index], bodies[index], timestamp, 0))
         if not self.paused:
             self.wakeup()
+
+    # -- waking consumers --------------------------------------------------
+
+    def want(self, client_id: int, room: int) -> None:
+        """A client's delivery went idle with ``room`` messages still allowed.
+
+        With ``room > 0`` the client waits for messages: `wakeup` will call
+        ``on_wake(client_id)`` once some are ready (at once when some already
+        are). A client already waiting keeps its place in the line, with the
+        new room. With ``room <= 0`` it stops waiting; if messages are ready
+        the next waiters are woken in its stead, so none is stranded.
+        """
+        if room > 0:
+            self._waiting[client_id] = room
+        else:
+            self._waiting.pop(client_id, None)
+        self.wakeup()
+
+    def wakeup(self) -> None:
+        """Wake the waiting clients that can take the ready messages.
+
+        Waiters are popped least recently served first, until their room
+        covers the ready messages or the line is empty; each gets one
+        ``on_wake`` call. Costs O(woken): a publish with no client waiting
+        costs nothing here, however many are subscribed.
+        """
+        waiting = self._waiting
+        if not waiting or self.paused:
+            return
+        ready = self._mem_count + self._backend.depth
+        on_wake = self.on_wake
+        popitem = waiting.popitem
+        # Bounded: every pass pops a waiter.
+        while ready > 0 and waiting:
+            client_id, room = popitem(last=False)
+            ready -= room
+            on_wake(client_id)
 
     def _ready(self, msg_id: bytes, body: bytes, timestamp: int, attempts: int) -> None:
         """Append a message to the ready queue (memory, else backend)."""
@@ -474,6 +538,9 @@ class Channel:
         if deadline < self._announced:
             self._announced = deadline
             self.on_deadline(self, deadline)
+        if client_id in self._waiting:
+            # Served: it queues again at the back when it next goes idle.
+            del self._waiting[client_id]
         return batches
 
     def _take_memory(self, limit: int) -> list[MessageBatch]:
@@ -740,6 +807,7 @@ class Channel:
             should now be deleted (nsq.md §4.7).
         """
         self._clients.discard(client_id)
+        self._waiting.pop(client_id, None)
         return self.ephemeral and not self._clients
 
     # -- administration ---------------------------------------------------

@@ -407,6 +407,7 @@ class CommandDecoder:
         "_scan",
         "_state",
         "_topic",
+        "precheck",
     )
 
     def __init__(
@@ -444,6 +445,10 @@ class CommandDecoder:
         self._mpub_total = 0
         self._mpub_declared = 0
         self._names: dict[bytes, str] = {}  # valid topic names seen, raw -> name
+        #: Called with each command line's verb before its parameters are
+        #: parsed, so a state error wins over a parameter error as in nsqd
+        #: (`ClientV2.check_state`); it raises `FatalClientError` to refuse.
+        self.precheck: Callable[[bytes], None] | None = None
         self._handlers: dict[bytes, Callable[[list[bytes]], Command | None]] = {
             b"FIN": self._line_fin,
             b"RDY": self._line_rdy,
@@ -668,6 +673,8 @@ class CommandDecoder:
         handler = self._handlers.get(params[0])
         if handler is None:
             raise _fatal(E_INVALID, f"invalid command {_text(params[0])}")
+        if self.precheck is not None:
+            self.precheck(params[0])
         return handler(params)
 
     def _topic_name(self, verb: str, raw: bytes, prefix: str = "") -> str:

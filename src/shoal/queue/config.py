@@ -37,7 +37,14 @@ class QueueConfig:
         min_output_buffer_timeout: lower bound of a client's flush interval.
         max_output_buffer_timeout: upper bound of a client's flush interval.
         max_channel_consumers: connections allowed per channel; 0 is unlimited.
-        max_deflate_level: reported in IDENTIFY; compression is not offered.
+        max_deflate_level: highest deflate level a client may negotiate.
+        deflate: offer raw deflate compression after IDENTIFY (nsqd's default).
+        snappy: offer snappy (framing format) compression after IDENTIFY.
+        tls_v1: the node has a certificate, so IDENTIFY may upgrade to TLS.
+        tls_required: every TCP command but IDENTIFY needs TLS first
+            (nsqd's ``--tls-required`` true or ``tcp-https``).
+        auth_required: an auth server is configured: PUB, MPUB, DPUB and SUB
+            need AUTH first, and IDENTIFY says so.
         e2e_processing_latency_percentiles: quantiles of publish-to-FIN
             latency each channel reports in /stats (e.g. 1.0, 0.99, 0.95);
             empty measures nothing, as in nsqd.
@@ -63,6 +70,11 @@ class QueueConfig:
     max_output_buffer_timeout: float = 30.0
     max_channel_consumers: int = 0
     max_deflate_level: int = 6
+    deflate: bool = True
+    snappy: bool = True
+    tls_v1: bool = False
+    tls_required: bool = False
+    auth_required: bool = False
     e2e_processing_latency_percentiles: tuple[float, ...] = ()
     e2e_processing_latency_window_time: float = 600.0
     sync_on_publish: bool = False

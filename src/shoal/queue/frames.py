@@ -59,6 +59,7 @@ class FrameType(enum.IntEnum):
 
 
 _FRAME_HEAD = struct.Struct(">ii")
+_FRAME_TYPES = tuple(FrameType)
 # Frame size, frame type, then the message header (timestamp, attempts); the ID follows.
 _MESSAGE_HEAD = struct.Struct(">iiqH")
 # Frame type plus the 26-byte message header: what `size` counts besides the body.
@@ -203,21 +204,24 @@ class FrameDecoder:
         avail = len(buf) - pos
         if avail < 4:
             return None
-        (size,) = struct.unpack_from(">i", buf, pos)
+        if avail >= 8:
+            size, raw_type = _FRAME_HEAD.unpack_from(buf, pos)
+        else:
+            (size,) = struct.unpack_from(">i", buf, pos)
+            raw_type = 0  # checked below, once the whole frame is here
         if size < 4 or size > self._max_frame_size:
             self._errored = True
             raise RemoteProtocolError(f"frame size {size} is outside 4..{self._max_frame_size}")
         if avail < 4 + size:
             return None
-        (raw_type,) = struct.unpack_from(">i", buf, pos + 4)
-        try:
-            frame_type = FrameType(raw_type)
-        except ValueError:
+        # A tuple index rather than FrameType(raw_type): this runs per message.
+        if not 0 <= raw_type < len(_FRAME_TYPES):
             self._errored = True
             raise RemoteProtocolError(f"unknown frame type {raw_type}") from None
-        with memoryview(buf) as view:
-            data = view[pos + 8 : pos + 4 + size].tobytes()
-        pos += 4 + size
+        frame_type = _FRAME_TYPES[raw_type]
+        end = pos + 4 + size
+        data = bytes(buf[pos + 8 : end])
+        pos = end
         if pos == len(buf):
             buf.clear()
             pos = 0

@@ -17,6 +17,17 @@ Rules (nsq.md §1.2-§1.7):
    for this connection gives a non-fatal error; everything else is fatal.
 4. A closing connection does not requeue its in-flight messages; they wait
    for their deadline (nsq.md §0 item 9).
+5. State errors come before parameter errors, as in nsqd: the decoder calls
+   `ClientV2.check_state` with each verb before it parses the parameters,
+   so FIN before SUB is ``cannot FIN in current state`` whatever follows.
+   With TLS required, every verb but IDENTIFY needs TLS first.
+6. Upgrades (TLS, then snappy or deflate) are decided here and carried out
+   by the shell: after an IDENTIFY response, `take_upgrades` names them in
+   nsqd's order, and the shell sends the response in the clear, upgrades
+   the stream, and sends one ``OK`` through each new layer.
+7. AUTH needs an auth server, which is I/O: the core raises `AuthQuery`
+   (not an error frame) when it needs an answer, the shell asks the servers
+   and hands the answer to `auth_answered`, then executes the command again.
 
 Every ``ClientError`` raised here leaves the connection's state unchanged;
 the shell closes the connection when the error is fatal.
@@ -59,11 +70,32 @@ from shoal.queue.frames import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from shoal.queue.auth import AuthState
     from shoal.queue.broker import Broker
     from shoal.queue.config import QueueConfig
     from shoal.queue.message import Message
 
-__all__ = ["ClientState", "ClientV2"]
+__all__ = ["AuthQuery", "ClientState", "ClientV2"]
+
+#: The stream layers IDENTIFY can add, in the order the shell must apply them.
+TLS, SNAPPY, DEFLATE = "tls", "snappy", "deflate"
+
+# Verbs whose state nsqd checks before their parameters.
+_SUBSCRIBED_VERBS = frozenset({b"FIN", b"REQ", b"TOUCH", b"RDY"})
+_INIT_VERBS = frozenset({b"SUB", b"AUTH", b"IDENTIFY"})
+
+
+class AuthQuery(Exception):
+    """The shell must ask the auth servers about ``secret``, then call `ClientV2.auth_answered`.
+
+    Raised by `ClientV2.execute` for AUTH, and for PUB, MPUB, DPUB or SUB when
+    the cached answer has expired; the command changed nothing and is to be
+    executed again once the answer is in.
+    """
+
+    def __init__(self, secret: str) -> None:
+        super().__init__(secret)
+        self.secret = secret
 
 
 class ClientState(enum.IntEnum):
@@ -125,6 +157,17 @@ class ClientV2:
         self.finish_count = 0
         self.requeue_count = 0
         self.pub_counts: dict[str, int] = {}
+        # Stream layers negotiated by IDENTIFY, in order; set by `_identify`,
+        # taken by the shell. `tls`/`snappy`/`deflate` say what is in place.
+        self.upgrades: tuple[str, ...] = ()
+        self.deflate_level = 0
+        self.tls = False
+        self.snappy = False
+        self.deflate = False
+        self.tls_version = ""
+        self.tls_cipher_suite = ""
+        self.auth_secret = ""
+        self.auth_state: AuthState | None = None
 
     # -- commands ---------------------------------------------------------------
 
@@ -196,10 +239,8 @@ class ClientV2:
                 return CLOSE_WAIT_FRAME
             case Identify(body=body):
                 return self._identify(body)
-            case Auth():
-                if self.state != ClientState.INIT:
-                    raise FatalClientError(errors.E_INVALID, "cannot AUTH in current state")
-                raise FatalClientError(errors.E_AUTH_DISABLED, "AUTH disabled")
+            case Auth(secret=secret):
+                return self._auth(secret)
         raise FatalClientError(errors.E_INVALID, f"invalid command {type(cmd).__name__.upper()}")
 
     def finish_many(self, msg_ids: Sequence[bytes], now: float | None = None) -> list[bytes]:
@@ -239,6 +280,8 @@ class ClientV2:
         defer: float,
         failed_code: str,
     ) -> bytes:
+        if self.config.auth_required:
+            self._check_auth(verb, topic_name, "", now)
         topic = self.broker.topics.get(topic_name)
         if topic is None:
             topic, _ = self.broker.get_or_create_topic(topic_name, now)
@@ -268,6 +311,8 @@ class ClientV2:
             raise FatalClientError(errors.E_INVALID, "cannot SUB in current state")
         if self.heartbeat_interval <= 0:
             raise FatalClientError(errors.E_INVALID, "cannot SUB with heartbeats disabled")
+        if self.config.auth_required:
+            self._check_auth("SUB", topic_name, channel_name, now)
         topic, _ = self.broker.get_or_create_topic(topic_name, now)
         channel, _ = self.broker.get_or_create_channel(topic_name, channel_name, now)
         if topic.deleted or channel.deleted:
@@ -284,6 +329,95 @@ class ClientV2:
         self.channel = channel
         self.state = ClientState.SUBSCRIBED
         return OK_FRAME
+
+    # -- state, AUTH -------------------------------------------------------------
+
+    def check_state(self, verb: bytes) -> None:
+        """Refuse ``verb`` in the current state, before its parameters are parsed.
+
+        The `CommandDecoder` calls this with each command line's verb, so the
+        errors come in nsqd's order (rule 5). `execute` checks again, for
+        callers that build commands themselves.
+
+        Raises:
+            FatalClientError: ``E_INVALID cannot <VERB> in current state``, or
+                ``... (TLS required)`` for anything but IDENTIFY before TLS.
+        """
+        if verb == b"IDENTIFY":
+            if self.state != ClientState.INIT:
+                raise FatalClientError(errors.E_INVALID, "cannot IDENTIFY in current state")
+            return
+        if self.config.tls_required and not self.tls:
+            raise FatalClientError(
+                errors.E_INVALID,
+                f"cannot {verb.decode('ascii', 'replace')} in current state (TLS required)",
+            )
+        state = self.state
+        if verb in _SUBSCRIBED_VERBS:
+            if state != ClientState.SUBSCRIBED and state != ClientState.CLOSING:
+                raise FatalClientError(errors.E_INVALID, f"cannot {verb.decode()} in current state")
+        elif verb in _INIT_VERBS:
+            if state != ClientState.INIT:
+                raise FatalClientError(errors.E_INVALID, f"cannot {verb.decode()} in current state")
+            if verb == b"SUB" and self.heartbeat_interval <= 0:
+                raise FatalClientError(errors.E_INVALID, "cannot SUB with heartbeats disabled")
+
+    def _auth(self, secret: bytes) -> bytes:
+        if self.state != ClientState.INIT:
+            raise FatalClientError(errors.E_INVALID, "cannot AUTH in current state")
+        if self.auth_state is not None and self.auth_state.grants:
+            raise FatalClientError(errors.E_INVALID, "AUTH already set")
+        if not self.config.auth_required:
+            raise FatalClientError(errors.E_AUTH_DISABLED, "AUTH disabled")
+        self.auth_secret = secret.decode("utf-8", "replace")
+        raise AuthQuery(self.auth_secret)
+
+    def auth_answered(self, state: AuthState | None, *, for_auth: bool) -> bytes | None:
+        """Take the auth servers' answer to an `AuthQuery`.
+
+        Args:
+            state: the answer, or None when no server gave a valid one.
+            for_auth: the query came from AUTH (rather than a refresh before
+                PUB or SUB, which the shell then executes again).
+
+        Returns:
+            For AUTH, nsqd's JSON response frame; otherwise None.
+
+        Raises:
+            FatalClientError: ``E_AUTH_FAILED AUTH failed`` when no server
+                answered (the reason goes only to the log, as in nsqd), or
+                ``E_UNAUTHORIZED`` when AUTH found no authorizations.
+        """
+        if state is None:
+            raise FatalClientError(errors.E_AUTH_FAILED, "AUTH failed")
+        self.auth_state = state
+        if not for_auth:
+            return None
+        if not state.grants:
+            raise FatalClientError(errors.E_UNAUTHORIZED, "AUTH no authorizations found")
+        body = {
+            "identity": state.identity,
+            "identity_url": state.identity_url,
+            "permission_count": len(state.grants),
+        }
+        return encode_response(json.dumps(body, separators=(",", ":")).encode())
+
+    def _check_auth(self, verb: str, topic: str, channel: str, now: float) -> None:
+        state = self.auth_state
+        if state is None or not state.grants:
+            raise FatalClientError(errors.E_AUTH_FIRST, f"AUTH required before {verb}")
+        if state.expired(now):
+            raise AuthQuery(self.auth_secret)
+        if not state.allows(topic, channel):
+            raise FatalClientError(
+                errors.E_UNAUTHORIZED,
+                f'AUTH failed for {verb} on "{topic}" "{channel}"',
+            )
+
+    def take_upgrades(self) -> tuple[str, ...]:
+        """The stream layers the last IDENTIFY negotiated, once (rule 6)."""
+        upgrades, self.upgrades = self.upgrades, ()
+        return upgrades
 
     # -- IDENTIFY ---------------------------------------------------------------
 
@@ -344,7 +478,13 @@ class ClientV2:
         else:
             raise _bad_field("msg_timeout", msg_timeout_ms)
         deflate_level = _int_field(data, "deflate_level")
-        if bool(data.get("snappy")) and bool(data.get("deflate")):
+        feature_negotiation = bool(data.get("feature_negotiation"))
+        # Upgrades happen only with feature negotiation (nsq.md §1.4), and
+        # only for what the node offers.
+        tls_v1 = feature_negotiation and cfg.tls_v1 and bool(data.get("tls_v1"))
+        deflate = feature_negotiation and cfg.deflate and bool(data.get("deflate"))
+        snappy = feature_negotiation and cfg.snappy and bool(data.get("snappy"))
+        if deflate and snappy:
             raise FatalClientError(
                 errors.E_IDENTIFY_FAILED, "cannot enable both deflate and snappy compression"
             )
@@ -357,24 +497,26 @@ class ClientV2:
         self.output_buffer_timeout = out_timeout
         self.sample_rate = sample_rate
         self.msg_timeout = msg_timeout
-        self.feature_negotiation = bool(data.get("feature_negotiation"))
+        self.feature_negotiation = feature_negotiation
         if not self.feature_negotiation:
             return OK_FRAME
-        level = min(deflate_level if deflate_level > 0 else 6, cfg.max_deflate_level)
+        level = min(deflate_level if deflate and deflate_level > 0 else 6, cfg.max_deflate_level)
+        self.deflate_level = level
+        self.upgrades = tuple(
+            name for name, wanted in ((TLS, tls_v1), (SNAPPY, snappy), (DEFLATE, deflate)) if wanted
+        )
         response = {
             "max_rdy_count": cfg.max_rdy_count,
             "version": self.version,
             "max_msg_timeout": int(cfg.max_msg_timeout * 1000),
             "msg_timeout": int(self.msg_timeout * 1000),
-            # TLS, snappy and deflate are not offered: answering false lets
-            # every client carry on in plain text (nsq.md §1.4).
-            "tls_v1": False,
-            "deflate": False,
+            "tls_v1": tls_v1,
+            "deflate": deflate,
             "deflate_level": level,
             "max_deflate_level": cfg.max_deflate_level,
-            "snappy": False,
+            "snappy": snappy,
             "sample_rate": self.sample_rate,
-            "auth_required": False,
+            "auth_required": cfg.auth_required,
             "output_buffer_size": self.output_buffer_size,
             "output_buffer_timeout": int(self.output_buffer_timeout * 1000),
         }
@@ -477,15 +619,26 @@ class ClientV2:
             "requeue_count": self.requeue_count,
             "connect_ts": int(self.connect_ts),
             "sample_rate": self.sample_rate,
-            "deflate": False,
-            "snappy": False,
+            "deflate": self.deflate,
+            "snappy": self.snappy,
             "user_agent": self.user_agent,
-            "tls": False,
-            "tls_cipher_suite": "",
-            "tls_version": "",
+            "tls": self.tls,
+            "tls_cipher_suite": self.tls_cipher_suite,
+            "tls_version": self.tls_version,
             "tls_negotiated_protocol": "",
             "tls_negotiated_protocol_is_mutual": False,
             "pub_counts": [{"topic": t, "count": n} for t, n in sorted(self.pub_counts.items())],
+            **self._auth_stats(),
+        }
+
+    def _auth_stats(self) -> dict[str, Any]:
+        state = self.auth_state
+        if state is None:
+            return {}
+        return {
+            "authed": True,
+            "auth_identity": state.identity,
+            "auth_identity_url": state.identity_url,
         }
 
 

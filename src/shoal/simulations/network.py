@@ -24,7 +24,7 @@ Theory of operation:
   timeouts when the link loses it (1 s for the handshake, 0.2 s for data,
   doubling) and each transfer costing ``bytes / bandwidth``. An opener that has
   no reply within its engine's ``stream_timeout`` is told the stream failed; a
-  connection to a crashed host is refused after one round trip. A SYN into a
+  connection to a crashed process is refused after one round trip. A SYN into a
   partition (or to an address nobody holds) is resent on Linux's schedule
   (``NetworkProfile.syn_linear_timeouts``), so a connection attempt made
   during a split gets through when the split heals, if the opener is still
@@ -33,7 +33,11 @@ Theory of operation:
   destination in it are dropped. Two-way partitions are two cuts. A stream
   needs both directions open.
 * *Host faults.* A crash detaches the engine (what was in flight to it is
-  lost, its open streams die with it); a restart attaches a fresh engine. A
+  lost, its open streams die with it); a restart attaches a fresh engine.
+  After a process crash the host still runs, so its kernel refuses: a
+  datagram draws an ICMP port unreachable that reaches the sender one
+  way-delay later (`Membership.probe_refused`) and a connection is refused.
+  After a host crash (``refuses=False``) nothing answers at all. A
   *pause* models a stalled event loop: the host runs no timer and reads no
   input until it resumes, datagrams queue in a socket buffer of
   `SOCKET_BUFFER` bytes (the excess is dropped), and on resuming it handles
@@ -212,6 +216,9 @@ class Host:
         life: increases on every crash and restart; in-flight work for an
             older life is discarded.
         paused_until: end of the current pause, or None.
+        refuses: while no engine runs, whether the host's kernel answers
+            datagrams and connections with a refusal (the process crashed,
+            the host is up).
         slow_delay: extra delay on every input.
         stats: traffic counters.
     """
@@ -225,6 +232,7 @@ class Host:
         "life",
         "name",
         "paused_until",
+        "refuses",
         "region",
         "slow_delay",
         "stats",
@@ -239,6 +247,7 @@ class Host:
         self.engine: Membership | None = None
         self.life = 0
         self.paused_until: float | None = None
+        self.refuses = True
         self.slow_delay = 0.0
         self.wake_at: float | None = None
         self.inbox: deque[tuple[str, object, object]] = deque()
@@ -378,8 +387,14 @@ class Network:
         host.inbox_bytes = 0
         self.flush(host)
 
-    def stop(self, host: Host) -> None:
-        """Detach the engine: a crash, or the end of a graceful leave."""
+    def stop(self, host: Host, *, refuses: bool = True) -> None:
+        """Detach the engine: a crash, or the end of a graceful leave.
+
+        ``refuses`` says the host stays up (a process crash): its kernel
+        refuses what is sent to the engine's port. False models a host that
+        went down or off the network: silence.
+        """
+        host.refuses = refuses
         host.life += 1
         host.engine = None
         host.paused_until = None
@@ -492,8 +507,13 @@ class Network:
             host.stats.stream_bytes_received += len(second)
             engine.receive_stream_reply(second, first.destination, now)
             self.flush(host)
+        elif kind == "refused":
+            engine.probe_refused(first, now)  # type: ignore[arg-type]
+            self.flush(host)
         else:  # "failed"
             assert isinstance(first, _Stream)
+            if second is not None:
+                engine.probe_refused(first.destination, now)
             engine.stream_failed(first.destination, now)
             self.flush(host)
 
@@ -554,6 +574,8 @@ class Network:
         host = self._by_address.get(destination)
         if host is None or host.engine is None:
             self.packets_dropped += 1
+            if host is not None and host.refuses:
+                self._icmp(host, source)
             return
         if host.paused_until is not None:
             if host.inbox_bytes + len(data) > SOCKET_BUFFER:
@@ -567,6 +589,26 @@ class Network:
         stats.packets_received += 1
         stats.bytes_received += len(data)
         host.engine.receive_packet(data, source, self.scheduler.now)
+        self.flush(host)
+
+    def _icmp(self, host: Host, destination: Address) -> None:
+        """Send a port unreachable from ``host``'s kernel back to ``destination``."""
+        sender = self._by_address.get(destination)
+        if sender is None or (self._cuts and self.blocked(host.address, destination)):
+            return
+        loss, extra = self._link_loss(host.address, destination)
+        delay = self._one_way(host, sender, loss)
+        if delay is not None:
+            self.scheduler.call_later(delay + extra, self._refused, sender, host.address)
+
+    def _refused(self, host: Host, refused: Address) -> None:
+        engine = host.engine
+        if engine is None:
+            return
+        if host.paused_until is not None:
+            host.inbox.append(("refused", refused, None))
+            return
+        engine.probe_refused(refused, self.scheduler.now)
         self.flush(host)
 
     # ------------------------------------------------------------------ streams
@@ -634,7 +676,7 @@ class Network:
         if delay is None:
             return  # a segment lost for good: the opener times out
         if refused:
-            self.scheduler.call_later(delay, self._fail, stream)
+            self.scheduler.call_later(delay, self._refuse, stream)
         else:
             self.scheduler.call_later(delay, self._arrive, stream, data)
 
@@ -650,6 +692,8 @@ class Network:
         """
         syn = self.tcp_leg(opener, target, handshake=True)
         if target.engine is None:
+            if not target.refuses:
+                return None, False  # the host is down: the opener times out
             return (None if syn is None else 2 * syn), True
         syn_ack = self.tcp_leg(target, opener, handshake=True)
         request = self.tcp_leg(opener, target, size)
@@ -721,4 +765,14 @@ class Network:
         if opener is None or opener.engine is None:
             return
         opener.engine.stream_failed(stream.destination, self.scheduler.now)
+        self.flush(opener)
+
+    def _refuse(self, stream: _Stream) -> None:
+        """The connection was refused: evidence for the engine, then a failure."""
+        opener = self._settle(stream, "failed", b"")
+        if opener is None or opener.engine is None:
+            return
+        now = self.scheduler.now
+        opener.engine.probe_refused(stream.destination, now)
+        opener.engine.stream_failed(stream.destination, now)
         self.flush(opener)

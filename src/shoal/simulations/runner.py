@@ -31,8 +31,11 @@ of the n nodes decodes an n-member table once per ``push_pull_interval *
 members, n registries learning n owners). The quadratic terms dominate beyond
 a few hundred nodes: 120 virtual seconds of the crash scenario took about
 1.3 s of wall time at n=100, 9 s at 300 and 45-60 s at 1000 (a quarter less
-without the registry) on a shared 2-core machine. Memory is O(n^2) too:
-every engine and registry holds every member.
+without the registry) on a shared 2-core machine; push-pull table decoding
+and the preformed start are most of it. Memory is O(n^2) too: every engine
+and registry holds every member (about 0.9 GB peak at 1000, after interning
+names and dropping empty per-owner sets), so 10,000 nodes need tens of GB.
+`shoal.simulations.sweep` runs seeds in parallel processes instead.
 """
 
 from __future__ import annotations
@@ -297,8 +300,12 @@ class Simulation:
 
     # ------------------------------------------------------------------ faults
 
-    def crash(self, name: str) -> None:
-        """Kill ``name`` without a leave (SIGKILL): it vanishes from the network."""
+    def crash(self, name: str, *, host_down: bool = False) -> None:
+        """Kill ``name`` without a leave (SIGKILL): it vanishes from the network.
+
+        Its host stays up and refuses what is sent to it, unless ``host_down``
+        (the machine died or dropped off the network: silence).
+        """
         host = self._hosts[name]
         engine = host.engine
         if engine is None:
@@ -308,7 +315,7 @@ class Simulation:
         self.recorder.track_crash(name, engine.incarnation, now)
         self.recorder.fault(name, now)
         self._leaving.discard(name)
-        self.network.stop(host)
+        self.network.stop(host, refuses=not host_down)
         self.recorder.host_stopped(host, now)
 
     def restart(self, name: str, incarnation: int | None = None) -> None:

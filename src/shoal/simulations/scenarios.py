@@ -170,6 +170,9 @@ class Crash(_Base):
         interval: time between crashes (0: all at once).
         restart_after: restart each crashed node this long after its crash,
             with a higher incarnation (None: never).
+        host_down: the whole host goes down, so nothing refuses probes and
+            detection relies on silence (by default only the process dies
+            and its host's kernel refuses).
     """
 
     name: ClassVar[str] = "crash"
@@ -177,6 +180,7 @@ class Crash(_Base):
     at: float = 20.0
     interval: float = 0.0
     restart_after: float | None = None
+    host_down: bool = False
 
     def __post_init__(self) -> None:
         if self.kill < 1:
@@ -198,7 +202,7 @@ class Crash(_Base):
         victim = _victim(sim)
         if victim is None:
             return
-        sim.crash(victim)
+        sim.crash(victim, host_down=self.host_down)
         if self.restart_after is not None:
             sim.at(sim.now + self.restart_after, sim.restart, victim)
 

@@ -69,6 +69,21 @@ class NodeProcess:
             RuntimeError: the process exited or did not get ready in time; the
                 message carries its stderr.
         """
+        self.start_nowait()
+        assert self.proc is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.ready_file.exists():
+                self.addresses = json.loads(self.ready_file.read_text())
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"shoal node exited with {self.proc.returncode}:\n{self.stderr}")
+            time.sleep(0.02)
+        self.kill()
+        raise RuntimeError(f"shoal node did not get ready in {START_TIMEOUT}s:\n{self.stderr}")
+
+    def start_nowait(self) -> None:
+        """Exec the process and return at once (`ready_file` appears once it listens)."""
         self.ready_file.unlink(missing_ok=True)
         command = [
             sys.executable, "-m", "shoal", "node",
@@ -86,16 +101,6 @@ class NodeProcess:
             self.proc = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, env=env
             )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.ready_file.exists():
-                self.addresses = json.loads(self.ready_file.read_text())
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"shoal node exited with {self.proc.returncode}:\n{self.stderr}")
-            time.sleep(0.02)
-        self.kill()
-        raise RuntimeError(f"shoal node did not get ready in {START_TIMEOUT}s:\n{self.stderr}")
 
     @property
     def tcp(self) -> tuple[str, int]:
