@@ -16,7 +16,11 @@ from shoal.membership.config import MembershipConfig
 from shoal.queue.config import QueueConfig
 from shoal.queue.diskqueue import DiskQueueConfig
 
-__all__ = ["NodeConfig", "parse_address"]
+__all__ = ["MAX_REPLICATION_FACTOR", "NodeConfig", "parse_address"]
+
+#: Most copies a topic may ask for: the placement ranks every member for
+#: each topic, and more copies than this buys nothing but write traffic.
+MAX_REPLICATION_FACTOR = 9
 
 
 def parse_address(text: str, *, what: str = "address") -> tuple[str, int]:
@@ -73,6 +77,11 @@ class NodeConfig:
             for the IDENTIFY ``tls_v1`` upgrade and the HTTPS listener.
         auth_http_addresses: nsqd auth servers (``host:port`` or an
             ``http://`` URL); any makes AUTH required before PUB and SUB.
+        replication_factor: copies of each message of a topic, the owner's
+            included (``docs/replication.md``); 1 is NSQ's behaviour.
+        min_replicas: replica acknowledgements a publish needs; None means
+            every replica (factor - 1).
+        replication_timeout: seconds a publish waits for them before it fails.
         broker: serve NSQ clients (TCP and the nsqd HTTP API). False runs a
             member that only gossips and answers the nsqlookupd HTTP API
             (``shoal nsqlookupd``); it is never listed as a producer.
@@ -111,6 +120,19 @@ class NodeConfig:
     tls: TLSConfig = dataclasses.field(default_factory=TLSConfig)
     auth_http_addresses: tuple[str, ...] = ()
     broker: bool = True
+    replication_factor: int = 1
+    min_replicas: int | None = None
+    replication_timeout: float = 5.0
+
+    @property
+    def required_replicas(self) -> int:
+        """Replica acknowledgements a publish of a topic at ``replication_factor`` needs."""
+        return self.replicas_required(self.replication_factor)
+
+    def replicas_required(self, factor: int) -> int:
+        """Replica acknowledgements a publish needs at ``factor`` copies."""
+        wanted = max(factor - 1, 0)
+        return wanted if self.min_replicas is None else min(self.min_replicas, wanted)
 
     @property
     def durable(self) -> bool:
@@ -130,6 +152,12 @@ class NodeConfig:
             parse_address(seed, what="seed")
         if self.tombstone_lifetime <= 0:
             raise ConfigError("tombstone-lifetime must be positive")
+        if not 1 <= self.replication_factor <= MAX_REPLICATION_FACTOR:
+            raise ConfigError(f"replication-factor must be in 1..{MAX_REPLICATION_FACTOR}")
+        if self.min_replicas is not None and self.min_replicas < 0:
+            raise ConfigError("min-replicas must not be negative")
+        if self.replication_timeout <= 0:
+            raise ConfigError("replication-timeout must be positive")
         if not self.broadcast_address:
             raise ConfigError("broadcast-address must not be empty")
         if self.statsd_address is not None:

@@ -167,6 +167,26 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     help="How long /topic/tombstone hides a producer.",
 )
 @click.option(
+    "--replication-factor",
+    type=click.IntRange(min=1, max=9),
+    default=1,
+    show_default=True,
+    help="Copies of each message of a topic, the owner's included; 1 = no replication.",
+)
+@click.option(
+    "--min-replicas",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Replica acknowledgements a publish needs [default: replication factor - 1].",
+)
+@click.option(
+    "--replication-timeout",
+    type=DURATION,
+    default="5s",
+    show_default=True,
+    help="How long a publish waits for its replicas before it fails.",
+)
+@click.option(
     "--broadcast-address",
     default=None,
     help="Address advertised to clients and peers [default: host name].",

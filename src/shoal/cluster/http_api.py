@@ -40,13 +40,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from shoal.cluster.http_server import Request, Response, Router
+from shoal.config import MAX_REPLICATION_FACTOR
 from shoal.queue import stats
 from shoal.queue.backend import BackendError
 from shoal.queue.names import is_valid_channel_name, is_valid_topic_name
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
+    from shoal.cluster.replication import Replicator
     from shoal.cluster.tcp_server import TCPServer
     from shoal.config import NodeConfig
     from shoal.queue.broker import Broker
@@ -128,10 +130,12 @@ class _APIError(Exception):
         self.message = message
 
 
-def _v1(handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
+def _v1(
+    handler: Callable[[Request], Response | Awaitable[Response]],
+) -> Callable[[Request], Response | Awaitable[Response]]:
     """Turn `_APIError` into nsqd's error reply (nsqd's ``http_api.V1``)."""
 
-    def reply(request: Request) -> Response:
+    def reply(request: Request) -> Response | Awaitable[Response]:
         try:
             return handler(request)
         except _APIError as err:
@@ -287,6 +291,10 @@ class NodeHTTPAPI:
         self._clock = clock
         self._memory = memory
         self._extra_stats = extra_stats
+        #: Publishes replicated topics (set by the node); see `_publish_replicated`.
+        self.replicator: Replicator | None = None
+        #: Called with (topic, factor) for ``/topic/create?replication_factor=N``.
+        self.set_replication_factor: Callable[[str, int], None] | None = None
         self._add_routes()
 
     def _add_routes(self) -> None:
@@ -394,7 +402,11 @@ class NodeHTTPAPI:
             raise _APIError(503, "EXITING")
         return topic
 
-    def _publish(self, topic: Topic, bodies: list[bytes], defer: float = 0.0) -> Response:
+    def _publish(
+        self, topic: Topic, bodies: list[bytes], defer: float = 0.0
+    ) -> Response | Awaitable[Response]:
+        if topic.replicated is not None:
+            return self._publish_replicated(topic, tuple(bodies), defer)
         try:
             topic.publish(bodies, self._clock(), defer)
         except BackendError as exc:
@@ -404,6 +416,19 @@ class NodeHTTPAPI:
         # nsqd answers every failed put with 503 EXITING.
         log.error("HTTP: publishing to %s failed: %s", topic.name, failure)
         raise _APIError(503, "EXITING")
+
+    async def _publish_replicated(
+        self, topic: Topic, bodies: tuple[bytes, ...], defer: float
+    ) -> Response:
+        """A replicated topic's publish: ``OK`` once its replicas hold it.
+
+        nsqd has no such failure; 503 with a body naming it, like its other
+        publish failures.
+        """
+        replicator = self.replicator
+        if replicator is not None and await replicator.publish(topic, bodies, self._clock(), defer):
+            return Response.text("OK")
+        return Response.error(503, "NOT_ENOUGH_REPLICAS")
 
     def _channel_deleted(self, channel: Channel) -> None:
         if self._on_channel_deleted is not None:
@@ -439,7 +464,7 @@ class NodeHTTPAPI:
             }
         )
 
-    def pub(self, request: Request) -> Response:
+    def pub(self, request: Request) -> Response | Awaitable[Response]:
         """POST /pub?topic=T[&defer=ms]: publish the body as one message."""
         if not request.body:
             raise _APIError(400, "MSG_EMPTY")
@@ -455,7 +480,7 @@ class NodeHTTPAPI:
             defer = defer_ms / 1000
         return self._publish(topic, [request.body], defer)
 
-    def mpub(self, request: Request) -> Response:
+    def mpub(self, request: Request) -> Response | Awaitable[Response]:
         """POST /mpub?topic=T[&binary=true]: publish many messages at once.
 
         Text mode (default) takes one message per line and skips empty lines;
@@ -506,6 +531,14 @@ class NodeHTTPAPI:
     def topic_create(self, request: Request) -> Response:
         """POST /topic/create?topic=T."""
         name = self._new_topic_name(request)
+        raw = request.arg("replication_factor")
+        if raw is not None:
+            if not raw.isdigit() or not 1 <= int(raw) <= MAX_REPLICATION_FACTOR:
+                raise _APIError(400, "INVALID_REPLICATION_FACTOR")
+            if self.set_replication_factor is None:
+                raise _APIError(400, "REPLICATION_UNAVAILABLE")
+            # Before the topic exists, so it is created replicated.
+            self.set_replication_factor(name, int(raw))
         self.broker.get_or_create_topic(name, self._clock())
         return Response.text(b"")
 

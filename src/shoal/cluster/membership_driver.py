@@ -381,6 +381,7 @@ class MembershipDriver:
         self._drops: dict[str, int] = {}
         self._inbound = 0
         self._handlers: dict[int, StreamHandler] = {}
+        self._long_lived: set[int] = set()
         self._listeners: list[Callable[[Event], None]] = []
         self._notice_listeners: list[NoticeListener] = []
         self._subscribers: list[trio.MemorySendChannel[Event]] = []
@@ -501,8 +502,14 @@ class MembershipDriver:
 
     # ------------------------------------------------------------------ streams
 
-    def add_stream_handler(self, tag: int, handler: StreamHandler) -> None:
+    def add_stream_handler(
+        self, tag: int, handler: StreamHandler, *, long_lived: bool = False
+    ) -> None:
         """Serve inbound streams that open with the one-byte message ``tag``.
+
+        With ``long_lived`` the exchange has no deadline (a replication
+        stream lasts as long as its link); the handler then bounds every
+        wait itself or relies on the peer closing.
 
         ``await handler(stream, peer)`` runs in its own task with the opening
         message already consumed; the stream is closed when it returns. The
@@ -522,6 +529,8 @@ class MembershipDriver:
         if tag in self._handlers:
             raise ValueError(f"stream tag {tag} already has a handler")
         self._handlers[tag] = handler
+        if long_lived:
+            self._long_lived.add(tag)
 
     @contextlib.asynccontextmanager
     async def open_stream(self, address: Address, tag: int) -> AsyncIterator[MessageStream]:
@@ -911,7 +920,7 @@ class MembershipDriver:
             stream = self._message_stream(tcp)
             with trio.move_on_after(self._config.stream_timeout) as scope:
                 try:
-                    await self._dispatch_stream(stream, peer)
+                    await self._dispatch_stream(stream, peer, scope)
                 except StreamError as exc:
                     self._drop(exc.reason)
                     if exc.reason == "decrypt":
@@ -928,10 +937,14 @@ class MembershipDriver:
             self._inbound -= 1
             await trio.aclose_forcefully(tcp)
 
-    async def _dispatch_stream(self, stream: MessageStream, peer: Address) -> None:
+    async def _dispatch_stream(
+        self, stream: MessageStream, peer: Address, scope: trio.CancelScope
+    ) -> None:
         first = await stream.receive_message()
         handler = self._handlers.get(first[0]) if len(first) == 1 else None
         if handler is not None:
+            if first[0] in self._long_lived:
+                scope.deadline = math.inf
             await handler(stream, peer)
             return
         engine = self._engine

@@ -49,6 +49,8 @@ from shoal.cluster.metadata import (
     save_metadata,
 )
 from shoal.cluster.operations import serve_operations
+from shoal.cluster.replica_store import ReplicaStore
+from shoal.cluster.replication import Replication
 from shoal.cluster.routing import SYNC_INTERVAL, TopicRouting
 from shoal.cluster.tcp_server import TCPServer
 from shoal.cluster.tls import server_context
@@ -214,6 +216,7 @@ class Node:
         self._sync_now: list[tuple[str, int]] = []
         self.routing: TopicRouting | None = None
         self.lookup: LookupAPI | None = None
+        self.replication: Replication | None = None
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -290,6 +293,8 @@ class Node:
         )
         await self._start_gossip(nursery)
         assert self.lookup is not None
+        if broker:
+            await self._start_replication(nursery)
         self.lookup.add_read_routes(self.http_api.router)
         self.http_api.router.add("GET", "/members", self._members)
         self.http_api.router.add("POST", "/leave", self._leave_request)
@@ -390,6 +395,27 @@ class Node:
         nursery.start_soon(self._sync_loop_registry)
         if config.seeds:
             nursery.start_soon(self._join, list(config.seeds))
+
+    async def _start_replication(self, nursery: trio.Nursery) -> None:
+        """Replicated topics (``docs/replication.md``); inert while every factor is 1."""
+        assert self.driver is not None
+        store = None
+        if self.config.data_path is not None:
+            store = ReplicaStore(
+                os.path.join(self.config.data_path, "replicas"), durable=self.config.durable
+            )
+        self.replication = replication = Replication(
+            self.driver.name,
+            self.broker,
+            self.driver,
+            self.config,
+            store=store,
+            kick_backlog=self.kick_backlog,
+        )
+        await nursery.start(replication.serve)
+        self.tcp.replicator = replication
+        self.http_api.replicator = replication
+        self.http_api.set_replication_factor = replication.set_factor
 
     def _stored_name(self, default: str) -> str:
         """The member name kept with the data, so a restarted node is the same member."""
@@ -559,7 +585,10 @@ class Node:
             else 0,
             "damage": self.damage(),
         }
-        return {"membership": self._membership_stats(), "disk": disk}
+        extra = {"membership": self._membership_stats(), "disk": disk}
+        if self.replication is not None:
+            extra["replication"] = self.replication.statistics()
+        return extra
 
     # -- data path --------------------------------------------------------------
 
@@ -685,7 +714,9 @@ class Node:
             self._backlog = trio.Event()
             for topic in list(self.broker.topics.values()):
                 while topic.has_backlog and not topic.deleted:
-                    topic.pump(time.time(), BACKLOG_STEP)
+                    moved = topic.pump(time.time(), BACKLOG_STEP)
+                    if topic.replicated is not None and self.replication is not None:
+                        self.replication.pumped(topic, moved)
                     await trio.lowlevel.checkpoint()
 
     async def _scan_loop(self) -> None:

@@ -170,6 +170,8 @@ class Channel:
             deliverable for it; see the module notes.
         on_deadline: called with ``(channel, deadline)`` when the channel gains
             a deadline earlier than `announced_deadline`.
+        on_finish: None, or called with each message ID finished (FIN) once
+            it is gone; a replicated topic forwards FINs to its replicas.
     """
 
     __slots__ = (
@@ -193,6 +195,7 @@ class Channel:
         "message_count",
         "name",
         "on_deadline",
+        "on_finish",
         "on_wake",
         "paused",
         "requeue_count",
@@ -211,6 +214,7 @@ class Channel:
         self.timeout_count = 0
         self.on_wake: Callable[[int], None] = _no_wake
         self.on_deadline: Callable[[Channel, float], None] = _no_deadline_hook
+        self.on_finish: Callable[[bytes], None] | None = None
         self._mem_size = config.mem_queue_size
         self._max_msg_timeout = config.max_msg_timeout
         self._backend = backend
@@ -597,6 +601,8 @@ class Channel:
         """
         entry = self._owned(client_id, msg_id)
         del self._in_flight[msg_id]
+        if self.on_finish is not None:
+            self.on_finish(msg_id)
         if self.e2e is not None and now is not None:
             self.e2e.record(int(now * 1e9) - entry[_TIMESTAMP], now)
 
@@ -615,12 +621,15 @@ class Channel:
         failed: list[tuple[bytes, str]] = []
         e2e = self.e2e if now is not None else None
         now_ns = int(now * 1e9) if now is not None else 0
+        on_finish = self.on_finish
         for msg_id in msg_ids:
             entry = get(msg_id)
             if entry is not None and entry[_OWNER] == client_id:
                 del in_flight[msg_id]
                 if e2e is not None:
                     e2e.record(now_ns - entry[_TIMESTAMP], now)  # type: ignore[arg-type]
+                if on_finish is not None:
+                    on_finish(msg_id)
             else:
                 failed.append((msg_id, _NOT_IN_FLIGHT if entry is None else _NOT_OWNER))
         return failed
