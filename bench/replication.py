@@ -162,8 +162,7 @@ def main() -> None:
                     rate = publish(owner, topic, total, batch, args.size, args.connections)
                     rates[factor, batch] = rate
                     print(
-                        f"{factor:>6} {batch:>6} {rate:>10,.0f} "
-                        f"{rate / rates[1, batch]:>11.2f}x",
+                        f"{factor:>6} {batch:>6} {rate:>10,.0f} {rate / rates[1, batch]:>11.2f}x",
                         flush=True,
                     )
             finally:
