@@ -13,6 +13,7 @@ import collections
 import shutil
 import threading
 import time
+import urllib.request
 from typing import TYPE_CHECKING, Any
 
 import nsq
@@ -214,6 +215,10 @@ def test_a_replica_killed_during_publishing_is_replaced_and_nothing_is_lost(
         return list(get(survivor.http, "/stats?format=json")[1]["replication"]["held"])
 
     eventually(lambda: [h["messages"] for h in held_by_survivor()] == [len(publisher.acked)])
+    host, port = a.http
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as reply:
+        metrics = reply.read().decode()
+    assert f'shoal_replication_lag{{replica="127.0.0.1:{survivor.tcp[1]}",topic="jobs"}}' in metrics
     # And the owner delivers every acknowledged message.
     got: set[bytes] = set()
     with NsqConnection(a.tcp) as conn:

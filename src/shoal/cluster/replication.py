@@ -537,6 +537,14 @@ class Replication:
 
     # -- visibility -------------------------------------------------------------
 
+    def lags(self) -> list[tuple[str, str, int]]:
+        """``(topic, replica, records it has not acknowledged)`` for ``/metrics``."""
+        out = []
+        for name, owned in sorted(self.owned.items()):
+            stats = owned.core.statistics()
+            out += [(name, replica, stats.lag(replica)) for replica in sorted(stats.watermarks)]
+        return out
+
     def statistics(self) -> dict[str, Any]:
         """The ``replication`` object of ``/stats``."""
         topics = {}
