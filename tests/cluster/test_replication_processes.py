@@ -229,3 +229,32 @@ def test_a_replica_killed_during_publishing_is_replaced_and_nothing_is_lost(
             got.add(message.body)
             conn.fin(message.id)
     assert got == set(publisher.acked)
+
+
+def test_a_topics_own_factor_replicates_it_and_survives_a_restart(tmp_path: Path) -> None:
+    plain = ("--gossip-profile", "local")
+    a = NodeProcess(*plain, "--data-path", str(tmp_path / "a"), workdir=tmp_path).start()
+    b = NodeProcess(
+        *plain, "--data-path", str(tmp_path / "b"), "--seed", a.gossip, workdir=tmp_path
+    ).start()
+    try:
+        eventually(lambda: list(statuses(a).values()).count("alive") == 2)
+        assert post(a.http, "/topic/create?topic=own&replication_factor=2") == 200
+        assert post(a.http, "/topic/create?topic=plain") == 200
+        with NsqConnection(a.tcp) as conn:
+            conn.mpub("own", [b"1", b"2", b"3"])
+            conn.mpub("plain", [b"4"])
+        owned = get(a.http, "/stats?format=json")[1]["replication"]["owned"]
+        assert list(owned) == ["own"]
+        assert owned["own"]["factor"] == 2
+        (held,) = get(b.http, "/stats?format=json")[1]["replication"]["held"]
+        assert (held["topic"], held["messages"]) == ("own", 3)
+        a.stop()
+        a.start()
+        owned = get(a.http, "/stats?format=json")[1]["replication"]["owned"]
+        assert list(owned) == ["own"]
+    finally:
+        for node in (a, b):
+            node.kill()
+        for node in (a, b):
+            assert "Traceback" not in node.stderr, node.stderr

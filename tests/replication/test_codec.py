@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.errors import RemoteProtocolError
-from shoal.replication.codec import Ack, Frame, Resync, decode_frame, encode_frame
+from shoal.replication.codec import Ack, Factor, Frame, Resync, decode_frame, encode_frame
 from shoal.replication.records import (
     Abort,
     Batch,
@@ -67,6 +67,7 @@ frames: st.SearchStrategy[Frame] = st.one_of(
     ),
     st.builds(Ack, topic=names, seq=seqs),
     st.builds(Resync, topic=names),
+    st.builds(Factor, topic=names, factor=st.integers(2, 255)),
 )
 
 
@@ -101,3 +102,9 @@ def test_codec_refuses_a_count_its_bytes_cannot_hold() -> None:
 def test_codec_refuses_invalid_names() -> None:
     with pytest.raises(RemoteProtocolError, match="invalid name"):
         decode_frame(encode_frame(Ack(topic="t", seq=1)).replace(b"\x01t", b"\x01!"))
+
+
+def test_codec_refuses_a_factor_that_keeps_no_replica() -> None:
+    raw = encode_frame(Factor(topic="t", factor=2))
+    with pytest.raises(RemoteProtocolError, match="factor 1"):
+        decode_frame(raw[:-1] + b"\x01")

@@ -410,6 +410,9 @@ class Node:
             self.driver,
             self.config,
             store=store,
+            factors_path=None
+            if self.config.data_path is None
+            else os.path.join(self.config.data_path, "replication.json"),
             kick_backlog=self.kick_backlog,
         )
         await nursery.start(replication.serve)

@@ -41,13 +41,16 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import logging
 import math
+import os
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from shoal.config import MAX_REPLICATION_FACTOR
 from shoal.errors import RemoteProtocolError
 from shoal.membership.events import MemberFailed
 from shoal.membership.state import MemberState
@@ -55,7 +58,7 @@ from shoal.queue.broker import ChannelCreated as ChannelCreatedEvent
 from shoal.queue.broker import ChannelDeleted, TopicCreated, TopicDeleted
 from shoal.queue.names import is_valid_topic_name
 from shoal.replication import OwnerTopic, ReplicaTopic, receive, replicas
-from shoal.replication.codec import Ack, Resync, decode_frame, encode_frame
+from shoal.replication.codec import Ack, Factor, Resync, decode_frame, encode_frame
 from shoal.replication.records import (
     Batch,
     ChannelCreated,
@@ -193,6 +196,8 @@ class Replication:
         config: the node's settings (factor, quorum, timeout, durability).
         store: where this node, as a replica, keeps what it holds (None
             keeps it in memory only).
+        factors_path: the file that keeps the topics' own factors
+            (``/topic/create?replication_factor=N``) across restarts, or None.
         kick_backlog: called after an adoption put messages in a topic backlog.
     """
 
@@ -204,6 +209,7 @@ class Replication:
         config: NodeConfig,
         *,
         store: ReplicaStore | None = None,
+        factors_path: str | None = None,
         kick_backlog: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
@@ -212,7 +218,10 @@ class Replication:
         self.config = config
         self.store = store
         self._kick_backlog = kick_backlog
-        self.factors: dict[str, int] = {}
+        self.factors_path = factors_path
+        self.factors: dict[str, int] = _load_factors(factors_path)
+        # The factor each owner announced for the copies we hold (`Factor`).
+        self.owner_factors: dict[tuple[str, str], int] = {}
         self.owned: dict[str, _Owned] = {}
         self.held: dict[tuple[str, str], ReplicaTopic] = {}
         self.links: dict[str, _Link] = {}
@@ -233,7 +242,15 @@ class Replication:
 
     def set_factor(self, topic: str, factor: int) -> None:
         """``/topic/create?replication_factor=N``: takes effect if the topic is new here."""
+        if self.factors.get(topic) == factor:
+            return
         self.factors[topic] = factor
+        if self.factors_path is not None:
+            _save_factors(self.factors_path, self.factors)
+
+    def _held_factor(self, owner: str, topic: str) -> int:
+        """The factor of a copy we hold: as its owner announced, else ours (at least 2)."""
+        return self.owner_factors.get((owner, topic)) or max(self.factor_of(topic), 2)
 
     # -- service ----------------------------------------------------------------
 
@@ -426,11 +443,16 @@ class Replication:
 
     async def _send_loop(self, stream: MessageStream, link: _Link) -> None:
         member = link.member
+        announced: set[str] = set()
         while True:
             link.wake = trio.Event()
-            for owned in list(self.owned.values()):
+            for name, owned in list(self.owned.items()):
                 if member not in owned.core.quorum.replicas:
                     continue
+                if name not in announced:
+                    factor = self.factor_of(name)
+                    await stream.send_message(encode_frame(Factor(topic=name, factor=factor)))
+                    announced.add(name)
                 owned.flush_fins()
                 # Bounded: each batch advances what was sent to the member.
                 while (batch := owned.core.outgoing(member, BATCH_RECORDS)) is not None:
@@ -451,8 +473,8 @@ class Replication:
                     if owned is not None:
                         owned.core.resync(member)
                         self._wake_links()
-                case Batch():
-                    raise RemoteProtocolError("a replica sent a batch")
+                case Batch() | Factor():
+                    raise RemoteProtocolError("a replica sent what only an owner sends")
 
     # -- replica side -----------------------------------------------------------
 
@@ -466,6 +488,9 @@ class Replication:
             except trio.EndOfChannel:
                 return
             frame = decode_frame(data)
+            if isinstance(frame, Factor):
+                self.owner_factors[owner, frame.topic] = frame.factor
+                continue
             if not isinstance(frame, Batch):
                 raise RemoteProtocolError("an owner sent something other than a batch")
             if not is_valid_topic_name(frame.topic):
@@ -486,7 +511,7 @@ class Replication:
     def _failover(self, dead: str) -> None:
         alive = self._alive()
         for owner, topic in [key for key in self.held if key[0] == dead]:
-            chosen = replicas(owner, topic, alive, self.factor_of(topic))
+            chosen = replicas(owner, topic, alive, self._held_factor(owner, topic))
             if chosen and chosen[0] == self.name:
                 self._adopt(owner, topic)
 
@@ -496,7 +521,7 @@ class Replication:
         for owner, topic in list(self.held):
             if owner not in alive or owner == self.name:
                 continue
-            if self.name not in replicas(owner, topic, alive, self.factor_of(topic)):
+            if self.name not in replicas(owner, topic, alive, self._held_factor(owner, topic)):
                 del self.held[owner, topic]
                 if self.store is not None:
                     self.store.drop((owner, topic))
@@ -574,3 +599,36 @@ class Replication:
             "adopted_messages": self.adopted_messages,
             "failed_publishes": self.failed_publishes,
         }
+
+
+def _load_factors(path: str | None) -> dict[str, int]:
+    """The topics' own factors kept at ``path`` (nothing if absent or unreadable)."""
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("replication factors in %s are unreadable (%s); using the default", path, exc)
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        str(topic): int(factor)
+        for topic, factor in data.items()
+        if is_valid_topic_name(str(topic))
+        and isinstance(factor, int)
+        and 1 <= factor <= MAX_REPLICATION_FACTOR
+    }
+
+
+def _save_factors(path: str, factors: dict[str, int]) -> None:
+    """Replace the factors file atomically (a few bytes per topic, written rarely)."""
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as fh:
+        json.dump(factors, fh, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(temporary, path)

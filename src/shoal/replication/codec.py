@@ -24,6 +24,7 @@ names, ``ids`` = ``u32`` count + 16-byte IDs):
                u32 count, count * record
       ACK    = name topic, u64 seq
       RESYNC = name topic
+      FACTOR = name topic, u8 factor
     record   = u8 type, then
       PUBLISH  = i64 timestamp, f64 due, u8 has_channels, [names],
                  u32 n, n * (16-byte id, u32 length, body)
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
 
     from shoal.replication.records import Record
 
-__all__ = ["Ack", "Frame", "FrameKind", "Resync", "decode_frame", "encode_frame"]
+__all__ = ["Ack", "Factor", "Frame", "FrameKind", "Resync", "decode_frame", "encode_frame"]
 
 
 class FrameKind(enum.IntEnum):
@@ -74,6 +75,7 @@ class FrameKind(enum.IntEnum):
     BATCH = 1
     ACK = 2
     RESYNC = 3
+    FACTOR = 4
 
 
 class _RecordType(enum.IntEnum):
@@ -103,7 +105,20 @@ class Resync:
     topic: str
 
 
-Frame = Batch | Ack | Resync
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Factor:
+    """The owner keeps ``factor`` copies of ``topic``, its own included.
+
+    Sent before a topic's first batch on every connection, so a replica
+    judges placement (who adopts, whether its copy is still wanted) with
+    the topic's own factor, which may differ from its node's default.
+    """
+
+    topic: str
+    factor: int
+
+
+Frame = Batch | Ack | Resync | Factor
 
 _U8: Final = struct.Struct(">B")
 _U16: Final = struct.Struct(">H")
@@ -177,6 +192,8 @@ def encode_frame(frame: Frame) -> bytes:
             out.append(_U8.pack(FrameKind.ACK) + _name(topic) + _U64.pack(seq))
         case Resync(topic=topic):
             out.append(_U8.pack(FrameKind.RESYNC) + _name(topic))
+        case Factor(topic=topic, factor=factor):
+            out.append(_U8.pack(FrameKind.FACTOR) + _name(topic) + _U8.pack(factor))
     return b"".join(out)
 
 
@@ -307,6 +324,11 @@ def decode_frame(data: bytes) -> Frame:
         frame = Ack(topic=topic, seq=reader.uint(_U64))
     elif kind == FrameKind.RESYNC:
         frame = Resync(topic=topic)
+    elif kind == FrameKind.FACTOR:
+        factor = reader.uint(_U8)
+        if factor < 2:
+            raise RemoteProtocolError(f"replication factor {factor} announced for a replica")
+        frame = Factor(topic=topic, factor=factor)
     else:
         raise RemoteProtocolError(f"unknown replication frame kind {kind}")
     if reader.pos != len(data):
