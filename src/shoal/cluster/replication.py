@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from shoal.config import MAX_REPLICATION_FACTOR
-from shoal.errors import RemoteProtocolError
+from shoal.errors import LocalProtocolError, RemoteProtocolError
 from shoal.membership.events import MemberFailed
 from shoal.membership.state import MemberState
 from shoal.queue.broker import ChannelCreated as ChannelCreatedEvent
@@ -434,6 +434,7 @@ class Replication:
                     trio.ClosedResourceError,
                     trio.EndOfChannel,
                     RemoteProtocolError,
+                    LocalProtocolError,
                 ) as group:
                     log.info("replication link to %s broke: %s", link.member, group.exceptions[0])
                 link.connected = False
@@ -503,7 +504,16 @@ class Replication:
                 continue
             self.held[key] = held
             if self.store is not None:
-                await self.store.append(key, data, held)
+                try:
+                    await self.store.append(key, data, held)
+                except OSError as exc:
+                    # Not acknowledged, and forgotten: the owner's next link
+                    # starts this topic with a snapshot, logged afresh.
+                    del self.held[key]
+                    log.error(  # noqa: TRY400 - one line, no traceback, for operators
+                        "replica log of %s/%s cannot be written: %s", owner, key[1], exc
+                    )
+                    return
             await stream.send_message(encode_frame(Ack(topic=frame.topic, seq=held.applied)))
 
     # -- failover ---------------------------------------------------------------
