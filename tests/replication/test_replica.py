@@ -145,3 +145,9 @@ def test_replica_never_holds_a_message_owed_to_nobody(stream: list[Record]) -> N
     r = fed(*stream)
     assert all(m.channels is None or m.channels for m in r.owed())
     assert r.held_bytes == sum(len(m.body) for m in r.owed())
+
+
+def test_replica_holds_nothing_owed_to_no_channel() -> None:
+    r = fed(publish("1", channels=()), publish("2"))
+    assert held(r) == {b"2": {"a"}}
+    assert r.held_bytes == len(b"body-2")

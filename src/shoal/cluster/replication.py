@@ -286,13 +286,17 @@ class Replication:
                     self._wake_links()
             case ChannelCreatedEvent(topic=name, channel=channel):
                 owned = self.owned.get(name)
-                if owned is not None:
+                if owned is not None and not channel.endswith("#ephemeral"):
                     self._hook_channel(owned, channel)
                     owned.core.append(ChannelCreated(channel=channel), trio.current_time())
                     self._wake_links()
             case ChannelDeleted(topic=name, channel=channel):
                 owned = self.owned.get(name)
-                if owned is not None and not owned.topic.deleted:
+                if (
+                    owned is not None
+                    and not owned.topic.deleted
+                    and not channel.endswith("#ephemeral")
+                ):
                     owned.flush_fins()
                     owned.core.append(
                         ChannelDropped(channel=channel, deleted=True), trio.current_time()
@@ -315,8 +319,9 @@ class Replication:
         topic.replicated = owned
         now = trio.current_time()
         for channel in topic.channels:
-            self._hook_channel(owned, channel)
-            core.append(ChannelCreated(channel=channel), now)
+            if not channel.endswith("#ephemeral"):
+                self._hook_channel(owned, channel)
+                core.append(ChannelCreated(channel=channel), now)
 
     def _hook_channel(self, owned: _Owned, channel: str) -> None:
         found = owned.topic.channels.get(channel)
@@ -342,7 +347,10 @@ class Replication:
             bodies=bodies,
             timestamp=ts,
             due=now + defer if defer > 0 else 0.0,
-            channels=channels,
+            # Ephemeral channels are never replicated (NSQ discards them).
+            channels=None
+            if channels is None
+            else tuple(name for name in channels if not name.endswith("#ephemeral")),
         )
         waiting = _Pending(ids, bodies, ts, defer, channels)
         seq = owned.core.append(record, trio.current_time())

@@ -178,6 +178,10 @@ class ReplicaTopic:
 
     def _publish(self, seq: int, record: Publish) -> None:
         owed = None if record.channels is None else set(record.channels)
+        if owed is not None and not owed:
+            # Owed to no channel (only ephemeral ones took it): nothing to hold.
+            self._tentative[seq] = ()
+            return
         messages = self._messages
         for msg_id, body in zip(record.ids, record.bodies, strict=True):
             if msg_id in messages:
