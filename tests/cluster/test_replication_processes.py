@@ -258,3 +258,38 @@ def test_a_topics_own_factor_replicates_it_and_survives_a_restart(tmp_path: Path
             node.kill()
         for node in (a, b):
             assert "Traceback" not in node.stderr, node.stderr
+
+
+def test_a_deleted_topic_is_dropped_by_its_replica_and_can_be_created_again(
+    tmp_path: Path,
+) -> None:
+    args = ("--gossip-profile", "local", "--replication-factor", "2")
+    a = NodeProcess(*args, "--data-path", str(tmp_path / "a"), workdir=tmp_path).start()
+    b = NodeProcess(
+        *args, "--data-path", str(tmp_path / "b"), "--seed", a.gossip, workdir=tmp_path
+    ).start()
+
+    def held_by_b() -> list[int]:
+        return [h["messages"] for h in get(b.http, "/stats?format=json")[1]["replication"]["held"]]
+
+    try:
+        eventually(lambda: list(statuses(a).values()).count("alive") == 2)
+        assert post(a.http, "/topic/create?topic=gone") == 200
+        assert post(a.http, "/channel/create?topic=gone&channel=c") == 200
+        with NsqConnection(a.tcp) as conn:
+            conn.mpub("gone", [b"1", b"2", b"3"])
+        assert held_by_b() == [3]
+        assert post(a.http, "/topic/delete?topic=gone") == 200
+        eventually(lambda: held_by_b() == [0])
+        with NsqConnection(a.tcp) as conn:
+            conn.pub("gone", b"again")
+        assert held_by_b() == [1]  # the same records go on for the new topic
+        assert post(a.http, "/channel/create?topic=gone&channel=c") == 200
+        with NsqConnection(a.tcp) as conn:
+            conn.pub("gone", b"owed")
+        assert held_by_b() == [2]
+    finally:
+        for node in (a, b):
+            node.kill()
+        for node in (a, b):
+            assert "Traceback" not in node.stderr, node.stderr

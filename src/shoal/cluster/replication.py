@@ -277,7 +277,9 @@ class Replication:
                     self._attach(topic)
                     self._place()
             case TopicDeleted(topic=name):
-                owned = self.owned.pop(name, None)
+                # Kept, so the links still send the drop; a topic created
+                # again under the name continues the same records.
+                owned = self.owned.get(name)
                 if owned is not None:
                     owned.core.append(TopicDropped(deleted=True), trio.current_time())
                     for waiting in owned.pending.values():
@@ -307,7 +309,14 @@ class Replication:
 
     def _attach(self, topic: Topic) -> None:
         factor = self.factor_of(topic.name)
-        if factor <= 1 or topic.name in self.owned:
+        if factor <= 1:
+            return
+        owned = self.owned.get(topic.name)
+        if owned is not None:
+            if owned.topic is not topic:  # deleted, and created again
+                owned.topic = topic
+                topic.replicated = owned
+                self._announce_channels(owned)
             return
         core = OwnerTopic(
             topic.name,
@@ -317,11 +326,14 @@ class Replication:
         owned = _Owned(topic, core, self._wake_links)
         self.owned[topic.name] = owned
         topic.replicated = owned
+        self._announce_channels(owned)
+
+    def _announce_channels(self, owned: _Owned) -> None:
         now = trio.current_time()
-        for channel in topic.channels:
+        for channel in owned.topic.channels:
             if not channel.endswith("#ephemeral"):
                 self._hook_channel(owned, channel)
-                core.append(ChannelCreated(channel=channel), now)
+                owned.core.append(ChannelCreated(channel=channel), now)
 
     def _hook_channel(self, owned: _Owned, channel: str) -> None:
         found = owned.topic.channels.get(channel)
