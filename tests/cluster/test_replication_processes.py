@@ -293,3 +293,35 @@ def test_a_deleted_topic_is_dropped_by_its_replica_and_can_be_created_again(
             node.kill()
         for node in (a, b):
             assert "Traceback" not in node.stderr, node.stderr
+
+
+def test_backlog_pumped_later_and_deferred_messages_survive_the_owner(trio_cluster: Trio) -> None:
+    cluster = trio_cluster
+    a = cluster.a
+    with NsqConnection(a.tcp) as conn:
+        conn.mpub("late", [b"b1", b"b2"])  # no channel yet: the topic's backlog
+        conn.dpub("late", 1500, b"deferred")
+    assert post(a.http, "/channel/create?topic=late&channel=work") == 200
+    (name,) = replicas_of(a, "late")
+    adopter = node_named(cluster.nodes, name)
+
+    def held() -> list[int]:
+        return [
+            h["messages"] for h in get(adopter.http, "/stats?format=json")[1]["replication"]["held"]
+        ]
+
+    eventually(lambda: held() == [3])
+    a.kill()
+    eventually(lambda: bool(get(adopter.http, "/stats?format=json")[1]["replication"]["adopted"]))
+    started = time.monotonic()
+    got: dict[bytes, float] = {}
+    with NsqConnection(adopter.tcp) as conn:
+        conn.sub("late", "work")
+        conn.rdy(10)
+        while len(got) < 3:
+            message = conn.read_message()
+            got[message.body] = time.monotonic() - started
+            conn.fin(message.id)
+    assert set(got) == {b"b1", b"b2", b"deferred"}
+    # The deferred one kept its due time: it came after the others.
+    assert got[b"deferred"] >= max(got[b"b1"], got[b"b2"])
