@@ -155,10 +155,11 @@ def _encode_record(record: Record, out: list[bytes]) -> None:
             out.append(_HEAD_PUBLISH.pack(timestamp, due))
             out.append(b"\x00" if channels is None else b"\x01" + _names(channels))
             out.append(_U32.pack(len(ids)))
+            pack_length = _BODY_LEN.pack
+            append = out.append
             for msg_id, body in zip(ids, bodies, strict=True):
-                out.append(msg_id)
-                out.append(_BODY_LEN.pack(len(body)))
-                out.append(body)
+                append(msg_id + pack_length(len(body)))
+                append(body)
         case Pump(count=count, channels=channels):
             out.append(_U8.pack(_RecordType.PUMP) + _U32.pack(count) + _names(channels))
         case Finish(channel=channel, ids=ids):
@@ -263,9 +264,25 @@ def _decode_record(reader: _Reader) -> Record:
         channels = reader.names() if reader.flag() else None
         ids: list[bytes] = []
         bodies: list[bytes] = []
-        for _ in range(reader.count(_U32, _MIN_MESSAGE)):
-            ids.append(reader.take(ID_SIZE))
-            bodies.append(reader.take(reader.uint(_BODY_LEN)))
+        # The hot loop of a replica: locals, no method calls per message.
+        count = reader.count(_U32, _MIN_MESSAGE)
+        data = reader.data
+        size = len(data)
+        pos = reader.pos
+        unpack_length = _BODY_LEN.unpack_from
+        head = ID_SIZE + _BODY_LEN.size
+        for _ in range(count):
+            if pos + head > size:
+                raise RemoteProtocolError("replication frame is truncated")
+            ids.append(data[pos : pos + ID_SIZE])
+            (length,) = unpack_length(data, pos + ID_SIZE)
+            pos += head
+            end = pos + length
+            if end > size:
+                raise RemoteProtocolError("replication frame is truncated")
+            bodies.append(data[pos:end])
+            pos = end
+        reader.pos = pos
         return Publish(
             ids=tuple(ids),
             bodies=tuple(bodies),

@@ -13,7 +13,7 @@ Rules:
 
 Theory of operation:
     Messages live in one insertion-ordered dict ``id -> (body, timestamp,
-    due, owed)``, where ``owed`` is the set of channel names still owing
+    due, owed)``, where ``owed`` is the tuple of channel names still owing
     the message, or None for a message the owner holds in the topic's
     backlog. Insertion order is publish order, so adoption hands messages to
     the adopting broker in the order the owner would have delivered them.
@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from shoal.errors import RemoteProtocolError
 from shoal.replication.records import (
@@ -57,16 +57,12 @@ if TYPE_CHECKING:
 __all__ = ["OwedMessage", "ReplicaTopic", "Snapshot", "receive"]
 
 
-class _Held:
-    """A held message; ``owed`` is None while it sits in the topic backlog."""
-
-    __slots__ = ("body", "due", "owed", "timestamp")
-
-    def __init__(self, body: bytes, timestamp: int, due: float, owed: set[str] | None) -> None:
-        self.body = body
-        self.timestamp = timestamp
-        self.due = due
-        self.owed = owed
+#: A held message: ``(body, timestamp, due, owed)``; ``owed`` is a tuple of
+#: channel names, or None while the message sits in the topic backlog. A
+#: tuple of untracked values, so the garbage collector stops tracking it:
+#: a replica (and an owner's mirror) holds every unfinished message, and
+#: one tracked object per message made each collection walk all of them.
+_Held: TypeAlias = "tuple[bytes, int, float, tuple[str, ...] | None]"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,7 +150,7 @@ class ReplicaTopic:
                 for msg_id in [
                     msg_id
                     for msg_id, held in self._messages.items()
-                    if held.owed is not None and channel in held.owed
+                    if held[3] is not None and channel in held[3]
                 ]:
                     self._finish(msg_id, channel)
                 if deleted:
@@ -177,21 +173,23 @@ class ReplicaTopic:
             del self._tentative[done]
 
     def _publish(self, seq: int, record: Publish) -> None:
-        owed = None if record.channels is None else set(record.channels)
+        owed = record.channels
         if owed is not None and not owed:
             # Owed to no channel (only ephemeral ones took it): nothing to hold.
             self._tentative[seq] = ()
             return
         messages = self._messages
+        timestamp = record.timestamp
+        due = record.due
+        added = 0
         for msg_id, body in zip(record.ids, record.bodies, strict=True):
             if msg_id in messages:
                 continue
-            messages[msg_id] = _Held(
-                body, record.timestamp, record.due, None if owed is None else set(owed)
-            )
-            self.held_bytes += len(body)
+            messages[msg_id] = (body, timestamp, due, owed)
+            added += len(body)
             if owed is None:
                 self._backlog.append(msg_id)
+        self.held_bytes += added
         self._tentative[seq] = record.ids
 
     def _pump(self, count: int, channels: tuple[str, ...]) -> None:
@@ -199,38 +197,41 @@ class ReplicaTopic:
         messages = self._messages
         moved = 0
         while moved < count and backlog:
-            held = messages.get(backlog.popleft())
+            msg_id = backlog.popleft()
+            held = messages.get(msg_id)
             if held is None:  # aborted while in the backlog
                 continue
-            held.owed = set(channels)
+            messages[msg_id] = (held[0], held[1], held[2], channels)
             moved += 1
 
     def _finish(self, msg_id: bytes, channel: str) -> None:
         held = self._messages.get(msg_id)
         if held is None:
             return
-        owed = held.owed
-        if owed is None:
+        owed = held[3]
+        if owed is None or channel not in owed:
             return
-        owed.discard(channel)
-        if not owed:
+        left = tuple(name for name in owed if name != channel)
+        if left:
+            self._messages[msg_id] = (held[0], held[1], held[2], left)
+        else:
             self._remove(msg_id)
 
     def _remove(self, msg_id: bytes) -> None:
         held = self._messages.pop(msg_id, None)
         if held is not None:
-            self.held_bytes -= len(held.body)
+            self.held_bytes -= len(held[0])
             # A backlog entry of a removed message is skipped by `_pump`.
 
     def owed(self) -> Iterator[OwedMessage]:
         """Every held message, in publish order."""
-        for msg_id, held in self._messages.items():
+        for msg_id, (body, timestamp, due, owed) in self._messages.items():
             yield OwedMessage(
                 id=msg_id,
-                body=held.body,
-                timestamp=held.timestamp,
-                due=held.due,
-                channels=None if held.owed is None else frozenset(held.owed),
+                body=body,
+                timestamp=timestamp,
+                due=due,
+                channels=None if owed is None else frozenset(owed),
             )
 
     @classmethod
