@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.testing.process import NodeProcess
+from shoal.testing.progress import StatusLine
 
 
 def get(address: tuple[str, int], path: str) -> tuple[int, Any]:
@@ -67,20 +68,25 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
     nodes: list[NodeProcess] = []
     rng = random.Random(1)
+    status = StatusLine("bench/lookup.py")  # on a terminal only: stdout is the figures
     try:
+        status.update(f"starting node 1 of {args.nodes}", force=True)
         first = NodeProcess("--data-path", str(root / "n0"), workdir=root).start()
         nodes.append(first)
-        nodes.extend(
-            NodeProcess(
-                "--data-path", str(root / f"n{i}"), "--seed", first.gossip, workdir=root
-            ).start()
-            for i in range(1, args.nodes)
-        )
+        for i in range(1, args.nodes):
+            status.update(f"starting node {i + 1} of {args.nodes}", force=True)
+            nodes.append(
+                NodeProcess(
+                    "--data-path", str(root / f"n{i}"), "--seed", first.gossip, workdir=root
+                ).start()
+            )
         while any(len(get(n.http, "/members")[1]["members"]) < args.nodes for n in nodes):
+            status.update("waiting for the members to find each other")
             time.sleep(0.1)
 
         delays = []
         for k in range(args.topics):
+            status.update(f"propagation: topic {k + 1} of {args.topics}")
             origin = rng.choice(nodes)
             others = [n for n in nodes if n is not origin]
             topic = f"prop{k}"
@@ -93,6 +99,7 @@ def main() -> None:
                     raise SystemExit(f"{topic} did not reach every node in 60s")
             delays.append(time.monotonic() - started)
         delays.sort()
+        status.clear()
         print(
             f"N={args.nodes}: topic creation to /lookup on every other node over {args.topics} "
             f"topics: p50 {statistics.median(delays) * 1000:.0f} ms, "
@@ -102,21 +109,26 @@ def main() -> None:
         started = time.monotonic()
         for index, node in enumerate(nodes):
             for k in range(args.bulk):
+                status.update(f"bulk: node {index + 1} of {len(nodes)}, topic {k + 1}")
                 post(node.http, f"/topic/create?topic=bulk{index}-{k}")
         created = time.monotonic() - started
         expected = args.bulk * args.nodes + args.topics
         while any(len(get(n.lookup_http, "/topics")[1]["topics"]) < expected for n in nodes):
             if time.monotonic() - started > 300:
                 raise SystemExit("bulk topics did not converge in 300s")
+            status.update(f"waiting until every node lists all {expected} topics")
             time.sleep(0.2)
+        status.clear()
         print(
             f"N={args.nodes}: {args.bulk} topics created on each node in {created:.1f}s; every "
             f"node lists all {expected} after {time.monotonic() - started:.1f}s"
         )
+        status.update(f"idle for {args.idle + 5:g}s to measure gossip traffic", force=True)
         time.sleep(5)
         before = [gossip_bytes(n) for n in nodes]
         time.sleep(args.idle)
         after = [gossip_bytes(n) for n in nodes]
+        status.clear()
         per_node = sum(b - a for a, b in zip(before, after, strict=True)) / len(nodes) / args.idle
         print(
             f"N={args.nodes}: idle gossip with {args.bulk} topics per node: {per_node:.0f} bytes/s "

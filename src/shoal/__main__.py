@@ -1,5 +1,5 @@
 """Runs the ``shoal`` command line as ``python -m shoal``."""
 
-from shoal.cli.main import main
+from shoal.cli import main
 
 main()

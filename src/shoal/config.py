@@ -16,7 +16,11 @@ from shoal.membership.config import MembershipConfig
 from shoal.queue.config import QueueConfig
 from shoal.queue.diskqueue import DiskQueueConfig
 
-__all__ = ["MAX_REPLICATION_FACTOR", "NodeConfig", "parse_address"]
+__all__ = ["MAX_REPLICATION_FACTOR", "TAG_PREFIX", "NodeConfig", "parse_address"]
+
+#: Membership metadata keys starting with this are member tags; the node's
+#: own keys (``b``, ``t``, ``h``, ``l``: addresses and ports) never do.
+TAG_PREFIX = "#"
 
 #: Most copies a topic may ask for: the placement ranks every member for
 #: each topic, and more copies than this buys nothing but write traffic.
@@ -61,6 +65,9 @@ class NodeConfig:
             port>``, which is then stored: a restarted node is the same member.
         gossip_keys: AES keys (16, 24 or 32 bytes); the first encrypts, all
             decrypt. Empty means plaintext gossip.
+        tags: Serf-style member tags (``--tag role=web``), gossiped with the
+            membership metadata under keys starting with `TAG_PREFIX`, shown
+            and filterable in ``shoal members``.
         tombstone_lifetime: how long ``/topic/tombstone`` hides a producer.
         membership: the SWIM timings (the ``lan`` preset by default).
         broadcast_address: the host name other nodes and clients should dial;
@@ -105,6 +112,7 @@ class NodeConfig:
     seeds: tuple[str, ...] = ()
     node_name: str | None = None
     gossip_keys: tuple[bytes, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
     tombstone_lifetime: float = 45.0
     membership: MembershipConfig = dataclasses.field(default_factory=MembershipConfig.lan)
     broadcast_address: str = dataclasses.field(default_factory=socket.gethostname)
@@ -150,6 +158,9 @@ class NodeConfig:
                 raise ConfigError("https-address needs tls-cert and tls-key")
         for seed in self.seeds:
             parse_address(seed, what="seed")
+        for key, _value in self.tags:
+            if not key or "=" in key:
+                raise ConfigError(f"tag {key!r} needs a non-empty name without '='")
         if self.tombstone_lifetime <= 0:
             raise ConfigError("tombstone-lifetime must be positive")
         if not 1 <= self.replication_factor <= MAX_REPLICATION_FACTOR:

@@ -10,6 +10,7 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
+from shoal.cli.agent import AGENT_COMMANDS
 from shoal.cli.commands import COMMANDS
 from shoal.client.testing import LOCAL_GOSSIP_ARGS, FakeNode, serve_in_thread
 from shoal.testing.process import NodeProcess
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 @pytest.fixture
 def shoal() -> Callable[..., Result]:
     """Run a command in-process: ``shoal("members", "--node", addr)``."""
-    group = click.Group("shoal", commands={command.name or "": command for command in COMMANDS})
+    commands = (*COMMANDS, *AGENT_COMMANDS)
+    group = click.Group("shoal", commands={command.name or "": command for command in commands})
     runner = CliRunner()
 
     def invoke(*args: str, input: Any = None, env: dict[str, str] | None = None) -> Result:  # noqa: A002

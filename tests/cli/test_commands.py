@@ -87,9 +87,13 @@ def test_aggregate_sums_topics_and_channels_over_nodes() -> None:
 def members_fake(fake: FakeNode) -> FakeNode:
     fake.call(
         setattr, fake, "members", [
-            member_entry("node-2", "127.0.0.1", 4160, 4161, status="suspect", incarnation=4),
-            member_entry("node-1", "127.0.0.1", 4150, 4151, topics=["orders", "clicks"]),
+            member_entry("node-2", "127.0.0.1", 4160, 4161, status="suspect", incarnation=4,
+                         tags={"role": "web"}),
+            member_entry("node-1", "127.0.0.1", 4150, 4151, topics=["orders", "clicks"],
+                         tags={"role": "db", "dc": "east"}),
             member_entry("node-3", "127.0.0.1", 4170, 4171, status="left"),
+            member_entry("node-4", "127.0.0.1", 4180, 4181, status="dead",
+                         tags={"role": "web-canary"}),
         ],
     )  # fmt: skip
     return fake
@@ -99,10 +103,14 @@ def test_members_prints_a_table_sorted_by_name(shoal: Shoal, members_fake: FakeN
     result = shoal("members", "--node", members_fake.address)
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "ADDRESS", "STATUS", "INCARNATION", "TOPICS"]
-    assert lines[1].split() == ["node-1", "127.0.0.1:4160", "alive", "1", "orders,clicks"]
-    assert lines[2].split() == ["node-2", "127.0.0.1:4160", "suspect", "4", "-"]
+    assert lines[0].split() == ["NAME", "ADDRESS", "STATUS", "INCARNATION", "TOPICS", "TAGS"]
+    assert lines[1].split() == [
+        "node-1", "127.0.0.1:4160", "alive", "1", "orders,clicks", "dc=east,role=db"
+    ]  # fmt: skip
+    assert lines[2].split() == ["node-2", "127.0.0.1:4160", "suspect", "4", "-", "role=web"]
     assert lines[3].split()[:3] == ["node-3", "127.0.0.1:4160", "left"]
+    # Serf's word for a member SWIM declared dead.
+    assert lines[4].split()[:3] == ["node-4", "127.0.0.1:4160", "failed"]
     assert result.stderr == ""
 
 
@@ -112,6 +120,84 @@ def test_members_filters_by_status(shoal: Shoal, members_fake: FakeNode) -> None
     )
     names = [line.split()[0] for line in result.stdout.splitlines()[1:]]
     assert names == ["node-1", "node-3"]
+
+
+@pytest.mark.parametrize("word", ["failed", "dead"])
+def test_members_status_failed_and_its_alias_dead(
+    shoal: Shoal, members_fake: FakeNode, word: str
+) -> None:
+    result = shoal("members", "--node", members_fake.address, "--status", word)
+    names = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert names == ["node-4"]
+    # --json keeps /members' own word, so scripts written against it still work.
+    result = shoal("members", "--node", members_fake.address, "--status", word, "--json")
+    assert [m["status"] for m in json.loads(result.stdout)["members"]] == ["dead"]
+
+
+def test_members_filters_by_tag_regex_in_full(shoal: Shoal, members_fake: FakeNode) -> None:
+    def names(*args: str) -> list[str]:
+        result = shoal("members", "--node", members_fake.address, *args)
+        assert result.exit_code == 0, result.stderr
+        return [line.split()[0] for line in result.stdout.splitlines()[1:]]
+
+    assert names("--tag", "role=web") == ["node-2"]
+    assert names("--tag", "role=web.*") == ["node-2", "node-4"]
+    assert names("--tag", "role=web.*", "--status", "alive", "--status", "suspect") == ["node-2"]
+    assert names("--tag", "role=db", "--tag", "dc=east") == ["node-1"]
+    assert names("--tag", "dc=.*") == ["node-1"]
+    assert_one_line_error(shoal("members", "--tag", "role"), 2, "KEY=VALUE")
+    assert_one_line_error(shoal("members", "--tag", "role=("), 2, "not a pattern")
+
+
+def test_members_detailed_prints_every_field(shoal: Shoal, members_fake: FakeNode) -> None:
+    result = shoal("members", "--node", members_fake.address, "--detailed", "--tag", "dc=east")
+    assert result.exit_code == 0, result.stderr
+    fields = dict(line.split(":", 1) for line in result.stdout.splitlines())
+    fields = {k: v.strip() for k, v in fields.items()}
+    assert fields["name"] == "node-1"
+    assert fields["status"] == "alive"
+    assert fields["tcp address"] == "127.0.0.1:4150"
+    assert fields["http address"] == "127.0.0.1:4151"
+    assert fields["tags"] == "dc=east,role=db"
+    assert fields["topics"] == "orders,clicks"
+
+
+@pytest.mark.parametrize("spelling", ["http://{}", "http://{}/", "HTTP://{}", " {} "])
+def test_node_accepts_http_urls(shoal: Shoal, members_fake: FakeNode, spelling: str) -> None:
+    result = shoal("members", "--node", spelling.format(members_fake.address))
+    assert result.exit_code == 0, result.stderr
+    assert "node-1" in result.stdout
+
+
+def test_node_refuses_https(shoal: Shoal) -> None:
+    assert_one_line_error(shoal("members", "--node", "https://127.0.0.1:4151"), 2, "plain HTTP")
+
+
+def test_several_nodes_fall_back_in_order(
+    shoal: Shoal, members_fake: FakeNode, closed_port: int
+) -> None:
+    dead = f"127.0.0.1:{closed_port}"
+    for args in (
+        ("--node", dead, "--node", members_fake.address),
+        ("--node", f"{dead},http://{members_fake.address}"),
+    ):
+        result = shoal("members", *args)
+        assert result.exit_code == 0, result.stderr
+        assert "node-1" in result.stdout
+        # The skipped node is named, with the reason, on one line.
+        assert result.stderr.splitlines() == [
+            f"shoal: cannot reach {dead}: Connection refused; trying {members_fake.address}"
+        ]
+    result = shoal("members", env={"SHOAL_NODE": f"{dead} {members_fake.address}"})
+    assert result.exit_code == 0, result.stderr
+    # None answers: the last failure, one line, exit 1.
+    result = shoal("members", "--node", dead, "--node", dead.replace(str(closed_port), "1"))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == "shoal: cannot reach 127.0.0.1:1: Connection refused"
+
+
+def test_leave_takes_one_node(shoal: Shoal) -> None:
+    assert_one_line_error(shoal("leave", "--node", "a:1", "--node", "b:1"), 2, "one --node")
 
 
 def test_members_json(shoal: Shoal, members_fake: FakeNode) -> None:
@@ -454,5 +540,5 @@ def test_cluster_up_reports_a_node_that_cannot_bind(shoal: Shoal, tmp_path: Path
         result = shoal(
             "cluster", "up", "--nodes", "2", "--base-port", str(port), "--data-dir", str(tmp_path)
         )
-    assert_one_line_error(result, 1, "node-1 exited")
+    assert_one_line_error(result, 1, "a exited", f"127.0.0.1:{port}", "--tcp-address")
     assert result.stdout == ""

@@ -126,7 +126,7 @@ def test_cluster_up_prints_every_node_and_they_converged(
     shoal_argv: list[str], cluster: Cluster
 ) -> None:
     names = [n["name"] for n in cluster.info["nodes"]]
-    assert names == ["node-1", "node-2", "node-3"]
+    assert names == ["a", "b", "c"]
     assert all(n["tcp"] and n["gossip"] and n["lookup_http"] for n in cluster.info["nodes"])
     for index in range(3):
         assert members(shoal_argv, cluster.http(index)) == dict.fromkeys(names, "alive")
@@ -151,6 +151,24 @@ def test_a_large_stdin_is_published_quietly_when_piped(
     assert sorted(tailed.stdout.splitlines()) == sorted(lines.splitlines())
 
 
+def test_round_robin_spreads_messages_not_batches(shoal_argv: list[str], cluster: Cluster) -> None:
+    lines = b"".join(b"rr %d\n" % i for i in range(30))
+    published = shoal(shoal_argv, "pub", "--strategy", "round-robin", "--node", cluster.http(0),
+                      "e2e_rr", stdin=lines)  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    result = shoal(shoal_argv, "stats", "--all", "--json", "--node", cluster.http(1),
+                   "--topic", "e2e_rr")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    [topic] = json.loads(result.stdout)["topics"]
+    # All 30 lines arrive in one read: still one third on each of the 3 nodes.
+    assert (topic["nodes"], topic["message_count"]) == (3, 30)
+    for index in range(3):
+        one = shoal(shoal_argv, "stats", "--json", "--node", cluster.http(index),
+                    "--topic", "e2e_rr")  # fmt: skip
+        [mine] = json.loads(one.stdout)["topics"]
+        assert mine["message_count"] == 10
+
+
 def test_stats_all_adds_up_every_member(shoal_argv: list[str], cluster: Cluster) -> None:
     for index in range(3):
         shoal(shoal_argv, "pub", "--node", cluster.http(index), "e2e_stats", f"from-{index}")
@@ -158,7 +176,7 @@ def test_stats_all_adds_up_every_member(shoal_argv: list[str], cluster: Cluster)
                    "--topic", "e2e_stats")  # fmt: skip
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["nodes"] == ["node-1", "node-2", "node-3"]
+    assert data["nodes"] == ["a", "b", "c"]
     [topic] = data["topics"]
     assert (topic["nodes"], topic["message_count"]) == (3, 3)
 
@@ -177,14 +195,16 @@ def test_leave_then_ctrl_c_stops_everything(shoal_argv: list[str], cluster: Clus
     assert left.returncode == 0, left.stderr
     deadline = time.monotonic() + 30
     while pid_alive(cluster.pids[2]):  # it stopped answering; it exits next
-        assert time.monotonic() < deadline, "node-3 never exited"
+        assert time.monotonic() < deadline, "c never exited"
         time.sleep(0.05)
-    while members(shoal_argv, cluster.http(0))["node-3"] != "left":
-        assert time.monotonic() < deadline, "node-3 never showed as left"
+    while members(shoal_argv, cluster.http(0))["c"] != "left":
+        assert time.monotonic() < deadline, "c never showed as left"
         time.sleep(0.2)
     # cluster up keeps the other nodes running and notes the exit.
     assert cluster.proc.poll() is None
-    assert "node-3 exited with 0" in cluster.stderr
-    assert cluster.stop() == 0
+    assert "c exited with 0" in cluster.stderr
+    # Ctrl-C: every node stopped, "interrupted" and 130, as a shell reports SIGINT.
+    assert cluster.stop() == 130
+    assert cluster.stderr.strip().splitlines()[-1] == "shoal: interrupted"
     assert not any(pid_alive(pid) for pid in cluster.pids)
     assert "Traceback" not in cluster.stderr

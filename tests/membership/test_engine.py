@@ -436,6 +436,30 @@ def test_dead_members_are_reaped_after_retention_and_retried() -> None:
     assert any(at > CONFIG.dead_retention for at in retried)
 
 
+def test_forget_reaps_a_failed_member_now_and_never_retries_it() -> None:
+    # Serf's force-leave: the operator knows it is gone for good.
+    engine = with_members("b", "c")
+    feed(engine, Dead(incarnation=1, name="b", source="c"), src=ADDR["c"])
+    engine.events()
+    engine.streams_to_open()
+    assert engine.forget("b", 1.0) is True
+    assert engine.member("b") is None
+    assert any(isinstance(e, MemberReaped) for e in engine.events())
+    assert engine.forget("b", 1.5) is False  # already gone
+    driver = Driver(engine, answer="c")  # probe rounds go on without it
+    driver.run_until(1.0 + 3 * CONFIG.reconnect_interval)
+    assert not [address for _, address, _ in driver.streams if address == ADDR["b"]]
+
+
+def test_forget_refuses_live_members_and_ourselves() -> None:
+    engine = with_members("b")
+    feed(engine, Suspect(incarnation=1, name="b", source="c"))
+    for name in ("b", "a"):
+        with pytest.raises(LocalProtocolError, match="not failed or left"):
+            engine.forget(name, 1.0)
+    assert engine.member("b") is not None
+
+
 # ------------------------------------------------------------------ probing
 
 

@@ -1,12 +1,17 @@
 """``shoal cluster up``: a local cluster of node processes in one command.
 
-Node ``i`` (1-based) runs as ``python -m shoal node`` on loopback, named
-``node-i``, with its data under ``DATA_DIR/node-i`` and its log in
-``DATA_DIR/node-i.log``. Node 1 starts first; the others seed from its
+The nodes follow the README's "cluster by hand" plan, so what one reads
+there works against a cluster started here: node ``i`` (1-based) is named
+by the ``i``-th letter (``a``, ``b``, ``c``...), runs as ``python -m shoal
+node`` on loopback with its data under ``DATA_DIR/<name>`` and its log in
+``DATA_DIR/<name>.log``. Node ``a`` starts first; the others seed from its
 gossip address. With a base port ``P`` node ``i`` listens on
-``P + 10(i-1)`` (TCP), ``+1`` (HTTP), ``+2`` (gossip) and ``+3`` (lookup
-HTTP), so the default ``P = 4150`` puts node 1 on nsqd's usual ports and the
-other commands find it without ``--node``; ``P = 0`` lets the kernel pick.
+``P + 1000(i-1)`` (TCP), ``+1`` (HTTP), ``+10`` (gossip, UDP and TCP) and
+``+11`` (lookup HTTP): the default ``P = 4150`` gives 4150/4151/4160/4161,
+then 5150/5151/5160/5161, then 6150..., so node ``a`` sits on nsqd's usual
+ports and the other commands find it without ``--node``. No port of the
+plan is nsqadmin's (4171) or in the 4170s at all. ``P = 0`` lets the kernel
+pick.
 
 Resource handling:
     The children run in their own sessions, so a terminal's Ctrl-C reaches
@@ -36,12 +41,28 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-__all__ = ["STOP_TIMEOUT", "ClusterError", "ClusterSpec", "LocalNode", "run_cluster"]
+__all__ = [
+    "INTERRUPTED",
+    "MAX_NODES",
+    "PORT_STRIDE",
+    "STOP_TIMEOUT",
+    "ClusterError",
+    "ClusterSpec",
+    "LocalNode",
+    "node_name",
+    "run_cluster",
+]
 
 #: Seconds a node gets to exit after SIGTERM before it is killed.
 STOP_TIMEOUT = 20.0
 #: Seconds a node gets to bind its listeners.
 READY_TIMEOUT = 20.0
+#: Exit code after Ctrl-C: 128 + SIGINT, as shells report it.
+INTERRUPTED = 130
+#: Ports between one node and the next (the README's 4150, 5150, 6150...).
+PORT_STRIDE = 1000
+#: Most nodes ``cluster up`` starts: one per letter.
+MAX_NODES = 26
 
 
 class ClusterError(ShoalError):
@@ -74,8 +95,15 @@ class ClusterSpec:
         """TCP, HTTP, gossip and lookup HTTP ports of node ``index`` (1-based)."""
         if self.base_port == 0:
             return 0, 0, 0, 0
-        first = self.base_port + 10 * (index - 1)
-        return first, first + 1, first + 2, first + 3
+        first = self.base_port + PORT_STRIDE * (index - 1)
+        return first, first + 1, first + 10, first + 11
+
+
+def node_name(index: int) -> str:
+    """The name of node ``index`` (1-based): ``a``, ``b``, ... ``z``."""
+    if not 1 <= index <= MAX_NODES:
+        raise ValueError(f"node index {index} is outside 1..{MAX_NODES}")
+    return chr(ord("a") + index - 1)
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)
@@ -83,7 +111,7 @@ class LocalNode:
     """One started node process.
 
     Attributes:
-        name: ``node-i``.
+        name: ``a``, ``b``, ... (see `node_name`).
         process: the child process.
         data_path: its ``--data-path``.
         log_path: where its stdout and stderr go.
@@ -122,7 +150,7 @@ class LocalNode:
 
 
 async def _start_node(spec: ClusterSpec, index: int, seed: str | None) -> LocalNode:
-    name = f"node-{index}"
+    name = node_name(index)
     data_path = spec.data_dir / name
     data_path.mkdir(parents=True, exist_ok=True)
     ready_file = spec.data_dir / f"{name}.ready.json"
@@ -231,8 +259,9 @@ async def run_cluster(
         notice: called with things worth a line on stderr (a node exited).
 
     Returns:
-        The exit code: 0 after SIGINT or SIGTERM, or when every node exited
-        with 0 (for example each was asked to leave); 1 otherwise.
+        The exit code: `INTERRUPTED` (130) after SIGINT (Ctrl-C); 0 after
+        SIGTERM, or when every node exited with 0 (for example each was
+        asked to leave); 1 otherwise.
 
     Raises:
         ClusterError: a node failed to start or the members did not converge;
@@ -245,8 +274,11 @@ async def run_cluster(
             async with trio.open_nursery() as nursery:
                 stop = trio.Event()
 
+                received: list[int] = []
+
                 async def wait_for_signal() -> None:
-                    async for _ in signals:
+                    async for signum in signals:
+                        received.append(signum)
                         stop.set()
                         return
 
@@ -254,7 +286,7 @@ async def run_cluster(
                 with trio.CancelScope() as startup:
                     nursery.start_soon(_cancel_on, stop, startup)
                     for index in range(1, spec.nodes + 1):
-                        progress(f"starting node-{index} of {spec.nodes}")
+                        progress(f"starting node {node_name(index)} ({index} of {spec.nodes})")
                         seed = nodes[0].addresses["gossip"] if nodes else None
                         nodes.append(await _start_node(spec, index, seed))
                         await _wait_ready(nodes[-1])
@@ -262,12 +294,19 @@ async def run_cluster(
                     on_ready(nodes)
                     codes = await _supervise(nodes, stop, notice)
                     nursery.cancel_scope.cancel()
-                    return 0 if codes is None or not any(codes) else 1
+                    if codes is None:
+                        return _signal_code(received)
+                    return 0 if not any(codes) else 1
                 nursery.cancel_scope.cancel()
-                return 0  # interrupted during start-up
+                return _signal_code(received)  # interrupted during start-up
         finally:
             with trio.CancelScope(shield=True):
                 await stop_nodes(nodes)
+
+
+def _signal_code(received: list[int]) -> int:
+    """130 after Ctrl-C (SIGINT), as a shell reports it; 0 after SIGTERM (asked to stop)."""
+    return INTERRUPTED if received and received[0] == signal.SIGINT else 0
 
 
 async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:

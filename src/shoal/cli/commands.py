@@ -2,7 +2,11 @@
 
 Each command talks to one node's HTTP API (``--node HOST:PORT``, default
 ``$SHOAL_NODE`` or ``127.0.0.1:4151``): every node answers for the whole
-cluster, so any node will do. Commands whose output is data take ``--json``.
+cluster, so any node will do. ``--node`` also takes ``http://host:port``,
+as NSQ users write nsqd addresses, and several nodes (repeated, or
+separated by commas or spaces), tried in order until one answers. Commands
+whose output is data take ``--json``. Serf's agent commands (join,
+force-leave, monitor, info, keys) live in `shoal.cli.agent`.
 
 Conventions, for scripts as much as for people:
 
@@ -11,8 +15,9 @@ Conventions, for scripts as much as for people:
 - Errors are one line on stderr, ``shoal: <what went wrong>``, with exit code
   1 for failures at run time (an unreachable node, a refused request) and 2
   for usage errors (click's own). Never a traceback.
-- Ctrl-C ends a long-running command (``tail``, ``stats --interval``,
-  ``cluster up``) cleanly with exit code 0.
+- Ctrl-C ends any command cleanly: ``shoal: interrupted`` on stderr and
+  exit code 130, as a shell reports a command ended by SIGINT (``pub``
+  first publishes what it has read).
 
 The main group registers `COMMANDS` with ``cli.add_command``.
 """
@@ -28,17 +33,27 @@ import logging
 import math
 import os
 import random
+import re
+import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import trio
 
-from shoal.cli.cluster_up import ClusterSpec, LocalNode, run_cluster
+from shoal.cli.cluster_up import (
+    INTERRUPTED,
+    MAX_NODES,
+    PORT_STRIDE,
+    ClusterSpec,
+    LocalNode,
+    run_cluster,
+)
+from shoal.cli.failures import describe_os_error, fail, interrupted, leaf
 from shoal.cli.options import DURATION
 from shoal.client.consumer import ConsumerConfig, open_consumer
-from shoal.client.discovery import MEMBER_STATUSES, Member, fetch_lookup, fetch_members
+from shoal.client.discovery import Member, fetch_lookup, fetch_members
 from shoal.client.errors import HTTPStatusError, NodeUnavailable
 from shoal.client.httpclient import error_message, format_address, get_json, parse_address, request
 from shoal.client.producer import ProducerConfig, open_producer
@@ -86,20 +101,42 @@ class Failure(ShoalError):
 
 
 class AddressType(click.ParamType[str, Any]):
-    """``host:port`` (the port defaults to 4151), checked at parse time."""
+    """``host:port`` (the port defaults to 4151), checked at parse time.
+
+    ``http://host:port/`` is accepted too, as NSQ users write nsqd
+    addresses; ``https`` is refused since nodes serve plain HTTP.
+    """
 
     name = "host:port"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         """Return the address normalised to ``host:port``."""
+        text = str(value).strip()
+        if text.lower().startswith("https://"):
+            self.fail(f"{text!r}: nodes serve plain HTTP, not https", param, ctx)
+        if text.lower().startswith("http://"):
+            text = text[len("http://") :]
+        text = text.rstrip("/")
         try:
-            host, port = parse_address(str(value), 4151)
+            host, port = parse_address(text, 4151)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
         return format_address(host, port)
 
 
 ADDRESS = AddressType()
+
+
+def _split_nodes(ctx: click.Context, param: click.Parameter, value: Any) -> tuple[str, ...]:
+    """Every ``--node``, each possibly a comma-separated list, in order."""
+    values = value if isinstance(value, tuple | list) else (value,)
+    nodes: list[str] = []
+    for item in values:
+        for part in str(item).replace(",", " ").split():
+            address = ADDRESS.convert(part, param, ctx)
+            if address not in nodes:
+                nodes.append(address)
+    return tuple(nodes) or (DEFAULT_NODE,)
 
 
 def topic_argument(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -110,15 +147,23 @@ def topic_argument(ctx: click.Context, param: click.Parameter, value: str) -> st
 
 
 def node_option(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``--node HOST:PORT``, defaulting to ``$SHOAL_NODE`` then 127.0.0.1:4151."""
+    """``--node HOST:PORT`` (repeatable), defaulting to ``$SHOAL_NODE`` then 127.0.0.1:4151.
+
+    The command gets ``nodes``, a tuple in the order given; with several,
+    a node that does not answer is skipped for the next (`first_answering`).
+    """
     return click.option(
         "--node",
-        type=ADDRESS,
+        "nodes",
+        multiple=True,
         envvar="SHOAL_NODE",
-        default=DEFAULT_NODE,
+        default=(DEFAULT_NODE,),
         show_default=True,
         show_envvar=True,
-        help="HTTP address of any node of the cluster.",
+        metavar="HOST:PORT",
+        callback=_split_nodes,
+        help="HTTP address of any node of the cluster (http://host:port works too); "
+        "repeat or separate with commas to fall back on the next when one does not answer.",
     )(fn)
 
 
@@ -127,19 +172,6 @@ def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
         fn
     )
-
-
-def fail(message: str) -> NoReturn:
-    """Print ``shoal: message`` on stderr and exit 1."""
-    click.echo(f"shoal: {message}", err=True)
-    sys.exit(1)
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    """The first error inside nested exception groups."""
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
 
 
 class _StderrHandler(logging.Handler):
@@ -161,21 +193,24 @@ def _show_client_warnings() -> None:
 def run(fn: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Run ``fn(*args)`` under trio, turning failures into one line and exit 1.
 
-    Ctrl-C (KeyboardInterrupt) exits 0: it is how long commands are ended.
+    Ctrl-C (KeyboardInterrupt) prints ``shoal: interrupted`` and exits 130,
+    as a shell reports a command ended by SIGINT.
     """
     _show_client_warnings()
     try:
         return trio.run(fn, *args)
     except BaseException as raised:  # the CLI boundary sorts every failure
-        exc = _leaf(raised)
+        exc = leaf(raised)
         if isinstance(exc, KeyboardInterrupt):
-            sys.exit(0)
+            interrupted()
         if isinstance(exc, SystemExit):
             raise exc from None
         if isinstance(exc, BrokenPipeError):
             _silence_stdout()
             sys.exit(0)
-        if isinstance(exc, ShoalError | OSError):
+        if isinstance(exc, OSError):
+            fail(describe_os_error(exc))
+        if isinstance(exc, ShoalError):
             fail(str(exc))
         if isinstance(exc, trio.TooSlowError):
             fail(f"no answer within {REQUEST_TIMEOUT:g}s")
@@ -210,6 +245,28 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, separators=(",", ":"), sort_keys=False))
 
 
+async def first_answering(fn: Callable[..., Awaitable[T]], nodes: Sequence[str], *args: Any) -> T:
+    """``await fn(node, *args)`` on the first of ``nodes`` that answers.
+
+    A node that cannot be reached or does not answer in time is noted on
+    stderr and the next one is tried; a node that answers with an error is
+    not skipped (another node would give the same answer).
+
+    Raises:
+        NodeUnavailable: or trio.TooSlowError: the last node's failure,
+            when none answered.
+    """
+    for position, node in enumerate(nodes):
+        try:
+            return await fn(node, *args)
+        except (NodeUnavailable, trio.TooSlowError) as exc:
+            if position + 1 == len(nodes):
+                raise
+            reason = str(exc) or f"{node}: no answer within {REQUEST_TIMEOUT:g}s"
+            click.echo(f"shoal: {reason}; trying {nodes[position + 1]}", err=True)
+    raise AssertionError("unreachable: nodes is never empty")
+
+
 async def get(node: str, path: str, params: dict[str, str | int | float] | None = None) -> Any:
     """GET JSON from ``node`` within `REQUEST_TIMEOUT`."""
     with trio.fail_after(REQUEST_TIMEOUT):
@@ -230,26 +287,103 @@ async def get_members(node: str) -> list[Member]:
 # -- members ---------------------------------------------------------------------
 
 
+#: Statuses as Serf names them: a member SWIM declared dead is ``failed``.
+DISPLAY_STATUS = {"alive": "alive", "suspect": "suspect", "dead": "failed", "left": "left"}
+#: What ``--status`` accepts: Serf's names, and ``dead`` (what /members and
+#: ``--json`` say) as an alias of ``failed``.
+STATUS_FILTERS = {"alive": "alive", "suspect": "suspect", "failed": "dead", "dead": "dead",
+                  "left": "left"}  # fmt: skip
+
+
+def _tag_filter(values: tuple[str, ...]) -> list[tuple[str, re.Pattern[str]]]:
+    """``KEY=REGEX`` pairs of ``members --tag``, as ``serf members -tag`` takes them."""
+    filters = []
+    for value in values:
+        key, sep, pattern = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE", param_hint="--tag")
+        try:
+            filters.append((key, re.compile(pattern)))
+        except re.error as exc:
+            message = f"{pattern!r} is not a pattern: {exc}"
+            raise click.BadParameter(message, param_hint="--tag") from None
+    return filters
+
+
+def _tags_text(tags: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(tags.items())) or "-"
+
+
+def _detailed(member: Member) -> str:
+    lines = [
+        ("name", member.name),
+        ("status", DISPLAY_STATUS.get(member.status, member.status)),
+        ("gossip address", member.address),
+        ("incarnation", member.incarnation),
+        ("tcp address", format_address(member.broadcast_address, member.tcp_port)),
+        ("http address", member.endpoint.http_address),
+        ("lookup address", format_address(member.broadcast_address, member.lookup_http_port)),
+        ("tags", _tags_text(member.tags)),
+        ("topics", ",".join(member.topics) or "-"),
+    ]
+    return "\n".join(f"{key + ':':<16}{value}" for key, value in lines)
+
+
 @click.command("members")
 @node_option
 @click.option(
     "--status",
-    type=click.Choice(MEMBER_STATUSES),
+    type=click.Choice(list(STATUS_FILTERS)),
     multiple=True,
-    help="Only members with this status (repeatable).",
+    help="Only members with this status (repeatable; dead is an alias of failed).",
 )
+@click.option(
+    "--tag",
+    "tag_values",
+    multiple=True,
+    metavar="KEY=REGEX",
+    help="Only members whose tag KEY matches REGEX in full (repeatable: all must match).",
+)
+@click.option("--detailed", is_flag=True, help="Every field of every member, one block each.")
 @json_option
-def members(node: str, status: tuple[str, ...], as_json: bool) -> None:
-    """List the cluster's members, as the node sees them (like `serf members`)."""
-    found = run(get_members, node)
-    selected = sorted((m for m in found if not status or m.status in status), key=lambda m: m.name)
+def members(
+    nodes: tuple[str, ...],
+    status: tuple[str, ...],
+    tag_values: tuple[str, ...],
+    detailed: bool,
+    as_json: bool,
+) -> None:
+    """List the cluster's members, as the node sees them (like `serf members`).
+
+    A member SWIM declared dead shows as failed, as Serf names it; --json
+    keeps /members' own word, dead, so scripts written against it still work.
+    """
+    wanted = {STATUS_FILTERS[s] for s in status}
+    tag_filters = _tag_filter(tag_values)
+    found = run(first_answering, get_members, nodes)
+    selected = sorted(
+        (
+            m
+            for m in found
+            if (not wanted or m.status in wanted)
+            and all(
+                key in m.tags and pattern.fullmatch(m.tags[key]) for key, pattern in tag_filters
+            )
+        ),
+        key=lambda m: m.name,
+    )
     if as_json:
         print_json({"members": [m.as_json() for m in selected]})
         return
+    if detailed:
+        click.echo("\n\n".join(_detailed(m) for m in selected))
+        return
     rows = [
-        (m.name, m.address, m.status, m.incarnation, ",".join(m.topics) or "-") for m in selected
-    ]
-    click.echo(table(("NAME", "ADDRESS", "STATUS", "INCARNATION", "TOPICS"), rows))
+        (m.name, m.address, DISPLAY_STATUS.get(m.status, m.status), m.incarnation,
+         ",".join(m.topics) or "-", _tags_text(m.tags))
+        for m in selected
+    ]  # fmt: skip
+    click.echo(table(("NAME", "ADDRESS", "STATUS", "INCARNATION", "TOPICS", "TAGS"), rows))
 
 
 # -- topics and lookup --------------------------------------------------------------
@@ -278,9 +412,9 @@ async def _lookup_all(node: str) -> list[dict[str, Any]]:
 @click.command("topics")
 @node_option
 @json_option
-def topics(node: str, as_json: bool) -> None:
+def topics(nodes: tuple[str, ...], as_json: bool) -> None:
     """List every topic in the cluster with its producers and channels."""
-    found = run(_lookup_all, node)
+    found = run(first_answering, _lookup_all, nodes)
     if as_json:
         print_json({"topics": found})
         return
@@ -301,9 +435,9 @@ async def _lookup_one(node: str, topic: str) -> Any:
 @node_option
 @json_option
 @click.argument("topic", callback=topic_argument)
-def lookup(node: str, as_json: bool, topic: str) -> None:
+def lookup(nodes: tuple[str, ...], as_json: bool, topic: str) -> None:
     """Show the nodes that produce TOPIC and its channels (nsqlookupd's /lookup)."""
-    data = run(_lookup_one, node, topic)
+    data = run(first_answering, _lookup_one, nodes, topic)
     if as_json:
         print_json(data)
         return
@@ -434,7 +568,7 @@ def _stats_table(
 
 
 async def _stats_loop(
-    node: str,
+    nodes: tuple[str, ...],
     topic: str | None,
     channel: str | None,
     everywhere: bool,
@@ -450,7 +584,7 @@ async def _stats_loop(
         if done:
             await trio.sleep_until(last + (interval or 0.0))
         now = trio.current_time()
-        names, snapshots = await _collect_stats(node, topic, channel, everywhere)
+        names, snapshots = await first_answering(_collect_stats, nodes, topic, channel, everywhere)
         rows = aggregate(snapshots)
         if as_json:
             print_json(_stats_json(names, rows))
@@ -475,7 +609,7 @@ async def _stats_loop(
 )
 @json_option
 def stats(
-    node: str,
+    nodes: tuple[str, ...],
     topic: str | None,
     channel: str | None,
     everywhere: bool,
@@ -490,7 +624,7 @@ def stats(
         raise click.BadParameter(f"{channel!r} is not a valid channel name", param_hint="--channel")
     if interval is not None and interval <= 0:
         raise click.BadParameter("must be positive", param_hint="--interval")
-    run(_stats_loop, node, topic, channel, everywhere, interval, count, as_json)
+    run(_stats_loop, nodes, topic, channel, everywhere, interval, count, as_json)
 
 
 # -- pub ---------------------------------------------------------------------------
@@ -517,81 +651,155 @@ class _Progress:
             click.echo(f"\rpublished {self.count} messages to {self.topic}", err=True)
 
 
-async def _read_chunks(stream: Any) -> Any:
-    read = getattr(stream, "read1", None) or stream.read
-    while True:
-        chunk = await trio.to_thread.run_sync(read, 65536)
-        if not chunk:
-            return
-        yield chunk
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class _PubSettings:
+    topic: str
+    key: str | None
+    defer: float
+    rate: float | None
+    delimiter: bytes
+    spread: bool
 
 
-async def _publish_stdin(
-    producer: Producer, topic: str, key: str | None, defer: float, progress: _Progress
+class _Splitter:
+    """Cuts a byte stream into messages at a delimiter; empty messages are skipped."""
+
+    def __init__(self, delimiter: bytes) -> None:
+        self.delimiter = delimiter
+        self.rest = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        parts = (self.rest + chunk).split(self.delimiter)
+        self.rest = parts.pop()
+        return [body for body in (self._clean(p) for p in parts) if body]
+
+    def finish(self) -> list[bytes]:
+        last, self.rest = self._clean(self.rest), b""
+        return [last] if last else []
+
+    def _clean(self, part: bytes) -> bytes:
+        # A CRLF file split at newlines leaves a \r on every message.
+        return part.removesuffix(b"\r") if self.delimiter == b"\n" else part
+
+
+async def _read_stdin(
+    send: trio.MemorySendChannel[list[bytes]], splitter: _Splitter, stop: trio.CancelScope
 ) -> None:
-    stdin = sys.stdin.buffer
-    batch: list[bytes] = []
-    size = 0
-    rest = b""
+    """Send stdin's messages as they arrive: each read returns what is buffered now.
 
-    async def flush() -> None:
-        nonlocal batch, size
-        if not batch:
-            return
-        if defer > 0:
-            for body in batch:
-                await producer.publish(topic, body, key=key, defer=defer)
-        elif len(batch) == 1:
-            await producer.publish(topic, batch[0], key=key)
-        else:
-            await producer.mpublish(topic, batch, key=key)
-        progress.add(len(batch))
-        batch, size = [], 0
+    ``stop`` (Ctrl-C) ends the reading; what was already read, the partial
+    last message included, is still sent. The thread blocked in ``read``
+    is abandoned, as nothing can interrupt it.
+    """
+    stream = sys.stdin.buffer
+    read = getattr(stream, "read1", None) or stream.read
+    async with send:
+        with stop:
+            while True:
+                chunk = await trio.to_thread.run_sync(read, 65536, abandon_on_cancel=True)
+                if not chunk:
+                    break
+                bodies = splitter.feed(chunk)
+                if bodies:
+                    await send.send(bodies)
+        bodies = splitter.finish()
+        if bodies:
+            await send.send(bodies)
 
-    async for chunk in _read_chunks(stdin):
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        for line in lines:
-            body = line.removesuffix(b"\r")
-            if not body:
+
+async def _publish_batch(
+    producer: Producer, settings: _PubSettings, bodies: list[bytes], progress: _Progress
+) -> None:
+    """Publish ``bodies`` spread message by message over the producer's nodes.
+
+    One MPUB per node and round: with n nodes the batch is dealt into n
+    interleaved parts, each an MPUB the strategy sends to its next node, so
+    round-robin spreads messages, not batches, without one request per
+    message.
+    """
+    if settings.defer > 0:
+        for body in bodies:
+            await producer.publish(settings.topic, body, key=settings.key, defer=settings.defer)
+            progress.add(1)
+        return
+    ways = max(1, min(len(bodies), producer.statistics().nodes)) if settings.spread else 1
+    for start in range(ways):
+        part = bodies[start::ways]
+        for offset in range(0, len(part), PUB_BATCH):
+            chunk = part[offset : offset + PUB_BATCH]
+            if len(chunk) == 1:
+                await producer.publish(settings.topic, chunk[0], key=settings.key)
+            else:
+                await producer.mpublish(settings.topic, chunk, key=settings.key)
+            progress.add(len(chunk))
+
+
+async def _publish_stream(
+    producer: Producer,
+    settings: _PubSettings,
+    receive: trio.MemoryReceiveChannel[list[bytes]],
+    progress: _Progress,
+) -> None:
+    """Publish what the reader sends: everything buffered so far, at once.
+
+    With ``--rate`` messages go one at a time on a fixed schedule instead.
+    """
+    started = trio.current_time()
+    async with receive:
+        async for first in receive:
+            bodies = list(first)
+            while len(bodies) < PUB_BATCH * 8:
+                try:
+                    bodies.extend(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            if settings.rate is None:
+                await _publish_batch(producer, settings, bodies, progress)
                 continue
-            if size + len(body) > PUB_BATCH_BYTES:
-                await flush()
-            batch.append(body)
-            size += len(body)
-            if len(batch) >= PUB_BATCH:
-                await flush()
-    last = rest.removesuffix(b"\r")
-    if last:
-        batch.append(last)
-    await flush()
+            for body in bodies:
+                await trio.sleep_until(started + progress.count / settings.rate)
+                await _publish_batch(producer, settings, [body], progress)
 
 
 async def _pub(
-    node: str,
-    topic: str,
+    nodes: tuple[str, ...],
+    settings: _PubSettings,
     messages: tuple[str, ...],
-    defer: float,
     strategy: str,
-    key: str | None,
     weights: dict[str, float],
-) -> int:
+) -> tuple[int, bool]:
+    """Publish, and return the count and whether Ctrl-C ended the input."""
     config = ProducerConfig(discover=strategy != "node", request_timeout=REQUEST_TIMEOUT)
-    progress = _Progress(topic)
+    progress = _Progress(settings.topic)
+    interrupted_by_user = False
     async with open_producer(
-        node,
+        list(nodes),
         strategy="round-robin" if strategy == "node" else strategy,
         weights=weights or None,
         config=config,
     ) as producer:
-        if messages:
-            for message in messages:
-                await producer.publish(topic, message.encode(), key=key, defer=defer)
-                progress.add(1)
-        else:
-            await _publish_stdin(producer, topic, key, defer, progress)
+        send, receive = trio.open_memory_channel[list[bytes]](16)
+        stop = trio.CancelScope()
+        with trio.open_signal_receiver(signal.SIGINT) as signals:
+
+            async def on_ctrl_c() -> None:
+                nonlocal interrupted_by_user
+                async for _ in signals:
+                    interrupted_by_user = True
+                    stop.cancel()  # stop reading; what was read is still published
+                    return
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(on_ctrl_c)
+                if messages:
+                    async with send:
+                        await send.send([m.encode() for m in messages])
+                else:
+                    nursery.start_soon(_read_stdin, send, _Splitter(settings.delimiter), stop)
+                await _publish_stream(producer, settings, receive, progress)
+                nursery.cancel_scope.cancel()
     progress.finish()
-    return progress.count
+    return progress.count, interrupted_by_user
 
 
 def _weights(values: tuple[str, ...]) -> dict[str, float]:
@@ -608,6 +816,16 @@ def _weights(values: tuple[str, ...]) -> dict[str, float]:
     return weights
 
 
+def _delimiter(ctx: click.Context, param: click.Parameter, value: str) -> bytes:
+    r"""``--delimiter``: a string with the escapes ``\n``, ``\t``, ``\0``, ``\r``."""
+    text = value
+    for escape, char in (("\\n", "\n"), ("\\t", "\t"), ("\\0", "\0"), ("\\r", "\r")):
+        text = text.replace(escape, char)
+    if not text:
+        raise click.BadParameter("must not be empty", ctx, param)
+    return text.encode()
+
+
 @click.command("pub")
 @node_option
 @click.option("--defer", type=DURATION, default=0.0, help="Deliver after this delay (DPUB).")
@@ -616,25 +834,41 @@ def _weights(values: tuple[str, ...]) -> dict[str, float]:
     type=click.Choice(["node", *STRATEGY_NAMES]),
     default="node",
     show_default=True,
-    help="'node' publishes to --node only; the others spread over every live member.",
+    help="'node' publishes to the --node addresses only; the others spread over every "
+    "live member, message by message.",
 )
 @click.option("--key", default=None, help="What consistent-hash hashes (default: the topic).")
 @click.option(
     "--weight", "weight_values", multiple=True, metavar="NAME=WEIGHT",
     help="Weight of a member for --strategy weighted (repeatable; others weigh 1).",
 )  # fmt: skip
+@click.option(
+    "--delimiter", default="\\n", show_default=True, callback=_delimiter,
+    help="What separates messages on stdin (\\n, \\t, \\0 and \\r are understood).",
+)  # fmt: skip
+@click.option(
+    "--rate", type=click.FloatRange(min=0, min_open=True), default=None,
+    help="Publish at most this many messages a second.",
+)  # fmt: skip
 @click.argument("topic", callback=topic_argument)
 @click.argument("messages", nargs=-1)
 def pub(
-    node: str,
+    nodes: tuple[str, ...],
     defer: float,
     strategy: str,
     key: str | None,
     weight_values: tuple[str, ...],
+    delimiter: bytes,
+    rate: float | None,
     topic: str,
     messages: tuple[str, ...],
 ) -> None:
-    """Publish MESSAGES to TOPIC, or each line of stdin when none are given."""
+    """Publish MESSAGES to TOPIC, or stdin's lines as they are read.
+
+    Each line is published as soon as it is read (lines that arrive
+    together go as one MPUB per node); Ctrl-C stops reading, publishes what
+    was read, and exits 130. On a terminal a summary goes to stderr.
+    """
     if defer < 0:
         raise click.BadParameter("must not be negative", param_hint="--defer")
     if any(not m for m in messages):
@@ -642,19 +876,31 @@ def pub(
     weights = _weights(weight_values)
     if weights and strategy != "weighted":
         raise click.BadParameter("needs --strategy weighted", param_hint="--weight")
-    run(_pub, node, topic, messages, defer, strategy, key, weights)
+    settings = _PubSettings(
+        topic=topic,
+        key=key,
+        defer=defer,
+        rate=rate,
+        delimiter=delimiter,
+        spread=strategy != "consistent-hash",
+    )
+    _, was_interrupted = run(_pub, nodes, settings, messages, strategy, weights)
+    if was_interrupted:
+        interrupted()
 
 
 # -- tail --------------------------------------------------------------------------
 
 
-async def _tail(node: str, topic: str, channel: str, count: int | None, max_in_flight: int) -> None:
+async def _tail(
+    nodes: tuple[str, ...], topic: str, channel: str, count: int | None, max_in_flight: int
+) -> None:
     out = sys.stdout.buffer
     if count is not None:
         max_in_flight = min(max_in_flight, count)
     config = ConsumerConfig(max_in_flight=max_in_flight, request_timeout=REQUEST_TIMEOUT)
     seen = 0
-    async with open_consumer(topic, channel, nodes=node, config=config) as consumer:
+    async with open_consumer(topic, channel, nodes=list(nodes), config=config) as consumer:
         async for msg in consumer:
             out.write(msg.body + b"\n")
             out.flush()
@@ -677,13 +923,15 @@ async def _tail(node: str, topic: str, channel: str, count: int | None, max_in_f
     help="Messages fetched ahead of printing.",
 )  # fmt: skip
 @click.argument("topic", callback=topic_argument)
-def tail(node: str, channel: str | None, count: int | None, max_in_flight: int, topic: str) -> None:
+def tail(
+    nodes: tuple[str, ...], channel: str | None, count: int | None, max_in_flight: int, topic: str
+) -> None:
     """Print the bodies of TOPIC's messages from every producer, one per line."""
     if channel is None:
         channel = f"tail{random.randrange(1_000_000)}#ephemeral"
     elif not is_valid_channel_name(channel):
         raise click.BadParameter(f"{channel!r} is not a valid channel name", param_hint="--channel")
-    run(_tail, node, topic, channel, count, max_in_flight)
+    run(_tail, nodes, topic, channel, count, max_in_flight)
 
 
 # -- keygen, leave -----------------------------------------------------------------
@@ -731,8 +979,11 @@ async def _leave(node: str, wait: bool, exit_timeout: float) -> None:
 @click.option(
     "--timeout", type=DURATION, default="30s", show_default=True, help="Longest wait for the exit."
 )
-def leave(node: str, wait: bool, timeout: float) -> None:
+def leave(nodes: tuple[str, ...], wait: bool, timeout: float) -> None:
     """Ask the node to leave the cluster gracefully and exit."""
+    if len(nodes) > 1:
+        raise click.BadParameter("leave asks one node; give one --node", param_hint="--node")
+    node = nodes[0]
     run(_leave, node, wait, timeout)
     if stderr_is_terminal():
         click.echo(f"{node} left the cluster" if wait else f"{node} is leaving", err=True)
@@ -766,8 +1017,8 @@ def _print_cluster(nodes: list[LocalNode], data_dir: Path, as_json: bool) -> Non
 
 @cluster.command("up")
 @click.option(
-    "-n", "--nodes", "count", type=click.IntRange(1, 64), default=3, show_default=True,
-    help="How many nodes to start.",
+    "-n", "--nodes", "count", type=click.IntRange(1, MAX_NODES), default=3, show_default=True,
+    help="How many nodes to start (named a, b, c...).",
 )  # fmt: skip
 @click.option(
     "--data-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -776,8 +1027,8 @@ def _print_cluster(nodes: list[LocalNode], data_dir: Path, as_json: bool) -> Non
 )  # fmt: skip
 @click.option(
     "--base-port", type=click.IntRange(0, 65000), default=4150, show_default=True,
-    help="Node i listens on BASE+10(i-1) (TCP), +1 (HTTP), +2 (gossip), +3 (lookup); "
-    "0 picks free ports.",
+    help="Node i listens on BASE+1000(i-1) (TCP), +1 (HTTP), +10 (gossip), +11 (lookup), "
+    "as the README's cluster by hand; 0 picks free ports.",
 )  # fmt: skip
 @click.option("--gossip-key", default=None, help="Base64 gossip key for every node.")
 @click.option(
@@ -804,7 +1055,7 @@ def up(
     as_json: bool,
 ) -> None:
     """Start a local cluster of N nodes on loopback and run it until Ctrl-C."""
-    if base_port and base_port + 10 * (count - 1) + 3 > 65535:
+    if base_port and base_port + PORT_STRIDE * (count - 1) + 11 > 65535:
         raise click.BadParameter("too high for that many nodes", param_hint="--base-port")
     spec = ClusterSpec(
         nodes=count,
@@ -832,6 +1083,8 @@ def up(
     code = run(
         functools.partial(run_cluster, on_ready=on_ready, progress=progress, notice=notice), spec
     )
+    if code == INTERRUPTED:
+        interrupted()
     sys.exit(code)
 
 

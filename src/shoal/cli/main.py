@@ -18,6 +18,7 @@ import click
 import trio
 
 from shoal import __version__
+from shoal.cli.failures import describe_os_error, fail, interrupted, leaf
 from shoal.cli.lazy import LazyGroup
 from shoal.cli.logs import LOG_FORMATS, setup_logging
 from shoal.cli.options import DURATION
@@ -46,6 +47,11 @@ _LAZY = {
     "simulate": "shoal.cli.simulate:simulate",
     "nsqd": "shoal.cli.nsq_compat:nsqd",
     "nsqlookupd": "shoal.cli.nsq_compat:nsqlookupd",
+    # Serf's agent commands.
+    **{
+        name: f"shoal.cli.agent:{name.replace('-', '_')}"
+        for name in ("join", "force-leave", "monitor", "info", "keys")
+    },
 }
 
 
@@ -95,7 +101,7 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     for key, item in section.items():
         name = key.replace("-", "_")
         # Repeatable flags keep their singular names in files (seed, gossip-key).
-        name = {"seed": "seeds", "gossip_key": "gossip_keys"}.get(name, name)
+        name = {"seed": "seeds", "gossip_key": "gossip_keys", "tag": "tags"}.get(name, name)
         if name not in known:
             raise click.BadParameter(f"{value}: unknown setting {key!r}")
         defaults[name] = [str(v) for v in item] if isinstance(item, list) else item
@@ -151,6 +157,13 @@ def _load_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     multiple=True,
     metavar="BASE64",
     help="AES key for gossip (repeatable: the first encrypts, all decrypt).",
+)
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Member tag, gossiped and shown by `shoal members` (repeatable, like serf -tag).",
 )
 @click.option(
     "--gossip-profile",
@@ -459,14 +472,15 @@ def node_command(**options: Any) -> None:
         sys.exit(1)
     try:
         trio.run(_run_until_signalled, node)
-    except* OSError as group:
-        error = group.exceptions[0]
-        reason = getattr(error, "strerror", None) or error
-        click.echo(f"shoal: cannot start node: {reason}", err=True)
-        sys.exit(1)
-    except* ShoalError as group:
-        click.echo(f"shoal: cannot start node: {group.exceptions[0]}", err=True)
-        sys.exit(1)
+    except BaseException as raised:  # the CLI boundary sorts every failure
+        error = leaf(raised)
+        if isinstance(error, KeyboardInterrupt):
+            interrupted()  # Ctrl-C before the node's own signal handler was installed
+        if isinstance(error, OSError):
+            fail(f"cannot start node: {describe_os_error(error)}")
+        if isinstance(error, ShoalError):
+            fail(f"cannot start node: {error}")
+        raise
 
 
 def build_node_config(options: dict[str, Any]) -> NodeConfig:
@@ -508,6 +522,7 @@ def build_node_config(options: dict[str, Any]) -> NodeConfig:
     membership = {"lan": MembershipConfig.lan, "wan": MembershipConfig.wan,
                   "local": MembershipConfig.local}[profile]()  # fmt: skip
     keys = tuple(parse_key(text) for text in options.pop("gossip_keys"))
+    tags = tuple(_parse_tag(text) for text in options.pop("tags", ()))
     # The TLS, compression and auth options default when absent, so callers
     # that build the options by hand need not know them.
     tls = TLSConfig(
@@ -523,6 +538,7 @@ def build_node_config(options: dict[str, Any]) -> NodeConfig:
         disk=disk,
         membership=membership,
         gossip_keys=keys,
+        tags=tags,
         broadcast_address=broadcast,
         seeds=tuple(options.pop("seeds")),
         tls=tls,
@@ -531,6 +547,18 @@ def build_node_config(options: dict[str, Any]) -> NodeConfig:
         data_path=options.pop("data_path") or None,
         **options,
     )
+
+
+def _parse_tag(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` of ``--tag``.
+
+    Raises:
+        ConfigError: there is no ``=`` or no key.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--tag {text!r} is not KEY=VALUE")
+    return key.strip(), value.strip()
 
 
 async def _run_until_signalled(node: Node) -> None:
@@ -558,5 +586,21 @@ async def _run_until_signalled(node: Node) -> None:
 
 
 def main() -> None:
-    """Entry point of the ``shoal`` console script."""
-    cli(prog_name="shoal")
+    """Entry point of the ``shoal`` console script.
+
+    click turns a Ctrl-C inside a command into ``Aborted!`` and exit 1;
+    ``standalone_mode=False`` hands it to us instead, so every command ends
+    the same way: ``shoal: interrupted``, exit 130.
+    """
+    try:
+        code = cli.main(prog_name="shoal", standalone_mode=False)
+    except KeyboardInterrupt:
+        interrupted()
+    except click.exceptions.Abort:
+        interrupted()
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -16,6 +16,7 @@ The main group registers `simulate` with ``cli.add_command(simulate)``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -29,7 +30,7 @@ from shoal.errors import ConfigError, ShoalError
 from shoal.membership import MembershipConfig
 from shoal.simulations import invariants, plot
 from shoal.simulations.report import format_comparison, format_summary
-from shoal.simulations.runner import PROFILE_NAMES, RunSettings, compare
+from shoal.simulations.runner import PROFILE_NAMES, RunProgress, RunSettings, compare
 from shoal.simulations.runner import simulate as run
 from shoal.simulations.scenarios import (
     SCENARIOS,
@@ -45,7 +46,7 @@ from shoal.simulations.scenarios import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from shoal.simulations.scenarios import Scenario
 
@@ -216,16 +217,17 @@ def _execute(
     plot_file = options.pop("plot_file")
     if plot_file is not None:
         try:
-            plot.require()
+            plot.check_path(plot_file)  # before the run, which may take minutes
         except ShoalError as exc:
             _fail(str(exc))
     try:
         settings = _settings(options)
         scenario = build()
-        if profiles is None:
-            report = run(scenario, settings)
-        else:
-            report = compare(scenario, settings, profiles=profiles)
+        with _progress_bar(enabled=not as_json and sys.stderr.isatty()) as progress:
+            if profiles is None:
+                report = run(scenario, settings, progress=progress)
+            else:
+                report = compare(scenario, settings, profiles=profiles, progress=progress)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     if as_json:
@@ -242,6 +244,44 @@ def _execute(
     problems = invariants.check_report(report, scenario)
     if problems:
         _fail(f"{len(problems)} invariant(s) broken, first: {problems[0]}")
+
+
+#: Steps of the progress bar over a whole simulation.
+_BAR_STEPS = 1000
+
+
+@contextlib.contextmanager
+def _progress_bar(*, enabled: bool) -> Iterator[Callable[[RunProgress], None] | None]:
+    """A progress bar on stderr (virtual time, runs done, ETA), or None when off.
+
+    Off under ``--json`` and when stderr is not a terminal, so pipes and
+    scripts see only the figures. click's bar, since click is already here.
+    """
+    if not enabled:
+        yield None
+        return
+    with click.progressbar(
+        length=_BAR_STEPS,
+        file=sys.stderr,
+        show_eta=True,
+        show_percent=True,
+        item_show_func=lambda text: text,
+        label="simulating",
+    ) as bar:
+        done = 0
+
+        def update(where: RunProgress) -> None:
+            nonlocal done
+            fraction = (where.run + where.virtual_now / where.duration) / where.runs
+            target = min(_BAR_STEPS, int(fraction * _BAR_STEPS))
+            text = (
+                f"run {where.run + 1}/{where.runs} {where.label}: "
+                f"{where.virtual_now:,.0f}s of {where.duration:,.0f}s virtual"
+            )
+            bar.update(target - done, text)
+            done = target
+
+        yield update
 
 
 @click.group(

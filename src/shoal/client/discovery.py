@@ -77,6 +77,7 @@ class Member:
         http_port: nsqd HTTP API port.
         lookup_http_port: nsqlookupd-compatible HTTP port.
         topics: the topics the member holds.
+        tags: its ``--tag`` values (empty from nodes that predate tags).
     """
 
     name: str
@@ -88,6 +89,7 @@ class Member:
     http_port: int
     lookup_http_port: int
     topics: tuple[str, ...]
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def endpoint(self) -> Endpoint:
@@ -148,7 +150,18 @@ def _member(item: Any, address: str) -> Member:
         http_port=_field(item, "http_port", int, address, "/members entry"),
         lookup_http_port=item.get("lookup_http_port") or 0,
         topics=tuple(topics),
+        tags=_tags(item.get("tags"), address),
     )
+
+
+def _tags(value: Any, address: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise NodeUnavailable(address, "malformed /members entry: tags")
+    return dict(value)
 
 
 async def fetch_members(address: str) -> list[Member]:

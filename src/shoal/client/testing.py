@@ -127,9 +127,11 @@ def member_entry(
     gossip_port: int = 4160,
     lookup_http_port: int = 4161,
     topics: Iterable[str] = (),
+    tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A ``/members`` entry for a node at these ports."""
     return {
+        "tags": dict(tags or {}),
         "name": name,
         "address": f"{host}:{gossip_port}",
         "status": status,

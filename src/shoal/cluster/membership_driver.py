@@ -77,7 +77,7 @@ import trio
 
 from shoal.cluster.refusals import RefusalWatch, is_refused
 from shoal.config import parse_address
-from shoal.errors import LocalProtocolError, RemoteProtocolError
+from shoal.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 from shoal.membership import Address, Event, Membership
 from shoal.membership.codec import PROTOCOL_VERSION
 from shoal.membership.keyring import SEAL_OVERHEAD
@@ -625,6 +625,32 @@ class MembershipDriver:
         engine.update_meta(meta, self._clock())
         self._drain()
 
+    def forget(self, name: str) -> bool:
+        """Reap a failed or left member now (`Membership.forget`, Serf ``force-leave``).
+
+        Raises:
+            LocalProtocolError: the member is alive or suspect, or is us.
+            RuntimeError: the driver is not serving.
+        """
+        forgotten = self.engine.forget(name, self._clock())
+        self._drain()
+        return forgotten
+
+    def set_keyring(self, keyring: Keyring) -> None:
+        """Seal with ``keyring`` from now on (runtime rotation, Serf ``keys``).
+
+        Packets and streams are sealed and opened with whatever keyring is
+        current when they pass, so a rotation takes effect at once and
+        without a restart.
+
+        Raises:
+            ConfigError: the node runs without encryption; turning it on at
+                run time would cut this node off from its plaintext peers.
+        """
+        if self._keyring is None:
+            raise ConfigError("gossip encryption is off on this node (start it with --gossip-key)")
+        self._keyring = keyring
+
     def broadcast_app(self, key: str, data: bytes) -> None:
         """Queue an application broadcast (`Membership.broadcast_app`).
 
@@ -751,7 +777,8 @@ class MembershipDriver:
                 udp.close()
                 if exc.errno == errno.EADDRINUSE and attempt < attempts:
                     continue  # TCP port taken: try another free UDP port
-                raise
+                reason = f"cannot bind gossip address {host}:{port}: {exc.strerror or exc}"
+                raise OSError(exc.errno, reason) from None
             except BaseException:
                 udp.close()
                 raise
@@ -830,11 +857,11 @@ class MembershipDriver:
     async def _receive_packets(self, udp: trio.socket.SocketType) -> None:
         engine = self._engine
         assert engine is not None
-        keyring = self._keyring
-        limit = self._config.max_packet_size + (0 if keyring is None else SEAL_OVERHEAD)
+        limit = self._config.max_packet_size + (0 if self._keyring is None else SEAL_OVERHEAD)
         buffer = bytearray(limit + 1)
         counters = self._counters
         while True:
+            keyring = self._keyring  # per packet: `set_keyring` may rotate it
             try:
                 size, src = await udp.recvfrom_into(buffer)
             except ConnectionRefusedError:

@@ -49,12 +49,13 @@ from shoal.cluster.metadata import (
     save_metadata,
 )
 from shoal.cluster.operations import serve_operations
+from shoal.cluster.operator_api import OperatorAPI
 from shoal.cluster.replica_store import ReplicaStore
 from shoal.cluster.replication import Replication
 from shoal.cluster.routing import SYNC_INTERVAL, TopicRouting
 from shoal.cluster.tcp_server import TCPServer
 from shoal.cluster.tls import server_context
-from shoal.config import parse_address
+from shoal.config import TAG_PREFIX, parse_address
 from shoal.errors import RemoteProtocolError
 from shoal.membership.events import MemberJoined
 from shoal.membership.keyring import Keyring
@@ -89,10 +90,19 @@ def format_address(sockname: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def open_listeners(address: str) -> list[trio.SocketListener]:
-    """Bind TCP listeners for ``host:port`` (port 0 picks a free port)."""
+async def open_listeners(address: str, label: str) -> list[trio.SocketListener]:
+    """Bind TCP listeners for ``host:port`` (port 0 picks a free port).
+
+    Raises:
+        OSError: the address cannot be bound; the message names it and
+            ``label`` (the flag that set it), since the kernel's text names neither.
+    """
     host, port = parse_address(address)
-    return await trio.open_tcp_listeners(port, host=host)
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OSError(exc.errno, f"cannot listen on {address} ({label}): {reason}") from None
 
 
 def _port(address: str | None) -> int:
@@ -261,12 +271,14 @@ class Node:
     async def _start_services(self, nursery: trio.Nursery) -> None:
         config = self.config
         broker = config.broker
-        tcp_listeners = await open_listeners(config.tcp_address) if broker else []
-        http_listeners = await open_listeners(config.http_address) if broker else []
+        tcp_listeners = await open_listeners(config.tcp_address, "--tcp-address") if broker else []
+        http_listeners = (
+            await open_listeners(config.http_address, "--http-address") if broker else []
+        )
         https_listeners = []
         if broker and config.https_address is not None:
-            https_listeners = await open_listeners(config.https_address)
-        lookup_listeners = await open_listeners(config.lookup_http_address)
+            https_listeners = await open_listeners(config.https_address, "--https-address")
+        lookup_listeners = await open_listeners(config.lookup_http_address, "--lookup-http-address")
         # Only NSQ's own listeners get nsqd's "<PROTOCOL>: listening on" line,
         # which harnesses parse for ports (a member without a broker is
         # nsqlookupd, whose HTTP port is the lookup API).
@@ -298,6 +310,8 @@ class Node:
         self.lookup.add_read_routes(self.http_api.router)
         self.http_api.router.add("GET", "/members", self._members)
         self.http_api.router.add("POST", "/leave", self._leave_request)
+        assert self.driver is not None
+        OperatorAPI(self.driver).add_routes(self.http_api.router)
         serve_operations(self, self.http_api.router, nursery)
         lookup_router = new_router()
         self.lookup.add_routes(lookup_router)
@@ -355,6 +369,7 @@ class Node:
                 "h": str(http_port),
                 "l": str(lookup_port),
                 "g": str(generation),
+                **{TAG_PREFIX + key: value for key, value in config.tags},
             },
             keyring=keyring,
             delegate=_RoutingDelegate(self),
@@ -561,6 +576,11 @@ class Node:
                     "http_port": _int(meta.get("h")),
                     "lookup_http_port": _int(meta.get("l")),
                     "topics": topics_by_owner.get(member.name, []),
+                    "tags": {
+                        k.removeprefix(TAG_PREFIX): v
+                        for k, v in sorted(meta.items())
+                        if k.startswith(TAG_PREFIX)
+                    },
                     # Wall time of the last status change, for the cluster page.
                     "since": round(wall - (now - member.state_changed_at), 3),
                 }

@@ -842,6 +842,37 @@ class Membership:
             return False
         return self._name not in self._broadcasts or self._live_count() == 0
 
+    def forget(self, name: str, now: float) -> bool:
+        """Reap a dead or left member now and stop trying to reconnect to it.
+
+        Serf's ``force-leave``: an operator knows a failed member is gone for
+        good, so it should not linger for ``dead_retention`` nor be retried.
+        Only this engine forgets; ``shoal force-leave`` asks every member.
+        A `MemberReaped` event follows.
+
+        Returns:
+            True if the member was reaped, False if it is not known.
+
+        Raises:
+            LocalProtocolError: the member is alive or suspect (it would
+                refute at once), or is ourselves.
+        """
+        self._now = now
+        node = self._nodes.get(name)
+        if node is None:
+            self._remembered.pop(name, None)
+            return False
+        if node is self._self or not (node.state is _DEAD or node.state is _LEFT):
+            raise LocalProtocolError(f"{name} is {node.state.value}, not failed or left")
+        if node in self._probe_list:  # or the next reshuffle would reap it twice
+            position = self._probe_list.index(node)
+            del self._probe_list[position]
+            if position < self._probe_index:
+                self._probe_index -= 1
+        self._reap(node, now)
+        self._remembered.pop(name, None)
+        return True
+
     def update_meta(self, meta: Mapping[str, str], now: float) -> None:
         """Announce new metadata under a new incarnation (memberlist ``UpdateNode``).
 

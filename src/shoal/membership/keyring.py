@@ -120,6 +120,40 @@ class Keyring:
         """The key that encrypts."""
         return self._keys[0]
 
+    def installing(self, key: bytes) -> Keyring:
+        """This keyring with ``key`` added as a secondary (Serf ``keys -install``).
+
+        Installing a key already held changes nothing.
+
+        Raises:
+            ConfigError: the key has the wrong length.
+        """
+        return Keyring([*self._keys, key], nonce_source=self._nonce_source)
+
+    def using(self, key: bytes) -> Keyring:
+        """This keyring with ``key``, already installed, as the primary (``keys -use``).
+
+        Raises:
+            ConfigError: the key is not installed: making an unknown key
+                primary would seal for peers that cannot open it.
+        """
+        if key not in self._keys:
+            raise ConfigError("the key is not installed; install it everywhere first")
+        return Keyring([key, *self._keys], nonce_source=self._nonce_source)
+
+    def removing(self, key: bytes) -> Keyring:
+        """This keyring without ``key`` (``keys -remove``).
+
+        Raises:
+            ConfigError: the key is the primary (make another key primary
+                first), or is not installed.
+        """
+        if key not in self._keys:
+            raise ConfigError("the key is not installed")
+        if key == self._keys[0]:
+            raise ConfigError("the primary key cannot be removed; use another key first")
+        return Keyring([k for k in self._keys if k != key], nonce_source=self._nonce_source)
+
     def __repr__(self) -> str:
         # Never print key material.
         return f"<Keyring with {len(self._keys)} key(s)>"

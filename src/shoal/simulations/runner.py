@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LIFEGUARD_OFF",
     "PROFILE_NAMES",
+    "RunProgress",
     "RunSettings",
     "Simulation",
     "compare",
@@ -93,6 +94,30 @@ LEAVE_TIMEOUT = 5.0
 
 #: Most nodes a joining node lists as seeds.
 JOIN_SEEDS = 3
+
+#: Progress reports per run: the scheduler runs to each of these many
+#: equally spaced virtual times in turn, which changes nothing in the run
+#: (callbacks keep their times; nothing is due between two slices).
+PROGRESS_SLICES = 200
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RunProgress:
+    """Where a simulation stands, for a progress bar.
+
+    Attributes:
+        run: the 0-based index of the run under way.
+        runs: how many runs the simulation has.
+        label: the run's label.
+        virtual_now: virtual seconds simulated in this run.
+        duration: virtual seconds this run lasts.
+    """
+
+    run: int
+    runs: int
+    label: str
+    virtual_now: float
+    duration: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -442,15 +467,29 @@ class Simulation:
 
     # ------------------------------------------------------------------ running
 
-    def run(self, label: str, scenario: Scenario) -> RunReport:
-        """Install ``scenario``, run to the end and return the report."""
+    def run(
+        self,
+        label: str,
+        scenario: Scenario,
+        progress: Callable[[float], None] | None = None,
+    ) -> RunReport:
+        """Install ``scenario``, run to the end and return the report.
+
+        ``progress``, if given, is called with the virtual time reached
+        `PROGRESS_SLICES` times over the run.
+        """
         started = time.perf_counter()
         scenario.install(self)
         interval = self.settings.sample_interval or max(0.1, self.duration / 200)
         self._sample(interval)
         if self.settings.updates_every is not None:
             self.at(self.settings.updates_every, self._update_tick, self.settings.updates_every)
-        self.scheduler.run_until(self.duration)
+        if progress is None:
+            self.scheduler.run_until(self.duration)
+        else:
+            for step in range(1, PROGRESS_SLICES + 1):
+                self.scheduler.run_until(self.duration * step / PROGRESS_SLICES)
+                progress(self.now)
         self.recorder.sample(self.now)
         metrics = self.recorder.finish(self.now, self.settings.nodes, self.duration)
         return RunReport(
@@ -587,8 +626,18 @@ class Simulation:
                 holder.preload(states, now)
 
 
-def run_once(scenario: Scenario, settings: RunSettings, label: str | None = None) -> RunReport:
+def run_once(
+    scenario: Scenario,
+    settings: RunSettings,
+    label: str | None = None,
+    *,
+    progress: Callable[[RunProgress], None] | None = None,
+    position: tuple[int, int] = (0, 1),
+) -> RunReport:
     """Run one variant of ``scenario`` with ``settings`` and return its report.
+
+    ``progress`` is told how far the run is; ``position`` is its (index,
+    count) among the runs of the simulation, for that report.
 
     Raises:
         ConfigError: the settings or the scenario's parameters are inconsistent.
@@ -596,16 +645,34 @@ def run_once(scenario: Scenario, settings: RunSettings, label: str | None = None
     config = settings.membership_config()
     duration = settings.duration or scenario.default_duration(config, settings.nodes)
     simulation = Simulation(settings, duration=duration)
-    return simulation.run(label or scenario.name, scenario)
+    name = label or scenario.name
+    tick = None
+    if progress is not None:
+        report = progress
+
+        def tick(now: float) -> None:
+            report(RunProgress(run=position[0], runs=position[1], label=name,
+                               virtual_now=now, duration=duration))  # fmt: skip
+
+    return simulation.run(name, scenario, tick)
 
 
-def simulate(scenario: Scenario, settings: RunSettings) -> SimulationReport:
+def simulate(
+    scenario: Scenario,
+    settings: RunSettings,
+    *,
+    progress: Callable[[RunProgress], None] | None = None,
+) -> SimulationReport:
     """Run every variant of ``scenario`` (one, or one per loss rate) and report.
 
     Raises:
         ConfigError: the settings or the scenario's parameters are inconsistent.
     """
-    runs = tuple(run_once(scenario, s, label) for label, s in scenario.variants(settings))
+    variants = scenario.variants(settings)
+    runs = tuple(
+        run_once(scenario, s, label, progress=progress, position=(index, len(variants)))
+        for index, (label, s) in enumerate(variants)
+    )
     return SimulationReport(scenario=scenario.name, parameters=scenario.parameters(), runs=runs)
 
 
@@ -615,6 +682,7 @@ def compare(
     *,
     profiles: Sequence[str] = PROFILE_NAMES,
     lifeguard: Sequence[bool] = (True, False),
+    progress: Callable[[RunProgress], None] | None = None,
 ) -> SimulationReport:
     """Run ``scenario`` under each profile with Lifeguard on and off, side by side.
 
@@ -625,14 +693,17 @@ def compare(
     Raises:
         ConfigError: a profile is unknown, or the settings are inconsistent.
     """
-    runs: list[RunReport] = []
+    planned: list[tuple[str, RunSettings]] = []
     for profile in profiles:
         for on in lifeguard:
             varied = dataclasses.replace(settings, profile=profile, lifeguard=on)
             for label, variant in scenario.variants(varied):
                 suffix = "" if label == scenario.name else f" {label}"
-                name = f"{profile} lifeguard={'on' if on else 'off'}{suffix}"
-                runs.append(run_once(scenario, variant, name))
+                planned.append((f"{profile} lifeguard={'on' if on else 'off'}{suffix}", variant))
+    runs = [
+        run_once(scenario, variant, name, progress=progress, position=(index, len(planned)))
+        for index, (name, variant) in enumerate(planned)
+    ]
     return SimulationReport(
         scenario=f"compare {scenario.name}", parameters=scenario.parameters(), runs=tuple(runs)
     )

@@ -64,6 +64,7 @@ import ipaddress
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -82,12 +83,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PREFIX",
+    "REQUIRE_ENV",
     "Host",
     "NetnsCluster",
     "NetnsError",
     "NodeInNamespace",
     "available",
     "cleanup_stale",
+    "require",
     "socket_in_netns",
 ]
 
@@ -108,6 +111,12 @@ COMMAND_TIMEOUT = 30.0
 
 _CLONE_NEWNET = 0x40000000
 _counter = itertools.count()
+
+
+#: Set to ``1`` to make missing namespace prerequisites fail tests instead of
+#: skipping them. CI sets it: there the namespace tests are the only proof
+#: that the partition tests test anything, so they must run or fail loudly.
+REQUIRE_ENV = "SHOAL_REQUIRE_NETNS"
 
 
 class NetnsError(RuntimeError):
@@ -269,6 +278,9 @@ def available() -> str | None:
         return f"network namespaces need Linux, not {sys.platform}"
     if os.geteuid() != 0:
         return "network namespaces need root"
+    for tool, package in (("ip", "iproute2"), ("iptables", "iptables")):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install {package})"
     name = f"{PREFIX}{os.getpid()}-probe{next(_counter)}"
     bridge = "ip link add probe0 type bridge"
     veth = "ip link add probe1 type veth peer name probe2"
@@ -287,6 +299,24 @@ def available() -> str | None:
     except NetnsError as exc:
         return str(exc).splitlines()[0]
     return None
+
+
+def require() -> None:
+    """Skip the calling test when `available` says no, or fail under `REQUIRE_ENV`.
+
+    A developer without root or iptables sees one skip reason per test
+    instead of errors they cannot act on; CI, which sets
+    ``SHOAL_REQUIRE_NETNS=1``, fails instead, so it never goes green by
+    silently not running them.
+    """
+    import pytest  # here, not at the top: only tests call this, shoal never needs pytest
+
+    reason = available()
+    if reason is None:
+        return
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"network namespaces with iptables are unavailable: {reason}")
+    pytest.skip(f"needs root, network namespaces and iptables: {reason} ({REQUIRE_ENV}=1 fails)")
 
 
 class Host:
