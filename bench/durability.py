@@ -4,6 +4,8 @@ python bench/durability.py http        # /pub and /mpub msgs/s
 python bench/durability.py disk        # TCP MPUB msgs/s, --mem-queue-size 0 vs default
 python bench/durability.py backlog     # RSS with 200,000 queued and --mem-queue-size 1000
 python bench/durability.py recovery --gib 1   # restart time with a 1 GiB backlog on disk
+python bench/durability.py durable     # publish and consume msgs/s, durable beside default
+python bench/durability.py recovery --gib 1 --durable   # the same in durable mode
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import multiprocessing
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import nsqbench
@@ -61,6 +65,56 @@ def disk_bench() -> None:
         )
 
 
+def _create_channel(node: NodeProcess, topic: str, channel: str) -> None:
+    host, port = node.http
+    paths = (f"/topic/create?topic={topic}", f"/channel/create?topic={topic}&channel={channel}")
+    for path in paths:
+        request = urllib.request.Request(f"http://{host}:{port}{path}", method="POST")
+        urllib.request.urlopen(request, timeout=10).read()
+
+
+def durable_bench(seconds: float, messages: int) -> None:
+    """Publish and consume rates with and without --sync-every 1, on one data path each.
+
+    The channel exists before publishing, so every message lands in the
+    channel's queue (on disk in durable mode, where nothing waits in memory)
+    and the consumer reads what the publishers stored.
+    """
+    for label, args in (
+        ("default (--mem-queue-size 10000)", ()),
+        ("durable (--sync-every 1)", ("--sync-every", "1")),
+    ):
+        root = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
+        with NodeProcess("--data-path", str(root / "d"), *args, workdir=root) as node:
+            _create_channel(node, "pbench", "ch")
+            sent = nsqbench.writer_loop(node.tcp, "pbench", 200, 1, seconds, time.time())
+            print(f"{label}: PUB 200 B, 1 connection: {sent / seconds:,.0f} msgs/s")
+            start = time.time()
+            with multiprocessing.Pool(4) as pool:
+                counts = pool.starmap(
+                    nsqbench.writer_loop,
+                    [(node.tcp, "pbench", 200, 1, seconds, start + 0.3)] * 4,
+                )
+            print(f"{label}: PUB 200 B, 4 connections: {sum(counts) / seconds:,.0f} msgs/s")
+            _create_channel(node, "mbench", "ch")
+            sent = nsqbench.writer_loop(node.tcp, "mbench", 200, 200, seconds, time.time())
+            print(f"{label}: MPUB 200 x 200 B, 1 connection: {sent / seconds:,.0f} msgs/s")
+            _create_channel(node, "cbench", "ch")
+            sock = nsqbench.connect(node.tcp)
+            reader = nsqbench.FrameReader(sock)
+            command = nsqbench.mpub_command("cbench", [b"c" * 200] * 200)
+            for _ in range(messages // 200):
+                sock.sendall(command)
+                nsqbench.read_frames(sock, reader, 1)
+            sock.close()
+            total = messages // 200 * 200
+            got, took = nsqbench.reader_loop(node.tcp, "cbench", "ch", 2500, total, time.time())
+            print(
+                f"{label}: consume {got:,} of {total:,} queued, RDY 2500, FIN each:"
+                f" {got / took if took > 0 else 0:,.0f} msgs/s"
+            )
+
+
 def backlog_bench() -> None:
     root = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
     with NodeProcess(
@@ -79,12 +133,13 @@ def backlog_bench() -> None:
               f"(peak {peak:.0f} MiB)")  # fmt: skip
 
 
-def recovery_bench(gib: float) -> None:
+def recovery_bench(gib: float, *, durable: bool) -> None:
     root = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
     data = root / "d"
     size = 4096
     total = int(gib * (1 << 30) / size)
-    with NodeProcess("--data-path", str(data), "--mem-queue-size", "0", workdir=root) as node:
+    mode = ("--sync-every", "1") if durable else ("--mem-queue-size", "0")
+    with NodeProcess("--data-path", str(data), *mode, workdir=root) as node:
         sock = nsqbench.connect(node.tcp)
         reader = nsqbench.FrameReader(sock)
         command = nsqbench.mpub_command("big", [b"r" * size] * 200)
@@ -95,15 +150,15 @@ def recovery_bench(gib: float) -> None:
         assert node.stop() == 0
     on_disk = sum(p.stat().st_size for p in data.glob("big.diskqueue.*.dat")) / (1 << 30)
     started = time.monotonic()
-    with NodeProcess("--data-path", str(data), workdir=root) as node:
+    with NodeProcess("--data-path", str(data), *mode, workdir=root) as node:
         ready = time.monotonic() - started
         host, port = node.http
         conn = http.client.HTTPConnection(host, port)
         conn.request("GET", "/stats?format=json&topic=big")
         depth = json.loads(conn.getresponse().read())["topics"][0]["depth"]
     print(
-        f"recovery: {depth} messages ({on_disk:.2f} GiB of {size}-byte records) verified and "
-        f"the node listening {ready:.1f}s after start"
+        f"recovery{' (durable)' if durable else ''}: {depth} messages ({on_disk:.2f} GiB of"
+        f" {size}-byte records) verified and the node listening {ready:.1f}s after start"
     )
 
 
@@ -115,7 +170,12 @@ def main() -> None:
     sub.add_parser("http").add_argument("--seconds", type=float, default=4.0)
     sub.add_parser("disk")
     sub.add_parser("backlog")
-    sub.add_parser("recovery").add_argument("--gib", type=float, default=1.0)
+    recovery = sub.add_parser("recovery")
+    recovery.add_argument("--gib", type=float, default=1.0)
+    recovery.add_argument("--durable", action="store_true")
+    durable = sub.add_parser("durable")
+    durable.add_argument("--seconds", type=float, default=4.0)
+    durable.add_argument("--messages", type=int, default=200_000)
     args = parser.parse_args()
     if args.mode == "http":
         http_bench(args.seconds)
@@ -123,8 +183,10 @@ def main() -> None:
         disk_bench()
     elif args.mode == "backlog":
         backlog_bench()
+    elif args.mode == "durable":
+        durable_bench(args.seconds, args.messages)
     else:
-        recovery_bench(args.gib)
+        recovery_bench(args.gib, durable=args.durable)
 
 
 if __name__ == "__main__":

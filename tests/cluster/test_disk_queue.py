@@ -13,6 +13,7 @@ import textwrap
 from typing import TYPE_CHECKING
 
 import pytest
+import trio
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -78,8 +79,10 @@ def open_queue(data: Path) -> Iterator[Callable[..., DiskQueue]]:
     """Open queues (in ``data`` by default) and release their files at teardown."""
     opened: list[DiskQueue] = []
 
-    def opener(config: DiskQueueConfig = SMALL, path: Path = data, name: str = "q") -> DiskQueue:
-        queue = DiskQueue(path, name, config=config)
+    def opener(
+        config: DiskQueueConfig = SMALL, path: Path = data, name: str = "q", *, acks: bool = False
+    ) -> DiskQueue:
+        queue = DiskQueue(path, name, config=config, acks=acks)
         opened.append(queue)
         return queue
 
@@ -136,13 +139,16 @@ def test_fully_read_segments_are_deleted(data: Path, open_queue: Callable[..., D
     assert segments(data) == [segment_file_name("q", 3)]
 
 
-def test_get_serves_records_still_in_the_write_buffer(
+def test_put_hands_each_record_to_the_kernel_before_returning(
     data: Path, open_queue: Callable[..., DiskQueue]
 ) -> None:
+    # No process-side buffer: a SIGKILL right after put loses nothing (only
+    # a power loss before the next fsync can).
     queue = open_queue(DiskQueueConfig())
     for i in range(5):
         queue.put(record(i))
-    assert segments(data) == []  # nothing written out yet
+        size = (data / segment_file_name("q", 0)).stat().st_size
+        assert size == (i + 1) * RECORD_ON_DISK
     assert drain(queue) == [record(i) for i in range(5)]
 
 
@@ -329,7 +335,8 @@ def test_garbage_inside_a_segment_keeps_records_before_and_later_segments(
     assert recovered.corrupt_records == 1
     assert f"{segment_file_name('q', 0)}: record length" in recovered.damage[0]
     assert len(bad_files(data)) == 1
-    assert drain(recovered) == [record(0), record(3), record(4), record(5)]
+    # Only the record whose header was hit is lost: reading resumes at record 2.
+    assert drain(recovered) == [record(0), record(2), record(3), record(4), record(5)]
 
 
 def test_damage_found_while_reading_is_skipped_and_reported(
@@ -577,3 +584,229 @@ class DiskQueueMachine(RuleBasedStateMachine):
 
 TestDiskQueueMachine = pytest.mark.slow(DiskQueueMachine.TestCase)
 TestDiskQueueMachine.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+
+
+# --- acknowledgements (durable channels) -----------------------------------------------------
+
+
+def crash(queue: DiskQueue) -> None:
+    """Drop a queue as a SIGKILL would: no sync, no position saved, files left as they are."""
+    queue._close_fds()
+
+
+def test_taken_records_stay_until_acked_and_come_back_after_a_crash(
+    open_queue: Callable[..., DiskQueue],
+) -> None:
+    config = DiskQueueConfig(max_bytes_per_file=300, sync_every=1 << 20, max_msg_size=1000)
+    queue = open_queue(config, acks=True)
+    for i in range(8):
+        queue.put(record(i))
+    taken = [queue.take() for _ in range(5)]
+    assert all(item is not None for item in taken)
+    tickets = [item[1] for item in taken if item is not None]
+    queue.sync()  # checkpoint: 5 outstanding
+    queue.ack_many([tickets[0], tickets[2]])  # journaled, not checkpointed
+    after = queue.take()  # record 5, taken after the checkpoint
+    assert after is not None
+    queue.ack(after[1])
+    assert queue.outstanding == 3
+    crash(queue)
+    again = open_queue(config, acks=True)
+    assert again.recovered_outstanding == 3
+    assert again.depth == 3 + 2  # 1, 3, 4 again; then 6, 7 (5 was acked)
+    assert drain(again) == [record(i) for i in (1, 3, 4, 6, 7)]
+
+
+def test_acked_records_are_never_handed_out_again(
+    data: Path, open_queue: Callable[..., DiskQueue]
+) -> None:
+    config = DiskQueueConfig(max_bytes_per_file=300, sync_every=1 << 20, max_msg_size=1000)
+    queue = open_queue(config, acks=True)
+    for i in range(9):
+        queue.put(record(i))
+    for _ in range(9):
+        item = queue.take()
+        assert item is not None
+        queue.ack(item[1])
+    crash(queue)
+    again = open_queue(config, acks=True)
+    assert (again.depth, again.recovered_outstanding) == (0, 0)
+    again.close()
+    assert segments(data) == [segment_file_name("q", 2)]  # fully acked segments deleted
+
+
+def test_a_segment_with_outstanding_records_outlives_its_reading(
+    data: Path, open_queue: Callable[..., DiskQueue]
+) -> None:
+    config = DiskQueueConfig(max_bytes_per_file=300, sync_every=1 << 20, max_msg_size=1000)
+    queue = open_queue(config, acks=True)
+    for i in range(6):
+        queue.put(record(i))
+    first = queue.take()
+    assert first is not None
+    for _ in range(5):
+        item = queue.take()
+        assert item is not None
+        queue.ack(item[1])
+    assert segment_file_name("q", 0) in segments(data)  # record 0 is still out
+    queue.sync()
+    crash(queue)
+    again = open_queue(config, acks=True)
+    assert drain(again) == [record(0)]
+    again.close()
+    assert segment_file_name("q", 0) not in segments(data)
+
+
+class AckedQueueMachine(RuleBasedStateMachine):
+    """Puts, takes, acks, syncs, clean restarts and crashes: every unacked record survives.
+
+    After any crash a restarted queue holds exactly the records put and not
+    acknowledged (order aside): outstanding ones come back, acknowledged ones
+    never do.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dir = tempfile.TemporaryDirectory()
+        self.config = DiskQueueConfig(max_bytes_per_file=200, sync_every=1 << 20, max_msg_size=200)
+        self.queue = DiskQueue(self.dir.name, "t:c", config=self.config, acks=True)
+        self.unacked: collections.Counter[bytes] = collections.Counter()
+        self.out: dict[int, bytes] = {}
+        self.serial = 0
+
+    @rule(size=st.integers(min_value=1, max_value=120))
+    def put(self, size: int) -> None:
+        self.serial += 1
+        body = (b"%d:" % self.serial).ljust(size, b".")
+        self.queue.put(body)
+        self.unacked[body] += 1
+
+    @rule()
+    def take(self) -> None:
+        taken = self.queue.take()
+        if taken is None:
+            assert self.queue.depth == 0
+            return
+        body, ticket = taken
+        assert ticket not in self.out
+        self.out[ticket] = body
+
+    @rule(data=st.data())
+    def ack(self, data: st.DataObject) -> None:
+        if not self.out:
+            return
+        ticket = data.draw(st.sampled_from(sorted(self.out)))
+        self.queue.ack(ticket)
+        self.unacked[self.out.pop(ticket)] -= 1
+
+    @rule()
+    def sync(self) -> None:
+        self.queue.sync()
+
+    @rule(clean=st.booleans())
+    def restart(self, clean: bool) -> None:
+        if clean:
+            self.queue.close()
+        else:
+            crash(self.queue)
+        self.queue = DiskQueue(self.dir.name, "t:c", config=self.config, acks=True)
+        self.out.clear()
+        assert self.queue.damage == []
+        left: collections.Counter[bytes] = collections.Counter()
+        for _ in range(1000):
+            taken = self.queue.take()
+            if taken is None:
+                break
+            left[taken[0]] += 1
+            self.out[taken[1]] = taken[0]
+        assert left == +self.unacked
+
+    @invariant()
+    def counts_match(self) -> None:
+        assert self.queue.depth + len(self.out) == sum(self.unacked.values())
+        assert self.queue.outstanding == len(self.out)
+
+    def teardown(self) -> None:
+        self.queue.close()
+        self.dir.cleanup()
+
+
+TestAckedQueueMachine = pytest.mark.slow(AckedQueueMachine.TestCase)
+TestAckedQueueMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+
+
+def test_unput_takes_back_the_last_batch_until_it_is_read(
+    data: Path, open_queue: Callable[..., DiskQueue]
+) -> None:
+    queue = open_queue(DiskQueueConfig())
+    queue.put(record(0))
+    queue.put_many([record(1), record(2)])
+    assert queue.unput(2)
+    assert (data / segment_file_name("q", 0)).stat().st_size == RECORD_ON_DISK
+    assert not queue.unput(1)  # only the last batch, once
+    queue.put_many([record(3)])
+    assert queue.get() == record(0)
+    assert queue.get() == record(3)
+    assert not queue.unput(1)  # already handed out
+    assert queue.depth == 0
+
+
+# --- syncing off the event loop --------------------------------------------------------------
+
+
+async def test_concurrent_commits_share_fsync_rounds(tmp_path: Path, fsynced: list[str]) -> None:
+    factory = disk_backend_factory(tmp_path, config=DiskQueueConfig(sync_every=1 << 20))
+    queue = factory("t:c", ephemeral=False)
+    await factory.checkpoint()  # the position of the new queue
+    fsynced.clear()
+    queue.put(record(0))
+
+    async def publisher() -> None:
+        queue.put(record(1))
+        await factory.commit()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(publisher)
+    data = [name for name in fsynced if name == segment_file_name("t:c", 0)]
+    # The first round covers the first caller, one more covers all the others.
+    assert 1 <= len(data) <= 2
+    assert not any(name.endswith(".meta.dat.tmp") for name in fsynced)  # no position: a commit
+    await factory.checkpoint()
+    assert "t:c.diskqueue.meta.dat.tmp" in fsynced  # a checkpoint saves the position
+    queue.close()
+
+
+async def test_a_failed_commit_raises_and_reports_health(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    factory = disk_backend_factory(tmp_path, config=DiskQueueConfig(sync_every=1 << 20))
+    queue = factory("t", ephemeral=False)
+    queue.put(record(0))
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(BackendError, match="Input/output error"):
+        await factory.commit()
+    assert "Input/output error" in (health(factory) or "")
+    monkeypatch.undo()
+    await factory.commit()  # the data is synced again on the next round
+    assert health(factory) is None
+    queue.close()
+
+
+def test_outstanding_records_are_served_when_reopened_without_acks(
+    open_queue: Callable[..., DiskQueue],
+) -> None:
+    # A data path that ran in durable mode and restarts in default mode.
+    config = DiskQueueConfig(max_bytes_per_file=300, sync_every=1 << 20, max_msg_size=1000)
+    queue = open_queue(config, acks=True)
+    for i in range(5):
+        queue.put(record(i))
+    for _ in range(4):
+        queue.take()  # in flight at the stop
+    queue.close()
+    again = open_queue(config)
+    assert sorted(drain(again)) == [record(i) for i in range(5)]

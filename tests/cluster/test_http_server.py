@@ -430,6 +430,38 @@ async def test_bad_content_length_gets_400(served: Any) -> None:
     assert status == 400
 
 
+async def test_content_length_with_transfer_encoding_gets_400(served: Any) -> None:
+    stream = connect_raw(served)
+    await stream.send_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    )
+    status, _, body = parse_raw(await read_until_eof(stream))
+    assert status == 400
+    assert json.loads(body) == {"message": "BAD_REQUEST"}
+    assert calls == []
+
+
+@pytest.mark.parametrize("fold", [b" ", b"\t"], ids=["space", "tab"])
+async def test_obs_folded_header_gets_400(served: Any, fold: bytes) -> None:
+    stream = connect_raw(served)
+    await stream.send_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nX-Long: first\r\n"
+        + fold
+        + b"second\r\nContent-Length: 2\r\n\r\nhi"
+    )
+    status, _, _ = parse_raw(await read_until_eof(stream))
+    assert status == 400
+    assert calls == []
+
+
+async def test_body_that_looks_folded_is_not_refused(served: Any) -> None:
+    client = connect(served)
+    reply = await client.request("POST", "/echo", b"a\r\n b\n\tc")
+    assert reply.status == 200
+    assert reply.json()["body"] == "a\r\n b\n\tc"
+
+
 # -- timeouts (virtual time) --------------------------------------------------------
 
 
@@ -525,22 +557,53 @@ class MemoryListener(trio.abc.Listener[trio.abc.Stream]):
         await self.receive.aclose()
 
 
-async def test_connection_limit_defers_accepting(autojump_clock: trio.testing.MockClock) -> None:
+async def test_connection_limit_defers_accepting_while_every_connection_is_busy(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     listener = MemoryListener()
     server = HTTPServer(make_router(), HTTPConfig(max_connections=1))
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve, [listener])
         first = Client(await listener.connect())
-        assert (await first.request("GET", "/hello?name=1")).status == 200
+        await first.send_request("GET", "/slow")  # busy for 5 s
+        await trio.testing.wait_all_tasks_blocked()
         assert server.connections == 1
-        # A second connection is not accepted while the first is open.
+        # A second connection is not served while the first is busy.
+        second = Client(await listener.connect())
+        await second.send_request("GET", "/hello?name=2")
         with trio.move_on_after(1) as scope:
-            await listener.connect()
+            await second.read_reply()
         assert scope.cancelled_caught
+        assert (await first.read_reply()).body == b"late"
         await first.stream.aclose()
         with trio.fail_after(1):
-            second = Client(await listener.connect())
-        assert (await second.request("GET", "/hello?name=2")).body == b"hello 2"
+            assert (await second.read_reply()).body == b"hello 2"
+        nursery.cancel_scope.cancel()
+
+
+async def test_connection_limit_closes_the_longest_idle_connection_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # 1,100 idle keep-alives against a cap of 1,024 used to keep a new client
+    # waiting until one timed out; now the oldest idle makes room at once.
+    listener = MemoryListener()
+    cap = 3
+    server = HTTPServer(make_router(), HTTPConfig(max_connections=cap))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve, [listener])
+        idle = [Client(await listener.connect()) for _ in range(cap)]
+        for i, client in enumerate(idle):
+            assert (await client.request("GET", f"/hello?name={i}")).status == 200
+        await trio.testing.wait_all_tasks_blocked()
+        assert server.connections == cap
+        start = trio.current_time()
+        with trio.fail_after(1):
+            fresh = Client(await listener.connect())
+            assert (await fresh.request("GET", "/hello?name=new")).body == b"hello new"
+        assert trio.current_time() == start  # no timeout was waited for
+        assert await read_until_eof(idle[0].stream) == b""  # the oldest was closed
+        for client in idle[1:]:
+            assert (await client.request("GET", "/hello?name=still")).status == 200
         nursery.cancel_scope.cancel()
 
 

@@ -20,6 +20,7 @@ import nsq
 import pytest
 from tests.cluster.test_cluster_processes import get, post, statuses
 
+from shoal.cluster.slices import PUBLISH_SLICE
 from shoal.testing.process import NodeProcess
 from shoal.testing.wire import NsqConnection
 
@@ -325,3 +326,24 @@ def test_backlog_pumped_later_and_deferred_messages_survive_the_owner(trio_clust
     assert set(got) == {b"b1", b"b2", b"deferred"}
     # The deferred one kept its due time: it came after the others.
     assert got[b"deferred"] >= max(got[b"b1"], got[b"b2"])
+
+
+def test_a_large_mpub_is_replicated_whole_over_tcp_and_http(trio_cluster: Trio) -> None:
+    cluster = trio_cluster
+    a = cluster.a
+    count = PUBLISH_SLICE * 2 + 7  # more than one slice of the hostile-input guard
+    assert post(a.http, "/topic/create?topic=big") == 200
+    assert post(a.http, "/channel/create?topic=big&channel=c") == 200
+    with NsqConnection(a.tcp) as conn:
+        conn.mpub("big", [b"t%d" % i for i in range(count)])
+    host, port = a.http
+    body = b"\n".join(b"h%d" % i for i in range(count))
+    request = urllib.request.Request(f"http://{host}:{port}/mpub?topic=big", data=body)
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert reply.read() == b"OK"
+    (name,) = replicas_of(a, "big")
+    replica = node_named(cluster.nodes, name)
+    (held,) = get(replica.http, "/stats?format=json")[1]["replication"]["held"]
+    assert held["messages"] == 2 * count
+    stats = get(a.http, "/stats?format=json")[1]["replication"]["owned"]["big"]
+    assert stats["committed"] == stats["appended"]

@@ -47,7 +47,8 @@ REASONS = {
 VERSION = bytes((PROTOCOL_VERSION,))
 
 names = st.text(min_size=1, max_size=30)
-addresses = st.tuples(st.text(min_size=1, max_size=40), st.integers(0, 65535))
+hosts = st.from_regex(r"[A-Za-z0-9._:%-]{1,40}", fullmatch=True)
+addresses = st.tuples(hosts, st.integers(0, 65535))
 metas = st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=8), max_size=6)
 seqs = st.integers(0, 2**32 - 1)
 incarnations = st.integers(0, 2**64 - 1)
@@ -271,3 +272,68 @@ def test_codec_packet_header_counts_parts() -> None:
     part = encode_message(Ack(seq=1))
     for count in (1, 23, 24, 255):
         assert len(decode_packet(encode_packet([part] * count), LIMITS)) == count
+
+
+def _array_head(count: int) -> bytes:
+    return b"\x9a" + count.to_bytes(4, "big")
+
+
+def test_codec_refuses_a_huge_declared_array_from_its_head() -> None:
+    # The attack: a stream announcing 16.7 M empty arrays. Refused from the
+    # head, before cbor2 builds any of them.
+    count = LIMITS.max_stream_size - 16
+    data = VERSION + _array_head(count) + b"\x80" * count
+    assert _reason(data, stream=True) == "limit"
+
+
+def test_codec_refuses_containers_wider_than_their_level() -> None:
+    members = 3
+    limits = CodecLimits(max_push_pull_members=members)
+    entry = cbor2.dumps(["n", ["h", 1], 1, 0, {}])
+    table = _array_head(members + 1) + entry * (members + 1)
+    head = cbor2.dumps([7, "a", False, False])
+    data = VERSION + b"\x86" + head[1:] + table + cbor2.dumps(b"")
+    with pytest.raises(CodecError) as info:
+        decode_stream(data, limits)
+    assert info.value.reason == "limit"
+    # An address (depth 4 in a record) holding thousands of items.
+    record = b"\x85" + cbor2.dumps("n") + _array_head(5000) + b"\x00" * 5000
+    data = VERSION + b"\x86" + head[1:] + b"\x81" + record + b"\x01\x00\xa0" + cbor2.dumps(b"")
+    assert _reason(data, stream=True) == "limit"
+
+
+def test_codec_refuses_declared_lengths_beyond_the_bytes_left() -> None:
+    assert _reason(VERSION + b"\x81\x82\x08\x5a\xff\xff\xff\xff", stream=False) == "cbor"
+    assert _reason(VERSION + b"\x81\x83\x08\x01" + _array_head(2), stream=False) == "limit"
+
+
+def test_codec_refuses_more_items_than_the_budget() -> None:
+    limits = CodecLimits(max_push_pull_members=2)
+    # Two records whose meta maps are each as wide as allowed: within every
+    # container's width, beyond the total a two-member table may hold.
+    pairs = {f"k{i}": "" for i in range(200)}
+    entry = cbor2.dumps(["n", ["h", 1], 1, 0, pairs])
+    other = cbor2.dumps(["m", ["h", 1], 1, 0, pairs])
+    head = cbor2.dumps([7, "a", False, False])
+    data = VERSION + b"\x86" + head[1:] + b"\x82" + entry + other + cbor2.dumps(b"")
+    with pytest.raises(CodecError) as info:
+        decode_stream(data, limits)
+    assert info.value.reason == "limit"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1\x00", "a b", "h\n", "\u00e9t\u00e9", "x/y"])
+def test_codec_refuses_hosts_no_socket_takes(host: str) -> None:
+    # A forged member at "127.0.0.1\0" crashed the node's UDP sender.
+    assert _reason(_raw([[4, 1, "n", [host, 1], {}]])) == "shape"
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "fe80::1%eth0", "node-1.example.com"])
+def test_codec_accepts_ip_literals_and_host_names(host: str) -> None:
+    message = Alive(incarnation=1, name="n", address=(host, 1), meta={})
+    assert decode_packet(encode_packet([encode_message(message)]), LIMITS) == [message]
+
+
+def test_codec_refuses_a_push_pull_record_whose_host_no_socket_takes() -> None:
+    head = cbor2.dumps([7, "a", False, False])
+    table = cbor2.dumps([["n", ["127.0.0.1\x00", 1], 1, 0, {}]])
+    assert _reason(VERSION + b"\x86" + head[1:] + table + cbor2.dumps(b""), stream=True) == "shape"

@@ -46,6 +46,7 @@ from shoal.membership.messages import (
     Suspect,
     UserMsg,
 )
+from shoal.membership.state import MAX_INCARNATION_STEP
 
 CONFIG = MembershipConfig.local()
 LIMITS = CodecLimits.from_config(CONFIG)
@@ -248,12 +249,66 @@ def test_dead_about_self_is_refuted_never_applied() -> None:
     assert engine.incarnation == 8
 
 
-def test_refutation_at_largest_incarnation_stays_encodable() -> None:
+def test_accusation_far_beyond_own_incarnation_is_dropped_not_refuted() -> None:
     engine = with_members("b")
     feed(engine, Suspect(incarnation=2**64 - 1, name="a", source="b"))
-    feed(engine, Ping(seq=1, target="a", source="b"))
-    sent = [m for _, m in drain(engine)]  # decodes: nothing beyond 64 bits went out
-    assert Alive(incarnation=2**64 - 1, name="a", address=A, meta={"v": "1"}) in sent
+    feed(engine, Dead(incarnation=1 + MAX_INCARNATION_STEP + 1, name="a", source="b"))
+    feed(engine, Alive(incarnation=2**64 - 1, name="a", address=A, meta={"v": "1"}))
+    assert engine.incarnation == 1
+    assert engine.statistics().dropped["incarnation_jump"] == 3
+    # A later honest accusation is still refuted.
+    feed(engine, Suspect(incarnation=1, name="a", source="b"))
+    assert engine.incarnation == 2
+
+
+def test_forged_dead_at_largest_incarnation_is_ignored_about_others() -> None:
+    engine = with_members("b", "c")
+    feed(engine, Dead(incarnation=2**64 - 1, name="b", source="c"))
+    feed(engine, Suspect(incarnation=2**64 - 1, name="b", source="c"))
+    feed(engine, alive("c", 2**64 - 1))
+    assert state(engine, "b") is MemberState.ALIVE
+    c = engine.member("c")
+    assert c is not None
+    assert c.incarnation == 1
+    assert engine.statistics().dropped["incarnation_jump"] == 3
+
+
+def test_forged_accusations_cost_one_step_each() -> None:
+    # The most a forger can take per message is one step, and the member
+    # refutes every time: the 64-bit range outlasts any feasible flood.
+    engine = with_members("b")
+    for _ in range(100):
+        feed(
+            engine,
+            Dead(incarnation=engine.incarnation + MAX_INCARNATION_STEP, name="a", source="b"),
+        )
+    assert engine.incarnation == 1 + 100 * (MAX_INCARNATION_STEP + 1)
+    assert engine.statistics().refutations == 100
+
+
+def test_restarted_member_catches_up_from_an_asked_for_reply() -> None:
+    # Our previous life reached an incarnation far beyond the one we restart
+    # with; the reply to our join tells us, and we refute above it.
+    engine = with_members("b")
+    far = 5 * MAX_INCARNATION_STEP
+    request = PushPull(
+        source="b",
+        join=False,
+        reply=False,
+        members=(entry("a", far, MemberState.DEAD),),
+        app_state=b"",
+    )
+    engine.receive_stream(encode_stream(request), ADDR["b"], 0.0)
+    assert engine.incarnation == 1  # unasked: not believed
+    reply = PushPull(
+        source="b",
+        join=True,
+        reply=True,
+        members=(entry("a", far, MemberState.DEAD),),
+        app_state=b"",
+    )
+    engine.receive_stream_reply(encode_stream(reply), ADDR["b"], 0.0)
+    assert engine.incarnation == far + 1
 
 
 def test_alive_about_self_with_newer_incarnation_is_refuted() -> None:

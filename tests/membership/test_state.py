@@ -2,10 +2,12 @@ import pytest
 
 from shoal.membership.state import (
     MAX_INCARNATION,
+    MAX_INCARNATION_STEP,
     MemberState,
     address_change_allowed,
     alive_applies,
     dead_applies,
+    incarnation_in_reach,
     refute_incarnation,
     self_alive_needs_refute,
     suspect_applies,
@@ -65,6 +67,21 @@ def test_refute_incarnation_exceeds_both() -> None:
 
 def test_refute_incarnation_saturates_at_wire_maximum() -> None:
     assert refute_incarnation(1, MAX_INCARNATION) == MAX_INCARNATION
+
+
+@pytest.mark.parametrize(
+    ("known", "incoming", "believed"),
+    [
+        (1, 1, True),
+        (1, 1 + MAX_INCARNATION_STEP, True),
+        (1, 2 + MAX_INCARNATION_STEP, False),
+        (1, MAX_INCARNATION, False),
+        (MAX_INCARNATION - 5, MAX_INCARNATION, True),
+        (9, 3, True),  # older: believed, then the precedence rules ignore it
+    ],
+)
+def test_incarnation_in_reach(known: int, incoming: int, believed: bool) -> None:
+    assert incarnation_in_reach(known, incoming) is believed
 
 
 def test_self_alive_needs_refute_rules() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import zlib
 
 import pytest
@@ -14,6 +15,7 @@ from shoal.queue.diskqueue import (
     RECORD_HEADER,
     Corrupt,
     DiskQueueConfig,
+    Hole,
     QueueMeta,
     Record,
     RecordScanner,
@@ -23,6 +25,7 @@ from shoal.queue.diskqueue import (
     decode_record,
     encode_meta,
     encode_record,
+    make_ticket,
     max_record_size,
     meta_file_name,
     parse_segment_number,
@@ -34,12 +37,11 @@ MAX = 1000
 payloads = st.lists(st.binary(min_size=1, max_size=60), max_size=20)
 
 
-def scan(data: bytes, *, chunk: int, start: int = 0) -> tuple[RecordScanner, Corrupt | None]:
+def scan(data: bytes, *, chunk: int, start: int = 0) -> tuple[RecordScanner, list[Hole]]:
     scanner = RecordScanner(start=start, max_record_size=MAX)
-    corrupt = None
     for index in range(0, len(data), chunk):
-        corrupt = scanner.feed(data[index : index + chunk])
-    return scanner, scanner.finish() if corrupt is None else corrupt
+        scanner.feed(data[index : index + chunk])
+    return scanner, scanner.finish()
 
 
 # --- records ---------------------------------------------------------------------------------
@@ -93,8 +95,8 @@ def test_scanner_counts_every_record_whatever_the_chunking(
     records: list[bytes], chunk: int
 ) -> None:
     data = b"".join(encode_record(p) for p in records)
-    scanner, corrupt = scan(data, chunk=chunk, start=7)
-    assert corrupt is None
+    scanner, holes = scan(data, chunk=chunk, start=7)
+    assert holes == []
     assert scanner.records == len(records)
     assert scanner.position == 7 + len(data)
 
@@ -106,27 +108,51 @@ def test_scanner_reports_torn_tail_at_last_intact_record(
     whole = b"".join(encode_record(p) for p in records)
     last = len(encode_record(records[-1]))
     cut = data.draw(st.integers(min_value=1, max_value=last - 1))
-    scanner, corrupt = scan(whole[: len(whole) - cut], chunk=13)
-    assert corrupt is not None
-    assert corrupt.reason.startswith("torn record")
+    scanner, holes = scan(whole[: len(whole) - cut], chunk=13)
+    assert len(holes) == 1
+    assert holes[0].reason.startswith("torn record")
     assert scanner.records == len(records) - 1
-    assert scanner.position == corrupt.offset == len(whole) - last
+    assert scanner.position == holes[0].start == len(whole) - last
+    assert holes[0].end == len(whole) - cut
 
 
-def test_scanner_stops_at_garbage_and_ignores_later_records() -> None:
+def test_scanner_resumes_at_the_next_record_that_verifies() -> None:
     good = encode_record(b"one") + encode_record(b"two")
     data = good + b"\xff" * 12 + encode_record(b"three")
-    scanner, corrupt = scan(data, chunk=5)
-    assert corrupt is not None
-    assert "outside" in corrupt.reason
-    assert (scanner.records, scanner.position, corrupt.offset) == (2, len(good), len(good))
+    scanner, holes = scan(data, chunk=5)
+    assert holes == [Hole(len(good), len(good) + 12, holes[0].reason)]
+    assert "outside" in holes[0].reason
+    assert (scanner.records, scanner.position) == (3, len(data))
+
+
+@given(
+    st.lists(st.binary(min_size=1, max_size=60), min_size=3, max_size=20),
+    st.data(),
+    st.integers(min_value=1, max_value=64),
+)
+def test_one_flipped_bit_loses_only_the_record_it_touches(
+    records: list[bytes], data: st.DataObject, chunk: int
+) -> None:
+    frames = [encode_record(p) for p in records]
+    whole = bytearray(b"".join(frames))
+    bit = data.draw(st.integers(min_value=0, max_value=len(whole) * 8 - 1))
+    whole[bit // 8] ^= 1 << (bit % 8)
+    scanner, holes = scan(bytes(whole), chunk=chunk)
+    assert len(holes) == 1
+    # Every record but the one holding the bit is counted (a garbled length
+    # may make its record swallow no more than the bytes it claimed).
+    assert scanner.records == len(records) - 1
 
 
 @given(st.binary(max_size=300), st.integers(min_value=1, max_value=64))
-def test_scanner_never_raises_and_never_passes_its_input(data: bytes, chunk: int) -> None:
-    scanner, corrupt = scan(data, chunk=chunk)
+def test_scanner_never_raises_and_accounts_for_every_byte(data: bytes, chunk: int) -> None:
+    scanner, holes = scan(data, chunk=chunk)
     assert 0 <= scanner.position <= len(data)
-    assert (corrupt is None) == (scanner.position == len(data))
+    hole_bytes = sum(hole.end - hole.start for hole in holes)
+    assert all(a.end <= b.start for a, b in itertools.pairwise(holes))
+    assert (hole_bytes == 0) == (holes == [])
+    if holes:
+        assert holes[-1].end <= len(data)
 
 
 # --- names -----------------------------------------------------------------------------------
@@ -224,15 +250,37 @@ def test_recovery_reports_missing_segments() -> None:
     assert plan.notes == ("segments 2..3 are missing",)
 
 
-def test_recovery_clamps_read_position_beyond_segment() -> None:
-    plan = plan_recovery(meta(1, 500, 1), {1: 100})
-    assert plan.read_pos == 100
-    assert "shorter than the read position" in plan.notes[0]
+def test_recovery_serves_everything_when_the_read_position_is_past_its_segment() -> None:
+    plan = plan_recovery(meta(1, 500, 1), {0: 100, 1: 100})
+    assert (plan.stale, plan.scan, plan.read_pos, plan.meta_ignored) == ((), (0, 1), 0, True)
+    assert "past the data" in plan.notes[0]
+
+
+def test_recovery_never_deletes_segments_for_a_read_file_past_the_last() -> None:
+    plan = plan_recovery(meta(9, 0, 9), dict.fromkeys(range(8), 10))
+    assert (plan.stale, plan.scan, plan.meta_ignored) == ((), tuple(range(8)), True)
+
+
+def test_recovery_keeps_read_segments_holding_outstanding_tickets() -> None:
+    held = QueueMeta(
+        depth=1, read_file=3, read_pos=0, write_file=3, write_pos=0,
+        ack_generation=1, outstanding=(make_ticket(1, 40),),
+    )  # fmt: skip
+    plan = plan_recovery(held, {0: 10, 1: 10, 3: 10})
+    assert (plan.stale, plan.scan) == ((0,), (3,))
 
 
 def test_recovery_without_segments_keeps_numbering_upwards() -> None:
-    assert plan_recovery(meta(4, 0, 4), {1: 10}).write_file == 4
+    assert plan_recovery(meta(4, 0, 4), {}).write_file == 4
     assert plan_recovery(None, {}).write_file == 0
+
+
+def test_meta_with_acks_round_trips() -> None:
+    value = QueueMeta(
+        depth=3, read_file=1, read_pos=5, write_file=2, write_pos=9,
+        ack_generation=4, outstanding=(make_ticket(1, 0), make_ticket(2, 77)),
+    )  # fmt: skip
+    assert decode_meta(encode_meta(value)) == value
 
 
 # --- config ----------------------------------------------------------------------------------

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import pytest
 
-from shoal.queue.backend import Backend, MemoryBackend
+from shoal.queue.backend import Backend, BackendError, MemoryBackend
 from shoal.queue.config import QueueConfig
 from shoal.queue.message import decode_message
 from shoal.queue.topic import Topic
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 T0 = 1_700_000_000.0
 CONFIG = QueueConfig(node_id=5, mem_queue_size=100, msg_timeout=10.0)
@@ -312,7 +316,7 @@ class _CountingBackend(MemoryBackend):
         self.syncs += 1
 
 
-def test_topic_sync_on_publish_syncs_once_per_batch() -> None:
+def test_durable_topic_leaves_syncing_to_the_shell_and_defers_into_a_backend() -> None:
     backends: dict[str, _CountingBackend] = {}
 
     def factory(name: str, *, ephemeral: bool) -> _CountingBackend:
@@ -321,8 +325,38 @@ def test_topic_sync_on_publish_syncs_once_per_batch() -> None:
 
     topic = Topic("t", QueueConfig(mem_queue_size=0, sync_on_publish=True), factory)
     topic.publish([b"a", b"b", b"c"], 1.0)
-    assert backends["t"].syncs == 1
     assert backends["t"].depth == 3
-    topic.get_or_create_channel("c", 1.0)
-    topic.publish([b"d"] * 200, 2.0)
-    assert backends["t:c"].syncs == 1
+    channel, _ = topic.get_or_create_channel("c", 1.0)
+    topic.publish([b"d"] * 200, 2.0, defer=5.0)
+    # One group-committed fsync off the event loop is the shell's job, not the core's.
+    assert all(backend.syncs == 0 for backend in backends.values())
+    assert channel.deferred_count == 200
+    assert backends["t:c:deferred"].depth == 0  # taken back: held for acknowledgement
+
+
+class _FullBackend(MemoryBackend):
+    """A memory backend whose disk is full: every put is refused."""
+
+    def put(self, record: bytes) -> None:
+        raise BackendError("No space left on device")
+
+    def put_many(self, records: Sequence[bytes]) -> None:
+        raise BackendError("No space left on device")
+
+
+@pytest.mark.parametrize("defer", [0.0, 5.0])
+def test_a_publish_refused_by_one_channel_is_stored_in_none(defer: float) -> None:
+    def factory(name: str, *, ephemeral: bool) -> MemoryBackend:
+        return _FullBackend() if name.startswith("t:b") else MemoryBackend()
+
+    config = QueueConfig(mem_queue_size=1, sync_on_publish=defer > 0)
+    topic = Topic("t", config, factory)
+    a, _ = topic.get_or_create_channel("a", 1.0)
+    topic.get_or_create_channel("b", 1.0)
+    if defer == 0:
+        topic.publish([b"kept"], 1.0)  # fits b's memory queue
+    with pytest.raises(BackendError):
+        topic.publish([b"x", b"y", b"z"], 2.0, defer)
+    assert a.depth == (1 if defer == 0 else 0)
+    assert a.deferred_count == 0
+    assert [m.body for m in a.deliver(1, 100.0, 10.0, 10)] == ([b"kept"] if defer == 0 else [])

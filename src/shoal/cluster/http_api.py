@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import logging
 import re
 import resource
@@ -39,14 +38,19 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+import trio
+import trio.lowlevel
+
+from shoal import strict_json
 from shoal.cluster.http_server import Request, Response, Router
+from shoal.cluster.slices import LineTooLongError, slice_bounds, split_lines
 from shoal.config import MAX_REPLICATION_FACTOR
 from shoal.queue import stats
 from shoal.queue.backend import BackendError
 from shoal.queue.names import is_valid_channel_name, is_valid_topic_name
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
     from shoal.cluster.replication import Replicator
     from shoal.cluster.tcp_server import TCPServer
@@ -146,6 +150,22 @@ def _v1(
     return reply
 
 
+def _v1_async(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """`_v1` for a handler that awaits."""
+
+    async def reply(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except _APIError as err:
+            return Response.error(err.status, err.message)
+
+    reply.__name__ = handler.__name__
+    reply.__doc__ = handler.__doc__
+    return reply
+
+
 def _ns(seconds: float) -> int:
     """Float seconds as a Go ``time.Duration`` (integer nanoseconds)."""
     return round(seconds * 1_000_000_000)
@@ -205,6 +225,16 @@ def parse_mpub_binary(body: bytes, *, max_msg_size: int, max_body_size: int) -> 
             missing or out-of-range count, ``BAD_MESSAGE`` for a missing,
             non-positive or oversize message size or a short body.
     """
+    bodies: list[bytes] = []
+    for part in _mpub_binary_slices(body, max_msg_size=max_msg_size, max_body_size=max_body_size):
+        bodies += part
+    return bodies
+
+
+def _mpub_binary_slices(
+    body: bytes, *, max_msg_size: int, max_body_size: int
+) -> Iterator[list[bytes]]:
+    """`parse_mpub_binary` one `PUBLISH_SLICE` of messages at a time."""
     if len(body) < 4:
         raise _APIError(413, "BAD_BODY")
     (count,) = _MPUB_INT.unpack_from(body, 0)
@@ -212,19 +242,20 @@ def parse_mpub_binary(body: bytes, *, max_msg_size: int, max_body_size: int) -> 
         raise _APIError(413, "BAD_BODY")
     end = len(body)
     pos = 4
-    bodies: list[bytes] = []
-    for _ in range(count):
-        if pos + 4 > end:
-            raise _APIError(413, "BAD_MESSAGE")
-        (size,) = _MPUB_INT.unpack_from(body, pos)
-        if size <= 0 or size > max_msg_size:
-            raise _APIError(413, "BAD_MESSAGE")
-        start = pos + 4
-        pos = start + size
-        if pos > end:
-            raise _APIError(413, "BAD_MESSAGE")
-        bodies.append(body[start:pos])
-    return bodies
+    for first, stop in slice_bounds(count):
+        bodies: list[bytes] = []
+        for _ in range(stop - first):
+            if pos + 4 > end:
+                raise _APIError(413, "BAD_MESSAGE")
+            (size,) = _MPUB_INT.unpack_from(body, pos)
+            if size <= 0 or size > max_msg_size:
+                raise _APIError(413, "BAD_MESSAGE")
+            start = pos + 4
+            pos = start + size
+            if pos > end:
+                raise _APIError(413, "BAD_MESSAGE")
+            bodies.append(body[start:pos])
+        yield bodies
 
 
 def _noop() -> None:
@@ -295,6 +326,8 @@ class NodeHTTPAPI:
         self.replicator: Replicator | None = None
         #: Called with (topic, factor) for ``/topic/create?replication_factor=N``.
         self.set_replication_factor: Callable[[str, int], None] | None = None
+        #: Durable mode: awaited before a publish is answered (see `TCPServer.commit`).
+        self.commit: Callable[[], Awaitable[None]] | None = None
         self._add_routes()
 
     def _add_routes(self) -> None:
@@ -314,7 +347,7 @@ class NodeHTTPAPI:
         add(
             "POST",
             "/mpub",
-            _v1(self.mpub),
+            _v1_async(self.mpub),
             max_body_size=queue.max_body_size,
             too_big="BODY_TOO_BIG",
             log=False,
@@ -412,6 +445,8 @@ class NodeHTTPAPI:
         except BackendError as exc:
             failure = exc
         else:
+            if self.commit is not None:
+                return self._committed(topic, self.commit)
             return Response.text("OK")
         # nsqd answers every failed put with 503 EXITING.
         log.error("HTTP: publishing to %s failed: %s", topic.name, failure)
@@ -426,9 +461,20 @@ class NodeHTTPAPI:
         publish failures.
         """
         replicator = self.replicator
-        if replicator is not None and await replicator.publish(topic, bodies, self._clock(), defer):
-            return Response.text("OK")
-        return Response.error(503, "NOT_ENOUGH_REPLICAS")
+        if replicator is None or not await replicator.publish(topic, bodies, self._clock(), defer):
+            return Response.error(503, "NOT_ENOUGH_REPLICAS")
+        if self.commit is not None:
+            return await self._committed(topic, self.commit)  # durable mode: our own copy
+        return Response.text("OK")
+
+    async def _committed(self, topic: Topic, commit: Callable[[], Awaitable[None]]) -> Response:
+        """Durable mode: answer OK only once the publish is fsynced."""
+        try:
+            await commit()
+        except BackendError as exc:
+            log.error("HTTP: publishing to %s failed: %s", topic.name, exc)  # noqa: TRY400 - one line, no traceback
+            return Response.error(503, "EXITING")
+        return Response.text("OK")
 
     def _channel_deleted(self, channel: Channel) -> None:
         if self._on_channel_deleted is not None:
@@ -480,7 +526,7 @@ class NodeHTTPAPI:
             defer = defer_ms / 1000
         return self._publish(topic, [request.body], defer)
 
-    def mpub(self, request: Request) -> Response | Awaitable[Response]:
+    async def mpub(self, request: Request) -> Response:
         """POST /mpub?topic=T[&binary=true]: publish many messages at once.
 
         Text mode (default) takes one message per line and skips empty lines;
@@ -494,15 +540,37 @@ class NodeHTTPAPI:
             binary = _BOOL_PARAMS.get(raw, True)
             if raw not in _BOOL_PARAMS:
                 log.warning("HTTP: deprecated value %r used for /mpub binary param", raw)
+        # In slices with checkpoints between them (`shoal.cluster.slices`):
+        # a 5 MB body of one-byte lines is 2.6 M messages.
+        bodies: list[bytes] = []
         if binary:
-            bodies = parse_mpub_binary(
+            parts = _mpub_binary_slices(
                 request.body, max_msg_size=queue.max_msg_size, max_body_size=queue.max_body_size
             )
+            for index, part in enumerate(parts):
+                if index:
+                    await trio.lowlevel.checkpoint()
+                bodies += part
         else:
-            bodies = [line for line in request.body.split(b"\n") if line]
-            if any(len(line) > queue.max_msg_size for line in bodies):
-                raise _APIError(413, "MSG_TOO_BIG")
-        return self._publish(topic, bodies)
+            try:
+                bodies = await split_lines(request.body, queue.max_msg_size)
+            except LineTooLongError:
+                raise _APIError(413, "MSG_TOO_BIG") from None
+        if topic.replicated is not None:
+            # One record, one commit: an error then means none was accepted.
+            return await self._publish_replicated(topic, tuple(bodies), 0.0)
+        for index, (start, stop) in enumerate(slice_bounds(len(bodies))):
+            if index:
+                await trio.lowlevel.checkpoint()
+                if topic.deleted:
+                    log.error("HTTP: publishing to %s failed: topic deleted", topic.name)
+                    raise _APIError(503, "EXITING")
+            response = self._publish(topic, bodies[start:stop])
+            if not isinstance(response, Response):
+                response = await response  # durable mode: this slice's fsync
+            if response.status != 200:
+                return response
+        return Response.text("OK")
 
     def stats(self, request: Request) -> Response:
         """GET /stats: the node's topics, channels and clients (nsq.md §2.3)."""
@@ -689,8 +757,8 @@ def _nsq_log_level(level: int) -> int:
 def _string_list(body: bytes) -> list[str] | None:
     """Decode a JSON array of strings (or null) as Go's ``json.Unmarshal`` into ``[]string``."""
     try:
-        value = json.loads(body)
-    except ValueError:
+        value = strict_json.loads(body)
+    except strict_json.JSONBodyError:
         raise _APIError(400, "INVALID_VALUE") from None
     if value is None:
         return None

@@ -20,6 +20,14 @@ Rules:
 3. A handler never takes the server down: an exception becomes a logged 500
    ``INTERNAL_ERROR``; a malformed request gets 400 and its connection is
    closed, while every other connection carries on.
+4. Requests a proxy in front could read differently are malformed: both
+   ``Content-Length`` and ``Transfer-Encoding``, or a header continued on the
+   next line (obs-fold, which h11 would join), get 400 (RFC 9112 §6.1 and
+   §5.2 allow a server to refuse them; a proxy that framed the request by the
+   other header would smuggle a second request past it).
+5. The connection cap never locks a new client out while connections sit
+   idle: when every slot is taken, the connection idle the longest (waiting
+   for its next request, nothing received) is closed to make room.
 
 Theory of operation:
     `HTTPServer.handle` owns one stream and one ``h11.Connection``. Each cycle
@@ -102,8 +110,10 @@ class HTTPConfig:
             clients from pinning a connection.
         write_timeout: how long a reply may take to be written before the
             client is dropped (a client that stops reading).
-        max_connections: connections served at once; beyond it the server
-            stops accepting and the kernel's listen backlog holds the rest.
+        max_connections: connections served at once; at the cap the server
+            closes the longest-idle keep-alive connection to serve the next
+            one; with none idle the next one waits for a slot and the
+            kernel's listen backlog holds the rest.
     """
 
     max_header_size: int = 16 * 1024
@@ -354,20 +364,41 @@ class _BodyTooBig(Exception):
 class _Exchange:
     """One connection's stream, h11 state and read deadline."""
 
-    __slots__ = ("config", "conn", "deadline", "started", "stream")
+    __slots__ = ("config", "conn", "deadline", "head", "idle", "started", "stream")
 
-    def __init__(self, stream: trio.abc.Stream, config: HTTPConfig) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        config: HTTPConfig,
+        idle: dict[_Exchange, trio.CancelScope] | None = None,
+    ) -> None:
         self.stream = stream
         self.config = config
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_size)
         self.deadline = 0.0
         self.started = False
+        #: The raw bytes of the request head being read (h11 hides obs-folds).
+        self.head = bytearray()
+        #: The server's idle connections, each with the scope that closes it.
+        self.idle = idle
 
     def begin_cycle(self) -> None:
         """Arm the idle deadline, or the request deadline if bytes are already buffered."""
-        self.started = bool(self.conn.trailing_data[0])
+        buffered = self.conn.trailing_data[0]
+        self.started = bool(buffered)
+        self.head = bytearray(buffered[: self.config.max_header_size + 4])
         timeout = self.config.request_timeout if self.started else self.config.idle_timeout
         self.deadline = trio.current_time() + timeout
+
+    def head_is_folded(self) -> bool:
+        """Say whether the request head just read continues a header on a new line."""
+        head = bytes(self.head)
+        end = head.find(b"\n\r\n")
+        if end < 0:
+            end = head.find(b"\n\n")
+        if end >= 0:
+            head = head[:end]
+        return b"\n " in head or b"\n\t" in head
 
     async def next_event(self) -> object:
         """The next h11 event, reading as needed before the deadline.
@@ -386,12 +417,21 @@ class _Exchange:
                 return event
             data: bytes | bytearray = b""
             with trio.move_on_at(self.deadline) as scope:
-                data = await self.stream.receive_some(RECEIVE_SIZE)
+                idle = self.idle if not self.started else None
+                if idle is not None:
+                    idle[self] = scope
+                try:
+                    data = await self.stream.receive_some(RECEIVE_SIZE)
+                finally:
+                    if idle is not None:
+                        idle.pop(self, None)
             if scope.cancelled_caught:
                 raise _Timeout(self.started)
             if data and not self.started:
                 self.started = True
                 self.deadline = trio.current_time() + self.config.request_timeout
+            if conn.their_state is h11.IDLE and len(self.head) <= self.config.max_header_size:
+                self.head += data
             conn.receive_data(data if isinstance(data, bytes) else bytes(data))
 
     async def send(self, data: bytes) -> None:
@@ -420,6 +460,8 @@ class HTTPServer:
         self.config = config if config is not None else HTTPConfig()
         self.connections = 0
         self._slots = trio.Semaphore(self.config.max_connections)
+        # Insertion order is the order connections went idle: oldest first.
+        self._idle: dict[_Exchange, trio.CancelScope] = {}
 
     async def serve(
         self,
@@ -449,20 +491,25 @@ class HTTPServer:
     async def _accept_loop(self, listener: trio.abc.Listener[Any], nursery: trio.Nursery) -> None:
         async with listener:
             while True:
-                await self._slots.acquire()
-                handed = False
                 try:
                     stream = await listener.accept()
-                    nursery.start_soon(self._handle_slot, stream)
-                    handed = True
                 except OSError as exc:
                     # Out of file descriptors and the like: back off, keep serving.
                     log.warning("HTTP: accept failed: %s", exc)
-                finally:
-                    if not handed:
-                        self._slots.release()
-                if not handed:
                     await trio.sleep(0.1)
+                    continue
+                if self._slots.value == 0 and self._idle:
+                    # Rule 5: make room by closing the longest-idle connection.
+                    oldest = next(iter(self._idle))
+                    self._idle.pop(oldest).cancel()
+                try:
+                    # With every connection busy, this one waits (and the
+                    # kernel's backlog holds the rest) until a slot frees.
+                    await self._slots.acquire()
+                except BaseException:
+                    await trio.aclose_forcefully(stream)
+                    raise
+                nursery.start_soon(self._handle_slot, stream)
 
     async def _handle_slot(self, stream: trio.abc.Stream) -> None:
         try:
@@ -477,7 +524,7 @@ class HTTPServer:
         each accepted connection.
         """
         self.connections += 1
-        ex = _Exchange(stream, self.config)
+        ex = _Exchange(stream, self.config, self._idle)
         remote = _peer_of(stream)
         linger = False
         try:
@@ -529,6 +576,11 @@ class HTTPServer:
                 limit = route.max_body_size
             too_big = route.too_big
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers]
+        names = {k for k, _ in headers}
+        if ("content-length" in names and "transfer-encoding" in names) or ex.head_is_folded():
+            log.info("HTTP: ambiguous request framing from %s refused", remote)
+            await self._send_error(ex, 400, "BAD_REQUEST")
+            return False, True
         declared = _content_length(headers)
         if declared is not None and declared > limit:
             await self._send_error(ex, 413, too_big)

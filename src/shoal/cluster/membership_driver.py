@@ -21,7 +21,10 @@ Rules:
    its own decode failures in ``statistics().engine.dropped``.
 4. **Bounded everything.** Datagrams above ``max_packet_size`` (plus the
    encryption overhead) are dropped unread; stream messages above
-   ``max_stream_size`` are refused from their length prefix; at most
+   ``max_stream_size`` are refused from their length prefix, and inbound ones
+   must first reserve their length from a budget all inbound streams share
+   (``max_inbound_buffer``, `shoal.cluster.gossip_guard`), since nothing is
+   authenticated before it is read whole; at most
    ``max_inbound_streams`` inbound streams are served at once (memberlist
    caps concurrent push-pulls at 128 after one cluster spent 7 GB on them),
    at most ``max_outbound_streams`` are open at once; every engine stream,
@@ -75,6 +78,11 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 
 import trio
 
+from shoal.cluster.gossip_guard import (
+    DEFAULT_INBOUND_BUDGET,
+    InboundBudget,
+    unkeyed_exposure_warning,
+)
 from shoal.cluster.refusals import RefusalWatch, is_refused
 from shoal.config import parse_address
 from shoal.errors import ConfigError, LocalProtocolError, RemoteProtocolError
@@ -141,9 +149,13 @@ class MessageStream:
         keyring: seals and opens every message, or None for plaintext.
         label: the cluster label, the associated data of every sealed message.
         max_message_size: largest plaintext message sent or accepted.
+        budget: shared bound on the bytes of messages not yet read whole
+            (inbound streams); a message must reserve its length before its
+            first byte is read (`shoal.cluster.gossip_guard`).
     """
 
     __slots__ = (
+        "_budget",
         "_buffer",
         "_counters",
         "_keyring",
@@ -161,6 +173,7 @@ class MessageStream:
         label: bytes,
         max_message_size: int,
         counters: _Counters | None = None,
+        budget: InboundBudget | None = None,
     ) -> None:
         self._stream = stream
         self._counters = counters
@@ -169,6 +182,7 @@ class MessageStream:
         self._max_message_size = max_message_size
         self._max_frame = max_message_size + (0 if keyring is None else SEAL_OVERHEAD)
         self._buffer = bytearray()
+        self._budget = budget
 
     @property
     def max_message_size(self) -> int:
@@ -206,7 +220,14 @@ class MessageStream:
         (length,) = FRAME_HEADER.unpack(header)
         if length > self._max_frame:
             raise StreamError("oversize", f"stream message of {length} bytes announced")
-        payload = await self._receive_exactly(length, boundary=False)
+        budget = self._budget
+        if budget is None:
+            payload = await self._receive_exactly(length, boundary=False)
+        elif length > budget.total:
+            raise StreamError("oversize", f"stream message of {length} bytes announced")
+        else:
+            async with budget.reserve(length):
+                payload = await self._receive_exactly(length, boundary=False)
         if self._counters is not None:
             self._counters.stream_bytes_received += FRAME_HEADER.size + length
         if self._keyring is None:
@@ -331,6 +352,9 @@ class MembershipDriver:
             at once and counted as ``"busy"`` drops.
         max_outbound_streams: outbound engine streams open at once; more wait
             for a slot within their ``stream_timeout``.
+        max_inbound_buffer: bytes all inbound streams together may hold for
+            messages not yet read whole (so not yet authenticated); also the
+            largest message an inbound stream accepts.
         send_queue_size: datagrams queued for the sender task; beyond it they
             are dropped (``"send_queue_full"``).
 
@@ -354,6 +378,7 @@ class MembershipDriver:
         max_inbound_streams: int = 128,
         max_outbound_streams: int = 32,
         send_queue_size: int = 1024,
+        max_inbound_buffer: int = DEFAULT_INBOUND_BUDGET,
     ) -> None:
         self._config = config
         self._name = name
@@ -370,6 +395,7 @@ class MembershipDriver:
         self._max_inbound = max_inbound_streams
         self._max_outbound = max_outbound_streams
         self._send_queue_size = send_queue_size
+        self._inbound_budget = InboundBudget(max_inbound_buffer)
 
         self._engine: Membership | None = None
         self._nursery: trio.Nursery | None = None
@@ -717,6 +743,9 @@ class MembershipDriver:
                 advertise[1],
                 ", encrypted" if self._keyring is not None else "",
             )
+            warning = unkeyed_exposure_warning(bound[0], self._keyring is not None)
+            if warning is not None:
+                log.warning("gossip: %s", warning)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._receive_packets, udp)
@@ -911,7 +940,7 @@ class MembershipDriver:
                 except OSError:
                     self._drop("send_error")
                     continue
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: a host no socket takes
                 self._drop("send_error")
                 log.debug("gossip: send to %s:%d failed: %s", address[0], address[1], exc)
                 continue
@@ -944,7 +973,7 @@ class MembershipDriver:
             except OSError:
                 self._drop("stream_error")  # gone before we looked
                 return
-            stream = self._message_stream(tcp)
+            stream = self._message_stream(tcp, budget=self._inbound_budget)
             with trio.move_on_after(self._config.stream_timeout) as scope:
                 try:
                     await self._dispatch_stream(stream, peer, scope)
@@ -1012,7 +1041,7 @@ class MembershipDriver:
         """Send one request and read its reply; None on any failure."""
         try:
             tcp = await trio.open_tcp_stream(address[0], address[1])
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a host no socket takes
             log.debug("gossip: stream to %s:%d failed: %s", address[0], address[1], exc)
             self._last_failure[address] = getattr(exc, "strerror", None) or str(exc)
             if is_refused(exc):
@@ -1048,13 +1077,16 @@ class MembershipDriver:
             engine.probe_refused(address, self._clock())
         self._drain()
 
-    def _message_stream(self, stream: trio.abc.Stream) -> MessageStream:
+    def _message_stream(
+        self, stream: trio.abc.Stream, *, budget: InboundBudget | None = None
+    ) -> MessageStream:
         return MessageStream(
             stream,
             keyring=self._keyring,
             label=self._label,
             max_message_size=self._config.max_stream_size,
             counters=self._counters,
+            budget=budget,
         )
 
     # ------------------------------------------------------------------ seeds

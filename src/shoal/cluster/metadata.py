@@ -13,10 +13,18 @@ Rules:
 2. The file is replaced atomically (temp file, fsync, rename, fsync of the
    directory), so a crash leaves either the old or the new file, never a
    mix, and a replaced file survives a power loss.
-3. A file that cannot be read or parsed stops the node with a one-line
-   `ConfigError`: starting without the topic list would silently drop the
-   node's durable topics.
-4. One node per data path: `lock_data_path` takes an exclusive ``flock``
+3. The queue files are the truth about what holds messages; ``shoal.dat``
+   only adds what they cannot say (pause state, channels without a
+   backlog). So `restore_metadata` never starts a node without a topic or
+   channel whose queue files are present: a missing, unreadable or invalid
+   ``shoal.dat`` (every name is checked as the protocol checks it) is set
+   aside as ``shoal.dat.bad`` and rebuilt from the queue files, and the node
+   logs one warning line naming the file, the entry at fault and what was
+   rebuilt.
+4. ``shoal.name`` holds the member name a restarted node keeps
+   (`load_node_name`); content that cannot be a name is refused with one
+   line naming the file, never a traceback.
+5. One node per data path: `lock_data_path` takes an exclusive ``flock``
    held for the node's lifetime; the kernel releases it when the process
    dies, so a SIGKILL never leaves a stale lock.
 """
@@ -31,7 +39,12 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from shoal.errors import ConfigError
-from shoal.queue.names import is_ephemeral
+from shoal.queue.names import (
+    MAX_NAME_LENGTH,
+    is_ephemeral,
+    is_valid_channel_name,
+    is_valid_topic_name,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -45,11 +58,18 @@ __all__ = [
     "NodeMetadata",
     "TopicMeta",
     "load_metadata",
+    "load_node_name",
     "lock_data_path",
+    "queue_names_on_disk",
+    "read_node_name",
+    "restore_metadata",
     "save_metadata",
 ]
 
 METADATA_FILE_NAME = "shoal.dat"
+NAME_FILE_NAME = "shoal.name"
+#: Longest member name kept in ``shoal.name`` (bytes).
+MAX_NODE_NAME = 255
 LOCK_FILE_NAME = "shoal.lock"
 #: A metadata file larger than this is refused rather than parsed.
 MAX_METADATA_SIZE = 64 * 1024 * 1024
@@ -214,10 +234,137 @@ def _name_and_paused(entry: Any, where: str) -> tuple[str, bool]:
     name = entry.get("name")
     if not isinstance(name, str) or not name:
         raise _ShapeError(f"{where}.name is not a non-empty string")
+    valid = is_valid_channel_name if ".channels[" in where else is_valid_topic_name
+    if not valid(name):
+        kind = "channel" if ".channels[" in where else "topic"
+        raise _ShapeError(
+            f"{where}.name {name[: MAX_NAME_LENGTH + 1]!r} is not a valid {kind} name"
+            f" (1..{MAX_NAME_LENGTH} of [.a-zA-Z0-9_-])"
+        )
     paused = entry.get("paused", False)
     if not isinstance(paused, bool):
         raise _ShapeError(f"{where}.paused is not a boolean")
     return name, paused
+
+
+def queue_names_on_disk(data_path: str | os.PathLike[str]) -> dict[str, set[str]]:
+    """Topics and their channels that have disk-queue files in the data path.
+
+    A file ``<name>.diskqueue.<anything>`` belongs to queue ``<name>``:
+    ``topic``, ``topic:channel`` or ``topic:channel:deferred``. Names that
+    are not valid topic or channel names are left out.
+    """
+    found: dict[str, set[str]] = {}
+    for file_name in os.listdir(os.fspath(data_path)):
+        name, sep, _rest = file_name.partition(".diskqueue.")
+        if not sep:
+            continue
+        topic, _, channel = name.partition(":")
+        channel = channel.removesuffix(":deferred")
+        if not is_valid_topic_name(topic) or is_ephemeral(topic):
+            continue
+        channels = found.setdefault(topic, set())
+        if channel and is_valid_channel_name(channel) and not is_ephemeral(channel):
+            channels.add(channel)
+    return found
+
+
+def restore_metadata(data_path: str | os.PathLike[str]) -> tuple[NodeMetadata | None, str | None]:
+    """What the node restores: ``shoal.dat`` completed from the queue files (rule 3).
+
+    Returns:
+        The metadata (None for a new, empty data path) and the warning line
+        to log when anything was rebuilt, else None.
+    """
+    directory = os.fspath(data_path)
+    problem: str | None = None
+    try:
+        meta = load_metadata(directory)
+    except ConfigError as exc:
+        problem = str(exc)
+        meta = None
+        bad = os.path.join(directory, METADATA_FILE_NAME)
+        with contextlib.suppress(OSError):
+            os.replace(bad, bad + ".bad")
+    on_disk = queue_names_on_disk(directory)
+    if meta is None and not on_disk:
+        return None, (f"{problem}; no queue files to rebuild it from" if problem else None)
+    topics = {topic.name: topic for topic in meta.topics} if meta is not None else {}
+    rebuilt: list[str] = []
+    for topic_name, channel_names in sorted(on_disk.items()):
+        known = topics.get(topic_name)
+        if known is None:
+            rebuilt.append(topic_name)
+            known = TopicMeta(name=topic_name)
+        have = {channel.name for channel in known.channels}
+        extra = sorted(channel_names - have)
+        rebuilt += [f"{topic_name}:{channel}" for channel in extra]
+        topics[topic_name] = dataclasses.replace(
+            known, channels=known.channels + tuple(ChannelMeta(name=c) for c in extra)
+        )
+    version = meta.version if meta is not None else ""
+    result = NodeMetadata(version=version, topics=tuple(topics.values()))
+    if not rebuilt and problem is None:
+        return result, None
+    path = os.path.join(directory, METADATA_FILE_NAME)
+    cause = problem if problem is not None else f"metadata file {path} is missing entries"
+    names = ", ".join(rebuilt) if rebuilt else "nothing"
+    return result, f"{cause}; rebuilt from the queue files: {names}"
+
+
+def read_node_name(data_path: str | os.PathLike[str]) -> str:
+    """The member name kept in ``shoal.name``, or ``""`` when there is none yet.
+
+    A restarted node must be the same member, so the name is kept with the
+    data; the node reads it before it serves anything, so bad content stops
+    it with one line.
+
+    Raises:
+        ConfigError: the file is unreadable, not UTF-8, longer than
+            `MAX_NODE_NAME` bytes, or holds control characters; one line
+            naming the file.
+    """
+    path = os.path.join(os.fspath(data_path), NAME_FILE_NAME)
+    try:
+        with open(path, "rb") as file:
+            raw = file.read(MAX_NODE_NAME + 2)
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise ConfigError(f"cannot read node name file {path}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_NODE_NAME + 1:
+        raise ConfigError(f"node name file {path} is longer than {MAX_NODE_NAME} bytes")
+    try:
+        stored = raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"node name file {path} is not UTF-8 ({exc.reason} at byte {exc.start});"
+            " fix or remove it"
+        ) from None
+    if any(not char.isprintable() for char in stored):
+        raise ConfigError(f"node name file {path} holds control characters; fix or remove it")
+    return stored
+
+
+def load_node_name(data_path: str | os.PathLike[str], default: str) -> str:
+    """`read_node_name`, writing ``default`` there on first start.
+
+    If the file cannot be written (a full disk), the node still starts,
+    under ``default``.
+
+    Raises:
+        ConfigError: as `read_node_name`.
+    """
+    stored = read_node_name(data_path)
+    if stored:
+        return stored
+    path = os.path.join(os.fspath(data_path), NAME_FILE_NAME)
+    try:
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(default + "\n")
+    except OSError:
+        return default  # a full disk: the name is written on a later start
+    return default
 
 
 class DataPathLock:

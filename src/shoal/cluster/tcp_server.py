@@ -51,13 +51,16 @@ from typing import TYPE_CHECKING
 import trio
 
 from shoal import __version__
+from shoal.cluster.slices import PUBLISH_SLICE, execute_mpub
 from shoal.cluster.stream_codecs import CompressedStream, DeflateCodec, SnappyCodec
 from shoal.cluster.tls import HANDSHAKE_TIMEOUT, peer_common_name
 from shoal.queue import errors
+from shoal.queue.backend import BackendError
 from shoal.queue.commands import (
     Auth,
     Command,
     CommandDecoder,
+    Dpub,
     Fin,
     Identify,
     Mpub,
@@ -72,7 +75,7 @@ from shoal.queue.protocol import DEFLATE, SNAPPY, TLS, AuthQuery, ClientV2, Repl
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from shoal.cluster.auth import AuthClient
     from shoal.cluster.replication import Replicator
@@ -207,6 +210,7 @@ class Connection:
             decoder.receive_data(data)
             out: list[bytes] = []
             wake = False
+            published = False
             # A run of FINs is taken whole (`CommandDecoder.next_fins`), except
             # right after a publish: publishers rarely send FINs, and skipping
             # the look costs nothing but a FIN parsed on its own.
@@ -224,7 +228,10 @@ class Connection:
                     if cmd is None:
                         break
                     try:
-                        response = client.execute(cmd, time.time())
+                        if type(cmd) is Mpub and len(cmd.bodies) > PUBLISH_SLICE:
+                            response = await execute_mpub(client, cmd, self._authenticate)
+                        else:
+                            response = client.execute(cmd, time.time())
                     except ClientError as err:
                         if err.fatal:
                             raise
@@ -238,6 +245,7 @@ class Connection:
                         out.append(response)
                     kind = type(cmd)
                     look_for_fins = kind is not Pub and kind is not Mpub
+                    published = published or kind is Pub or kind is Mpub or kind is Dpub
                     if kind is Rdy or kind is Fin or kind is Req:
                         wake = True
                     elif kind is Sub:
@@ -254,12 +262,33 @@ class Connection:
             except FatalClientError as err:
                 log.info("client %s: %s %s", client.remote_address, err.code, err.description)
                 out.append(err.frame())
-                await self.send(b"".join(out))
+                if await self._committed(published=published):
+                    await self.send(b"".join(out))
                 return
             if wake:
                 self._wake.set()
+            if not await self._committed(published=published):
+                return
             if out:
                 await self.send(b"".join(out) if len(out) > 1 else out[0])
+
+    async def _committed(self, *, published: bool) -> bool:
+        """In durable mode, wait until this read's publishes are fsynced before any OK goes out.
+
+        Returns:
+            False when the fsync failed: an error frame was sent instead of
+            every answer of this read, and the connection must end.
+        """
+        commit = self.server.commit
+        if not published or commit is None:
+            return True
+        try:
+            await commit()
+        except BackendError as exc:
+            log.error("client %s: publish not durable: %s", self.client.remote_address, exc)  # noqa: TRY400 - one line, no traceback
+            await self.send(FatalClientError(errors.E_PUB_FAILED, f"PUB failed {exc}").frame())
+            return False
+        return True
 
     async def _upgrade(self, upgrades: tuple[str, ...]) -> None:
         """Wrap the stream in each negotiated layer, sending ``OK`` through each.
@@ -414,6 +443,9 @@ class TCPServer:
         self.replicator: Replicator | None = None
         self._ids = itertools.count(1)
         self._on_subscribe = on_subscribe
+        #: Durable mode: awaited before publishes are answered (the disk
+        #: queues' group commit); raises `BackendError` when it fails.
+        self.commit: Callable[[], Awaitable[None]] | None = None
 
     def new_decoder(self) -> CommandDecoder:
         """A decoder with this server's limits, expecting the V2 magic first."""

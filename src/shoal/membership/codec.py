@@ -26,7 +26,12 @@ Rules:
    and append-only: alive 0, suspect 1, dead 2, left 3. A table names each
    member once.
 4. Decoding is bounded and strict, because every byte comes from an untrusted
-   peer (STYLE §3.5): the size is checked before parsing; the CBOR nesting
+   peer (STYLE §3.5): the size is checked before parsing; then `_prescan`
+   walks the CBOR heads alone, building nothing, and refuses a declared
+   array or map larger than the bytes left to hold it, nesting deeper than any
+   message has, or more items in all than the message type's budget
+   (`_Shape`), so cbor2 never starts building 16.7 M empty arrays
+   that a 5-byte head asked for; the CBOR nesting
    depth, string lengths, metadata size and member counts are capped;
    indefinite-length items, duplicate map keys, every CBOR tag (no dates,
    regexes, shared references or bignums), trailing bytes, unknown message
@@ -42,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 import sys
 import types
 from typing import TYPE_CHECKING, Any, Final
@@ -106,6 +112,8 @@ _MAX_DEPTH: Final = 4
 _UINT32_MAX: Final = (1 << 32) - 1
 _UINT64_MAX: Final = (1 << 64) - 1
 _MAX_HOST_LENGTH: Final = 255
+#: What a host may be made of: IPv4 and IPv6 literals (with a zone) and names.
+_HOST: Final = re.compile(r"[A-Za-z0-9._:%-]+")
 
 #: Member states as numbers on the wire. Append only.
 _STATE_TO_WIRE: Final[Mapping[MemberState, int]] = {
@@ -300,7 +308,105 @@ _SEMANTIC_TAGS: Final = (
 _REJECT_SEMANTIC: Final = dict.fromkeys(_SEMANTIC_TAGS, _reject_semantic)
 
 
-def _parse_cbor(data: bytes, offset: int) -> Any:
+#: CBOR items a push-pull record holds besides its metadata: its array, name,
+#: address array with host and port, incarnation, state and meta map. The
+#: budget allows as much again for metadata (four pairs per record), which
+#: real tables stay well within.
+_ITEMS_PER_RECORD: Final = 16
+#: Fields of the longest message, its type included (`PING_REQ`, `PUSH_PULL`).
+_MAX_FIELDS: Final = 6
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Shape:
+    """What `_prescan` allows: containers per nesting level, items in all."""
+
+    #: Largest container (in items, a map's keys and values both counted) at
+    #: each nesting level, the outermost first; its length is the deepest
+    #: nesting allowed.
+    widest: tuple[int, ...]
+    max_items: int
+
+
+def _packet_shape(limits: CodecLimits) -> _Shape:
+    meta = 2 * limits.meta_max_size  # each key takes at least one byte
+    # packet array > message > address or meta map
+    widest = (MAX_PACKET_MESSAGES, _MAX_FIELDS, max(2, meta))
+    return _Shape(widest, limits.max_packet_size)
+
+
+def _stream_shape(limits: CodecLimits) -> _Shape:
+    meta = 2 * limits.meta_max_size
+    # message > push-pull table > record > address or meta map
+    widest = (_MAX_FIELDS, max(2, limits.max_push_pull_members), 5, max(2, meta))
+    return _Shape(widest, limits.max_push_pull_members * _ITEMS_PER_RECORD + 4 * _MAX_FIELDS)
+
+
+def _prescan(data: bytes, offset: int, shape: _Shape) -> None:
+    """Walk the CBOR heads from ``offset`` and refuse what cannot be valid.
+
+    Only heads are read (strings are skipped by their length), so the cost is
+    one step per item and nothing is allocated. Refused: truncation; a string,
+    array or map declaring more than the bytes left could hold (every item
+    takes at least one byte); a container wider than its nesting level allows
+    or nested deeper than any message; more than ``shape.max_items`` items in
+    all; tags, indefinite lengths and reserved heads. A container's items are
+    counted when its head is read, so an oversized one is refused before a
+    single one of its items is looked at.
+
+    Raises:
+        CodecError: with reason ``"cbor"`` or ``"limit"``.
+    """
+    end = len(data)
+    pos = offset
+    widest = shape.widest
+    max_items = shape.max_items
+    items = 1
+    pending = [1]  # items still to read at each open level, the root first
+    while pending:
+        if not pending[-1]:
+            pending.pop()
+            continue
+        pending[-1] -= 1
+        if pos >= end:
+            raise CodecError("cbor", "truncated CBOR")
+        head = data[pos]
+        pos += 1
+        major = head >> 5
+        info = head & 0x1F
+        if info < 24:
+            arg = info
+        elif info < 28:
+            size = 1 << (info - 24)
+            if pos + size > end:
+                raise CodecError("cbor", "truncated CBOR head")
+            arg = int.from_bytes(data[pos : pos + size], "big")
+            pos += size
+        else:
+            raise CodecError("cbor", "indefinite-length or reserved CBOR head")
+        if major in (2, 3):
+            if arg > end - pos:
+                raise CodecError("cbor", f"a string of {arg} bytes with {end - pos} left")
+            pos += arg
+        elif major in (4, 5):
+            count = arg << 1 if major == 5 else arg
+            level = len(pending) - 1
+            if level >= len(widest):
+                raise CodecError("cbor", f"nested deeper than {len(widest)}")
+            if count > widest[level] or count > end - pos:
+                raise CodecError("limit", f"a container of {count} items at depth {level + 1}")
+            items += count
+            if items > max_items:
+                raise CodecError("limit", f"more than {max_items} CBOR items")
+            pending.append(count)
+        elif major == 6:
+            raise CodecError("cbor", "CBOR tags are not part of the protocol")
+    if pos != end:
+        raise CodecError("trailing", f"{end - pos} bytes after the message")
+
+
+def _parse_cbor(data: bytes, offset: int, shape: _Shape) -> Any:
+    _prescan(data, offset, shape)
     stream = io.BytesIO(data)
     stream.seek(offset)
     decoder = cbor2.CBORDecoder(
@@ -368,6 +474,10 @@ def _addr(value: Any) -> Address:
     host, port = value
     if type(host) is not str or not 0 < len(host) <= _MAX_HOST_LENGTH:
         raise _shape("an address host must be a non-empty string")
+    if _HOST.fullmatch(host) is None:
+        # The driver hands hosts to the socket layer: a NUL or any other
+        # character no IP literal or host name has made it raise there.
+        raise _shape("an address host must be an IP address or a host name")
     if type(port) is not int or not 0 <= port <= 65535:
         raise _shape("an address port must be in 0..65535")
     return (host, port)
@@ -419,6 +529,7 @@ def _entries(values: list[Any], limits: CodecLimits) -> tuple[PushPullEntry, ...
     new = tuple.__new__
     entry_type = PushPullEntry
     no_meta = _NO_META
+    host_ok = _HOST.fullmatch
     out: list[PushPullEntry] = []
     append = out.append
     for value in values:
@@ -442,6 +553,7 @@ def _entries(values: list[Any], limits: CodecLimits) -> tuple[PushPullEntry, ...
                     and 0 < len(host) <= _MAX_HOST_LENGTH
                     and type(port) is int
                     and 0 <= port <= 65535
+                    and host_ok(host) is not None
                 ):
                     append(
                         new(
@@ -624,7 +736,7 @@ def decode_packet(data: bytes, limits: CodecLimits) -> list[Message]:
             not trusted for the rest). No other exception escapes.
     """
     _check_frame(data, limits.max_packet_size)
-    items = _parse_cbor(data, 1)
+    items = _parse_cbor(data, 1, _packet_shape(limits))
     if type(items) is not list or not items:
         raise _shape("a packet must be a non-empty array of messages")
     if len(items) > MAX_PACKET_MESSAGES:
@@ -650,4 +762,8 @@ def decode_stream(
         CodecError: the payload is refused. No other exception escapes.
     """
     _check_frame(data, limits.max_stream_size)
-    return _message(_parse_cbor(data, 1), limits, frozenset(t.value for t in allowed))
+    return _message(
+        _parse_cbor(data, 1, _stream_shape(limits)),
+        limits,
+        frozenset(t.value for t in allowed),
+    )

@@ -80,6 +80,10 @@ false deaths, slow convergence or wasted work, and each named where it lives:
 * a fresh joiner does not re-gossip the whole table it learned, and instead
   runs up to three catch-up push-pulls right after joining;
 * the first periodic push-pull is spread over the scaled interval;
+* incarnations far beyond the one held are ignored (state rule 5), so no
+  forged message can push a member to the top of the range where its
+  refutations could no longer win; our own record in a push-pull reply we
+  asked for is the exception that lets a restarted member catch up;
 * healing (seeds and dead members retried forever / for
   ``reconnect_timeout``) is built in, as Serf does only partly, and the
   catch-up push-pulls after a heal settle it in seconds where memberlist
@@ -150,6 +154,7 @@ from shoal.membership.state import (
     address_change_allowed,
     alive_applies,
     dead_applies,
+    incarnation_in_reach,
     refute_incarnation,
     self_alive_needs_refute,
     suspect_applies,
@@ -297,7 +302,9 @@ class MembershipStatistics:
         refusal_deaths: members this node declared dead on refusal evidence.
         dropped: drops by reason; codec reasons (see `CodecError`) plus
             ``"wrong_target"`` (a ping for another name), ``"app_state"`` and
-            ``"app_message"`` (refused by the delegate).
+            ``"app_message"`` (refused by the delegate), ``"incarnation_jump"``
+            (an incarnation too far beyond the one held; `shoal.membership.state`
+            rule 5).
         health_score: current Lifeguard health score (0 is healthy).
         incarnation: our current incarnation.
         alive: members alive, ourselves included while not left.
@@ -721,7 +728,7 @@ class Membership:
             if self._join_refused(message):
                 return
             known = (len(self._nodes), self._counts[_ALIVE])
-            self._merge_push_pull(message, now)
+            self._merge_push_pull(message, now, asked=True)
             if self._catch_up_pending:
                 self._catch_up_pending = False
                 if len(self._nodes) > known[0] or self._counts[_ALIVE] > known[1]:
@@ -1470,7 +1477,7 @@ class Membership:
         if news:
             self._queue_app(message.key, message.data, now)
 
-    def _merge_push_pull(self, message: PushPull, now: float) -> None:
+    def _merge_push_pull(self, message: PushPull, now: float, *, asked: bool = False) -> None:
         # A node that knew nobody (a fresh joiner) does not echo the table it
         # just learned: everyone else already knows it. A node that had peers
         # re-gossips what was new to it, which is how joins and healed
@@ -1480,8 +1487,19 @@ class Membership:
         source = message.source
         nodes = self._nodes
         own = self._name
+        me = self._self
         for entry in message.members:
             state = entry.state
+            if (
+                asked
+                and entry.name == own
+                and not incarnation_in_reach(me.incarnation, entry.incarnation)
+                and not self._leaving
+            ):
+                # Rule 5's exception: a reply we asked for is how a restarted
+                # member learns how far its previous life got.
+                self._refute(entry.incarnation, now)
+                continue
             if state is _ALIVE:
                 node = nodes.get(entry.name)
                 if (
@@ -1609,6 +1627,9 @@ class Membership:
         """
         if self._leaving:
             return
+        if not incarnation_in_reach(self._self.incarnation, incarnation):
+            self._drop("incarnation_jump")
+            return
         if incarnation >= self._self.incarnation:
             self._refute(incarnation, now)
             self._catch_up_soon(now)
@@ -1682,6 +1703,9 @@ class Membership:
                 self._queue_broadcast(name, message, now)
                 self._note_upheaval(now)
             return
+        if not incarnation_in_reach(node.incarnation, message.incarnation):
+            self._drop("incarnation_jump")
+            return
         moved = node.address != message.address
         if moved and not address_change_allowed(
             node.state, node.state_changed_at, now, self._config.dead_node_reclaim_time
@@ -1720,6 +1744,9 @@ class Membership:
         if self._leaving:
             return
         me = self._self
+        if not incarnation_in_reach(me.incarnation, message.incarnation):
+            self._drop("incarnation_jump")
+            return
         if not self_alive_needs_refute(
             me.incarnation,
             me.address,
@@ -1765,6 +1792,9 @@ class Membership:
             return
         node = self._nodes.get(name)
         if node is None or message.incarnation < node.incarnation:
+            return
+        if not incarnation_in_reach(node.incarnation, message.incarnation):
+            self._drop("incarnation_jump")
             return
         suspicion = node.suspicion
         if suspicion is not None and message.incarnation == node.incarnation:
@@ -1912,6 +1942,9 @@ class Membership:
             return
         node = self._nodes.get(name)
         if node is None or not dead_applies(node.state, node.incarnation, message.incarnation):
+            return
+        if not incarnation_in_reach(node.incarnation, message.incarnation):
+            self._drop("incarnation_jump")
             return
         node.incarnation = message.incarnation
         self._table = None

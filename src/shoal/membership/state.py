@@ -19,6 +19,16 @@ Rules (reference/membership.md §1.2-1.3; memberlist ``aliveNode``,
    claimant is a conflict and is ignored. A push-pull from such a claimant
    (its join) is refused whole, and the claimant, seeing its name held
    alive elsewhere in the reply, merges nothing either.
+5. An ``alive``, ``suspect`` or ``dead`` about a member we know (ourselves
+   included) whose incarnation is more than `MAX_INCARNATION_STEP` beyond
+   the one we hold is ignored. Incarnations only ever grow by one per
+   refutation or update, so no honest message jumps that far; a forged one
+   (``dead`` at 2**64 - 1, say) would otherwise push the member to the top
+   of the range, where it could never refute again. Within the step, each
+   forged message costs the member at most one step, so exhausting 64 bits
+   takes 2**44 messages. The one exception is our own record in the reply
+   to a push-pull we asked for: that is how a restarted member learns the
+   incarnation its previous life reached (`shoal.membership.engine`).
 
 Nothing here mutates anything: the engine asks these functions and applies the
 answer, so every transition rule has one home and one table-driven test.
@@ -42,6 +52,7 @@ __all__ = [
     "address_change_allowed",
     "alive_applies",
     "dead_applies",
+    "incarnation_in_reach",
     "refute_incarnation",
     "self_alive_needs_refute",
     "suspect_applies",
@@ -133,6 +144,15 @@ def self_alive_needs_refute(
 
 #: Largest incarnation the wire format carries (an unsigned 64-bit integer).
 MAX_INCARNATION = (1 << 64) - 1
+
+
+#: Farthest an incarnation may jump beyond the one held (rule 5).
+MAX_INCARNATION_STEP = 1 << 20
+
+
+def incarnation_in_reach(known_incarnation: int, incoming_incarnation: int) -> bool:
+    """Say whether a message's incarnation is close enough to be believed (rule 5)."""
+    return incoming_incarnation - known_incarnation <= MAX_INCARNATION_STEP
 
 
 def refute_incarnation(own_incarnation: int, accused_incarnation: int) -> int:

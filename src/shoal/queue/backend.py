@@ -12,14 +12,22 @@ Rules:
    never half-stored as far as ``get`` can tell.
 3. ``get`` removes the record it returns: once handed out, the message lives
    in memory only (in flight or deferred), as in nsqd (nsq.md §4.5).
+4. ``take`` hands out a record with a ticket. A backend that keeps records
+   until acknowledged (the disk queue of a channel in durable mode) keeps
+   it until ``ack_many`` names the ticket, and hands it out again after a
+   restart if it never does; the others return ticket -1 and forget the
+   record, as ``get`` does.
 """
 
 from __future__ import annotations
 
 import collections
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from shoal.errors import ShoalError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 __all__ = ["Backend", "BackendError", "BackendFactory", "MemoryBackend", "memory_backend_factory"]
 
@@ -44,8 +52,28 @@ class Backend(Protocol):
         """
         ...
 
+    def put_many(self, records: Sequence[bytes]) -> None:
+        """Append records in order: all are stored, or none and `BackendError` is raised."""
+        ...
+
     def get(self) -> bytes | None:
         """Remove and return the oldest record, or None when empty."""
+        ...
+
+    def take(self) -> tuple[bytes, int] | None:
+        """Hand out the oldest record and its ticket (-1: nothing to acknowledge), or None."""
+        ...
+
+    def ack_many(self, tickets: Iterable[int]) -> None:
+        """Acknowledge tickets from `take`; unknown ones (and -1) are ignored."""
+        ...
+
+    def note_reads(self) -> None:
+        """Record how far `take` has read (no fsync), so a restart can count redeliveries."""
+        ...
+
+    def unput(self, count: int) -> bool:
+        """Take back the ``count`` records the last put stored, if none was handed out yet."""
         ...
 
     def empty(self) -> None:
@@ -94,9 +122,31 @@ class MemoryBackend:
         """Append one record."""
         self._records.append(record)
 
+    def put_many(self, records: Sequence[bytes]) -> None:
+        """Append records in order."""
+        self._records.extend(records)
+
     def get(self) -> bytes | None:
         """Remove and return the oldest record, or None when empty."""
         return self._records.popleft() if self._records else None
+
+    def take(self) -> tuple[bytes, int] | None:
+        """Remove and return the oldest record with ticket -1, or None when empty."""
+        return (self._records.popleft(), -1) if self._records else None
+
+    def ack_many(self, tickets: Iterable[int]) -> None:
+        """Nothing is kept for acknowledgement."""
+
+    def note_reads(self) -> None:
+        """Nothing survives a restart."""
+
+    def unput(self, count: int) -> bool:
+        """Drop the ``count`` newest records."""
+        if count > len(self._records):
+            return False
+        for _ in range(count):
+            self._records.pop()
+        return True
 
     def empty(self) -> None:
         """Drop every stored record."""

@@ -38,7 +38,7 @@ Data structures and costs (n = messages in the structure):
         of millions of objects every full collection has to visit; a
         requeued message is a batch of one.
     in flight: a dict ``id -> (body, timestamp, attempts, owner,
-        delivered_at, key)`` plus a binary heap of keys ``(deadline, seq,
+        delivered_at, ticket, key)`` plus a binary heap of keys ``(deadline, seq,
         ids)`` with lazy deletion. One delivery of a batch pushes one key
         for all its IDs, and the dict entries are built by ``zip`` in one
         pass, so delivering costs no Python-level work per message. An entry
@@ -51,11 +51,25 @@ Data structures and costs (n = messages in the structure):
         ``SortedList`` with eager removal was measured at about 1.7 us per
         deliver+finish for the index alone, a heap key per message at about
         0.5 us.)
-    deferred: a binary heap of ``(due, seq, message)``; deferred messages are
+    deferred: a binary heap of ``(due, seq, message, ticket)``; deferred messages are
         never addressed by ID (REQ, FIN and TOUCH only see in-flight ones),
         so push and pop are O(log n) with no deletion at all.
     ``seq`` is a per-channel counter: it breaks deadline ties in FIFO order
     and keeps tuple comparison away from messages.
+
+Durable mode (``QueueConfig.sync_on_publish``, with a backend that keeps
+records until acknowledged, `shoal.queue.backend` rule 4):
+    a message leaves the durable store only when FINed (or the channel is
+    emptied or deleted). Delivery takes a record and keeps its ticket
+    in the in-flight entry; FIN acknowledges the ticket; REQ and timeouts
+    first store the message again (a new record carrying its attempts)
+    and only then acknowledge the old one; deferred messages (REQ with a
+    delay, DPUB) are records of a second backend, ``deferred_backend``,
+    carrying their due time, read back whole when the channel opens and
+    acknowledged when released or dropped. At every instant each
+    unfinished message therefore has a durable record, and a restart
+    hands every one of them out again: at least once, duplicates only for
+    what was in flight.
 
 Waking consumers (nsqd's channel select, nsq.md §4.2):
     A publish must cost the same whatever the number of subscribers, so the
@@ -93,6 +107,8 @@ from itertools import repeat
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from shoal.errors import ShoalError
+from shoal.queue.backend import BackendError
+from shoal.queue.diskqueue import decode_deferred, encode_deferred
 from shoal.queue.latency import LatencyWindow
 from shoal.queue.message import (
     Message,
@@ -108,10 +124,13 @@ if TYPE_CHECKING:
     from shoal.queue.config import QueueConfig
     from shoal.queue.message import MessageBatch
 
-__all__ = ["EPHEMERAL_SUFFIX", "Channel", "InFlightError"]
+__all__ = ["DEFERRED_SUFFIX", "EPHEMERAL_SUFFIX", "Channel", "InFlightError"]
 
 #: A topic or channel whose name ends with this is ephemeral (nsq.md §4.7).
 EPHEMERAL_SUFFIX = "#ephemeral"
+#: ``topic:channel`` plus this names a channel's deferred-message backend; no
+#: topic or channel name can contain a colon, so it never clashes.
+DEFERRED_SUFFIX = ":deferred"
 
 #: IDs named by stale in-flight heap keys tolerated beyond twice the live ones.
 _STALE_SLACK = 1024
@@ -141,14 +160,17 @@ def _no_deadline_hook(channel: Channel, deadline: float) -> None:
 _Key: TypeAlias = "tuple[float, int, Sequence[bytes]]"
 
 #: One delivered, unanswered message: ``(body, timestamp, attempts, owner
-#: client id, delivered_at, live heap key)``; attempts counts this delivery.
-_InFlight: TypeAlias = "tuple[bytes, int, int, int, float, _Key]"
+#: client id, delivered_at, backend ticket, live heap key)``; attempts counts
+#: this delivery; the ticket is -1 unless the backend keeps the record.
+_InFlight: TypeAlias = "tuple[bytes, int, int, int, float, int, _Key]"
 _BODY: Final = 0
 _TIMESTAMP: Final = 1
 _ATTEMPTS: Final = 2
 _OWNER: Final = 3
 _DELIVERED_AT: Final = 4
-_KEY: Final = 5
+_TICKET: Final = 5
+_KEY: Final = 6
+_NO_TICKET: Final = -1
 
 
 class Channel:
@@ -179,10 +201,13 @@ class Channel:
         "_backend",
         "_clients",
         "_deferred",
+        "_deferred_backend",
+        "_durable",
         "_head",
         "_heap",
         "_heap_ids",
         "_in_flight",
+        "_last_batch",
         "_max_msg_timeout",
         "_mem_count",
         "_mem_size",
@@ -203,7 +228,15 @@ class Channel:
         "topic_name",
     )
 
-    def __init__(self, topic_name: str, name: str, config: QueueConfig, backend: Backend) -> None:
+    def __init__(
+        self,
+        topic_name: str,
+        name: str,
+        config: QueueConfig,
+        backend: Backend,
+        deferred_backend: Backend | None = None,
+        now: float = 0.0,
+    ) -> None:
         self.topic_name = topic_name
         self.name = name
         self.ephemeral = name.endswith(EPHEMERAL_SUFFIX)
@@ -218,6 +251,8 @@ class Channel:
         self._mem_size = config.mem_queue_size
         self._max_msg_timeout = config.max_msg_timeout
         self._backend = backend
+        self._deferred_backend = deferred_backend
+        self._durable = config.sync_on_publish
         self.e2e: LatencyWindow | None = None
         if config.e2e_processing_latency_percentiles:
             self.e2e = LatencyWindow(
@@ -231,12 +266,17 @@ class Channel:
         self._in_flight: dict[bytes, _InFlight] = {}
         self._heap: list[_Key] = []
         self._heap_ids = 0  # IDs named by the keys in ``_heap``, stale ones included
-        self._deferred: list[tuple[float, int, Message]] = []
+        self._deferred: list[tuple[float, int, Message, int]] = []
         self._seq = 0
         self._clients: set[int] = set()
         # client ID -> room, least recently served first (see the module notes)
         self._waiting: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._announced = math.inf
+        # What the last put_batch stored: (in memory, in the backend, deferred
+        # after seq or -1), for take_back_batch.
+        self._last_batch: tuple[int, int, int] | None = None
+        if deferred_backend is not None:
+            self._load_deferred(deferred_backend, now)
 
     def __repr__(self) -> str:
         return f"<Channel {self.topic_name}/{self.name} depth={self.depth}>"
@@ -340,9 +380,7 @@ class Channel:
                 self._mem_count += room
             else:
                 room = 0
-            put = self._backend.put
-            for msg in ready[room:]:
-                put(encode_message(msg))
+            self._backend.put_many([encode_message(msg) for msg in ready[room:]])
         if not self.paused:
             self.wakeup()
 
@@ -362,34 +400,94 @@ class Channel:
         never change afterwards (the topic passes tuples, shared by all its
         channels).
 
+        The batch is stored whole or not at all, and `take_back_batch` can
+        undo it until the next call: a publish answered with an error is
+        never delivered later.
+
         Raises:
-            BackendError: the backend refused a record; earlier messages of the
-                batch are stored, that one and later ones are not.
+            BackendError: the backend refused a record; nothing of the batch
+                is stored.
         """
         count = len(ids)
         if not count:
             return
-        self.message_count += count
+        self._last_batch = None
         if defer > 0:
             due = now + defer
-            for msg in map(Message, ids, bodies, repeat(timestamp), repeat(0), repeat(defer)):
-                self._defer(msg, due)
+            seq = self._seq
+            try:
+                for msg in map(Message, ids, bodies, repeat(timestamp), repeat(0), repeat(defer)):
+                    self._defer(msg, due)
+            except BackendError:
+                self._drop_deferred_after(seq)
+                raise
+            self.message_count += count
+            self._last_batch = (0, 0, seq)
             return
         room = self._mem_size - self._mem_count
         if room >= count:
             self._memory.append((ids, bodies, timestamp, 0))
             self._mem_count += count
+            self._last_batch = (count, 0, -1)
         else:
             if room > 0:
                 self._memory.append((ids[:room], bodies[:room], timestamp, 0))
                 self._mem_count += room
             else:
                 room = 0
-            put = self._backend.put
-            for index in range(room, count):
-                put(encode_message_fields(ids[index], bodies[index], timestamp, 0))
+            try:
+                self._backend.put_many(
+                    [
+                        encode_message_fields(ids[index], bodies[index], timestamp, 0)
+                        for index in range(room, count)
+                    ]
+                )
+            except BackendError:
+                if room:
+                    self._memory.pop()
+                    self._mem_count -= room
+                raise
+            self._last_batch = (room, count - room, -1)
+        self.message_count += count
         if not self.paused:
             self.wakeup()
+
+    def take_back_batch(self) -> bool:
+        """Undo the last `put_batch` (another channel of the topic refused the publish).
+
+        Only valid right after it, before anything is delivered: the shell
+        calls it from the same synchronous publish.
+
+        Returns:
+            Whether the batch was taken back whole.
+        """
+        last, self._last_batch = self._last_batch, None
+        if last is None:
+            return False
+        in_memory, in_backend, seq = last
+        if seq >= 0:
+            dropped = self._drop_deferred_after(seq)
+            self.message_count -= dropped
+            return True
+        if in_backend and not self._backend.unput(in_backend):
+            return False
+        if in_memory:
+            self._memory.pop()
+            self._mem_count -= in_memory
+        self.message_count -= in_memory + in_backend
+        return True
+
+    def _drop_deferred_after(self, seq: int) -> int:
+        """Forget deferred messages pushed after ``seq`` (their records acknowledged)."""
+        keep = [entry for entry in self._deferred if entry[1] <= seq]
+        dropped = [entry for entry in self._deferred if entry[1] > seq]
+        if dropped:
+            heapq.heapify(keep)
+            self._deferred = keep
+            store = self._deferred_backend
+            if store is not None:
+                store.ack_many([entry[3] for entry in dropped if entry[3] != _NO_TICKET])
+        return len(dropped)
 
     # -- waking consumers --------------------------------------------------
 
@@ -437,11 +535,44 @@ class Channel:
             self._backend.put(encode_message_fields(msg_id, body, timestamp, attempts))
 
     def _defer(self, msg: Message, due: float) -> None:
+        """Hold a message until ``due`` (durably, as a deferred record, in durable mode).
+
+        Raises:
+            BackendError: the deferred record could not be stored.
+        """
+        ticket = _NO_TICKET
+        store = self._deferred_backend
+        if store is not None:
+            store.put(encode_deferred(due, encode_message(msg)))
+            taken = store.take()  # the record just written: everything before is loaded
+            if taken is not None:
+                ticket = taken[1]
         self._seq += 1
-        heapq.heappush(self._deferred, (due, self._seq, msg))
+        heapq.heappush(self._deferred, (due, self._seq, msg, ticket))
         if due < self._announced:
             self._announced = due
             self.on_deadline(self, due)
+
+    def _load_deferred(self, store: Backend, now: float) -> None:
+        """Read every deferred record back into the heap (on open, after a restart)."""
+        del now
+        for _ in range(store.depth + 1):
+            taken = store.take()
+            if taken is None:
+                break
+            payload, ticket = taken
+            decoded = decode_deferred(payload)
+            if decoded is None:
+                store.ack_many((ticket,))
+                continue
+            due, record = decoded
+            msg = decode_message(record)
+            self._seq += 1
+            heapq.heappush(self._deferred, (due, self._seq, msg, ticket))
+
+    def _ack(self, ticket: int) -> None:
+        if ticket != _NO_TICKET:
+            self._backend.ack_many((ticket,))
 
     # -- delivery and answers --------------------------------------------
 
@@ -496,17 +627,21 @@ class Channel:
         if self.paused or limit <= 0:
             return []
         batches = self._take_memory(limit) if self._mem_count else []
+        tickets = [_NO_TICKET] * len(batches)
         missing = limit - sum([len(batch[0]) for batch in batches])
         if missing > 0:
             backend = self._backend
             if backend.depth:
-                get = backend.get
+                take = backend.take
                 for _ in range(missing):
-                    record = get()
-                    if record is None:
+                    taken = take()
+                    if taken is None:
                         break
-                    msg = decode_message(record)
+                    msg = decode_message(taken[0])
                     batches.append(((msg.id,), (msg.body,), msg.timestamp, msg.attempts + 1))
+                    tickets.append(taken[1])
+                if self._durable:
+                    backend.note_reads()  # one small write per delivery round
             if not batches:
                 return batches
         deadline = now + timeout
@@ -514,7 +649,7 @@ class Channel:
         heap = self._heap
         seq = self._seq
         named = self._heap_ids
-        for batch in batches:
+        for batch, ticket in zip(batches, tickets, strict=True):
             ids, bodies, timestamp, attempts = batch
             seq += 1
             key = (deadline, seq, ids)
@@ -528,6 +663,7 @@ class Channel:
                         repeat(attempts),
                         repeat(client_id),
                         repeat(now),
+                        repeat(ticket),
                         repeat(key),
                     ),
                     strict=False,  # the inner zip is as long as ``bodies``
@@ -601,6 +737,7 @@ class Channel:
         """
         entry = self._owned(client_id, msg_id)
         del self._in_flight[msg_id]
+        self._ack(entry[_TICKET])
         if self.on_finish is not None:
             self.on_finish(msg_id)
         if self.e2e is not None and now is not None:
@@ -622,16 +759,21 @@ class Channel:
         e2e = self.e2e if now is not None else None
         now_ns = int(now * 1e9) if now is not None else 0
         on_finish = self.on_finish
+        tickets: list[int] = []
         for msg_id in msg_ids:
             entry = get(msg_id)
             if entry is not None and entry[_OWNER] == client_id:
                 del in_flight[msg_id]
+                if entry[_TICKET] != _NO_TICKET:
+                    tickets.append(entry[_TICKET])
                 if e2e is not None:
                     e2e.record(now_ns - entry[_TIMESTAMP], now)  # type: ignore[arg-type]
                 if on_finish is not None:
                     on_finish(msg_id)
             else:
                 failed.append((msg_id, _NOT_IN_FLIGHT if entry is None else _NOT_OWNER))
+        if tickets:
+            self._backend.ack_many(tickets)  # one journal write for the run
         return failed
 
     def requeue(self, client_id: int, msg_id: bytes, delay: float, now: float) -> None:
@@ -646,14 +788,16 @@ class Channel:
                 nothing changed.
         """
         entry = self._owned(client_id, msg_id)
-        del self._in_flight[msg_id]
-        self.requeue_count += 1
         body, timestamp, attempts = entry[_BODY], entry[_TIMESTAMP], entry[_ATTEMPTS]
+        # Stored again first, acknowledged after: a crash in between duplicates, never loses.
         if delay > 0:
             self._defer(Message(msg_id, body, timestamp, attempts), now + delay)
-            return
-        self._ready(msg_id, body, timestamp, attempts)
-        if not self.paused:
+        else:
+            self._ready(msg_id, body, timestamp, attempts)
+        del self._in_flight[msg_id]
+        self._ack(entry[_TICKET])
+        self.requeue_count += 1
+        if delay <= 0 and not self.paused:
             self.wakeup()
 
     def touch(self, client_id: int, msg_id: bytes, now: float, timeout: float) -> None:
@@ -740,9 +884,10 @@ class Channel:
                 entry = in_flight.get(msg_id)
                 if entry is None or entry[_KEY] is not key:
                     continue  # answered, touched or redelivered since: stale
-                del in_flight[msg_id]
-                owners.append(entry[_OWNER])
                 self._ready(msg_id, entry[_BODY], entry[_TIMESTAMP], entry[_ATTEMPTS])
+                del in_flight[msg_id]
+                self._ack(entry[_TICKET])
+                owners.append(entry[_OWNER])
         if owners:
             self.timeout_count += len(owners)
             if not self.paused:
@@ -758,8 +903,11 @@ class Channel:
         deferred = self._deferred
         moved = 0
         while deferred and deferred[0][0] <= now:
-            msg = heapq.heappop(deferred)[2]
+            _due, _seq, msg, ticket = deferred[0]
             self._ready(msg.id, msg.body, msg.timestamp, msg.attempts)
+            heapq.heappop(deferred)
+            if ticket != _NO_TICKET and self._deferred_backend is not None:
+                self._deferred_backend.ack_many((ticket,))
             moved += 1
         if moved and not self.paused:
             self.wakeup()
@@ -783,6 +931,13 @@ class Channel:
             self._announced = deadline
             self.on_deadline(self, deadline)
         return owners
+
+    def announce(self) -> None:
+        """Announce the channel's earliest deadline through ``on_deadline`` (after opening)."""
+        deadline = self.next_deadline()
+        if deadline is not None:
+            self._announced = deadline
+            self.on_deadline(self, deadline)
 
     def next_deadline(self) -> float | None:
         """The earliest in-flight deadline or deferred due time, or None."""
@@ -849,6 +1004,8 @@ class Channel:
         self._heap_ids = 0
         self._deferred.clear()
         self._backend.empty()
+        if self._deferred_backend is not None:
+            self._deferred_backend.empty()
         return owners
 
     def sync(self) -> None:
@@ -873,17 +1030,12 @@ class Channel:
         """
         del now  # kept for symmetry with the other time-driven calls
         put = self._backend.put
-        memory = self._memory
-        while memory:
-            ids, bodies, timestamp, attempts = memory[0]
-            # Bounded by the batch; ``_head`` follows each write, so a failed
-            # write leaves exactly the unwritten messages in memory.
-            for index in range(self._head, len(ids)):
-                put(encode_message_fields(ids[index], bodies[index], timestamp, attempts))
-                self._head = index + 1
-                self._mem_count -= 1
-            memory.popleft()
-            self._head = 0
+        if self._durable:
+            # In-flight and deferred messages already have durable records
+            # (acknowledged only by FIN): writing them again would duplicate.
+            self._flush_memory(put)
+            return
+        self._flush_memory(put)
         in_flight = self._in_flight
         # Deadline order; sorted() is stable, so a batch keeps delivery order.
         for msg_id, entry in sorted(in_flight.items(), key=lambda item: item[1][_KEY][:2]):
@@ -896,12 +1048,29 @@ class Channel:
             put(encode_message(deferred[0][2]))
             heapq.heappop(deferred)
 
+    def _flush_memory(self, put: Callable[[bytes], None]) -> None:
+        memory = self._memory
+        while memory:
+            ids, bodies, timestamp, attempts = memory[0]
+            # Bounded by the batch; ``_head`` follows each write, so a failed
+            # write leaves exactly the unwritten messages in memory.
+            for index in range(self._head, len(ids)):
+                put(encode_message_fields(ids[index], bodies[index], timestamp, attempts))
+                self._head = index + 1
+                self._mem_count -= 1
+            memory.popleft()
+            self._head = 0
+
     def close(self) -> None:
-        """Close the backend, keeping its records; call `flush` first to keep the rest."""
+        """Close the backends, keeping their records; call `flush` first to keep the rest."""
         self._backend.close()
+        if self._deferred_backend is not None:
+            self._deferred_backend.close()
 
     def delete(self) -> None:
         """Drop every message and remove the backend for good."""
         self.empty()
         self._backend.delete()
+        if self._deferred_backend is not None:
+            self._deferred_backend.delete()
         self.deleted = True

@@ -49,9 +49,11 @@ class QueueConfig:
             latency each channel reports in /stats (e.g. 1.0, 0.99, 0.95);
             empty measures nothing, as in nsqd.
         e2e_processing_latency_window_time: how far back those quantiles look.
-        sync_on_publish: every publish (PUB, MPUB, DPUB, HTTP) is made durable
-            in the backends it reached before the call returns: one sync per
-            batch instead of one per message. The node's durable mode.
+        sync_on_publish: the node's durable mode. The shell makes every
+            publish durable before it answers (one group-committed fsync off
+            the event loop, `shoal.cluster.disk_queue`), and channels keep
+            each message in their backend until it is FINed, deferred ones
+            included (`shoal.queue.channel`).
     """
 
     node_id: int = 0

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
 import struct
 import zlib
@@ -43,15 +44,18 @@ from shoal.errors import ConfigError, LocalProtocolError
 from shoal.queue.message import HEADER_SIZE
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
     "META_SUFFIX",
     "NEED_DATA",
+    "READ_MARK",
     "RECORD_HEADER",
     "RECORD_HEADER_SIZE",
+    "TICKET_SHIFT",
     "Corrupt",
     "DiskQueueConfig",
+    "Hole",
     "NeedData",
     "QueueMeta",
     "Record",
@@ -59,15 +63,21 @@ __all__ = [
     "RecoveryPlan",
     "bad_file_name",
     "check_queue_name",
+    "decode_acks",
+    "decode_deferred",
     "decode_meta",
     "decode_record",
+    "encode_acks",
+    "encode_deferred",
     "encode_meta",
     "encode_record",
+    "make_ticket",
     "max_record_size",
     "meta_file_name",
     "parse_segment_number",
     "plan_recovery",
     "segment_file_name",
+    "ticket_position",
 ]
 
 #: On disk: payload length, crc32 of the payload. Changing it breaks every
@@ -208,40 +218,65 @@ def decode_record(
     return Record(payload, end)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Hole:
+    """Bytes of a segment that hold no intact record, between two that do (or the end).
+
+    Attributes:
+        start: file position where the damage starts.
+        end: file position of the next intact record, or the end of the data.
+        reason: what was wrong at ``start``, one line.
+    """
+
+    start: int
+    end: int
+    reason: str
+
+
 class RecordScanner:
     """Counts the intact records of one segment, fed in chunks of any size.
 
-    Used on start to verify everything from the read position on. It keeps at
-    most one partial record between chunks and never copies payloads, so a
-    gigabyte scans at checksum speed.
+    Used on start to verify everything from the read position on. A record
+    that does not verify starts a `Hole`: the scanner then looks at every
+    following byte offset for a header whose length is in range and whose
+    checksum matches the payload after it, and resumes counting there, so a
+    flipped bit costs the records it touches and nothing after them. (A
+    random offset passes both checks with odds below 2**-32 per offset.)
+    It keeps at most one partial record between chunks and never copies
+    payloads, so a gigabyte scans at checksum speed.
 
     Attributes:
-        position: file position just past the last intact record; where a
-            damaged segment is cut.
+        position: file position just past the last intact record.
         records: intact records seen so far.
+        holes: the damaged stretches found so far, in file order.
     """
 
-    __slots__ = ("_corrupt", "_max_record_size", "_pending", "position", "records")
+    __slots__ = (
+        "_hole",
+        "_max_record_size",
+        "_pending",
+        "_pending_at",
+        "holes",
+        "position",
+        "records",
+    )
 
     def __init__(self, *, start: int, max_record_size: int) -> None:
         self.position = start
         self.records = 0
+        self.holes: list[Hole] = []
         self._max_record_size = max_record_size
         self._pending = bytearray()
-        self._corrupt: Corrupt | None = None
+        self._pending_at = start  # file position of ``_pending[0]``
+        self._hole: tuple[int, str] | None = None  # (start, reason) while searching
 
-    def feed(self, data: bytes) -> Corrupt | None:
-        """Scan the next bytes of the segment.
+    def feed(self, data: bytes) -> None:
+        """Scan the next bytes of the segment."""
+        self._scan(data, eof=False)
 
-        Returns:
-            The first damage found (at a file position), now or by an earlier
-            call; None while every complete record is intact. After damage the
-            scanner ignores further input.
-        """
-        if self._corrupt is not None:
-            return self._corrupt
-        # Scan the chunk in place unless a partial record is waiting for it.
+    def _scan(self, data: bytes, *, eof: bool) -> None:
         buf: bytes | bytearray = data
+        base = self._pending_at
         if self._pending:
             self._pending += data
             buf = self._pending
@@ -252,52 +287,71 @@ class RecordScanner:
         size = len(buf)
         offset = 0
         count = 0
+        hole = self._hole
         with memoryview(buf) as view:
-            # Each pass consumes one whole record or leaves, so the loop ends.
+            # Each pass consumes one whole record, or one byte of a hole, or leaves.
             while offset <= last_header:
                 length, crc = unpack(buf, offset)
                 if not 1 <= length <= limit:
-                    self._corrupt = Corrupt(
-                        f"record length {length} is outside 1..{limit}", self.position + offset
-                    )
-                    break
+                    if hole is None:
+                        hole = (base + offset, f"record length {length} is outside 1..{limit}")
+                    offset += 1
+                    continue
                 end = offset + RECORD_HEADER_SIZE + length
                 if end > size:
-                    break
+                    if not eof:
+                        break
+                    # At the end of the data: a torn write, or a damaged length.
+                    if hole is None:
+                        hole = (
+                            base + offset,
+                            f"torn record: segment ends {size - offset - RECORD_HEADER_SIZE}"
+                            f" bytes into a record of {length} bytes",
+                        )
+                    offset += 1
+                    continue
                 if crc32(view[offset + RECORD_HEADER_SIZE : end]) != crc:
-                    self._corrupt = Corrupt(
-                        f"checksum mismatch in a record of {length} bytes", self.position + offset
-                    )
-                    break
+                    if hole is None:
+                        hole = (base + offset, f"checksum mismatch in a record of {length} bytes")
+                    offset += 1
+                    continue
+                if hole is not None:
+                    self.holes.append(Hole(hole[0], base + offset, hole[1]))
+                    hole = None
                 offset = end
                 count += 1
+                self.position = base + end
+        self._hole = hole
         if buf is self._pending:
             del self._pending[:offset]
         elif offset < size:
             self._pending += buf[offset:]
-        self.position += offset
+        self._pending_at = base + offset
         self.records += count
-        return self._corrupt
 
-    def finish(self) -> Corrupt | None:
+    def finish(self) -> list[Hole]:
         """Declare the end of the segment.
 
         Returns:
-            The damage found earlier, or a torn record if the segment ended
-            inside one, or None when the whole segment is intact.
+            Every hole found, the last one reaching the end of the data when
+            the segment ends in damage or inside a record (a torn write).
         """
-        if self._corrupt is None and self._pending:
+        end = self._pending_at + len(self._pending)
+        if self._pending:
+            # Records may still follow a damaged length that points past the end.
+            self._scan(b"", eof=True)
+        if self._pending and self._hole is None:
             left = len(self._pending)
-            if left < RECORD_HEADER_SIZE:
-                reason = f"torn record: segment ends {left} bytes into a record header"
-            else:
-                length = RECORD_HEADER.unpack_from(self._pending)[0]
-                reason = (
-                    f"torn record: segment ends {left - RECORD_HEADER_SIZE} bytes"
-                    f" into a record of {length} bytes"
-                )
-            self._corrupt = Corrupt(reason, self.position)
-        return self._corrupt
+            self._hole = (
+                self._pending_at,
+                f"torn record: segment ends {left} bytes into a record header",
+            )
+        if self._hole is not None:
+            self.holes.append(Hole(self._hole[0], end, self._hole[1]))
+            self._hole = None
+        self._pending.clear()
+        self._pending_at = end
+        return list(self.holes)
 
 
 # --- file names ----------------------------------------------------------------------------
@@ -356,6 +410,10 @@ class QueueMeta:
         read_pos: offset of the next unread record in it.
         write_file: segment being written.
         write_pos: its size (informative: recovery rescans).
+        ack_generation: with acknowledgements, the first ack journal that
+            is not already folded into ``outstanding`` (see `DiskQueue`).
+        outstanding: with acknowledgements, the tickets (`make_ticket`) of
+            records read before the sync and not yet acknowledged.
     """
 
     depth: int
@@ -363,31 +421,42 @@ class QueueMeta:
     read_pos: int
     write_file: int
     write_pos: int
+    ack_generation: int | None = None
+    outstanding: tuple[int, ...] = ()
 
 
 def encode_meta(meta: QueueMeta) -> bytes:
-    """Return the position file: nsqd's three text lines plus a crc32 line."""
+    """Return the position file: nsqd's three text lines, the acks line if any, a crc32 line."""
     body = (
         f"{meta.depth}\n{meta.read_file},{meta.read_pos}\n{meta.write_file},{meta.write_pos}\n"
     ).encode("ascii")
+    if meta.ack_generation is not None:
+        tickets = ",".join(f"{ticket:x}" for ticket in meta.outstanding)
+        body += f"{meta.ack_generation};{tickets}\n".encode("ascii")
     return body + b"%08x\n" % zlib.crc32(body)
 
 
 def decode_meta(data: bytes) -> QueueMeta | Corrupt:
     """Parse `encode_meta` output; anything else is `Corrupt` (offset 0)."""
     lines = data.split(b"\n")
-    if len(lines) != 5 or lines[4] != b"":
-        return Corrupt(f"position file has {len(lines) - 1} lines, expected 4", 0)
-    body = b"\n".join(lines[:3]) + b"\n"
-    if lines[3] != b"%08x" % zlib.crc32(body):
+    if len(lines) not in (5, 6) or lines[-1] != b"":
+        return Corrupt(f"position file has {len(lines) - 1} lines, expected 4 or 5", 0)
+    body = b"\n".join(lines[:-2]) + b"\n"
+    if lines[-2] != b"%08x" % zlib.crc32(body):
         return Corrupt("position file checksum mismatch", 0)
+    generation: int | None = None
+    outstanding: tuple[int, ...] = ()
     try:
         depth = int(lines[0])
         read_file, read_pos = (int(field) for field in lines[1].split(b","))
         write_file, write_pos = (int(field) for field in lines[2].split(b","))
+        if len(lines) == 6:
+            gen_text, _, tickets = lines[3].partition(b";")
+            generation = int(gen_text)
+            outstanding = tuple(int(t, 16) for t in tickets.split(b",")) if tickets else ()
     except ValueError:
         return Corrupt("position file fields are not integers", 0)
-    if min(depth, read_file, read_pos, write_file, write_pos) < 0 or read_file > write_file:
+    if min(depth, read_file, read_pos, write_file, write_pos, generation or 0, *outstanding) < 0:
         return Corrupt("position file holds impossible positions", 0)
     return QueueMeta(
         depth=depth,
@@ -395,7 +464,56 @@ def decode_meta(data: bytes) -> QueueMeta | Corrupt:
         read_pos=read_pos,
         write_file=write_file,
         write_pos=write_pos,
+        ack_generation=generation,
+        outstanding=outstanding,
     )
+
+
+# --- acknowledgements and deferred records ---------------------------------------------------
+
+#: A ticket is ``segment << TICKET_SHIFT | offset``: where a record starts.
+TICKET_SHIFT = 40
+#: Set on a journal entry that marks how far records were handed out (not an ack).
+READ_MARK = 1 << 63
+_TICKET = struct.Struct(">Q")
+_DUE = struct.Struct(">d")
+
+
+def make_ticket(segment: int, offset: int) -> int:
+    """Return the ticket naming the record at ``offset`` of ``segment``."""
+    return segment << TICKET_SHIFT | offset
+
+
+def ticket_position(ticket: int) -> tuple[int, int]:
+    """Return ``(segment, offset)`` of a ticket."""
+    return ticket >> TICKET_SHIFT, ticket & ((1 << TICKET_SHIFT) - 1)
+
+
+def encode_acks(tickets: Sequence[int]) -> bytes:
+    """Return one ack-journal record acknowledging ``tickets`` (non-empty)."""
+    return encode_record(b"".join(map(_TICKET.pack, tickets)))
+
+
+def decode_acks(payload: bytes) -> list[int] | None:
+    """Return the tickets of an ack-journal record payload, or None if it is malformed."""
+    if len(payload) % _TICKET.size:
+        return None
+    return [ticket for (ticket,) in _TICKET.iter_unpack(payload)]
+
+
+def encode_deferred(due: float, record: bytes) -> bytes:
+    """Return a deferred-queue record: the wall-clock due time, then the message record."""
+    return _DUE.pack(due) + record
+
+
+def decode_deferred(payload: bytes) -> tuple[float, bytes] | None:
+    """Return ``(due, message record)`` of a deferred-queue record, or None if malformed."""
+    if len(payload) <= _DUE.size:
+        return None
+    (due,) = _DUE.unpack_from(payload)
+    if not math.isfinite(due):
+        return None
+    return due, payload[_DUE.size :]
 
 
 # --- recovery ------------------------------------------------------------------------------
@@ -407,11 +525,13 @@ class RecoveryPlan:
 
     Attributes:
         stale: segments wholly before the read position: already consumed,
-            their deletion was cut short; delete them.
+            their deletion was cut short; delete them. Segments holding
+            outstanding tickets are never stale.
         scan: segments to verify and serve, in order.
         read_pos: where to start scanning ``scan[0]``; the others start at 0.
         write_file: the segment to append to (``scan[-1]`` if any).
         notes: damage found by looking at names and sizes alone, one line each.
+        meta_ignored: the position file pointed past the data and was not used.
     """
 
     stale: tuple[int, ...]
@@ -419,15 +539,21 @@ class RecoveryPlan:
     read_pos: int
     write_file: int
     notes: tuple[str, ...]
+    meta_ignored: bool = False
 
 
-def plan_recovery(meta: QueueMeta | None, segments: Mapping[int, int]) -> RecoveryPlan:
+def plan_recovery(
+    meta: QueueMeta | None, segments: Mapping[int, int], *, acks: bool = False
+) -> RecoveryPlan:
     """Decide which segments to serve, given the position file and the files found.
 
     Args:
         meta: the position file, or None when it is missing or corrupt (then
             every segment is served from its start: redelivery, not loss).
         segments: segment number to file size, for every segment on disk.
+        acks: the queue keeps records until acknowledged, so a segment read
+            and acknowledged may be gone while an older one is still held:
+            gaps are not damage.
 
     Returns:
         The plan. A missing read segment is normal (it was fully read and
@@ -435,27 +561,38 @@ def plan_recovery(meta: QueueMeta | None, segments: Mapping[int, int]) -> Recove
     """
     numbers = sorted(segments)
     notes: list[str] = []
+    ignored = False
+    if meta is not None and numbers:
+        past = None
+        if meta.read_file > numbers[-1]:
+            past = f"read segment {meta.read_file} is after the last segment {numbers[-1]}"
+        elif meta.read_file in segments and meta.read_pos > segments[meta.read_file]:
+            past = (
+                f"segment {meta.read_file} is {segments[meta.read_file]} bytes, shorter than"
+                f" the read position {meta.read_pos}"
+            )
+        if past is not None:
+            # A position past the data is not evidence that anything was read:
+            # serve everything that verifies rather than delete it.
+            notes.append(f"position file points past the data ({past}); serving every segment")
+            meta = None
+            ignored = True
     if meta is None:
         stale: list[int] = []
         scan = numbers
         read_pos = 0
     else:
-        stale = [n for n in numbers if n < meta.read_file]
+        # A read segment still holding unacknowledged records stays (see `DiskQueue`).
+        held = {ticket_position(t)[0] for t in meta.outstanding}
+        stale = [n for n in numbers if n < meta.read_file and n not in held]
         scan = [n for n in numbers if n >= meta.read_file]
         read_pos = 0
         if scan and scan[0] == meta.read_file:
             read_pos = meta.read_pos
-            size = segments[meta.read_file]
-            if read_pos > size:
-                notes.append(
-                    f"segment {meta.read_file} is {size} bytes, shorter than the read"
-                    f" position {read_pos}; nothing in it is served"
-                )
-                read_pos = size
-        elif scan and scan[0] > meta.read_file + 1:
+        elif scan and scan[0] > meta.read_file + 1 and not acks:
             notes.append(f"segments {meta.read_file + 1}..{scan[0] - 1} are missing")
     for previous, current in itertools.pairwise(scan):
-        if current > previous + 1:
+        if current > previous + 1 and not acks:
             notes.append(f"segments {previous + 1}..{current - 1} are missing")
     if scan:
         write_file = scan[-1]
@@ -470,4 +607,5 @@ def plan_recovery(meta: QueueMeta | None, segments: Mapping[int, int]) -> Recove
         read_pos=read_pos,
         write_file=write_file,
         notes=tuple(notes),
+        meta_ignored=ignored,
     )

@@ -40,6 +40,7 @@ import json
 import random
 from typing import TYPE_CHECKING, Any
 
+from shoal import strict_json
 from shoal.queue import errors
 from shoal.queue.backend import BackendError
 from shoal.queue.channel import Channel, InFlightError
@@ -447,8 +448,8 @@ class ClientV2:
         if self.state != ClientState.INIT:
             raise FatalClientError(errors.E_INVALID, "cannot IDENTIFY in current state")
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            data = strict_json.loads(body)
+        except strict_json.JSONBodyError:
             raise FatalClientError(
                 errors.E_BAD_BODY, "IDENTIFY failed to decode JSON body"
             ) from None

@@ -47,7 +47,8 @@ from __future__ import annotations
 import collections
 from typing import TYPE_CHECKING, TypeAlias
 
-from shoal.queue.channel import EPHEMERAL_SUFFIX, Channel
+from shoal.queue.backend import BackendError
+from shoal.queue.channel import DEFERRED_SUFFIX, EPHEMERAL_SUFFIX, Channel
 from shoal.queue.message import (
     Message,
     MessageIDGenerator,
@@ -175,8 +176,9 @@ class Topic:
             defer: seconds every channel holds its copy back (DPUB).
 
         Raises:
-            BackendError: a backend refused a record; the messages are counted
-                and may be stored in some channels but not others.
+            BackendError: a backend refused a record; the messages are
+                counted but stored nowhere (channels that took them give
+                them back).
         """
         count = len(bodies)
         if not count:
@@ -193,15 +195,18 @@ class Topic:
             ids = tuple(self._ids.next_ids(ts, count))
             self.message_bytes += sum(map(len, held))
         if self._fanout and not self.paused:
-            for channel in self._fanout:
-                channel.put_batch(ids, held, ts, now, defer)
-            if self._config.sync_on_publish:
+            stored: list[Channel] = []
+            try:
                 for channel in self._fanout:
-                    channel.sync()
+                    channel.put_batch(ids, held, ts, now, defer)
+                    stored.append(channel)
+            except BackendError:
+                # The publish is answered with an error: no channel keeps it.
+                for channel in stored:
+                    channel.take_back_batch()
+                raise
         else:
             self._hold(ids, held, ts, defer)
-            if self._config.sync_on_publish:
-                self._backend.sync()
 
     def new_ids(self, ts: int, count: int) -> tuple[bytes, ...]:
         """Fresh message IDs for a publish at ``ts`` whose messages are placed later."""
@@ -241,15 +246,13 @@ class Topic:
         self.message_bytes += sum(map(len, bodies))
         if channels is None:
             self._hold(ids, bodies, ts, defer)
-            if self._config.sync_on_publish:
-                self._backend.sync()
             return
+        # In durable mode the publish paths await the group commit (as for
+        # `publish`) before they answer.
         for name in channels:
             channel = self.channels.get(name)
             if channel is not None:
                 channel.put_batch(ids, bodies, ts, now, defer)
-                if self._config.sync_on_publish:
-                    channel.sync()
 
     def _hold(
         self, ids: tuple[bytes, ...], bodies: tuple[bytes, ...], ts: int, defer: float
@@ -266,9 +269,16 @@ class Topic:
             self._mem_count += room
         else:
             room = 0
-        put = self._backend.put
-        for index in range(room, count):
-            put(encode_message_fields(ids[index], bodies[index], ts, 0))
+        encode = encode_message_fields
+        try:
+            self._backend.put_many(
+                [encode(ids[index], bodies[index], ts, 0) for index in range(room, count)]
+            )
+        except BackendError:
+            if room:  # all or nothing
+                self._memory.pop()
+                self._mem_count -= room
+            raise
 
     def pump(self, now: float, limit: int) -> int:
         """Move up to ``limit`` backlog messages into every channel.
@@ -337,14 +347,20 @@ class Topic:
         Returns:
             The channel and whether it was created by this call.
         """
-        del now  # creation has no time-dependent state yet
         channel = self.channels.get(name)
         if channel is not None:
             return channel, False
         ephemeral = self.ephemeral or name.endswith(EPHEMERAL_SUFFIX)
         backend = self._backend_factory(f"{self.name}:{name}", ephemeral=ephemeral)
-        channel = Channel(self.name, name, self._config, backend)
+        deferred = None
+        if self._config.sync_on_publish and not ephemeral:
+            # Durable mode: deferred messages are records too (see `Channel`).
+            deferred = self._backend_factory(
+                f"{self.name}:{name}{DEFERRED_SUFFIX}", ephemeral=ephemeral
+            )
+        channel = Channel(self.name, name, self._config, backend, deferred, now)
         channel.on_deadline = self.on_deadline
+        channel.announce()
         first = not self._fanout
         self.channels[name] = channel
         self._fanout = tuple(self.channels.values())
