@@ -121,6 +121,12 @@ def loopback(n: int, idle: float) -> None:
             f"N={n}: SIGKILL to dead: first observer {min(per_observer):.2f}s, "
             f"every observer {max(per_observer):.2f}s"
         )
+        stats = [members(x)["statistics"] for x in others]
+        print(
+            f"N={n}: evidence: {sum(s['watch']['closures'] for s in stats)} watch streams "
+            f"closed, {sum(s['engine']['refusals'] for s in stats)} probes refused, "
+            f"{sum(s['engine']['refusal_deaths'] for s in stats)} deaths declared on it"
+        )
 
         leaver = others[-1]
         leaver_name = next(

@@ -22,6 +22,7 @@ from shoal.cluster.membership_driver import (
     MessageStream,
     StreamError,
 )
+from shoal.cluster.neighbour_watch import HELLO, WATCH_TAG, WatchStatistics
 from shoal.errors import ConfigError
 from shoal.membership import (
     Address,
@@ -163,7 +164,8 @@ async def test_driver_three_nodes_join_through_one_seed() -> None:
                 await eventually(lambda: driver.statistics().packets_received > 0)  # noqa: B023
                 stats = driver.statistics()
                 assert stats.bytes_received >= stats.engine.bytes_received > 0
-                assert stats.packets_sent > 0
+                # The sender task writes what the engine queued a moment later.
+                await eventually(lambda: driver.statistics().packets_sent > 0)  # noqa: B023
             nursery.cancel_scope.cancel()
 
 
@@ -508,3 +510,78 @@ async def test_message_stream_refuses_oversize_announcement() -> None:
         with pytest.raises(StreamError) as info:
             await receiver.receive_message()
     assert info.value.reason == "oversize"
+
+
+def watch_stats(running: Running) -> WatchStatistics:
+    return running.driver.statistics().watch
+
+
+async def test_driver_watch_close_is_evidence_on_crash_and_not_on_leave() -> None:
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            nodes = await start_cluster(nursery, ["a", "b", "c", "d"])
+            # Every member watches its two successors on the ring.
+            await eventually(lambda: all(watch_stats(n).established >= 2 for n in nodes))
+            await eventually(lambda: all(watch_stats(n).watchers == 2 for n in nodes))
+            by_name = {n.driver.name: n for n in nodes}
+            leaver, victim = by_name["c"], by_name["d"]
+            assert await leaver.driver.leave(2.0)
+            leaver.scope.cancel()
+            rest = [n for n in nodes if n not in (leaver, victim)]
+            await eventually(lambda: all(state_of(n.driver, "c") is MemberState.LEFT for n in rest))
+            # The leaver said goodbye on its watch streams: nothing was evidence.
+            assert sum(watch_stats(n).goodbyes for n in [*rest, victim]) >= 1
+            assert sum(watch_stats(n).closures for n in [*rest, victim]) == 0
+            assert all(n.driver.statistics().engine.watch_closures == 0 for n in rest)
+            await eventually(lambda: all(watch_stats(n).watchers >= 1 for n in [victim]))
+            closures_before = sum(n.driver.statistics().engine.watch_closures for n in rest)
+            victim.scope.cancel()  # a crash: sockets closed, no goodbye
+            await eventually(lambda: all(state_of(n.driver, "d") is MemberState.DEAD for n in rest))
+            assert sum(n.driver.statistics().engine.watch_closures for n in rest) > closures_before
+            assert sum(watch_stats(n).closures for n in rest) >= 1
+            assert all(state_of(n.driver, m.driver.name) is MemberState.ALIVE
+                       for n in rest for m in rest)  # fmt: skip
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.slow
+async def test_driver_watch_streams_are_bounded_and_outlive_stream_timeout() -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            a = await start(nursery, "a")
+            held: list[MessageStream] = []
+            for _ in range(18):
+                tcp = await trio.open_tcp_stream(*a.address)
+                stream = MessageStream(tcp, keyring=None, label=b"shoal", max_message_size=64)
+                await stream.send_message(bytes((WATCH_TAG,)))
+                held.append(stream)
+            replies = []
+            for stream in held:
+                try:
+                    replies.append(await stream.receive_message())
+                except trio.EndOfChannel:
+                    replies.append(b"<closed>")
+            # 16 watchers at most; the rest are turned away before HELLO.
+            assert replies.count(HELLO) == 16
+            assert replies.count(b"<closed>") == 2
+            assert watch_stats(a).busy == 2
+            await trio.sleep(FAST.stream_timeout * 2)  # past the stream deadline
+            assert watch_stats(a).watchers == 16
+            assert "timeout" not in dropped(a.driver)
+            # A watcher that sends garbage is hung up on; nothing else changes.
+            await held[0].send_message(b"junk")
+            await eventually(lambda: watch_stats(a).watchers == 15)
+            for stream in held:
+                await stream.aclose()
+            await eventually(lambda: watch_stats(a).watchers == 0)
+            # A watcher that announces a large message and never sends it is
+            # hung up on at once: a watch stream has no deadline, so it must
+            # not sit in the inbound budget waiting for the bytes.
+            tcp = await trio.open_tcp_stream(*a.address)
+            async with tcp:
+                await tcp.send_all(FRAME_HEADER.pack(1) + bytes((WATCH_TAG,)))
+                await eventually(lambda: watch_stats(a).watchers == 1)
+                await tcp.send_all(FRAME_HEADER.pack(60_000))
+                await eventually(lambda: watch_stats(a).watchers == 0)
+            assert states(a.driver) == {"a": MemberState.ALIVE}
+            nursery.cancel_scope.cancel()

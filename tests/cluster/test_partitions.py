@@ -146,3 +146,37 @@ def test_ten_percent_loss_on_every_link_declares_no_one_dead(five: Nodes) -> Non
     _status, body = nodes[0].http_get("/members")
     stats: dict[str, Any] = json.loads(body)["statistics"]
     print("membership statistics of node0 under 10% loss:", json.dumps(stats["engine"])[:400])
+    # TCP resends through loss: no watch stream closed.
+    assert all(statistics(n)["watch"]["closures"] == 0 for n in nodes)
+
+
+def statistics(node: NodeInNamespace) -> dict[str, Any]:
+    status, body = node.http_get("/members")
+    assert status == 200, body
+    stats: dict[str, Any] = json.loads(body)["statistics"]
+    return stats
+
+
+@pytest.mark.parametrize("five", ["lan"], indirect=True)
+def test_cut_link_is_detected_by_silence_with_lifeguard_timing(
+    five: Nodes, record_property: Callable[[str, object], None]
+) -> None:
+    """A host that drops off the network refuses nothing and closes nothing.
+
+    So neither refusals nor the neighbour watch may speed its detection:
+    it is declared dead when its suspicion times out (at least 4 s at five
+    members in the lan profile), as before either existed.
+    """
+    nodes = five.nodes
+    eventually(lambda: all(all_alive(n) for n in nodes), 30)
+    # Every node holds its watch streams before the cut.
+    eventually(lambda: all(statistics(n)["watch"]["established"] >= 2 for n in nodes), 15)
+    victim, others = nodes[-1], nodes[:-1]
+    victim.host.cut()
+    cut_at = time.monotonic()
+    took = eventually(lambda: all(members(n)["node4"] == "dead" for n in others), 60)
+    record_property("link_cut_to_dead_everywhere_s", round(took, 2))
+    stats = [statistics(n) for n in others]
+    assert sum(s["watch"]["closures"] for s in stats) == 0
+    assert sum(s["engine"]["refusal_deaths"] for s in stats) == 0
+    assert time.monotonic() - cut_at >= 4.0  # a suspicion timeout, not evidence

@@ -142,9 +142,15 @@ def test_sigkill_is_dead_everywhere_and_gone_from_every_lookup_by_refusals(
     poll.join(40)
     record_property("sigkill_to_dead_everywhere_s", round(max(dead_at.values()), 3))
     record_property("sigkill_to_lookup_empty_everywhere_s", round(max(gone_at.values()), 3))
-    # The mechanism: deaths declared on refusal evidence, not by a timeout ...
-    refusal_deaths = sum(members(x)["statistics"]["engine"]["refusal_deaths"] for x in others)
-    assert refusal_deaths >= 1
+    # The mechanism: the victim's watchers saw their watch streams close
+    # (the kernel closed the dead process's connections), and deaths were
+    # declared on that refusal evidence, not by a timeout ...
+    stats = [members(x)["statistics"] for x in others]
+    assert sum(s["watch"]["closures"] for s in stats) >= 1
+    assert sum(s["engine"]["watch_closures"] for s in stats) >= 1
+    assert sum(s["engine"]["refusal_deaths"] for s in stats) >= 1
+    # ... every survivor watches and is watched (the ring covers everyone) ...
+    assert all(s["watch"]["established"] >= 1 for s in stats)
     # ... and the long-poll woke on the death with the producer gone, well
     # before its 30 s wait ran out.
     (reply,) = woke
@@ -168,7 +174,11 @@ def test_sigstopped_node_is_not_declared_dead(cluster: Cluster) -> None:
         stopped.signal(signal.SIGCONT)
     eventually(lambda: all(statuses(x)[name] == "alive" for x in others))
     assert all(statuses(x)[name] != "dead" for x in others)
-    assert sum(members(x)["statistics"]["engine"]["refusal_deaths"] for x in others) == 0
+    stats = [members(x)["statistics"] for x in others]
+    assert sum(s["engine"]["refusal_deaths"] for s in stats) == 0
+    # A stalled process keeps its connections open: no watch stream closed.
+    assert sum(s["watch"]["closures"] for s in stats) == 0
+    assert sum(s["watch"]["established"] for s in stats) >= 1
 
 
 def test_node_restarted_on_its_address_is_alive_everywhere_again(

@@ -86,3 +86,12 @@ def test_queue_message_replaced_while_taken_stays_replaced() -> None:
     queue.release(taken, 10)
     assert queue.get_broadcasts(100, 10, 10) == [b"new"]
     assert queue.get_broadcasts(100, 10, 10) == [b"new"]
+
+
+def test_queue_repeats_multiply_the_transmit_limit() -> None:
+    queue = TransmitLimitedQueue()
+    queue.queue("dead", b"d", repeats=2)
+    queue.queue("alive", b"a")
+    sent = [queue.get_broadcasts(100, 3, 10) for _ in range(7)]
+    assert [b"d" in packet for packet in sent] == [True] * 6 + [False]
+    assert [b"a" in packet for packet in sent] == [True] * 3 + [False] * 4

@@ -1064,3 +1064,13 @@ def test_join_follows_up_with_a_catch_up_push_pull() -> None:
     assert catch_ups
     assert catch_ups[0][1] == ADDR["b"]  # the seed first
     assert CONFIG.probe_interval <= catch_ups[0][0] <= 2 * CONFIG.probe_interval
+
+
+def test_a_death_is_gossiped_twice_the_limit_a_leave_once() -> None:
+    engine = with_members("b", "c", "d")
+    driver = Driver(engine, answer="bcd")
+    feed(engine, Dead(incarnation=1, name="d", source="b"))
+    driver.run_until(5.0)
+    deaths = [m for _, _, m in driver.sent if m == Dead(incarnation=1, name="d", source="b")]
+    # Re-gossiped by us: twice the limit for the two members left alive.
+    assert len(deaths) == 2 * retransmit_limit(CONFIG.retransmit_mult, 2)

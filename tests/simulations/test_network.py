@@ -210,3 +210,44 @@ def test_stream_opened_during_a_partition_connects_when_it_heals(
     sim.scheduler.run_until(4.1)
     assert peer.statistics().push_pulls_served == 1
     assert opener.statistics().streams_failed == 0
+
+
+def _watch_closures(sim: Simulation) -> int:
+    total = 0
+    for name in sim.names:
+        engine = sim.engine(name)
+        if engine is not None:
+            total += engine.statistics().watch_closures
+    return total
+
+
+def test_process_crash_closes_its_watch_streams_and_host_crash_does_not(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    sim = make_sim(8)
+    sim.scheduler.run_until(10.0)
+    victim = sim.names[3]
+    sim.crash(victim)
+    sim.scheduler.run_until(10.5)
+    # Its watchers (its ring predecessors, two each) heard the kernel's FIN
+    # and suspected it before any probe could have.
+    assert _watch_closures(sim) == 2
+    assert all(sim.view(n)[victim] is not MemberState.ALIVE for n in sim.live_names())
+    sim.scheduler.run_until(12.0)
+    assert all(sim.view(n)[victim] is MemberState.DEAD for n in sim.live_names())
+
+    silent = sim.names[5]
+    sim.crash(silent, host_down=True)
+    sim.scheduler.run_until(12.5)
+    assert _watch_closures(sim) == 2  # a vanished host sends nothing
+
+
+def test_graceful_leave_closes_no_watch(make_sim: Callable[..., Simulation]) -> None:
+    sim = make_sim(8)
+    sim.scheduler.run_until(10.0)
+    left = sim.names[2]
+    sim.leave(left)
+    sim.scheduler.run_until(20.0)
+    assert sim.engine(left) is None  # it stopped after its leave
+    assert all(sim.view(n)[left] is MemberState.LEFT for n in sim.live_names())
+    assert _watch_closures(sim) == 0

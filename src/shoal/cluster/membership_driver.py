@@ -83,6 +83,7 @@ from shoal.cluster.gossip_guard import (
     InboundBudget,
     unkeyed_exposure_warning,
 )
+from shoal.cluster.neighbour_watch import WATCH_TAG, NeighbourWatch, WatchStatistics
 from shoal.cluster.refusals import RefusalWatch, is_refused
 from shoal.config import parse_address
 from shoal.errors import ConfigError, LocalProtocolError, RemoteProtocolError
@@ -237,6 +238,17 @@ class MessageStream:
         except RemoteProtocolError as exc:
             raise StreamError("decrypt", str(exc)) from None
 
+    async def wait_silence_ends(self) -> None:
+        """Return once the peer closes the stream or sends anything at all.
+
+        For a stream on which the peer must stay silent (a neighbour watch's
+        watcher): at most one chunk is read and dropped, nothing is buffered
+        and no budget is reserved, so a peer that sends cannot hold memory
+        however long the stream lives.
+        """
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._stream.receive_some(_RECEIVE_CHUNK)
+
     async def aclose(self) -> None:
         """Close the underlying stream."""
         await self._stream.aclose()
@@ -269,6 +281,7 @@ class MembershipDriverStatistics:
 
     Attributes:
         engine: the engine's own statistics (its decode drops included).
+        watch: the neighbour watch streams' counters (`neighbour_watch`).
         packets_received: datagrams read from the UDP socket.
         packets_sent: datagrams written to it.
         bytes_received: their size on the wire (sealed form when keyed).
@@ -291,6 +304,7 @@ class MembershipDriverStatistics:
     """
 
     engine: MembershipStatistics
+    watch: WatchStatistics
     packets_received: int
     packets_sent: int
     bytes_received: int
@@ -407,7 +421,6 @@ class MembershipDriver:
         self._drops: dict[str, int] = {}
         self._inbound = 0
         self._handlers: dict[int, StreamHandler] = {}
-        self._long_lived: set[int] = set()
         self._listeners: list[Callable[[Event], None]] = []
         self._notice_listeners: list[NoticeListener] = []
         self._subscribers: list[trio.MemorySendChannel[Event]] = []
@@ -417,6 +430,15 @@ class MembershipDriver:
         self._leave_done = trio.Event()
         self._family = trio.socket.AF_INET
         self._refusal_watch: RefusalWatch | None = None
+        self._neighbour_watch = NeighbourWatch(
+            dial=self.open_stream,
+            closed=self._watch_closed,
+            refused=lambda address: self._refused([address]),
+            setup_timeout=config.stream_timeout,
+            retry_interval=config.reconnect_interval,
+        )
+        self._handlers[WATCH_TAG] = self._neighbour_watch.serve
+        self._lasting = {WATCH_TAG}
         self._seed_specs: list[Address] = []
         self._seed_addresses: set[Address] = set()
         self._last_failure: dict[Address, str] = {}
@@ -479,6 +501,7 @@ class MembershipDriver:
         """Return a snapshot of the driver's and the engine's counters."""
         return MembershipDriverStatistics(
             engine=self.engine.statistics(),
+            watch=self._neighbour_watch.statistics(),
             **dataclasses.asdict(self._counters),
             dropped=dict(self._drops),
         )
@@ -556,7 +579,7 @@ class MembershipDriver:
             raise ValueError(f"stream tag {tag} already has a handler")
         self._handlers[tag] = handler
         if long_lived:
-            self._long_lived.add(tag)
+            self._lasting.add(tag)
 
     @contextlib.asynccontextmanager
     async def open_stream(self, address: Address, tag: int) -> AsyncIterator[MessageStream]:
@@ -634,6 +657,7 @@ class MembershipDriver:
         if not self._leaving:
             self._leaving = True
             engine.leave(self._clock())
+            self._neighbour_watch.leave()
             log.info("gossip: %s leaving the cluster", self._name)
             self._drain()
         with trio.move_on_after(timeout):
@@ -752,6 +776,7 @@ class MembershipDriver:
                 nursery.start_soon(self._send_packets, udp, receive)
                 nursery.start_soon(self._accept_streams, listener)
                 nursery.start_soon(self._run_timers)
+                nursery.start_soon(self._neighbour_watch.run)
                 self._drain()
                 task_status.started(bound)
         finally:
@@ -843,6 +868,7 @@ class MembershipDriver:
                 nursery.start_soon(self._engine_stream, address, request)
         events = engine.events()
         if events:
+            self._neighbour_watch.update(engine.watch_targets())
             self._publish(events)
         if self._leaving and engine.leave_complete():
             self._leave_done.set()
@@ -999,7 +1025,9 @@ class MembershipDriver:
         first = await stream.receive_message()
         handler = self._handlers.get(first[0]) if len(first) == 1 else None
         if handler is not None:
-            if first[0] in self._long_lived:
+            if first[0] in self._lasting:
+                # A watch stream lives as long as the watch; a replication
+                # stream as long as its link (``long_lived`` handlers).
                 scope.deadline = math.inf
             await handler(stream, peer)
             return
@@ -1075,6 +1103,14 @@ class MembershipDriver:
             return
         for address in addresses:
             engine.probe_refused(address, self._clock())
+        self._drain()
+
+    def _watch_closed(self, name: str, address: Address) -> None:
+        """Feed a watch stream that closed without a goodbye to the engine."""
+        engine = self._engine
+        if engine is None:
+            return
+        engine.watch_closed(name, address, self._clock())
         self._drain()
 
     def _message_stream(

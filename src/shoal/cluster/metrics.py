@@ -82,6 +82,9 @@ _ENGINE_COUNTERS = (
     ("refutations", "shoal_membership_refutations", "Accusations about this node refuted."),
     ("push_pulls", "shoal_membership_push_pulls", "Full-state exchanges opened."),
     ("name_conflicts", "shoal_membership_name_conflicts", "Claims of a name held elsewhere."),
+    ("refusals", "shoal_membership_refusals", "Probes refused by a member's host."),
+    ("watch_closures", "shoal_membership_watch_closures", "Watch streams closed unannounced."),
+    ("refusal_deaths", "shoal_membership_refusal_deaths", "Deaths declared on refusals."),
 )
 _DRIVER_COUNTERS = (
     ("packets_received", "shoal_gossip_packets_received", "Gossip datagrams received."),

@@ -53,12 +53,13 @@ _LOWEST_ID_KEY = -(1 << 62)
 class QueuedBroadcast:
     """A message in the queue, with its key and transmission count."""
 
-    __slots__ = ("entry", "key", "message", "transmits")
+    __slots__ = ("entry", "key", "message", "repeats", "transmits")
 
-    def __init__(self, key: str, message: bytes, item_id: int) -> None:
+    def __init__(self, key: str, message: bytes, item_id: int, repeats: int = 1) -> None:
         self.key = key
         self.message = message
         self.transmits = 0
+        self.repeats = repeats
         # The tier lists hold these tuples: they sort (in C) by size
         # descending, then newest first; ids are unique, so the item itself is
         # never compared.
@@ -81,14 +82,16 @@ class TransmitLimitedQueue:
     def __contains__(self, key: object) -> bool:
         return key in self._by_key
 
-    def queue(self, key: str, message: bytes) -> None:
+    def queue(self, key: str, message: bytes, *, repeats: int = 1) -> None:
         """Queue ``message`` under ``key``, replacing any queued message with that key.
 
         The new message starts with zero transmissions: newer news is fresh.
+        ``repeats`` multiplies its transmit limit, for news that must not
+        be missed even in the tail of the epidemic.
         """
         self.discard(key)
         self._next_id += 1
-        item = QueuedBroadcast(key, message, self._next_id)
+        item = QueuedBroadcast(key, message, self._next_id, repeats)
         self._by_key[key] = item
         bisect.insort(self._tiers.setdefault(0, []), item.entry)
 
@@ -169,7 +172,7 @@ class TransmitLimitedQueue:
             item.transmits += 1
             if by_key.get(item.key) is not item:
                 continue
-            if item.transmits >= transmit_limit:
+            if item.transmits >= transmit_limit * item.repeats:
                 del by_key[item.key]
             else:
                 moved.setdefault(item.transmits, []).append(item.entry)

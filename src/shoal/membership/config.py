@@ -134,6 +134,11 @@ class MembershipConfig:
             the member itself, so one stray refusal never kills. At least 2;
             0 ignores refusals (silence and refusal then weigh the same, as
             in memberlist).
+        watch_successors: how many successors on a ring of the live members
+            (ordered by a hash of their names, `shoal.membership.watch`) this
+            member holds a watch stream to. The host's kernel closes such a
+            stream the moment the process at the other end dies, and the
+            close counts as a refused probe; 0 turns the watch off.
     """
 
     probe_interval: float = 1.0
@@ -168,6 +173,7 @@ class MembershipConfig:
     lifeguard_buddy: bool = True
     lifeguard_nack: bool = True
     refusal_confirmations: int = 2
+    watch_successors: int = 2
 
     def __post_init__(self) -> None:
         positive = (
@@ -200,6 +206,8 @@ class MembershipConfig:
             raise ConfigError("suspicion_mult and suspicion_max_timeout_mult must be >= 1")
         if self.refusal_confirmations != 0 and self.refusal_confirmations < 2:
             raise ConfigError("refusal_confirmations must be 0 (off) or at least 2")
+        if self.watch_successors < 0:
+            raise ConfigError("watch_successors must not be negative")
         if self.awareness_max_multiplier < 1:
             raise ConfigError("awareness_max_multiplier must be >= 1")
         if self.retransmit_mult < 1:

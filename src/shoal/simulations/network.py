@@ -37,7 +37,13 @@ Theory of operation:
   After a process crash the host still runs, so its kernel refuses: a
   datagram draws an ICMP port unreachable that reaches the sender one
   way-delay later (`Membership.probe_refused`) and a connection is refused.
-  After a host crash (``refuses=False``) nothing answers at all. A
+  After a host crash (``refuses=False``) nothing answers at all. A process
+  crash also closes the watch streams other members hold to it
+  (`Network.close_watches`, `shoal.membership.watch`): each watcher hears
+  one TCP segment later (`Membership.watch_closed`). The model assumes every
+  watcher's stream to its current targets is already established (the
+  real re-dial after a ring change takes one round trip). A graceful leave
+  says goodbye on them, and a host crash closes nothing. A
   *pause* models a stalled event loop: the host runs no timer and reads no
   input until it resumes, datagrams queue in a socket buffer of
   `SOCKET_BUFFER` bytes (the excess is dropped), and on resuming it handles
@@ -56,6 +62,8 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
+
+from shoal.membership.watch import ring_key
 
 if TYPE_CHECKING:
     import random
@@ -402,6 +410,48 @@ class Network:
         host.inbox.clear()
         host.inbox_bytes = 0
 
+    def close_watches(self, host: Host) -> None:
+        """Close the watch streams held to ``host``, whose process just died.
+
+        Its kernel sends FIN on each; a watcher hears it one TCP segment later
+        (retransmitted on loss, never through a cut). Watchers are found
+        among the crashed member's ring predecessors in the true membership
+        (up to twice as many as anyone watches, so views that lag a little
+        are covered) and confirmed against their own engine's
+        `Membership.watch_targets`, which keeps this O(k) engines per crash.
+        """
+        engine = host.engine
+        k = 0 if engine is None else engine.config.watch_successors
+        if not k:
+            return
+        live = [h for h in self._by_address.values() if h.engine is not None]
+        live.sort(key=lambda h: ring_key(h.name))
+        at = live.index(host)
+        key = (host.name, host.address)
+        for step in range(1, min(2 * k + 2, len(live))):
+            watcher = live[at - step]
+            watcher_engine = watcher.engine
+            assert watcher_engine is not None
+            if key not in watcher_engine.watch_targets():
+                continue
+            if self._cuts and self.blocked(host.address, watcher.address):
+                continue
+            delay = self.tcp_leg(host, watcher)
+            if delay is not None:
+                self.scheduler.call_later(
+                    delay, self._watch_closed, watcher, watcher.life, host.name, host.address
+                )
+
+    def _watch_closed(self, host: Host, life: int, name: str, address: Address) -> None:
+        engine = host.engine
+        if engine is None or host.life != life:
+            return
+        if host.paused_until is not None:
+            host.inbox.append(("watch_closed", name, address))
+            return
+        engine.watch_closed(name, address, self.scheduler.now)
+        self.flush(host)
+
     def pause(self, host: Host, duration: float) -> None:
         """Stall ``host``'s event loop for ``duration`` seconds (extends a pause)."""
         if host.engine is None or duration <= 0:
@@ -509,6 +559,10 @@ class Network:
             self.flush(host)
         elif kind == "refused":
             engine.probe_refused(first, now)  # type: ignore[arg-type]
+            self.flush(host)
+        elif kind == "watch_closed":
+            assert isinstance(first, str)
+            engine.watch_closed(first, second, now)  # type: ignore[arg-type]
             self.flush(host)
         else:  # "failed"
             assert isinstance(first, _Stream)

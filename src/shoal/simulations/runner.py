@@ -340,6 +340,8 @@ class Simulation:
         self.recorder.track_crash(name, engine.incarnation, now)
         self.recorder.fault(name, now)
         self._leaving.discard(name)
+        if not host_down:
+            self.network.close_watches(host)
         self.network.stop(host, refuses=not host_down)
         self.recorder.host_stopped(host, now)
 
