@@ -17,11 +17,15 @@ from shoal.membership.config import MembershipConfig
 from shoal.queue.config import QueueConfig
 from shoal.queue.diskqueue import DiskQueueConfig
 
-__all__ = ["TAG_PREFIX", "NodeConfig", "parse_address"]
+__all__ = ["MAX_REPLICATION_FACTOR", "TAG_PREFIX", "NodeConfig", "parse_address"]
 
 #: Membership metadata keys starting with this are member tags; the node's
 #: own keys (``b``, ``t``, ``h``, ``l``: addresses and ports) never do.
 TAG_PREFIX = "#"
+
+#: Most copies a topic may ask for: the placement ranks every member for
+#: each topic, and more copies than this buys nothing but write traffic.
+MAX_REPLICATION_FACTOR = 9
 
 
 def parse_address(text: str, *, what: str = "address") -> tuple[str, int]:
@@ -81,6 +85,11 @@ class NodeConfig:
             for the IDENTIFY ``tls_v1`` upgrade and the HTTPS listener.
         auth_http_addresses: nsqd auth servers (``host:port`` or an
             ``http://`` URL); any makes AUTH required before PUB and SUB.
+        replication_factor: copies of each message of a topic, the owner's
+            included (``docs/replication.md``); 1 is NSQ's behaviour.
+        min_replicas: replica acknowledgements a publish needs; None means
+            every replica (factor - 1).
+        replication_timeout: seconds a publish waits for them before it fails.
         broker: serve NSQ clients (TCP and the nsqd HTTP API). False runs a
             member that only gossips and answers the nsqlookupd HTTP API
             (``shoal nsqlookupd``); it is never listed as a producer.
@@ -166,6 +175,30 @@ class NodeConfig:
     broker: bool = setting(
         True, help="Serve NSQ clients; --no-broker only gossips and answers the lookup API."
     )
+    replication_factor: int = setting(
+        1,
+        help="Copies of each message of a topic, the owner's included; 1 = no replication.",
+        minimum=1,
+        maximum=MAX_REPLICATION_FACTOR,
+    )
+    min_replicas: int | None = setting(
+        None,
+        help="Replica acknowledgements a publish needs [default: replication factor - 1].",
+        minimum=0,
+    )
+    replication_timeout: float = setting(
+        5.0, help="How long a publish waits for its replicas before it fails."
+    )
+
+    @property
+    def required_replicas(self) -> int:
+        """Replica acknowledgements a publish of a topic at ``replication_factor`` needs."""
+        return self.replicas_required(self.replication_factor)
+
+    def replicas_required(self, factor: int) -> int:
+        """Replica acknowledgements a publish needs at ``factor`` copies."""
+        wanted = max(factor - 1, 0)
+        return wanted if self.min_replicas is None else min(self.min_replicas, wanted)
 
     @property
     def durable(self) -> bool:
@@ -188,6 +221,12 @@ class NodeConfig:
                 raise ConfigError(f"tag {key!r} needs a non-empty name without '='")
         if self.tombstone_lifetime <= 0:
             raise ConfigError("tombstone-lifetime must be positive")
+        if not 1 <= self.replication_factor <= MAX_REPLICATION_FACTOR:
+            raise ConfigError(f"replication-factor must be in 1..{MAX_REPLICATION_FACTOR}")
+        if self.min_replicas is not None and self.min_replicas < 0:
+            raise ConfigError("min-replicas must not be negative")
+        if self.replication_timeout <= 0:
+            raise ConfigError("replication-timeout must be positive")
         if not self.broadcast_address:
             raise ConfigError("broadcast-address must not be empty")
         if self.statsd_address is not None:

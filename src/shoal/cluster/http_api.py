@@ -44,6 +44,7 @@ import trio.lowlevel
 from shoal import strict_json
 from shoal.cluster.http_server import Request, Response, Router
 from shoal.cluster.slices import LineTooLongError, slice_bounds, split_lines
+from shoal.config import MAX_REPLICATION_FACTOR
 from shoal.queue import stats
 from shoal.queue.backend import BackendError
 from shoal.queue.names import is_valid_channel_name, is_valid_topic_name
@@ -51,6 +52,7 @@ from shoal.queue.names import is_valid_channel_name, is_valid_topic_name
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
+    from shoal.cluster.replication import Replicator
     from shoal.cluster.tcp_server import TCPServer
     from shoal.config import NodeConfig
     from shoal.queue.broker import Broker
@@ -320,6 +322,10 @@ class NodeHTTPAPI:
         self._clock = clock
         self._memory = memory
         self._extra_stats = extra_stats
+        #: Publishes replicated topics (set by the node); see `_publish_replicated`.
+        self.replicator: Replicator | None = None
+        #: Called with (topic, factor) for ``/topic/create?replication_factor=N``.
+        self.set_replication_factor: Callable[[str, int], None] | None = None
         #: Durable mode: awaited before a publish is answered (see `TCPServer.commit`).
         self.commit: Callable[[], Awaitable[None]] | None = None
         self._add_routes()
@@ -432,6 +438,8 @@ class NodeHTTPAPI:
     def _publish(
         self, topic: Topic, bodies: list[bytes], defer: float = 0.0
     ) -> Response | Awaitable[Response]:
+        if topic.replicated is not None:
+            return self._publish_replicated(topic, tuple(bodies), defer)
         try:
             topic.publish(bodies, self._clock(), defer)
         except BackendError as exc:
@@ -443,6 +451,21 @@ class NodeHTTPAPI:
         # nsqd answers every failed put with 503 EXITING.
         log.error("HTTP: publishing to %s failed: %s", topic.name, failure)
         raise _APIError(503, "EXITING")
+
+    async def _publish_replicated(
+        self, topic: Topic, bodies: tuple[bytes, ...], defer: float
+    ) -> Response:
+        """A replicated topic's publish: ``OK`` once its replicas hold it.
+
+        nsqd has no such failure; 503 with a body naming it, like its other
+        publish failures.
+        """
+        replicator = self.replicator
+        if replicator is None or not await replicator.publish(topic, bodies, self._clock(), defer):
+            return Response.error(503, "NOT_ENOUGH_REPLICAS")
+        if self.commit is not None:
+            return await self._committed(topic, self.commit)  # durable mode: our own copy
+        return Response.text("OK")
 
     async def _committed(self, topic: Topic, commit: Callable[[], Awaitable[None]]) -> Response:
         """Durable mode: answer OK only once the publish is fsynced."""
@@ -533,6 +556,9 @@ class NodeHTTPAPI:
                 bodies = await split_lines(request.body, queue.max_msg_size)
             except LineTooLongError:
                 raise _APIError(413, "MSG_TOO_BIG") from None
+        if topic.replicated is not None:
+            # One record, one commit: an error then means none was accepted.
+            return await self._publish_replicated(topic, tuple(bodies), 0.0)
         for index, (start, stop) in enumerate(slice_bounds(len(bodies))):
             if index:
                 await trio.lowlevel.checkpoint()
@@ -573,6 +599,14 @@ class NodeHTTPAPI:
     def topic_create(self, request: Request) -> Response:
         """POST /topic/create?topic=T."""
         name = self._new_topic_name(request)
+        raw = request.arg("replication_factor")
+        if raw is not None:
+            if not raw.isdigit() or not 1 <= int(raw) <= MAX_REPLICATION_FACTOR:
+                raise _APIError(400, "INVALID_REPLICATION_FACTOR")
+            if self.set_replication_factor is None:
+                raise _APIError(400, "REPLICATION_UNAVAILABLE")
+            # Before the topic exists, so it is created replicated.
+            self.set_replication_factor(name, int(raw))
         self.broker.get_or_create_topic(name, self._clock())
         return Response.text(b"")
 

@@ -373,8 +373,14 @@ class MembershipDriver:
 
     # ------------------------------------------------------------------ streams
 
-    def add_stream_handler(self, tag: int, handler: StreamHandler) -> None:
+    def add_stream_handler(
+        self, tag: int, handler: StreamHandler, *, long_lived: bool = False
+    ) -> None:
         """Serve inbound streams that open with the one-byte message ``tag``.
+
+        With ``long_lived`` the exchange has no deadline (a replication
+        stream lasts as long as its link); the handler then bounds every
+        wait itself or relies on the peer closing.
 
         ``await handler(stream, peer)`` runs in its own task with the opening
         message already consumed; the stream is closed when it returns. The
@@ -394,6 +400,8 @@ class MembershipDriver:
         if tag in self._handlers:
             raise ValueError(f"stream tag {tag} already has a handler")
         self._handlers[tag] = handler
+        if long_lived:
+            self._lasting.add(tag)
 
     @contextlib.asynccontextmanager
     async def open_stream(self, address: Address, tag: int) -> AsyncIterator[MessageStream]:
@@ -793,7 +801,9 @@ class MembershipDriver:
         handler = self._handlers.get(first[0]) if len(first) == 1 else None
         if handler is not None:
             if first[0] in self._lasting:
-                scope.deadline = math.inf  # a watch stream lives as long as the watch
+                # A watch stream lives as long as the watch; a replication
+                # stream as long as its link (``long_lived`` handlers).
+                scope.deadline = math.inf
             await handler(stream, peer)
             return
         engine = self._engine

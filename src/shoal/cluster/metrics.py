@@ -116,6 +116,8 @@ class MetricsSources:
         registry_dropped: registry messages dropped (wrong identity).
         disk_corrupt_records: corrupt records found in disk queues.
         disk_damaged_regions: regions recovery set aside.
+        replication_lag: ``(topic, replica, records not acknowledged)`` of
+            every replicated topic this node owns.
     """
 
     topics: Callable[[], list[dict[str, Any]] | None]
@@ -125,6 +127,7 @@ class MetricsSources:
     registry_dropped: Callable[[], int]
     disk_corrupt_records: Callable[[], int]
     disk_damaged_regions: Callable[[], int]
+    replication_lag: Callable[[], list[tuple[str, str, int]]] = list
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,6 +141,7 @@ class MetricsSnapshot:
     registry_dropped: int
     disk_corrupt_records: int
     disk_damaged_regions: int
+    replication_lag: list[tuple[str, str, int]] = dataclasses.field(default_factory=list)
 
 
 #: One sample: label values, value.
@@ -225,6 +229,10 @@ def _dropped_rows(snapshot: MetricsSnapshot) -> list[_Sample]:
     return [([reason], count) for reason, count in sorted(merged.items())]
 
 
+def _lag_rows(snapshot: MetricsSnapshot) -> list[_Sample]:
+    return [([topic, replica], float(lag)) for topic, replica, lag in snapshot.replication_lag]
+
+
 def _paused(value: Any) -> float:
     return float(bool(value))
 
@@ -275,6 +283,9 @@ FAMILIES: Final[tuple[_Family, ...]] = (
             (), _one(lambda s: s.disk_corrupt_records)),
     _Family("shoal_disk_damaged_regions", False, "Disk queue regions set aside by recovery.",
             (), _one(lambda s: s.disk_damaged_regions)),
+    _Family("shoal_replication_lag", False,
+            "Records of a replicated topic its replica has not acknowledged yet.",
+            ("topic", "replica"), _lag_rows),
 )  # fmt: skip
 """Every family /metrics serves, in order."""
 
@@ -300,6 +311,7 @@ class NodeCollector(Collector):
             registry_dropped=sources.registry_dropped(),
             disk_corrupt_records=sources.disk_corrupt_records(),
             disk_damaged_regions=sources.disk_damaged_regions(),
+            replication_lag=sources.replication_lag(),
         )
 
     def collect(self) -> Iterable[Metric]:

@@ -41,6 +41,7 @@ from shoal.cluster.membership_log import MembershipLog
 from shoal.cluster.metadata import DataPath
 from shoal.cluster.operations import serve_operations
 from shoal.cluster.operator_api import OperatorAPI
+from shoal.cluster.replication import Replication, start_replication
 from shoal.cluster.routing import TopicRouting, node_gossip
 from shoal.cluster.tcp_server import TCPServer
 from shoal.cluster.tls import server_context
@@ -122,6 +123,7 @@ class Node:
         self.driver: MembershipDriver | None = None
         self.routing: TopicRouting | None = None
         self.members: MembersAPI | None = None
+        self.replication: Replication | None = None
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -181,6 +183,8 @@ class Node:
         )
         self.http_api.commit = self.tcp.commit
         lookup = await self._start_gossip(nursery)
+        if config.broker:
+            self.replication = await start_replication(self, nursery)
         lookup.add_read_routes(self.http_api.router)
         assert self.members is not None
         self.members.add_routes(self.http_api.router)
@@ -273,7 +277,7 @@ class Node:
 
     def _extra_stats(self) -> dict[str, Any]:
         disk = self.data.disk
-        return {
+        extra: dict[str, Any] = {
             "membership": self.members.statistics() if self.members is not None else {},
             "disk": {
                 "corrupt_records": sum(q.corrupt_records for q in disk.open_queues())
@@ -284,6 +288,9 @@ class Node:
                 "damage": self.data.damage(),
             },
         }
+        if self.replication is not None:
+            extra["replication"] = self.replication.statistics()
+        return extra
 
     # -- hooks ------------------------------------------------------------------
 
@@ -323,5 +330,7 @@ class Node:
             self._backlog = trio.Event()
             for topic in list(self.broker.topics.values()):
                 while topic.has_backlog and not topic.deleted:
-                    topic.pump(time.time(), BACKLOG_STEP)
+                    moved = topic.pump(time.time(), BACKLOG_STEP)
+                    if topic.replicated is not None and self.replication is not None:
+                        self.replication.pumped(topic, moved)
                     await trio.lowlevel.checkpoint()

@@ -70,6 +70,7 @@ def _metrics_sources(node: Node) -> MetricsSources:
         registry_dropped=lambda: node.routing.messages_dropped if node.routing else 0,
         disk_corrupt_records=corrupt_records,
         disk_damaged_regions=lambda: len(node.data.damage()),
+        replication_lag=lambda: node.replication.lags() if node.replication else [],
     )
 
 

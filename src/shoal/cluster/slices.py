@@ -25,7 +25,7 @@ import trio
 import trio.lowlevel
 
 from shoal.queue.commands import Mpub
-from shoal.queue.protocol import AuthQuery
+from shoal.queue.protocol import AuthQuery, ReplicatedPublish
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -88,6 +88,12 @@ async def execute_mpub(
             response = client.execute(part, time.time())
         except AuthQuery as query:
             response = await authenticate(part, query)
+        except ReplicatedPublish as pending:
+            # A replicated topic takes the rest whole: one record, one commit.
+            rest = tuple(bodies[start:])
+            raise ReplicatedPublish(
+                pending.verb, pending.topic, rest, pending.defer, pending.failed_code
+            ) from None
     return response
 
 

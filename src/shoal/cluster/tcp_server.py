@@ -71,13 +71,14 @@ from shoal.queue.commands import (
 )
 from shoal.queue.errors import ClientError, FatalClientError
 from shoal.queue.frames import HEARTBEAT_FRAME, OK_FRAME
-from shoal.queue.protocol import DEFLATE, SNAPPY, TLS, AuthQuery, ClientV2
+from shoal.queue.protocol import DEFLATE, SNAPPY, TLS, AuthQuery, ClientV2, ReplicatedPublish
 
 if TYPE_CHECKING:
     import ssl
     from collections.abc import Awaitable, Callable
 
     from shoal.cluster.auth import AuthClient
+    from shoal.cluster.replication import Replicator
     from shoal.queue.broker import Broker
     from shoal.queue.channel import Channel
     from shoal.queue.config import QueueConfig
@@ -238,6 +239,8 @@ class Connection:
                         continue
                     except AuthQuery as query:
                         response = await self._authenticate(cmd, query)
+                    except ReplicatedPublish as pending:
+                        response = await self._replicated(pending)
                     if response is not None:
                         out.append(response)
                     kind = type(cmd)
@@ -318,6 +321,23 @@ class Connection:
                     client.deflate = True
                 log.debug("client %s: upgraded to %s", client.remote_address, layer)
                 await self.stream.send_all(OK_FRAME)
+
+    async def _replicated(self, pending: ReplicatedPublish) -> bytes:
+        """Publish to a replicated topic: ``OK`` once its replicas hold it, else the error.
+
+        The error is not fatal: nothing was accepted, so the client may retry
+        on the same connection.
+        """
+        replicator = self.server.replicator
+        topic = pending.topic
+        if replicator is not None and await replicator.publish(
+            topic, pending.bodies, time.time(), pending.defer
+        ):
+            counts = self.client.pub_counts
+            counts[topic.name] = counts.get(topic.name, 0) + len(pending.bodies)
+            return OK_FRAME
+        refusal = f"{pending.verb} failed not enough replicas"
+        return ClientError(pending.failed_code, refusal).frame()
 
     async def _authenticate(self, cmd: Command, query: AuthQuery) -> bytes | None:
         """Ask the auth servers, then answer AUTH or execute ``cmd`` again.
@@ -419,6 +439,8 @@ class TCPServer:
         self.ssl_context = ssl_context
         self.auth = auth
         self.connections: dict[int, Connection] = {}
+        #: Publishes replicated topics and awaits their replicas (set by the node).
+        self.replicator: Replicator | None = None
         self._ids = itertools.count(1)
         self._on_subscribe = on_subscribe
         #: Durable mode: awaited before publishes are answered (the disk

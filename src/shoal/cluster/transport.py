@@ -44,6 +44,10 @@ tags       ``0x01`` is reserved (the codec's version byte).
            neighbour watch; the watched side answers ``HELLO`` then stays
            silent until ``GOODBYE`` on a graceful leave, the watcher sends
            nothing more; the stream outlives ``stream_timeout``.
+           ``0x72`` (`shoal.cluster.replication.REPLICATION_TAG`): an
+           owner's replication stream to one replica; batches one way,
+           acknowledgements back (`shoal.replication.codec`); it lasts as
+           long as the link (``long_lived``).
            Tags are on the wire: append only, never reuse one.
 sealing    With a keyring, AES-GCM under the primary key: a version byte,
            a random 12-byte nonce, ciphertext, 16-byte tag; the cluster

@@ -192,6 +192,8 @@ class Channel:
             deliverable for it; see the module notes.
         on_deadline: called with ``(channel, deadline)`` when the channel gains
             a deadline earlier than `announced_deadline`.
+        on_finish: None, or called with each message ID finished (FIN) once
+            it is gone; a replicated topic forwards FINs to its replicas.
     """
 
     __slots__ = (
@@ -218,6 +220,7 @@ class Channel:
         "message_count",
         "name",
         "on_deadline",
+        "on_finish",
         "on_wake",
         "paused",
         "requeue_count",
@@ -244,6 +247,7 @@ class Channel:
         self.timeout_count = 0
         self.on_wake: Callable[[int], None] = _no_wake
         self.on_deadline: Callable[[Channel, float], None] = _no_deadline_hook
+        self.on_finish: Callable[[bytes], None] | None = None
         self._mem_size = config.mem_queue_size
         self._max_msg_timeout = config.max_msg_timeout
         self._backend = backend
@@ -734,6 +738,8 @@ class Channel:
         entry = self._owned(client_id, msg_id)
         del self._in_flight[msg_id]
         self._ack(entry[_TICKET])
+        if self.on_finish is not None:
+            self.on_finish(msg_id)
         if self.e2e is not None and now is not None:
             self.e2e.record(int(now * 1e9) - entry[_TIMESTAMP], now)
 
@@ -752,6 +758,7 @@ class Channel:
         failed: list[tuple[bytes, str]] = []
         e2e = self.e2e if now is not None else None
         now_ns = int(now * 1e9) if now is not None else 0
+        on_finish = self.on_finish
         tickets: list[int] = []
         for msg_id in msg_ids:
             entry = get(msg_id)
@@ -761,6 +768,8 @@ class Channel:
                     tickets.append(entry[_TICKET])
                 if e2e is not None:
                     e2e.record(now_ns - entry[_TIMESTAMP], now)  # type: ignore[arg-type]
+                if on_finish is not None:
+                    on_finish(msg_id)
             else:
                 failed.append((msg_id, _NOT_IN_FLIGHT if entry is None else _NOT_OWNER))
         if tickets:

@@ -75,8 +75,9 @@ if TYPE_CHECKING:
     from shoal.queue.broker import Broker
     from shoal.queue.config import QueueConfig
     from shoal.queue.message import Message
+    from shoal.queue.topic import Topic
 
-__all__ = ["AuthQuery", "ClientState", "ClientV2"]
+__all__ = ["AuthQuery", "ClientState", "ClientV2", "ReplicatedPublish"]
 
 #: The stream layers IDENTIFY can add, in the order the shell must apply them.
 TLS, SNAPPY, DEFLATE = "tls", "snappy", "deflate"
@@ -97,6 +98,25 @@ class AuthQuery(Exception):
     def __init__(self, secret: str) -> None:
         super().__init__(secret)
         self.secret = secret
+
+
+class ReplicatedPublish(Exception):
+    """The shell must publish to a replicated topic and await its replicas.
+
+    Raised by `ClientV2.execute` for PUB, MPUB or DPUB of a topic whose
+    ``replicated`` is set: the command changed nothing, and the shell answers
+    it once the publish committed (``OK``) or failed (``failed_code``).
+    """
+
+    def __init__(
+        self, verb: str, topic: Topic, bodies: tuple[bytes, ...], defer: float, failed_code: str
+    ) -> None:
+        super().__init__(verb)
+        self.verb = verb
+        self.topic = topic
+        self.bodies = bodies
+        self.defer = defer
+        self.failed_code = failed_code
 
 
 class ClientState(enum.IntEnum):
@@ -288,6 +308,8 @@ class ClientV2:
             topic, _ = self.broker.get_or_create_topic(topic_name, now)
         if topic.deleted:
             raise FatalClientError(failed_code, f"{verb} failed topic is exiting")
+        if topic.replicated is not None:
+            raise ReplicatedPublish(verb, topic, tuple(bodies), defer, failed_code)
         try:
             topic.publish(bodies, now, defer)
         except BackendError as exc:

@@ -96,6 +96,10 @@ class Topic:
             shell then calls `pump` until it returns 0. Must be quick.
         on_deadline: installed as ``on_deadline`` of every channel this topic
             creates (see `Channel`); the broker sets it.
+        replicated: None for a topic of NSQ's kind; for a replicated topic
+            on its owner, the replication state that publishes must await
+            (see `shoal.cluster.replication`); the publish paths then go
+            through `new_ids` and `put_published` instead of `publish`.
     """
 
     __slots__ = (
@@ -115,6 +119,7 @@ class Topic:
         "name",
         "on_deadline",
         "paused",
+        "replicated",
         "should_delete",
         "wakeup",
     )
@@ -130,6 +135,7 @@ class Topic:
         self.message_bytes = 0
         self.wakeup: Callable[[], None] = _no_wakeup
         self.on_deadline: Callable[[Channel, float], None] = _no_deadline_hook
+        self.replicated: object | None = None
         self._config = config
         self._backend_factory = backend_factory
         self._ids = MessageIDGenerator(config.node_id)
@@ -201,6 +207,52 @@ class Topic:
                 raise
         else:
             self._hold(ids, held, ts, defer)
+
+    def new_ids(self, ts: int, count: int) -> tuple[bytes, ...]:
+        """Fresh message IDs for a publish at ``ts`` whose messages are placed later."""
+        if count == 1:
+            return (self._ids.next_id(ts),)
+        return tuple(self._ids.next_ids(ts, count))
+
+    def fanout_names(self) -> tuple[str, ...] | None:
+        """The channels a publish now goes to, or None when it would be held."""
+        if self._fanout and not self.paused:
+            return tuple(channel.name for channel in self._fanout)
+        return None
+
+    def put_published(
+        self,
+        ids: tuple[bytes, ...],
+        bodies: tuple[bytes, ...],
+        ts: int,
+        now: float,
+        defer: float,
+        channels: tuple[str, ...] | None,
+    ) -> None:
+        """Place messages that already have IDs: into ``channels``, or the backlog.
+
+        A replicated publish is placed once its replicas hold it, and an
+        adopted one with the IDs its first owner gave it; either way the
+        channels are those its record names (the ones that still exist), or
+        the backlog when it names none.
+
+        Raises:
+            BackendError: as `publish`.
+        """
+        count = len(ids)
+        if not count:
+            return
+        self.message_count += count
+        self.message_bytes += sum(map(len, bodies))
+        if channels is None:
+            self._hold(ids, bodies, ts, defer)
+            return
+        # In durable mode the publish paths await the group commit (as for
+        # `publish`) before they answer.
+        for name in channels:
+            channel = self.channels.get(name)
+            if channel is not None:
+                channel.put_batch(ids, bodies, ts, now, defer)
 
     def _hold(
         self, ids: tuple[bytes, ...], bodies: tuple[bytes, ...], ts: int, defer: float

@@ -1,0 +1,180 @@
+"""Publish msgs/s at replication factor 1, 2 and 3 (batches of 200 and of 1), and failover time.
+
+    python bench/replication.py --messages 100000 --connections 4
+
+For each factor, starts three nodes on loopback with ``--replication-factor``
+set, creates the topic and a channel on the first, and publishes
+--messages bodies of --size bytes to it over --connections raw V2
+connections, each with one MPUB (or PUB, at batch 1) in flight, as nsq's
+bench_writer; a publish is counted once its ``OK`` arrived, which at factor
+2 and 3 means the replicas hold it. Then, at factor 2, it publishes
+--failover-messages, SIGKILLs the owner and times how long until a third
+node's ``/lookup`` lists the adopter as a producer of the topic and a
+consumer subscribed there receives the first adopted message.
+
+Clients and nodes share the machine: on a small one the figures are the
+ratio between rows more than absolute rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from shoal.testing.process import NodeProcess
+from shoal.testing.wire import NsqConnection
+
+
+def get(address: tuple[str, int], path: str) -> tuple[int, Any]:
+    host, port = address
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as reply:
+            return reply.status, json.loads(reply.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, None
+
+
+def post(address: tuple[str, int], path: str) -> None:
+    host, port = address
+    request = urllib.request.Request(f"http://{host}:{port}{path}", data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+def wait(condition: Any, limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit("condition not met in time")
+        time.sleep(0.01)
+
+
+def start_cluster(root: Path, factor: int, profile: str) -> list[NodeProcess]:
+    args = ["--gossip-profile", profile, "--replication-factor", str(factor)]
+    first = NodeProcess(*args, "--data-path", str(root / "n0"), workdir=root).start()
+    nodes = [first] + [
+        NodeProcess(
+            *args, "--data-path", str(root / f"n{index}"), "--seed", first.gossip, workdir=root
+        ).start()
+        for index in (1, 2)
+    ]
+
+    def alive() -> bool:
+        return all(
+            [m["status"] for m in get(n.http, "/members")[1]["members"]].count("alive") == 3
+            for n in nodes
+        )
+
+    wait(alive)
+    return nodes
+
+
+def publish(node: NodeProcess, topic: str, total: int, batch: int, size: int, conns: int) -> float:
+    """Publish ``total`` messages over ``conns`` connections; msgs/s acknowledged."""
+    body = b"x" * size
+    share = total // conns
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with NsqConnection(node.tcp, timeout=60) as conn:
+                sent = 0
+                while sent < share:
+                    count = min(batch, share - sent)
+                    if count == 1:
+                        conn.pub(topic, body)
+                    else:
+                        conn.mpub(topic, [body] * count)
+                    sent += count
+        except BaseException as exc:  # reported below, the run is invalid
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(conns)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise SystemExit(f"publishing failed: {errors[0]!r}")
+    return share * conns / elapsed
+
+
+def failover(root: Path, messages: int, profile: str) -> tuple[float, float]:
+    """Seconds from SIGKILL of the owner to (adopter in /lookup, first adopted message)."""
+    nodes = start_cluster(root, 2, profile)
+    try:
+        owner, other = nodes[0], nodes[2]
+        post(owner.http, "/topic/create?topic=fo")
+        post(owner.http, "/channel/create?topic=fo&channel=c")
+        publish(owner, "fo", messages, 200, 100, 1)
+        owner.kill()
+        killed = time.monotonic()
+
+        def adopter() -> NodeProcess | None:
+            status, body = get(other.lookup_http, "/lookup?topic=fo")
+            if status != 200:
+                return None
+            ports = {p["tcp_port"] for p in body["producers"]}
+            return next((n for n in nodes[1:] if n.tcp[1] in ports), None)
+
+        wait(lambda: adopter() is not None)
+        listed = time.monotonic() - killed
+        found = adopter()
+        assert found is not None
+        with NsqConnection(found.tcp) as conn:
+            conn.sub("fo", "c")
+            conn.rdy(1)
+            conn.read_message()
+        return listed, time.monotonic() - killed
+    finally:
+        for node in nodes:
+            node.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--batch1-messages", type=int, default=10_000)
+    parser.add_argument("--size", type=int, default=100)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--failover-messages", type=int, default=20_000)
+    parser.add_argument("--profile", default="lan", choices=["lan", "local", "wan"])
+    args = parser.parse_args()
+    rates: dict[tuple[int, int], float] = {}
+    print(f"{'factor':>6} {'batch':>6} {'msgs/s':>10} {'vs factor 1':>12}")
+    for factor in (1, 2, 3):
+        with tempfile.TemporaryDirectory(prefix="shoal-bench-repl-") as tmp:
+            nodes = start_cluster(Path(tmp), factor, args.profile)
+            try:
+                owner = nodes[0]
+                for batch, total in ((200, args.messages), (1, args.batch1_messages)):
+                    topic = f"b{batch}"
+                    post(owner.http, f"/topic/create?topic={topic}")
+                    post(owner.http, f"/channel/create?topic={topic}&channel=c")
+                    rate = publish(owner, topic, total, batch, args.size, args.connections)
+                    rates[factor, batch] = rate
+                    print(
+                        f"{factor:>6} {batch:>6} {rate:>10,.0f} {rate / rates[1, batch]:>11.2f}x",
+                        flush=True,
+                    )
+            finally:
+                for node in nodes:
+                    node.kill()
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-failover-") as tmp:
+        listed, delivered = failover(Path(tmp), args.failover_messages, args.profile)
+    print(
+        f"failover ({args.profile} profile, factor 2): adopter in /lookup {listed:.2f}s, "
+        f"first adopted message {delivered:.2f}s after SIGKILL"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,692 @@
+"""The replication shell: drives the pure cores of `shoal.replication` over the gossip port.
+
+Rules:
+1. A topic is replicated on its owner when its factor (the node's
+   ``--replication-factor``, or the topic's own from ``/topic/create``) is
+   above 1 and it is not ephemeral. Its `Topic.replicated` then holds an
+   `_Owned`; every other topic keeps NSQ's path untouched.
+2. A replicated publish gets its IDs at once, becomes a `Publish` record,
+   and is placed in the owner's channels only when the record commits, in
+   sequence order (from `_Owned.settle`), so an error reply means the
+   owner never delivers it.
+3. One stream per owner → replica member, whatever the number of topics:
+   opened by the owner under `REPLICATION_TAG`, it carries the owner's name,
+   then batches one way and acknowledgements back, pipelined. Every new
+   connection starts each topic with a snapshot (`OwnerTopic.resync`), so a
+   replica that kept state from an older life of the owner is replaced, not
+   merged.
+4. Placement follows membership: on every member event the replicas of
+   each owned topic are recomputed (`placement.replicas`) and links opened
+   or closed; a holder whose owner was declared dead adopts when it ranks
+   first among the topic's replicas (`_maybe_adopt`).
+
+Theory of operation:
+    The TCP and HTTP publish paths call `Replicator.publish`, which appends
+    the record, wakes the links and waits for the record's fate until its
+    deadline; at the deadline it calls `OwnerTopic.expire`, which fails it
+    (and every older one past its deadline) and appends the `Abort`.
+    FINs arrive through `Channel.on_finish` and are batched per channel
+    into one `Finish` record when a link next sends (or every
+    `FIN_BATCH` FINs). Channel creation and deletion come from the
+    broker's events.
+
+    On a replica, `_serve_owner` applies batches with
+    `shoal.replication.replica.receive`, writes them through the
+    `ReplicaStore` (fsynced off the event loop in durable mode) and then
+    acknowledges. A gap is answered with `Resync` and the owner sends a
+    snapshot.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from shoal.cluster.replica_store import ReplicaStore
+from shoal.config import MAX_REPLICATION_FACTOR
+from shoal.errors import LocalProtocolError, RemoteProtocolError
+from shoal.membership.events import MemberFailed
+from shoal.membership.state import MemberState
+from shoal.queue.broker import ChannelCreated as ChannelCreatedEvent
+from shoal.queue.broker import ChannelDeleted, TopicCreated, TopicDeleted
+from shoal.queue.names import is_valid_topic_name
+from shoal.replication import OwnerTopic, ReplicaTopic, receive, replicas
+from shoal.replication.codec import Ack, Factor, Resync, decode_frame, encode_frame
+from shoal.replication.records import (
+    Batch,
+    ChannelCreated,
+    ChannelDropped,
+    Finish,
+    Publish,
+    Pump,
+    TopicDropped,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from shoal.cluster.membership_driver import MembershipDriver, MessageStream
+    from shoal.cluster.node import Node
+    from shoal.config import NodeConfig
+    from shoal.membership.events import Event
+    from shoal.queue.broker import Broker, BrokerEvent
+    from shoal.queue.topic import Topic
+
+__all__ = ["REPLICATION_TAG", "Replication", "Replicator", "start_replication"]
+
+log = logging.getLogger("shoal.replication")
+
+#: Stream tag of the replication stream on the gossip port.
+REPLICATION_TAG = 0x72
+#: Records per batch: small enough that a batch of MPUBs stays far below
+#: the stream's message limit, big enough to amortise a frame.
+BATCH_RECORDS = 64
+#: FINs of one channel gathered before they are recorded without waiting for a link.
+FIN_BATCH = 512
+#: Pause before a broken link is dialled again.
+RETRY_INTERVAL = 0.2
+_LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
+
+
+class Replicator(Protocol):
+    """What the publish paths need: publish to a replicated topic and await its replicas."""
+
+    async def publish(
+        self, topic: Topic, bodies: tuple[bytes, ...], now: float, defer: float
+    ) -> bool:
+        """Publish ``bodies``; True once committed, False once failed."""
+        ...  # pragma: no cover
+
+
+@dataclasses.dataclass(slots=True)
+class _Pending:
+    """A publish waiting for its record to commit."""
+
+    ids: tuple[bytes, ...]
+    bodies: tuple[bytes, ...]
+    timestamp: int
+    defer: float
+    channels: tuple[str, ...] | None
+    done: trio.Event = dataclasses.field(default_factory=trio.Event)
+    ok: bool = False
+
+
+class _Owned:
+    """One replicated topic on its owner: the core, its waiting publishes, its FINs."""
+
+    def __init__(self, topic: Topic, core: OwnerTopic, wake: Callable[[], None]) -> None:
+        self.topic = topic
+        self.core = core
+        self.pending: collections.OrderedDict[int, _Pending] = collections.OrderedDict()
+        self.fins: dict[str, list[bytes]] = {}
+        self.wake = wake
+
+    def finished(self, channel: str, msg_id: bytes) -> None:
+        """`Channel.on_finish`: remember the FIN; record a full batch at once."""
+        ids = self.fins.setdefault(channel, [])
+        ids.append(msg_id)
+        if len(ids) >= FIN_BATCH:
+            self.flush_fins()
+            self.wake()
+
+    def flush_fins(self) -> None:
+        """Record the FINs gathered so far, one `Finish` per channel."""
+        if not self.fins:
+            return
+        fins, self.fins = self.fins, {}
+        now = trio.current_time()
+        for channel, ids in fins.items():
+            self.core.append(Finish(channel=channel, ids=tuple(ids)), now)
+
+    def settle(self) -> None:
+        """Place every committed publish in the channels, in sequence order, and answer it."""
+        committed = self.core.committed
+        pending = self.pending
+        now = time.time()
+        while pending:
+            seq, waiting = next(iter(pending.items()))
+            if seq > committed:
+                return
+            del pending[seq]
+            if not self.topic.deleted:
+                self.topic.put_published(
+                    waiting.ids,
+                    waiting.bodies,
+                    waiting.timestamp,
+                    now,
+                    waiting.defer,
+                    waiting.channels,
+                )
+            waiting.ok = True
+            waiting.done.set()
+
+    def expire(self) -> None:
+        """Fail the publishes past their deadline (their `Abort` follows)."""
+        for seq in self.core.expire(trio.current_time()):
+            waiting = self.pending.pop(seq, None)
+            if waiting is not None:
+                waiting.done.set()
+        self.wake()
+
+
+class _Link:
+    """The stream to one replica member, with the event that wakes its sender."""
+
+    def __init__(self, member: str) -> None:
+        self.member = member
+        self.wake = trio.Event()
+        self.scope = trio.CancelScope()
+        self.connected = False
+
+
+class Replication:
+    """Replicated topics of one node: owner side, replica side, failover.
+
+    Args:
+        name: this node's member name.
+        broker: the node's broker.
+        driver: the gossip driver (streams, members, events).
+        config: the node's settings (factor, quorum, timeout, durability).
+        store: where this node, as a replica, keeps what it holds (None
+            keeps it in memory only).
+        factors_path: the file that keeps the topics' own factors
+            (``/topic/create?replication_factor=N``) across restarts, or None.
+        kick_backlog: called after an adoption put messages in a topic backlog.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        broker: Broker,
+        driver: MembershipDriver,
+        config: NodeConfig,
+        *,
+        store: ReplicaStore | None = None,
+        factors_path: str | None = None,
+        kick_backlog: Callable[[], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.broker = broker
+        self.driver = driver
+        self.config = config
+        self.store = store
+        self._kick_backlog = kick_backlog
+        self.factors_path = factors_path
+        self.factors: dict[str, int] = _load_factors(factors_path)
+        # The factor each owner announced for the copies we hold (`Factor`).
+        self.owner_factors: dict[tuple[str, str], int] = {}
+        self.owned: dict[str, _Owned] = {}
+        self.held: dict[tuple[str, str], ReplicaTopic] = {}
+        self.links: dict[str, _Link] = {}
+        self.adopted: dict[tuple[str, str], int] = {}
+        self.adopted_messages = 0
+        self.failed_publishes = 0
+        self._nursery: trio.Nursery | None = None
+        if store is not None:
+            self.held.update(store.restore())
+
+    # -- settings ---------------------------------------------------------------
+
+    def factor_of(self, topic: str) -> int:
+        """Copies kept of ``topic``'s messages: its own factor, else the node's."""
+        if topic.endswith("#ephemeral"):
+            return 1
+        return self.factors.get(topic, self.config.replication_factor)
+
+    def set_factor(self, topic: str, factor: int) -> None:
+        """``/topic/create?replication_factor=N``: takes effect if the topic is new here."""
+        if self.factors.get(topic) == factor:
+            return
+        self.factors[topic] = factor
+        if self.factors_path is not None:
+            _save_factors(self.factors_path, self.factors)
+
+    def _held_factor(self, owner: str, topic: str) -> int:
+        """The factor of a copy we hold: as its owner announced, else ours (at least 2)."""
+        return self.owner_factors.get((owner, topic)) or max(self.factor_of(topic), 2)
+
+    # -- service ----------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the links; replicate the topics that exist already, then follow events."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.driver.add_stream_handler(REPLICATION_TAG, self._serve_owner, long_lived=True)
+            self.driver.add_listener(self._on_member_event)
+            self.broker.add_listener(self._on_broker_event)
+            for topic in list(self.broker.topics.values()):
+                self._attach(topic)
+            self._place()
+            task_status.started()
+            await trio.sleep_forever()
+
+    # -- owner side -------------------------------------------------------------
+
+    def _on_broker_event(self, event: BrokerEvent) -> None:
+        match event:
+            case TopicCreated(topic=name):
+                topic = self.broker.topics.get(name)
+                if topic is not None:
+                    self._attach(topic)
+                    self._place()
+            case TopicDeleted(topic=name):
+                # Kept, so the links still send the drop; a topic created
+                # again under the name continues the same records.
+                owned = self.owned.get(name)
+                if owned is not None:
+                    owned.core.append(TopicDropped(deleted=True), trio.current_time())
+                    for waiting in owned.pending.values():
+                        waiting.done.set()
+                    owned.pending.clear()
+                    self._wake_links()
+            case ChannelCreatedEvent(topic=name, channel=channel):
+                owned = self.owned.get(name)
+                if owned is not None and not channel.endswith("#ephemeral"):
+                    self._hook_channel(owned, channel)
+                    owned.core.append(ChannelCreated(channel=channel), trio.current_time())
+                    self._wake_links()
+            case ChannelDeleted(topic=name, channel=channel):
+                owned = self.owned.get(name)
+                if (
+                    owned is not None
+                    and not owned.topic.deleted
+                    and not channel.endswith("#ephemeral")
+                ):
+                    owned.flush_fins()
+                    owned.core.append(
+                        ChannelDropped(channel=channel, deleted=True), trio.current_time()
+                    )
+                    self._wake_links()
+            case _:
+                pass
+
+    def _attach(self, topic: Topic) -> None:
+        factor = self.factor_of(topic.name)
+        if factor <= 1:
+            return
+        owned = self.owned.get(topic.name)
+        if owned is not None:
+            if owned.topic is not topic:  # deleted, and created again
+                owned.topic = topic
+                topic.replicated = owned
+                self._announce_channels(owned)
+            return
+        core = OwnerTopic(
+            topic.name,
+            required=self.config.replicas_required(factor),
+            timeout=self.config.replication_timeout,
+        )
+        owned = _Owned(topic, core, self._wake_links)
+        self.owned[topic.name] = owned
+        topic.replicated = owned
+        self._announce_channels(owned)
+
+    def _announce_channels(self, owned: _Owned) -> None:
+        now = trio.current_time()
+        for channel in owned.topic.channels:
+            if not channel.endswith("#ephemeral"):
+                self._hook_channel(owned, channel)
+                owned.core.append(ChannelCreated(channel=channel), now)
+
+    def _hook_channel(self, owned: _Owned, channel: str) -> None:
+        found = owned.topic.channels.get(channel)
+        if found is not None and not found.ephemeral:
+
+            def finished(msg_id: bytes, owned: _Owned = owned, channel: str = channel) -> None:
+                owned.finished(channel, msg_id)
+
+            found.on_finish = finished
+
+    async def publish(
+        self, topic: Topic, bodies: tuple[bytes, ...], now: float, defer: float
+    ) -> bool:
+        """Publish to a replicated topic; True once committed, False on timeout."""
+        owned = self.owned.get(topic.name)
+        if owned is None or owned.topic is not topic:
+            return False
+        ts = int(now * 1e9)
+        ids = topic.new_ids(ts, len(bodies))
+        channels = topic.fanout_names()
+        record = Publish(
+            ids=ids,
+            bodies=bodies,
+            timestamp=ts,
+            due=now + defer if defer > 0 else 0.0,
+            # Ephemeral channels are never replicated (NSQ discards them).
+            channels=None
+            if channels is None
+            else tuple(name for name in channels if not name.endswith("#ephemeral")),
+        )
+        waiting = _Pending(ids, bodies, ts, defer, channels)
+        seq = owned.core.append(record, trio.current_time())
+        owned.pending[seq] = waiting
+        owned.settle()
+        if not waiting.done.is_set():
+            self._wake_links()
+        # Bounded: each pass ends at the oldest deadline, and `expire` fails
+        # every publish past it, ours included once its own deadline passed.
+        while not waiting.done.is_set():
+            deadline = owned.core.next_deadline()
+            with trio.move_on_at(deadline if deadline is not None else math.inf):
+                await waiting.done.wait()
+            if not waiting.done.is_set():
+                owned.expire()
+        if not waiting.ok:
+            self.failed_publishes += 1
+        return waiting.ok
+
+    def pumped(self, topic: Topic, count: int) -> None:
+        """The node moved ``count`` backlog messages of ``topic`` into its channels."""
+        owned = self.owned.get(topic.name)
+        if owned is None or count <= 0:
+            return
+        channels = tuple(topic.channels)
+        owned.core.append(Pump(count=count, channels=channels), trio.current_time())
+        self._wake_links()
+
+    def _wake_links(self) -> None:
+        for link in self.links.values():
+            link.wake.set()
+
+    # -- placement --------------------------------------------------------------
+
+    def _alive(self) -> list[str]:
+        """Members that can hold copies: alive or suspect, with a broker."""
+        return [
+            member.name
+            for member in self.driver.members()
+            if member.state in _LIVE and member.meta.get("t", "0") != "0"
+        ]
+
+    def _place(self) -> None:
+        alive = self._alive()
+        wanted: set[str] = set()
+        for name, owned in self.owned.items():
+            chosen = replicas(self.name, name, alive, self.factor_of(name))
+            owned.core.set_replicas(chosen)
+            wanted.update(chosen)
+            owned.settle()
+        for member in list(self.links):
+            if member not in wanted:
+                self.links.pop(member).scope.cancel()
+        if self._nursery is not None:
+            for member in wanted - self.links.keys():
+                link = _Link(member)
+                self.links[member] = link
+                self._nursery.start_soon(self._run_link, link)
+        self._wake_links()
+
+    def _on_member_event(self, event: Event) -> None:
+        self._place()
+        if isinstance(event, MemberFailed):
+            self._failover(event.member.name)
+        self._drop_stale_copies()
+
+    # -- links (owner → replica) -----------------------------------------------
+
+    async def _run_link(self, link: _Link) -> None:
+        with link.scope:
+            while True:
+                member = self.driver.member(link.member)
+                if member is None or member.state not in _LIVE:
+                    await trio.sleep(RETRY_INTERVAL)
+                    continue
+                try:
+                    async with self.driver.open_stream(member.address, REPLICATION_TAG) as stream:
+                        await stream.send_message(self.name.encode("utf-8"))
+                        for owned in self.owned.values():
+                            owned.core.resync(link.member)
+                        link.connected = True
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(self._read_acks, stream, link.member)
+                            await self._send_loop(stream, link)
+                except* (
+                    OSError,
+                    trio.TooSlowError,
+                    trio.BrokenResourceError,
+                    trio.ClosedResourceError,
+                    trio.EndOfChannel,
+                    RemoteProtocolError,
+                    LocalProtocolError,
+                ) as group:
+                    log.info("replication link to %s broke: %s", link.member, group.exceptions[0])
+                link.connected = False
+                for owned in self.owned.values():
+                    owned.core.rewind(link.member)
+                await trio.sleep(RETRY_INTERVAL)
+
+    async def _send_loop(self, stream: MessageStream, link: _Link) -> None:
+        member = link.member
+        announced: set[str] = set()
+        while True:
+            link.wake = trio.Event()
+            for name, owned in list(self.owned.items()):
+                if member not in owned.core.quorum.replicas:
+                    continue
+                if name not in announced:
+                    factor = self.factor_of(name)
+                    await stream.send_message(encode_frame(Factor(topic=name, factor=factor)))
+                    announced.add(name)
+                owned.flush_fins()
+                # Bounded: each batch advances what was sent to the member.
+                while (batch := owned.core.outgoing(member, BATCH_RECORDS)) is not None:
+                    await stream.send_message(encode_frame(batch))
+            await link.wake.wait()
+
+    async def _read_acks(self, stream: MessageStream, member: str) -> None:
+        while True:
+            frame = decode_frame(await stream.receive_message())
+            match frame:
+                case Ack(topic=topic, seq=seq):
+                    owned = self.owned.get(topic)
+                    if owned is not None:
+                        owned.core.ack(member, seq)
+                        owned.settle()
+                case Resync(topic=topic):
+                    owned = self.owned.get(topic)
+                    if owned is not None:
+                        owned.core.resync(member)
+                        self._wake_links()
+                case Batch() | Factor():
+                    raise RemoteProtocolError("a replica sent what only an owner sends")
+
+    # -- replica side -----------------------------------------------------------
+
+    async def _serve_owner(self, stream: MessageStream, peer: Any) -> None:
+        """An owner's stream: apply its batches, keep them, acknowledge."""
+        del peer
+        owner = (await stream.receive_message()).decode("utf-8", "replace")
+        while True:
+            try:
+                data = await stream.receive_message()
+            except trio.EndOfChannel:
+                return
+            frame = decode_frame(data)
+            if isinstance(frame, Factor):
+                self.owner_factors[owner, frame.topic] = frame.factor
+                continue
+            if not isinstance(frame, Batch):
+                raise RemoteProtocolError("an owner sent something other than a batch")
+            if not is_valid_topic_name(frame.topic):
+                raise RemoteProtocolError(f"replication batch names topic {frame.topic!r}")
+            key = (owner, frame.topic)
+            try:
+                held = receive(self.held.get(key), frame)
+            except RemoteProtocolError:
+                await stream.send_message(encode_frame(Resync(topic=frame.topic)))
+                continue
+            self.held[key] = held
+            if self.store is not None:
+                try:
+                    await self.store.append(key, data, held)
+                except OSError as exc:
+                    # Not acknowledged, and forgotten: the owner's next link
+                    # starts this topic with a snapshot, logged afresh.
+                    del self.held[key]
+                    log.error(  # noqa: TRY400 - one line, no traceback, for operators
+                        "replica log of %s/%s cannot be written: %s", owner, key[1], exc
+                    )
+                    return
+            await stream.send_message(encode_frame(Ack(topic=frame.topic, seq=held.applied)))
+
+    # -- failover ---------------------------------------------------------------
+
+    def _failover(self, dead: str) -> None:
+        alive = self._alive()
+        for owner, topic in [key for key in self.held if key[0] == dead]:
+            chosen = replicas(owner, topic, alive, self._held_factor(owner, topic))
+            if chosen and chosen[0] == self.name:
+                self._adopt(owner, topic)
+
+    def _drop_stale_copies(self) -> None:
+        """Copies of a live owner's topic whose replica set we left are dropped."""
+        alive = set(self._alive())
+        for owner, topic in list(self.held):
+            if owner not in alive or owner == self.name:
+                continue
+            if self.name not in replicas(owner, topic, alive, self._held_factor(owner, topic)):
+                del self.held[owner, topic]
+                if self.store is not None:
+                    self.store.drop((owner, topic))
+
+    def _adopt(self, owner: str, name: str) -> None:
+        """Serve the dead owner's unfinished messages of ``name`` from our own broker."""
+        held = self.held.pop((owner, name))
+        if self.store is not None:
+            self.store.drop((owner, name))
+        now = time.time()
+        topic, _ = self.broker.get_or_create_topic(name, now)
+        for channel in held.channels:
+            self.broker.get_or_create_channel(name, channel, now)
+        count = 0
+        last = b""
+        for record in held.snapshot().records:
+            if not isinstance(record, Publish):
+                continue
+            for channel in record.channels or ():
+                self.broker.get_or_create_channel(name, channel, now)
+            defer = max(record.due - now, 0.0) if record.due else 0.0
+            topic.put_published(
+                record.ids, record.bodies, record.timestamp, now, defer, record.channels
+            )
+            count += len(record.ids)
+            last = max(last, *record.ids)
+        self.adopted[owner, name] = count
+        self.adopted_messages += count
+        log.warning(
+            "adopted topic %s of dead member %s: %d unfinished message(s), last ID %s",
+            name,
+            owner,
+            count,
+            last.decode("ascii", "replace"),
+        )
+        if self._kick_backlog is not None:
+            self._kick_backlog()
+
+    # -- visibility -------------------------------------------------------------
+
+    def lags(self) -> list[tuple[str, str, int]]:
+        """``(topic, replica, records it has not acknowledged)`` for ``/metrics``."""
+        out = []
+        for name, owned in sorted(self.owned.items()):
+            stats = owned.core.statistics()
+            out += [(name, replica, stats.lag(replica)) for replica in sorted(stats.watermarks)]
+        return out
+
+    def statistics(self) -> dict[str, Any]:
+        """The ``replication`` object of ``/stats``."""
+        topics = {}
+        for name, owned in self.owned.items():
+            stats = owned.core.statistics()
+            topics[name] = {
+                "factor": self.factor_of(name),
+                "replicas": sorted(stats.watermarks),
+                "appended": stats.appended,
+                "committed": stats.committed,
+                "failed": stats.failed,
+                "lag": {replica: stats.lag(replica) for replica in sorted(stats.watermarks)},
+                "waiting_publishes": len(owned.pending),
+            }
+        return {
+            "factor": self.config.replication_factor,
+            "min_replicas": self.config.required_replicas,
+            "owned": topics,
+            "held": [
+                {"owner": owner, "topic": topic, "messages": len(held), "applied": held.applied}
+                for (owner, topic), held in sorted(self.held.items())
+            ],
+            "adopted": [
+                {"owner": owner, "topic": topic, "messages": count}
+                for (owner, topic), count in sorted(self.adopted.items())
+            ],
+            "adopted_messages": self.adopted_messages,
+            "failed_publishes": self.failed_publishes,
+        }
+
+
+def _load_factors(path: str | None) -> dict[str, int]:
+    """The topics' own factors kept at ``path`` (nothing if absent or unreadable)."""
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("replication factors in %s are unreadable (%s); using the default", path, exc)
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        str(topic): int(factor)
+        for topic, factor in data.items()
+        if is_valid_topic_name(str(topic))
+        and isinstance(factor, int)
+        and 1 <= factor <= MAX_REPLICATION_FACTOR
+    }
+
+
+def _save_factors(path: str, factors: dict[str, int]) -> None:
+    """Replace the factors file atomically (a few bytes per topic, written rarely)."""
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as fh:
+        json.dump(factors, fh, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(temporary, path)
+
+
+async def start_replication(node: Node, nursery: trio.Nursery) -> Replication:
+    """Start a node's replication service and wire it into its publish paths.
+
+    Inert while every topic's factor is 1 (``docs/replication.md``).
+    """
+    assert node.driver is not None
+    config = node.config
+    data_path = config.data_path
+    store = None
+    if data_path is not None:
+        store = ReplicaStore(os.path.join(data_path, "replicas"), durable=config.durable)
+    replication = Replication(
+        node.driver.name,
+        node.broker,
+        node.driver,
+        config,
+        store=store,
+        factors_path=None if data_path is None else os.path.join(data_path, "replication.json"),
+        kick_backlog=node.kick_backlog,
+    )
+    await nursery.start(replication.serve)
+    node.tcp.replicator = replication
+    node.http_api.replicator = replication
+    node.http_api.set_replication_factor = replication.set_factor
+    return replication

@@ -1,0 +1,220 @@
+"""The owner's side of one replicated topic: number, mirror, send, commit.
+
+Rules:
+1. Every change to a replicated topic on its owner becomes a record
+   (`shoal.replication.records`), numbered by the topic's `Quorum` and
+   applied to the owner's *mirror*, a `ReplicaTopic` like the ones its
+   replicas hold. The mirror is what a new replica is caught up from.
+2. Only publishes are awaited: the owner answers a publish once its record
+   commits, or with an error once it fails (`expire`). A failed publish is
+   followed by an `Abort` record, so no replica keeps it.
+3. The owner keeps each record until every current replica acknowledged it
+   and it is committed; a replica too far behind for the log (it joined
+   the set, or came back after the log moved on) gets a snapshot instead.
+4. Pure: no I/O, no clock. The shell asks `outgoing` what to send each
+   replica, feeds `ack` with what comes back, and calls `expire` at
+   `next_deadline`.
+
+Theory of operation:
+    Per replica the owner remembers the last sequence number it sent
+    (``sent``), so batches pipeline: `outgoing` hands out everything after
+    ``sent`` without waiting for acknowledgements, and `rewind` (after a
+    reconnect) moves ``sent`` back to the replica's acknowledged watermark
+    so the unacknowledged tail is sent again; the replica ignores records
+    it already has. ``sent`` is None while a replica needs a snapshot.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+from typing import TYPE_CHECKING
+
+from shoal.replication.quorum import Quorum
+from shoal.replication.records import Abort, Batch, Publish
+from shoal.replication.replica import ReplicaTopic
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from shoal.replication.quorum import QuorumStatistics
+    from shoal.replication.records import Record
+
+__all__ = ["OwnerTopic"]
+
+
+class OwnerTopic:
+    """One replicated topic on its owner.
+
+    Args:
+        topic: the topic name.
+        required: replica acknowledgements a publish needs.
+        timeout: seconds a publish may wait for them.
+    """
+
+    def __init__(self, topic: str, *, required: int, timeout: float) -> None:
+        self.topic = topic
+        self.quorum = Quorum(required=required, timeout=timeout)
+        self.mirror = ReplicaTopic(topic)
+        self._log: collections.deque[tuple[int, Record]] = collections.deque()
+        self._sent: dict[str, int | None] = {}
+        self._told_commit: dict[str, int] = {}
+        # (seq of the Abort record, seq of the publish it aborts), in order.
+        self._aborts: collections.deque[tuple[int, int]] = collections.deque()
+
+    def set_replicas(self, names: Iterable[str]) -> list[str]:
+        """Make ``names`` the replicas; new ones will get a snapshot first.
+
+        Returns:
+            The replicas new to the set.
+        """
+        added = self.quorum.set_replicas(names)
+        current = self.quorum.replicas
+        for name in list(self._sent):
+            if name not in current:
+                del self._sent[name]
+                self._told_commit.pop(name, None)
+        for name in added:
+            self._sent[name] = None
+            self._told_commit[name] = 0
+        self._trim()
+        return added
+
+    def append(self, record: Record, now: float) -> int:
+        """Record a change on the owner's topic.
+
+        Returns:
+            The record's sequence number; for a `Publish`, the caller waits
+            until `committed` reaches it or `expire` names it.
+        """
+        seq = self.quorum.append(now, awaited=isinstance(record, Publish))
+        self.mirror.apply(seq, record)
+        if self.quorum.replicas:
+            self._log.append((seq, record))
+        if self.quorum.committed >= seq:
+            self.mirror.commit(seq)
+        return seq
+
+    @property
+    def committed(self) -> int:
+        """Every record up to this sequence number is committed."""
+        return self.quorum.committed
+
+    def outgoing(self, replica: str, limit: int = 1024) -> Batch | None:
+        """What to send ``replica`` now, or None when it has everything.
+
+        Args:
+            replica: a current replica.
+            limit: records per batch at most.
+        """
+        if replica not in self._sent:
+            return None
+        sent = self._sent[replica]
+        if sent is None:
+            self._sent[replica] = self.quorum.appended
+            commit = self._commit_for(self.quorum.appended)
+            self._told_commit[replica] = commit
+            return Batch(
+                topic=self.topic,
+                first=0,
+                records=(),
+                commit=commit,
+                snapshot=self.mirror.snapshot(),
+            )
+        log = self._log
+        start = sent + 1 - log[0][0] if log else 0
+        if start < 0:
+            # The records it lacks are gone from the log: start it afresh.
+            self._sent[replica] = None
+            return self.outgoing(replica, limit)
+        records = tuple(record for _, record in itertools.islice(log, start, start + limit))
+        commit = self._commit_for(sent + len(records))
+        if not records and self._told_commit[replica] >= commit:
+            return None
+        self._sent[replica] = sent + len(records)
+        self._told_commit[replica] = commit
+        return Batch(topic=self.topic, first=sent + 1, records=records, commit=commit)
+
+    def _commit_for(self, sent: int) -> int:
+        """The commit watermark a replica that has records up to ``sent`` may hear.
+
+        A replica forgets how to abort a publish once it hears a watermark
+        at or above it. Acknowledgements are cumulative, so the owner's
+        watermark can pass a publish that failed; a replica must not hear
+        that watermark before it has the `Abort` of that publish.
+        """
+        commit = self.quorum.committed
+        for abort_seq, failed in self._aborts:
+            if abort_seq > sent:
+                commit = min(commit, failed - 1)
+                break
+        return commit
+
+    def ack(self, replica: str, seq: int) -> int:
+        """``replica`` holds every record up to ``seq``.
+
+        Returns:
+            The committed watermark afterwards.
+        """
+        before = self.quorum.committed
+        committed = self.quorum.ack(replica, seq)
+        sent = self._sent.get(replica)
+        if sent is not None and seq > sent:
+            # It holds more than this stream sent it since a rewind: the
+            # earlier stream's records arrived after all.
+            self._sent[replica] = min(seq, self.quorum.appended)
+        if committed > before:
+            self.mirror.commit(committed)
+        self._trim()
+        return committed
+
+    def rewind(self, replica: str) -> None:
+        """The stream to ``replica`` broke: send again what it did not acknowledge."""
+        if replica not in self._sent:
+            return
+        mark = self.quorum.statistics().watermarks.get(replica, 0)
+        oldest = self._log[0][0] if self._log else self.quorum.appended + 1
+        self._sent[replica] = mark if mark >= oldest - 1 else None
+
+    def expire(self, now: float) -> list[int]:
+        """Fail the publishes that did not commit in time, and abort them.
+
+        Returns:
+            Their sequence numbers; answer those publishes with an error.
+        """
+        failed = self.quorum.expire(now)
+        for seq in failed:
+            self._aborts.append((self.append(Abort(seq=seq), now), seq))
+        return failed
+
+    def next_deadline(self) -> float | None:
+        """When `expire` has work next, or None."""
+        return self.quorum.next_deadline()
+
+    def statistics(self) -> QuorumStatistics:
+        """Replication lag and counters for ``/stats`` and ``/metrics``."""
+        return self.quorum.statistics()
+
+    def resync(self, replica: str) -> None:
+        """``replica`` cannot apply what it was sent (a gap): snapshot it again."""
+        if replica in self._sent:
+            self._sent[replica] = None
+        self._trim()
+
+    def _trim(self) -> None:
+        # Replicas waiting for a snapshot need no log; the others need every
+        # record they have not acknowledged, and uncommitted records may
+        # still have to be sent to a replica that replaces a dead one.
+        marks = self.quorum.statistics().watermarks
+        floor = min(
+            (mark for name, mark in marks.items() if self._sent.get(name) is not None),
+            default=self.quorum.appended,
+        )
+        floor = min(floor, self.quorum.committed)
+        log = self._log
+        while log and log[0][0] <= floor:
+            log.popleft()
+        sent_floor = min((sent or 0 for sent in self._sent.values()), default=floor)
+        aborts = self._aborts
+        while aborts and aborts[0][0] <= sent_floor:
+            aborts.popleft()

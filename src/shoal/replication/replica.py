@@ -1,0 +1,321 @@
+"""What a replica holds of one owner's topic: every message still owed.
+
+Rules:
+1. A message is held from the `Publish` that carries it until every channel
+   it is owed to has finished it, its channels are dropped, the topic is
+   dropped, or its publish is aborted. Nothing else removes it.
+2. Records apply in sequence order exactly once: a record at or below
+   `ReplicaTopic.applied` is a duplicate and ignored; one beyond the next
+   expected number means the stream lost something, and the caller must
+   catch the replica up from a snapshot (`RemoteProtocolError`).
+3. The replica never decides where a message goes: the records say (see
+   `shoal.replication.records`).
+
+Theory of operation:
+    Messages live in one insertion-ordered dict ``id -> (body, timestamp,
+    due, owed)``, where ``owed`` is the tuple of channel names still owing
+    the message, or None for a message the owner holds in the topic's
+    backlog. Insertion order is publish order, so adoption hands messages to
+    the adopting broker in the order the owner would have delivered them.
+    The backlog is a deque of IDs in the same order, so a `Pump` of n moves
+    the n oldest in O(n).
+
+    Publishes not yet known to be committed keep their IDs by sequence
+    number (``commit`` forgets them), so an `Abort` finds its messages
+    without a scan. A `Finish` costs O(1) per ID; dropping a channel scans
+    the held messages once (channels are dropped rarely).
+
+    `snapshot` turns the state back into records, which is how an owner
+    catches up a new replica from its own mirror and how a replica rewrites
+    its log compactly: `restore` from a snapshot yields the same held
+    messages, owed to the same channels, with the same sequence number and
+    the same abortable publishes.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import TYPE_CHECKING, TypeAlias
+
+from shoal.errors import RemoteProtocolError
+from shoal.replication.records import (
+    Abort,
+    ChannelCreated,
+    ChannelDropped,
+    Finish,
+    Publish,
+    Pump,
+    TopicDropped,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from shoal.replication.records import Batch, Record
+
+__all__ = ["OwedMessage", "ReplicaTopic", "Snapshot", "receive"]
+
+
+#: A held message: ``(body, timestamp, due, owed)``; ``owed`` is a tuple of
+#: channel names, or None while the message sits in the topic backlog. A
+#: tuple of untracked values, so the garbage collector stops tracking it:
+#: a replica (and an owner's mirror) holds every unfinished message, and
+#: one tracked object per message made each collection walk all of them.
+_Held: TypeAlias = "tuple[bytes, int, float, tuple[str, ...] | None]"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class OwedMessage:
+    """One held message, as adoption hands it to a broker.
+
+    Attributes:
+        id: the owner's message ID (kept, so consumers can deduplicate).
+        body: the payload.
+        timestamp: publish time, nanoseconds since the epoch.
+        due: wall time before which it is not deliverable, 0.0 if none.
+        channels: the channels still owed it, or None for the topic backlog.
+    """
+
+    id: bytes
+    body: bytes
+    timestamp: int
+    due: float
+    channels: frozenset[str] | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    """A replica's whole state, as records, standing for every record to ``applied``.
+
+    Attributes:
+        applied: the last sequence number the snapshot includes.
+        records: channels, then held messages in publish order (see
+            `ReplicaTopic.snapshot`).
+        tentative: the IDs of each publish not yet known to be committed, by
+            its sequence number, so a later `Abort` still finds them.
+    """
+
+    applied: int
+    records: tuple[Record, ...]
+    tentative: dict[int, tuple[bytes, ...]]
+
+
+class ReplicaTopic:
+    """The messages of one owner's topic still owed to some channel.
+
+    Args:
+        topic: the topic name.
+    """
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.applied = 0
+        self.channels: dict[str, None] = {}
+        self._messages: dict[bytes, _Held] = {}
+        self._backlog: collections.deque[bytes] = collections.deque()
+        self._tentative: dict[int, tuple[bytes, ...]] = {}
+        self.held_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def apply(self, seq: int, record: Record) -> bool:
+        """Apply the owner's record numbered ``seq``.
+
+        Returns:
+            True if it was applied, False for a duplicate.
+
+        Raises:
+            RemoteProtocolError: ``seq`` skips a number; nothing changed.
+        """
+        if seq <= self.applied:
+            return False
+        if seq != self.applied + 1:
+            raise RemoteProtocolError(
+                f"replication record {seq} of {self.topic!r} follows {self.applied}"
+            )
+        self.applied = seq
+        match record:
+            case Publish():
+                self._publish(seq, record)
+            case Pump(count=count, channels=channels):
+                self._pump(count, channels)
+            case Finish(channel=channel, ids=ids):
+                for msg_id in ids:
+                    self._finish(msg_id, channel)
+            case ChannelCreated(channel=channel):
+                self.channels[channel] = None
+            case ChannelDropped(channel=channel, deleted=deleted):
+                for msg_id in [
+                    msg_id
+                    for msg_id, held in self._messages.items()
+                    if held[3] is not None and channel in held[3]
+                ]:
+                    self._finish(msg_id, channel)
+                if deleted:
+                    self.channels.pop(channel, None)
+            case TopicDropped(deleted=deleted):
+                self._messages.clear()
+                self._backlog.clear()
+                self._tentative.clear()
+                self.held_bytes = 0
+                if deleted:
+                    self.channels.clear()
+            case Abort(seq=aborted):
+                for msg_id in self._tentative.pop(aborted, ()):
+                    self._remove(msg_id)
+        return True
+
+    def commit(self, seq: int) -> None:
+        """The owner committed every record up to ``seq``: none will be aborted."""
+        for done in [s for s in self._tentative if s <= seq]:
+            del self._tentative[done]
+
+    def _publish(self, seq: int, record: Publish) -> None:
+        owed = record.channels
+        if owed is not None and not owed:
+            # Owed to no channel (only ephemeral ones took it): nothing to hold.
+            self._tentative[seq] = ()
+            return
+        messages = self._messages
+        timestamp = record.timestamp
+        due = record.due
+        added = 0
+        for msg_id, body in zip(record.ids, record.bodies, strict=True):
+            if msg_id in messages:
+                continue
+            messages[msg_id] = (body, timestamp, due, owed)
+            added += len(body)
+            if owed is None:
+                self._backlog.append(msg_id)
+        self.held_bytes += added
+        self._tentative[seq] = record.ids
+
+    def _pump(self, count: int, channels: tuple[str, ...]) -> None:
+        backlog = self._backlog
+        messages = self._messages
+        moved = 0
+        while moved < count and backlog:
+            msg_id = backlog.popleft()
+            held = messages.get(msg_id)
+            if held is None:  # aborted while in the backlog
+                continue
+            messages[msg_id] = (held[0], held[1], held[2], channels)
+            moved += 1
+
+    def _finish(self, msg_id: bytes, channel: str) -> None:
+        held = self._messages.get(msg_id)
+        if held is None:
+            return
+        owed = held[3]
+        if owed is None or channel not in owed:
+            return
+        left = tuple(name for name in owed if name != channel)
+        if left:
+            self._messages[msg_id] = (held[0], held[1], held[2], left)
+        else:
+            self._remove(msg_id)
+
+    def _remove(self, msg_id: bytes) -> None:
+        held = self._messages.pop(msg_id, None)
+        if held is not None:
+            self.held_bytes -= len(held[0])
+            # A backlog entry of a removed message is skipped by `_pump`.
+
+    def owed(self) -> Iterator[OwedMessage]:
+        """Every held message, in publish order."""
+        for msg_id, (body, timestamp, due, owed) in self._messages.items():
+            yield OwedMessage(
+                id=msg_id,
+                body=body,
+                timestamp=timestamp,
+                due=due,
+                channels=None if owed is None else frozenset(owed),
+            )
+
+    @classmethod
+    def restore(cls, topic: str, snapshot: Snapshot) -> ReplicaTopic:
+        """A replica in exactly the state `snapshot` was taken from."""
+        replica = cls(topic)
+        for seq, record in enumerate(snapshot.records, 1):
+            replica.apply(seq, record)
+        replica.applied = snapshot.applied
+        replica._tentative = {
+            seq: tuple(msg_id for msg_id in ids if msg_id in replica._messages)
+            for seq, ids in snapshot.tentative.items()
+        }
+        return replica
+
+    def snapshot(self) -> Snapshot:
+        """This state as a `Snapshot`, from which `restore` rebuilds it.
+
+        Its records are channels first, then the held messages in publish
+        order, one `Publish` per run of messages sharing timestamp, due time
+        and owed channels. Backlog messages are published with
+        ``channels=None`` in backlog order, so a later `Pump` moves the same
+        ones.
+        """
+        records: list[Record] = [ChannelCreated(channel=name) for name in self.channels]
+        run_key: tuple[int, float, tuple[str, ...] | None] | None = None
+        ids: list[bytes] = []
+        bodies: list[bytes] = []
+
+        def flush() -> None:
+            if run_key is not None and ids:
+                timestamp, due, channels = run_key
+                records.append(
+                    Publish(
+                        ids=tuple(ids),
+                        bodies=tuple(bodies),
+                        timestamp=timestamp,
+                        due=due,
+                        channels=channels,
+                    )
+                )
+            ids.clear()
+            bodies.clear()
+
+        for message in self.owed():
+            channels = None if message.channels is None else tuple(sorted(message.channels))
+            key = (message.timestamp, message.due, channels)
+            if key != run_key:
+                flush()
+                run_key = key
+            ids.append(message.id)
+            bodies.append(message.body)
+        flush()
+        return Snapshot(
+            applied=self.applied, records=tuple(records), tentative=dict(self._tentative)
+        )
+
+
+def receive(replica: ReplicaTopic | None, batch: Batch) -> ReplicaTopic:
+    """Apply what the owner sent; the result's ``applied`` is the acknowledgement.
+
+    Args:
+        replica: what this replica held of the topic, or None.
+        batch: the owner's batch for the topic.
+
+    Returns:
+        The replica's state afterwards (a new object after a snapshot).
+
+    Raises:
+        RemoteProtocolError: the batch starts past the next expected record;
+            the records of the batch were not applied and the owner must send
+            a snapshot (`shoal.replication.owner.OwnerTopic.resync`).
+    """
+    if batch.snapshot is not None:
+        replica = ReplicaTopic.restore(batch.topic, batch.snapshot)
+    else:
+        if replica is None:
+            replica = ReplicaTopic(batch.topic)
+        if batch.records and batch.first > replica.applied + 1:
+            raise RemoteProtocolError(
+                f"replication batch of {batch.topic!r} starts at {batch.first}, "
+                f"after {replica.applied}"
+            )
+        for seq, record in enumerate(batch.records, batch.first):
+            replica.apply(seq, record)
+    replica.commit(batch.commit)
+    return replica

@@ -1,0 +1,349 @@
+"""Replicated topics, real processes: a dead owner or replica loses no acknowledged message.
+
+Each test runs three ``shoal node`` processes on loopback with
+``--replication-factor 2`` and the local gossip profile (failures detected
+in about a second), publishes with acknowledgement tracking, SIGKILLs a
+node mid-stream and counts every acknowledged message at the consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import shutil
+import threading
+import time
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+import nsq
+import pytest
+from tests.cluster.test_cluster_processes import get, post, statuses
+
+from shoal.cluster.slices import PUBLISH_SLICE
+from shoal.testing.process import NodeProcess
+from shoal.testing.wire import NsqConnection
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ARGS = ("--gossip-profile", "local", "--replication-factor", "2", "--replication-timeout", "5s")
+#: Messages per MPUB of the publisher.
+BATCH = 50
+
+
+def eventually(condition: Callable[[], bool], limit: float = 20.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+async def until(condition: Callable[[], bool], limit: float = 30.0) -> None:
+    """Poll ``condition`` on the asyncio loop (pynsq's callbacks run there)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+class Trio:
+    """Three replicated nodes: a (the owner of what is published to it), b, c."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.a = self._start("a")
+        self.b = self._start("b", self.a)
+        self.c = self._start("c", self.a)
+        self.nodes = [self.a, self.b, self.c]
+        eventually(lambda: all(list(statuses(n).values()).count("alive") == 3 for n in self.nodes))
+
+    def _start(self, data: str, seed: NodeProcess | None = None) -> NodeProcess:
+        args = [*ARGS, "--data-path", str(self.root / data)]
+        if seed is not None:
+            args += ["--seed", seed.gossip]
+        return NodeProcess(*args, workdir=self.root).start()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.kill()
+        for node in self.nodes:
+            assert "Traceback" not in node.stderr, node.stderr
+
+
+@pytest.fixture
+def trio_cluster(tmp_path: Path) -> Iterator[Trio]:
+    cluster = Trio(tmp_path)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+class Publisher(threading.Thread):
+    """MPUBs numbered bodies to one node until told to stop; remembers what got OK."""
+
+    def __init__(self, node: NodeProcess, topic: str, total: int) -> None:
+        super().__init__(daemon=True)
+        self.node = node
+        self.topic = topic
+        self.total = total
+        self.acked: list[bytes] = []
+        self.refused = 0
+        self.broken = False
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            with NsqConnection(self.node.tcp, timeout=15) as conn:
+                for start in range(0, self.total, BATCH):
+                    if self.stop.is_set():
+                        return
+                    bodies = [b"m%06d" % i for i in range(start, min(start + BATCH, self.total))]
+                    try:
+                        conn.mpub(self.topic, bodies)
+                    except AssertionError:
+                        self.refused += 1  # an error frame: not acknowledged
+                        continue
+                    self.acked += bodies
+        except OSError:
+            self.broken = True  # the node died: what was not answered is not acknowledged
+
+
+def replicas_of(owner: NodeProcess, topic: str) -> list[str]:
+    _status, stats = get(owner.http, "/stats?format=json")
+    return list(stats["replication"]["owned"][topic]["replicas"])
+
+
+def node_named(nodes: list[NodeProcess], name: str) -> NodeProcess:
+    return next(n for n in nodes if f"127.0.0.1:{n.tcp[1]}" == name)
+
+
+def test_owner_killed_and_its_disk_deleted_mid_stream_loses_no_acknowledged_message(
+    trio_cluster: Trio,
+) -> None:
+    cluster = trio_cluster
+    a, c = cluster.a, cluster.c
+    total = 10_000
+    assert post(a.http, "/topic/create?topic=orders") == 200
+    assert post(a.http, "/channel/create?topic=orders&channel=work") == 200
+    eventually(lambda: get(c.lookup_http, "/lookup?topic=orders")[0] == 200)
+    received: collections.Counter[bytes] = collections.Counter()
+    publisher = Publisher(a, "orders", total)
+    killed_at: list[float] = []
+    last_new: list[float] = [0.0]
+
+    def handle(message: Any) -> bool:
+        if message.body not in received:
+            last_new[0] = time.monotonic()
+        received[message.body] += 1
+        return True
+
+    async def scenario() -> None:
+        host, port = c.lookup_http
+        reader = nsq.Reader(
+            topic="orders",
+            channel="work",
+            message_handler=handle,
+            lookupd_http_addresses=[f"http://{host}:{port}"],
+            lookupd_poll_interval=1,
+            lookupd_poll_jitter=0.0,
+            max_in_flight=20,
+        )
+        try:
+            await until(lambda: bool(reader.conns))
+            publisher.start()
+            await until(lambda: len(received) >= total // 4)
+            a.kill()
+            killed_at.append(time.monotonic())
+            shutil.rmtree(cluster.root / "a")
+            publisher.join(20)
+            acked = set(publisher.acked)
+            assert len(acked) >= total // 4
+            deadline = time.monotonic() + 40
+            while not acked <= received.keys():
+                assert time.monotonic() < deadline, f"missing {len(acked - received.keys())}"
+                await asyncio.sleep(0.05)
+        finally:
+            reader.close()
+
+    asyncio.run(scenario())
+    acked = set(publisher.acked)
+    assert acked <= received.keys()
+    duplicates = sum(count - 1 for count in received.values())
+    print(
+        f"acknowledged {len(acked)}, received {len(received)} distinct, {duplicates} duplicates,"
+        f" the last one {last_new[0] - killed_at[0]:.1f}s after the kill"
+    )
+    # The adopter announced what it took over.
+    adopters = [
+        n
+        for n in (cluster.b, cluster.c)
+        if get(n.http, "/stats?format=json")[1]["replication"]["adopted"]
+    ]
+    assert len(adopters) == 1
+
+
+def test_a_replica_killed_during_publishing_is_replaced_and_nothing_is_lost(
+    trio_cluster: Trio,
+) -> None:
+    cluster = trio_cluster
+    a = cluster.a
+    total = 6_000
+    assert post(a.http, "/topic/create?topic=jobs") == 200
+    assert post(a.http, "/channel/create?topic=jobs&channel=work") == 200
+    publisher = Publisher(a, "jobs", total)
+    publisher.start()
+    eventually(lambda: len(publisher.acked) >= total // 4)
+    (first,) = replicas_of(a, "jobs")
+    victim = node_named(cluster.nodes, first)
+    survivor = next(n for n in (cluster.b, cluster.c) if n is not victim)
+    victim.kill()
+    acked_at_kill = len(publisher.acked)
+    publisher.join(40)
+    assert not publisher.is_alive()
+    assert not publisher.broken
+    assert len(publisher.acked) > acked_at_kill  # publishing went on
+    assert replicas_of(a, "jobs") == [f"127.0.0.1:{survivor.tcp[1]}"]
+
+    # The new replica was caught up: it holds every message not yet consumed.
+    def held_by_survivor() -> list[dict[str, Any]]:
+        return list(get(survivor.http, "/stats?format=json")[1]["replication"]["held"])
+
+    eventually(lambda: [h["messages"] for h in held_by_survivor()] == [len(publisher.acked)])
+    host, port = a.http
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as reply:
+        metrics = reply.read().decode()
+    assert f'shoal_replication_lag{{replica="127.0.0.1:{survivor.tcp[1]}",topic="jobs"}}' in metrics
+    # And the owner delivers every acknowledged message.
+    got: set[bytes] = set()
+    with NsqConnection(a.tcp) as conn:
+        conn.sub("jobs", "work")
+        conn.rdy(500)
+        while len(got) < len(publisher.acked):
+            message = conn.read_message()
+            got.add(message.body)
+            conn.fin(message.id)
+    assert got == set(publisher.acked)
+
+
+def test_a_topics_own_factor_replicates_it_and_survives_a_restart(tmp_path: Path) -> None:
+    plain = ("--gossip-profile", "local")
+    a = NodeProcess(*plain, "--data-path", str(tmp_path / "a"), workdir=tmp_path).start()
+    b = NodeProcess(
+        *plain, "--data-path", str(tmp_path / "b"), "--seed", a.gossip, workdir=tmp_path
+    ).start()
+    try:
+        eventually(lambda: list(statuses(a).values()).count("alive") == 2)
+        assert post(a.http, "/topic/create?topic=own&replication_factor=2") == 200
+        assert post(a.http, "/topic/create?topic=plain") == 200
+        with NsqConnection(a.tcp) as conn:
+            conn.mpub("own", [b"1", b"2", b"3"])
+            conn.mpub("plain", [b"4"])
+        owned = get(a.http, "/stats?format=json")[1]["replication"]["owned"]
+        assert list(owned) == ["own"]
+        assert owned["own"]["factor"] == 2
+        (held,) = get(b.http, "/stats?format=json")[1]["replication"]["held"]
+        assert (held["topic"], held["messages"]) == ("own", 3)
+        a.stop()
+        a.start()
+        owned = get(a.http, "/stats?format=json")[1]["replication"]["owned"]
+        assert list(owned) == ["own"]
+    finally:
+        for node in (a, b):
+            node.kill()
+        for node in (a, b):
+            assert "Traceback" not in node.stderr, node.stderr
+
+
+def test_a_deleted_topic_is_dropped_by_its_replica_and_can_be_created_again(
+    tmp_path: Path,
+) -> None:
+    args = ("--gossip-profile", "local", "--replication-factor", "2")
+    a = NodeProcess(*args, "--data-path", str(tmp_path / "a"), workdir=tmp_path).start()
+    b = NodeProcess(
+        *args, "--data-path", str(tmp_path / "b"), "--seed", a.gossip, workdir=tmp_path
+    ).start()
+
+    def held_by_b() -> list[int]:
+        return [h["messages"] for h in get(b.http, "/stats?format=json")[1]["replication"]["held"]]
+
+    try:
+        eventually(lambda: list(statuses(a).values()).count("alive") == 2)
+        assert post(a.http, "/topic/create?topic=gone") == 200
+        assert post(a.http, "/channel/create?topic=gone&channel=c") == 200
+        with NsqConnection(a.tcp) as conn:
+            conn.mpub("gone", [b"1", b"2", b"3"])
+        assert held_by_b() == [3]
+        assert post(a.http, "/topic/delete?topic=gone") == 200
+        eventually(lambda: held_by_b() == [0])
+        with NsqConnection(a.tcp) as conn:
+            conn.pub("gone", b"again")
+        assert held_by_b() == [1]  # the same records go on for the new topic
+        assert post(a.http, "/channel/create?topic=gone&channel=c") == 200
+        with NsqConnection(a.tcp) as conn:
+            conn.pub("gone", b"owed")
+        assert held_by_b() == [2]
+    finally:
+        for node in (a, b):
+            node.kill()
+        for node in (a, b):
+            assert "Traceback" not in node.stderr, node.stderr
+
+
+def test_backlog_pumped_later_and_deferred_messages_survive_the_owner(trio_cluster: Trio) -> None:
+    cluster = trio_cluster
+    a = cluster.a
+    with NsqConnection(a.tcp) as conn:
+        conn.mpub("late", [b"b1", b"b2"])  # no channel yet: the topic's backlog
+        conn.dpub("late", 1500, b"deferred")
+    assert post(a.http, "/channel/create?topic=late&channel=work") == 200
+    (name,) = replicas_of(a, "late")
+    adopter = node_named(cluster.nodes, name)
+
+    def held() -> list[int]:
+        return [
+            h["messages"] for h in get(adopter.http, "/stats?format=json")[1]["replication"]["held"]
+        ]
+
+    eventually(lambda: held() == [3])
+    a.kill()
+    eventually(lambda: bool(get(adopter.http, "/stats?format=json")[1]["replication"]["adopted"]))
+    started = time.monotonic()
+    got: dict[bytes, float] = {}
+    with NsqConnection(adopter.tcp) as conn:
+        conn.sub("late", "work")
+        conn.rdy(10)
+        while len(got) < 3:
+            message = conn.read_message()
+            got[message.body] = time.monotonic() - started
+            conn.fin(message.id)
+    assert set(got) == {b"b1", b"b2", b"deferred"}
+    # The deferred one kept its due time: it came after the others.
+    assert got[b"deferred"] >= max(got[b"b1"], got[b"b2"])
+
+
+def test_a_large_mpub_is_replicated_whole_over_tcp_and_http(trio_cluster: Trio) -> None:
+    cluster = trio_cluster
+    a = cluster.a
+    count = PUBLISH_SLICE * 2 + 7  # more than one slice of the hostile-input guard
+    assert post(a.http, "/topic/create?topic=big") == 200
+    assert post(a.http, "/channel/create?topic=big&channel=c") == 200
+    with NsqConnection(a.tcp) as conn:
+        conn.mpub("big", [b"t%d" % i for i in range(count)])
+    host, port = a.http
+    body = b"\n".join(b"h%d" % i for i in range(count))
+    request = urllib.request.Request(f"http://{host}:{port}/mpub?topic=big", data=body)
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert reply.read() == b"OK"
+    (name,) = replicas_of(a, "big")
+    replica = node_named(cluster.nodes, name)
+    (held,) = get(replica.http, "/stats?format=json")[1]["replication"]["held"]
+    assert held["messages"] == 2 * count
+    stats = get(a.http, "/stats?format=json")[1]["replication"]["owned"]["big"]
+    assert stats["committed"] == stats["appended"]
