@@ -114,7 +114,8 @@ def _default(field: dataclasses.Field[Any]) -> Any:
 
 def _option(field: dataclasses.Field[Any]) -> Callable[[F], F]:
     meta = field.metadata
-    kind = str(field.type)
+    # ``int | None`` is an int option whose default (None) means "derived".
+    kind = str(field.type).removesuffix(" | None")
     flag = "--" + meta.get("flag", field.name.replace("_", "-"))
     param = meta.get("param", field.name)
     extra: dict[str, Any] = {"help": meta["help"]}
