@@ -82,13 +82,25 @@ def test_replica_channel_and_topic_drops() -> None:
         publish("1", channels=("a", "b")),
         publish("2", channels=("a",)),
         ChannelDropped(channel="a", deleted=True),
+        publish("3", channels=None),
     )
-    assert held(r) == {b"1": {"b"}}
+    assert held(r) == {b"1": {"b"}, b"3": None}
     assert list(r.channels) == ["b"]
-    r.apply(6, TopicDropped(deleted=False))
+    # Emptied channel: what it owed is done there, the channel stays.
+    r.apply(7, ChannelDropped(channel="b", deleted=False))
+    assert held(r) == {b"3": None}
+    assert list(r.channels) == ["b"]
+    r.apply(8, publish("4", channels=("b",)))
+    # Emptied topic (nsqd's /topic/empty): only its backlog goes.
+    r.apply(9, TopicDropped(deleted=False))
+    assert held(r) == {b"4": {"b"}}
+    assert r.held_bytes == len(b"body-4")
+    r.apply(10, Pump(count=1, channels=("b",)))  # nothing left in the backlog to move
+    assert held(r) == {b"4": {"b"}}
+    r.apply(11, TopicDropped(deleted=True))
     assert held(r) == {}
     assert r.held_bytes == 0
-    assert list(r.channels) == ["b"]
+    assert list(r.channels) == []
 
 
 def test_replica_keeps_due_time_and_order() -> None:

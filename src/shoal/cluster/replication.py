@@ -53,7 +53,7 @@ import trio
 from shoal.cluster.replica_store import ReplicaStore
 from shoal.config import MAX_REPLICATION_FACTOR
 from shoal.errors import LocalProtocolError, RemoteProtocolError
-from shoal.membership.events import MemberFailed
+from shoal.membership.events import MemberFailed, MemberLeft
 from shoal.membership.state import MemberState
 from shoal.queue.broker import ChannelCreated as ChannelCreatedEvent
 from shoal.queue.broker import ChannelDeleted, TopicCreated, TopicDeleted
@@ -105,6 +105,10 @@ class Replicator(Protocol):
         """Publish ``bodies``; True once committed, False once failed."""
         ...  # pragma: no cover
 
+    def emptied(self, topic: Topic, channel: str | None) -> None:
+        """``/channel/empty`` (``channel``) or ``/topic/empty`` (None) just ran on ``topic``."""
+        ...  # pragma: no cover
+
 
 @dataclasses.dataclass(slots=True)
 class _Pending:
@@ -145,6 +149,26 @@ class _Owned:
         now = trio.current_time()
         for channel, ids in fins.items():
             self.core.append(Finish(channel=channel, ids=tuple(ids)), now)
+
+    def emptied(self, channel: str | None) -> None:
+        """Record an empty; the publishes still waiting for their replicas were before it.
+
+        Their records precede the drop, so the replicas drop them too: the
+        owner must not place them where the empty reached once they commit.
+        """
+        self.flush_fins()
+        now = trio.current_time()
+        if channel is None:
+            self.core.append(TopicDropped(deleted=False), now)
+        elif not channel.endswith("#ephemeral"):  # never replicated
+            self.core.append(ChannelDropped(channel=channel, deleted=False), now)
+        for waiting in self.pending.values():
+            if channel is None:
+                if waiting.channels is None:
+                    waiting.channels = ()
+            elif waiting.channels is not None and channel in waiting.channels:
+                waiting.channels = tuple(name for name in waiting.channels if name != channel)
+        self.wake()
 
     def settle(self) -> None:
         """Place every committed publish in the channels, in sequence order, and answer it."""
@@ -229,6 +253,10 @@ class Replication:
         self.adopted: dict[tuple[str, str], int] = {}
         self.adopted_messages = 0
         self.failed_publishes = 0
+        # Set by `hand_over`: publishes are refused and no link is opened again.
+        self.leaving = False
+        self.handed_over: list[str] = []
+        self._acked = trio.Event()
         self._nursery: trio.Nursery | None = None
         if store is not None:
             self.held.update(store.restore())
@@ -350,7 +378,7 @@ class Replication:
     ) -> bool:
         """Publish to a replicated topic; True once committed, False on timeout."""
         owned = self.owned.get(topic.name)
-        if owned is None or owned.topic is not topic:
+        if owned is None or owned.topic is not topic or self.leaving:
             return False
         ts = int(now * 1e9)
         ids = topic.new_ids(ts, len(bodies))
@@ -383,6 +411,15 @@ class Replication:
             self.failed_publishes += 1
         return waiting.ok
 
+    def emptied(self, topic: Topic, channel: str | None) -> None:
+        """``/topic/empty`` or ``/channel/empty``: the replicas drop the same messages.
+
+        Without it an adoption would deliver the emptied messages again.
+        """
+        owned = self.owned.get(topic.name)
+        if owned is not None and owned.topic is topic:
+            owned.emptied(channel)
+
     def pumped(self, topic: Topic, count: int) -> None:
         """The node moved ``count`` backlog messages of ``topic`` into its channels."""
         owned = self.owned.get(topic.name)
@@ -407,6 +444,8 @@ class Replication:
         ]
 
     def _place(self) -> None:
+        if self.leaving:
+            return
         alive = self._alive()
         wanted: set[str] = set()
         for name, owned in self.owned.items():
@@ -426,7 +465,9 @@ class Replication:
 
     def _on_member_event(self, event: Event) -> None:
         self._place()
-        if isinstance(event, MemberFailed):
+        if isinstance(event, (MemberFailed, MemberLeft)):
+            # A graceful leave hands its topics over (`hand_over`): the
+            # replicas adopt as they would on a death.
             self._failover(event.member.name)
         self._drop_stale_copies()
 
@@ -490,6 +531,7 @@ class Replication:
                     if owned is not None:
                         owned.core.ack(member, seq)
                         owned.settle()
+                    self._acked.set()
                 case Resync(topic=topic):
                     owned = self.owned.get(topic)
                     if owned is not None:
@@ -558,14 +600,28 @@ class Replication:
                     self.store.drop((owner, topic))
 
     def _adopt(self, owner: str, name: str) -> None:
-        """Serve the dead owner's unfinished messages of ``name`` from our own broker."""
+        """Serve the dead owner's unfinished messages of ``name`` from our own broker.
+
+        The adopter is their owner now: the topic becomes replicated here (at
+        the factor its first owner kept, at least) and every adopted message
+        is recorded for our own replicas, so a second failure before they are
+        consumed loses nothing. They are delivered at once, not after our
+        replicas acknowledge: waiting would strand them when no other member
+        is left to hold a copy.
+        """
         held = self.held.pop((owner, name))
         if self.store is not None:
             self.store.drop((owner, name))
+        factor = self._held_factor(owner, name)
+        if name not in self.owned and self.factor_of(name) < factor:
+            self.set_factor(name, factor)
         now = time.time()
         topic, _ = self.broker.get_or_create_topic(name, now)
+        self._attach(topic)  # an unreplicated topic of that name becomes replicated
+        owned = self.owned.get(name)
         for channel in held.channels:
             self.broker.get_or_create_channel(name, channel, now)
+        clock = trio.current_time()
         count = 0
         last = b""
         for record in held.snapshot().records:
@@ -577,19 +633,70 @@ class Replication:
             topic.put_published(
                 record.ids, record.bodies, record.timestamp, now, defer, record.channels
             )
+            if owned is not None:
+                owned.core.append(record, clock, awaited=False)
             count += len(record.ids)
             last = max(last, *record.ids)
         self.adopted[owner, name] = count
         self.adopted_messages += count
         log.warning(
-            "adopted topic %s of dead member %s: %d unfinished message(s), last ID %s",
+            "adopted topic %s of member %s: %d unfinished message(s), last ID %s",
             name,
             owner,
             count,
             last.decode("ascii", "replace"),
         )
+        self._place()
         if self._kick_backlog is not None:
             self._kick_backlog()
+
+    # -- graceful leave -----------------------------------------------------------
+
+    async def hand_over(self, limit: float) -> list[str]:
+        """Graceful leave: hand every replicated topic to its replicas, then drop it here.
+
+        An owner that leaves for good (decommissioned) would otherwise strand
+        what it holds on its own disk. It stops accepting replicated
+        publishes, records the FINs it gathered and waits, at most ``limit``
+        seconds, until every replica acknowledged every record. It then
+        empties each topic handed over, so it delivers none of it again,
+        neither during the rest of its leave nor after a restart; its first
+        replica adopts the topic on hearing of the leave, as on a death. A
+        topic that has no replica, or whose replicas did not all acknowledge
+        in time, stays here, flushed to disk like any other topic, and is
+        served again if the node returns (its replicas adopt what they hold
+        too: duplicates, never a loss).
+
+        Returns:
+            The topics handed over.
+        """
+        self.leaving = True
+        for owned in self.owned.values():
+            owned.flush_fins()
+        self._wake_links()
+        with trio.move_on_after(limit):
+            # Bounded by the deadline; each pass waits for an acknowledgement.
+            while any(_handing(owned) for owned in self.owned.values()):
+                self._acked = trio.Event()
+                await self._acked.wait()
+        for link in self.links.values():
+            link.scope.cancel()
+        self.links.clear()
+        handed = []
+        for name, owned in sorted(self.owned.items()):
+            stats = owned.core.statistics()
+            if owned.pending or not stats.watermarks:
+                continue
+            if min(stats.watermarks.values()) < stats.appended:
+                continue
+            owned.topic.empty()
+            for channel in owned.topic.channels.values():
+                channel.empty()
+            handed.append(name)
+        kept = sorted(self.owned.keys() - set(handed))
+        log.info("handed over %d replicated topic(s); kept %s", len(handed), kept or "none")
+        self.handed_over = handed
+        return handed
 
     # -- visibility -------------------------------------------------------------
 
@@ -630,6 +737,14 @@ class Replication:
             "adopted_messages": self.adopted_messages,
             "failed_publishes": self.failed_publishes,
         }
+
+
+def _handing(owned: _Owned) -> bool:
+    """Whether ``owned`` still waits for its replicas (it has some, and they lag)."""
+    stats = owned.core.statistics()
+    if not stats.watermarks:
+        return False
+    return bool(owned.pending) or min(stats.watermarks.values()) < stats.appended
 
 
 def _load_factors(path: str | None) -> dict[str, int]:
