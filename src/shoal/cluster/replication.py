@@ -17,8 +17,12 @@ Rules:
    merged.
 4. Placement follows membership: on every member event the replicas of
    each owned topic are recomputed (`placement.replicas`) and links opened
-   or closed; a holder whose owner was declared dead adopts when it ranks
-   first among the topic's replicas (`_maybe_adopt`).
+   or closed; a holder whose owner was declared dead, or left, adopts when
+   it ranks first among the topic's replicas (`_failover`), and records
+   what it adopted for its own replicas: it is their owner now.
+5. A graceful leave hands the owned topics over before it spreads
+   (`Replication.hand_over`): a final flush to the replicas, then the
+   owner empties what they all hold, and the first of them adopts.
 
 Theory of operation:
     The TCP and HTTP publish paths call `Replicator.publish`, which appends
