@@ -13,13 +13,16 @@ node's ``/lookup`` lists the adopter as a producer of the topic and a
 consumer subscribed there receives the first adopted message.
 
 Clients and nodes share the machine: on a small one the figures are the
-ratio between rows more than absolute rates.
+ratio between rows more than absolute rates. The CPU columns are steadier
+on a loaded machine: the CPU time the owner and the other two nodes (its
+replicas) spent per 1,000 messages published, from /proc.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import threading
 import time
@@ -73,6 +76,15 @@ def start_cluster(root: Path, factor: int, profile: str) -> list[NodeProcess]:
 
     wait(alive)
     return nodes
+
+
+def cpu_seconds(node: NodeProcess) -> float:
+    """User + system CPU time the node's process has used so far (Linux /proc)."""
+    assert node.proc is not None
+    with open(f"/proc/{node.proc.pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat(5); fields[0] is field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def publish(node: NodeProcess, topic: str, total: int, batch: int, size: int, conns: int) -> float:
@@ -149,7 +161,10 @@ def main() -> None:
     parser.add_argument("--profile", default="lan", choices=["lan", "local", "wan"])
     args = parser.parse_args()
     rates: dict[tuple[int, int], float] = {}
-    print(f"{'factor':>6} {'batch':>6} {'msgs/s':>10} {'vs factor 1':>12}")
+    print(
+        f"{'factor':>6} {'batch':>6} {'msgs/s':>10} {'vs factor 1':>12}"
+        f" {'owner cpu ms/1k':>16} {'others cpu ms/1k':>17}"
+    )
     for factor in (1, 2, 3):
         with tempfile.TemporaryDirectory(prefix="shoal-bench-repl-") as tmp:
             nodes = start_cluster(Path(tmp), factor, args.profile)
@@ -159,10 +174,16 @@ def main() -> None:
                     topic = f"b{batch}"
                     post(owner.http, f"/topic/create?topic={topic}")
                     post(owner.http, f"/channel/create?topic={topic}&channel=c")
+                    before = [cpu_seconds(node) for node in nodes]
                     rate = publish(owner, topic, total, batch, args.size, args.connections)
+                    used = [
+                        cpu_seconds(node) - was for node, was in zip(nodes, before, strict=True)
+                    ]
                     rates[factor, batch] = rate
+                    per_k = 1e6 / total  # seconds per run -> ms per 1,000 messages
                     print(
-                        f"{factor:>6} {batch:>6} {rate:>10,.0f} {rate / rates[1, batch]:>11.2f}x",
+                        f"{factor:>6} {batch:>6} {rate:>10,.0f} {rate / rates[1, batch]:>11.2f}x"
+                        f" {used[0] * per_k:>16.1f} {sum(used[1:]) * per_k:>17.1f}",
                         flush=True,
                     )
             finally:

@@ -163,3 +163,13 @@ def test_replica_holds_nothing_owed_to_no_channel() -> None:
     r = fed(publish("1", channels=()), publish("2"))
     assert held(r) == {b"2": {"a"}}
     assert r.held_bytes == len(b"body-2")
+
+
+def test_replica_publish_of_held_or_repeated_ids_keeps_the_first() -> None:
+    r = fed(publish("1"))
+    r.apply(2, Publish(ids=(b"1", b"2"), bodies=(b"new", b"two"), timestamp=7, channels=("a",)))
+    r.apply(3, Publish(ids=(b"3", b"3"), bodies=(b"x", b"yy"), timestamp=7, channels=None))
+    assert [(m.id, m.body) for m in r.owed()] == [(b"1", b"body-1"), (b"2", b"two"), (b"3", b"x")]
+    assert r.held_bytes == len(b"body-1") + len(b"two") + len(b"x")
+    r.apply(4, Pump(count=5, channels=("a",)))
+    assert held(r) == {b"1": {"a"}, b"2": {"a"}, b"3": {"a"}}
