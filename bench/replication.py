@@ -15,7 +15,8 @@ consumer subscribed there receives the first adopted message.
 Clients and nodes share the machine: on a small one the figures are the
 ratio between rows more than absolute rates. The CPU columns are steadier
 on a loaded machine: the CPU time the owner and the other two nodes (its
-replicas) spent per 1,000 messages published, from /proc.
+replicas) spent per 1,000 messages published, from /proc. Each row is
+the median of --repeat runs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -159,6 +161,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--failover-messages", type=int, default=20_000)
     parser.add_argument("--profile", default="lan", choices=["lan", "local", "wan"])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per row; prints the median")
     args = parser.parse_args()
     rates: dict[tuple[int, int], float] = {}
     print(
@@ -171,19 +174,25 @@ def main() -> None:
             try:
                 owner = nodes[0]
                 for batch, total in ((200, args.messages), (1, args.batch1_messages)):
-                    topic = f"b{batch}"
-                    post(owner.http, f"/topic/create?topic={topic}")
-                    post(owner.http, f"/channel/create?topic={topic}&channel=c")
-                    before = [cpu_seconds(node) for node in nodes]
-                    rate = publish(owner, topic, total, batch, args.size, args.connections)
-                    used = [
-                        cpu_seconds(node) - was for node, was in zip(nodes, before, strict=True)
-                    ]
+                    runs = []
+                    for run in range(args.repeat):
+                        topic = f"b{batch}r{run}"  # a fresh topic: every run starts alike
+                        post(owner.http, f"/topic/create?topic={topic}")
+                        post(owner.http, f"/channel/create?topic={topic}&channel=c")
+                        before = [cpu_seconds(node) for node in nodes]
+                        rate = publish(owner, topic, total, batch, args.size, args.connections)
+                        used = [
+                            cpu_seconds(node) - was for node, was in zip(nodes, before, strict=True)
+                        ]
+                        runs.append((rate, used[0], sum(used[1:])))
+                    rate = statistics.median(r[0] for r in runs)
                     rates[factor, batch] = rate
                     per_k = 1e6 / total  # seconds per run -> ms per 1,000 messages
+                    owner_cpu = statistics.median(r[1] for r in runs) * per_k
+                    others_cpu = statistics.median(r[2] for r in runs) * per_k
                     print(
                         f"{factor:>6} {batch:>6} {rate:>10,.0f} {rate / rates[1, batch]:>11.2f}x"
-                        f" {used[0] * per_k:>16.1f} {sum(used[1:]) * per_k:>17.1f}",
+                        f" {owner_cpu:>16.1f} {others_cpu:>17.1f}",
                         flush=True,
                     )
             finally:
