@@ -675,12 +675,15 @@ class Replication:
             The topics handed over.
         """
         self.leaving = True
-        for owned in self.owned.values():
-            owned.flush_fins()
-        self._wake_links()
         with trio.move_on_after(limit):
             # Bounded by the deadline; each pass waits for an acknowledgement.
-            while any(_handing(owned) for owned in self.owned.values()):
+            while True:
+                # FINs keep coming from consumers until the servers close.
+                for owned in self.owned.values():
+                    owned.flush_fins()
+                self._wake_links()
+                if not any(_handing(owned) for owned in self.owned.values()):
+                    break
                 self._acked = trio.Event()
                 await self._acked.wait()
         for link in self.links.values():
