@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from shoal.cli.simulate import simulate as simulate_command
 from shoal.errors import ConfigError
+from shoal.replication.placement import replicas
 from shoal.simulations.replication import (
     Ledger,
     ReplicatedChurn,
@@ -103,10 +104,61 @@ def test_skipping_the_quorum_loses_acknowledged_messages(
     assert "acknowledged message(s) lost" in problems[0]
 
 
+def _owner_then_first_replica_die(
+    make_sim: Callable[..., Simulation], *, adopt_on_failure_event: bool
+) -> tuple[dict[str, Any], list[str], str | None]:
+    """Factor 3: the owner's host dies, then its first replica's, a second apart.
+
+    Silent hosts are detected by suspicion, so the second replica hears of
+    the owner's death first, while the first replica still looks alive.
+    """
+    sim = make_sim(8, duration=60.0)
+    workload = Workload(
+        topics=1,
+        factors=(3,),
+        publish_every=0.2,
+        quiet=20.0,
+        adopt_on_failure_event=adopt_on_failure_event,
+    )
+    model = ReplicationModel(sim, workload)
+    topic, owner, _ = model.topics[0]
+    first, second = replicas(owner, topic, sim.names, 3)
+    sim.scheduler.run_until(10.0)
+    sim.crash(owner, host_down=True)
+    sim.scheduler.run_until(11.0)
+    sim.crash(first, host_down=True)
+    sim.scheduler.run_until(sim.duration)
+    result, problems = model.finish(sim.now)
+    node = model.nodes.get(second)
+    adopter = second if node is not None and node.adopted else None
+    return result, problems, adopter
+
+
+def test_second_replica_adopts_when_the_first_dies_after_the_owner(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    result, problems, adopter = _owner_then_first_replica_die(
+        make_sim, adopt_on_failure_event=False
+    )
+    assert problems == []
+    assert adopter is not None
+    assert result["adoptions"] == 1
+    assert result["acknowledged"] > 0
+
+
+def test_adopting_only_on_the_owners_failure_event_strands_the_copy(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    result, problems, adopter = _owner_then_first_replica_die(make_sim, adopt_on_failure_event=True)
+    assert adopter is None
+    assert result["stranded"] > 0
+    assert problems
+
+
 # ---------------------------------------------------------------------- the scenarios
 
 
-SMALL = {"topics": 16, "publish_every": 0.5, "quiet": 15.0}
+SMALL: dict[str, Any] = {"topics": 16, "publish_every": 0.5, "quiet": 15.0}
 
 
 @pytest.mark.slow

@@ -49,9 +49,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 import random
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 from shoal.errors import ConfigError, RemoteProtocolError
+from shoal.membership.events import MemberFailed
 from shoal.membership.state import MemberState
 from shoal.replication import OwnerTopic, ReplicaTopic, receive, replicas
 from shoal.replication.codec import Ack, Factor, Resync, decode_frame, encode_frame
@@ -85,6 +86,12 @@ FIN_BATCH = 512
 RETRY_INTERVAL = 0.2
 
 _LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
+
+#: What a node's decisions depend on: live members, dead members, topics
+#: owned, copies held.
+_Seen: TypeAlias = (
+    "tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[tuple[str, str]]]"
+)
 
 
 class Ledger:
@@ -196,7 +203,18 @@ class _Link:
 class _Node:
     """The replication state of one life of one member (lost when it crashes)."""
 
-    __slots__ = ("adopted", "factors", "held", "host", "left", "life", "links", "owned", "serving")
+    __slots__ = (
+        "adopted",
+        "factors",
+        "held",
+        "host",
+        "left",
+        "life",
+        "links",
+        "owned",
+        "seen",
+        "serving",
+    )
 
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -209,6 +227,8 @@ class _Node:
         # Messages its broker delivered and no consumer finished yet.
         self.serving: dict[bytes, set[str]] = {}
         self.adopted: list[tuple[str, str, int]] = []
+        # What `ReplicationModel.on_events` last decided from.
+        self.seen: _Seen | None = None
 
     @property
     def name(self) -> str:
@@ -240,6 +260,11 @@ class Workload:
         skip_quorum: acknowledge every publish at once, before any replica
             holds it (the quorum's ``required`` 0): a broken variant that
             must lose messages when owners crash. For tests only.
+        adopt_on_failure_event: adopt only in reaction to the owner's own
+            failure event, as the shell did before `holder_action`; a holder
+            that hears of a better-ranked replica's death after the owner's
+            then never adopts. For tests only, to show why the decision is
+            level-triggered.
     """
 
     topics: int = 40
@@ -253,6 +278,7 @@ class Workload:
     start: float = 5.0
     quiet: float = 30.0
     skip_quorum: bool = False
+    adopt_on_failure_event: bool = False
 
     def __post_init__(self) -> None:
         if self.topics < 1 or self.channels < 1 or self.batch < 1 or self.body_size < 0:
@@ -314,7 +340,7 @@ class ReplicationModel:
             def on_events(self, host: Host, events: list[Event], now: float) -> None:
                 if inner is not None:
                     inner.on_events(host, events, now)
-                model.on_events(host)
+                model.on_events(host, events)
 
         sim.network.observer = _Observer()
         sim.models.append(self)
@@ -354,19 +380,41 @@ class ReplicationModel:
         assert engine is not None
         return {member.name: member.state for member in engine.members()}
 
-    def on_events(self, host: Host) -> None:
-        """A node's engine raised events: place its topics, then decide for its copies."""
+    def on_events(self, host: Host, events: list[Event]) -> None:
+        """A node's engine raised events: place its topics, then decide for its copies.
+
+        Like the shell, it reacts to every event; which event it was does
+        not matter, only the view afterwards (`holder_action` is
+        level-triggered).
+        """
+        failed = (
+            {event.member.name for event in events if isinstance(event, MemberFailed)}
+            if self.workload.adopt_on_failure_event
+            else None
+        )
         node = self.node(host.name)
         if node is None or node.left or not (node.owned or node.held):
             return
         states = self._states(node)
+        # Both decisions depend only on who is live, who is dead, which
+        # topics it owns and which copies it holds: most events (a
+        # suspicion, a refutation) change none of them.
+        seen = (
+            frozenset(name for name, state in states.items() if state in _LIVE),
+            frozenset(name for name, state in states.items() if state is MemberState.DEAD),
+            frozenset(node.owned),
+            frozenset(node.held),
+        )
+        if seen == node.seen and failed is None:
+            return
+        node.seen = seen
         if node.owned:
             self._place(node, states)
         for key in list(node.held):
             owner, topic = key
             factor = node.factors.get(key) or self.factor_of.get(topic, 2)
             action = holder_action(node.name, owner, topic, states, factor)
-            if action is HolderAction.ADOPT:
+            if action is HolderAction.ADOPT and (failed is None or owner in failed):
                 self._adopt(node, key)
             elif action is HolderAction.DROP:
                 del node.held[key]
