@@ -17,7 +17,9 @@ Rules:
    the owner at all (reaped): a copy is never dropped on missing news.
 4. **Drop** only when the owner is alive and the holder is outside its
    replica set: the owner keeps every message and catches the members of
-   the set up itself.
+   the set up itself. Known gap (docs/replication.md, "Not built yet"):
+   the holder drops before the owner has caught the new member up, so an
+   owner dying in that window loses what only it and this holder had.
 
 Theory of operation:
     The decision is level-triggered: the shell (and the simulator) asks it
