@@ -261,7 +261,7 @@ class Workload:
             holds it (the quorum's ``required`` 0): a broken variant that
             must lose messages when owners crash. For tests only.
         adopt_on_failure_event: adopt only in reaction to the owner's own
-            failure event, as the shell did before `holder_action`; a holder
+            failure event, as the shell does today; a holder
             that hears of a better-ranked replica's death after the owner's
             then never adopts. For tests only, to show why the decision is
             level-triggered.
