@@ -17,9 +17,12 @@ Rules:
    merged.
 4. Placement follows membership: on every member event the replicas of
    each owned topic are recomputed (`placement.replicas`) and links opened
-   or closed; a holder whose owner was declared dead, or left, adopts when
-   it ranks first among the topic's replicas (`_failover`), and records
-   what it adopted for its own replicas: it is their owner now.
+   or closed, and every held copy is adopted, kept or dropped as
+   `shoal.replication.failover.holder_action` says from the view after the
+   event (`_decide_copies`): a holder whose owner was declared dead, or
+   left, adopts when it ranks first among the alive members in the
+   topic's order, and records what it adopted for its own replicas: it is
+   their owner now.
 5. A graceful leave hands the owned topics over before it spreads
    (`Replication.hand_over`): a final flush to the replicas, then the
    owner empties what they all hold, and the first of them adopts.
@@ -57,13 +60,13 @@ import trio
 from shoal.cluster.replica_store import ReplicaStore
 from shoal.config import MAX_REPLICATION_FACTOR
 from shoal.errors import LocalProtocolError, RemoteProtocolError
-from shoal.membership.events import MemberFailed, MemberLeft
 from shoal.membership.state import MemberState
 from shoal.queue.broker import ChannelCreated as ChannelCreatedEvent
 from shoal.queue.broker import ChannelDeleted, TopicCreated, TopicDeleted
 from shoal.queue.names import is_valid_topic_name
 from shoal.replication import OwnerTopic, ReplicaTopic, receive, replicas
 from shoal.replication.codec import Ack, Factor, Resync, decode_frame, encode_frame
+from shoal.replication.failover import HolderAction, holder_action
 from shoal.replication.records import (
     Batch,
     ChannelCreated,
@@ -261,6 +264,8 @@ class Replication:
         self.leaving = False
         self.handed_over: list[str] = []
         self._acked = trio.Event()
+        # The view `_decide_copies` last decided from.
+        self._seen: tuple[frozenset[object], ...] | None = None
         self._nursery: trio.Nursery | None = None
         if store is not None:
             self.held.update(store.restore())
@@ -468,12 +473,11 @@ class Replication:
         self._wake_links()
 
     def _on_member_event(self, event: Event) -> None:
+        # Level-triggered: which event it was does not matter, only the view
+        # afterwards (`shoal.replication.failover`).
+        del event
         self._place()
-        if isinstance(event, (MemberFailed, MemberLeft)):
-            # A graceful leave hands its topics over (`hand_over`): the
-            # replicas adopt as they would on a death.
-            self._failover(event.member.name)
-        self._drop_stale_copies()
+        self._decide_copies()
 
     # -- links (owner → replica) -----------------------------------------------
 
@@ -585,20 +589,42 @@ class Replication:
 
     # -- failover ---------------------------------------------------------------
 
-    def _failover(self, dead: str) -> None:
-        alive = self._alive()
-        for owner, topic in [key for key in self.held if key[0] == dead]:
-            chosen = replicas(owner, topic, alive, self._held_factor(owner, topic))
-            if chosen and chosen[0] == self.name:
-                self._adopt(owner, topic)
+    def _decide_copies(self) -> None:
+        """Adopt, keep or drop every copy we hold, from the membership view now.
 
-    def _drop_stale_copies(self) -> None:
-        """Copies of a live owner's topic whose replica set we left are dropped."""
-        alive = set(self._alive())
+        `holder_action` decides; a graceful leave counts as a death because
+        a leaving owner hands its topics over (`hand_over`). Asked after
+        every member event, so a holder that heard of the owner's death
+        while a better-ranked replica still looked alive adopts once it
+        hears that one died too. The decision depends only on who is live,
+        dead or gone and on the copies held and their factors: other events
+        (a suspicion, a refutation) skip it.
+        """
+        if self.leaving or not self.held:
+            return
+        states = {
+            member.name: member.state
+            for member in self.driver.members()
+            if member.meta.get("t", "0") != "0"
+        }
+        states[self.name] = MemberState.ALIVE
+        seen = (
+            # Alive and suspect are alike to the decision.
+            frozenset((name, state in _LIVE or state) for name, state in states.items()),
+            frozenset(self.held),
+            frozenset(self.owner_factors.items()),
+        )
+        if seen == self._seen:
+            return
+        self._seen = seen
         for owner, topic in list(self.held):
-            if owner not in alive or owner == self.name:
+            if owner == self.name or (owner, topic) not in self.held:
                 continue
-            if self.name not in replicas(owner, topic, alive, self._held_factor(owner, topic)):
+            factor = self._held_factor(owner, topic)
+            action = holder_action(self.name, owner, topic, states, factor, leave_hands_over=True)
+            if action is HolderAction.ADOPT:
+                self._adopt(owner, topic)
+            elif action is HolderAction.DROP:
                 del self.held[owner, topic]
                 if self.store is not None:
                     self.store.drop((owner, topic))
