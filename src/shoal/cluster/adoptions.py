@@ -127,7 +127,7 @@ class Adoptions:
         registry = self.routing.registry
         self._seen = registry.adoption_changes
         ranges: dict[str, list[tuple[bytes, bytes]]] = {}
-        for adoption in registry.adoptions_of(self.name):
+        for adoption in registry.adoptions(self.name):
             ranges.setdefault(adoption.topic, []).append((adoption.lo, adoption.hi))
         learned = [t for t in ranges if sorted(ranges[t]) != sorted(self._ranges.get(t, []))]
         self._ranges = ranges
@@ -191,6 +191,7 @@ class Adoptions:
         """The ``adoptions`` part of ``/stats``'s ``replication`` object."""
         registry = self.routing.registry
         return {
+            "announced": len(registry.adoptions()),
             "of_this_node": [
                 {
                     "adopter": a.adopter,
@@ -199,9 +200,7 @@ class Adoptions:
                     "last_id": a.hi.decode("ascii", "replace"),
                     "messages": a.count,
                 }
-                for a in sorted(
-                    registry.adoptions_of(self.name), key=lambda a: (a.topic, a.adopter, a.at)
-                )
+                for a in sorted(registry.adoptions(self.name), key=lambda a: (a.topic, a.at))
             ],
             "dropped_as_adopted": self.dropped,
         }

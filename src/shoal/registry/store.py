@@ -674,20 +674,20 @@ class Registry:
         factor = value.get("f") if isinstance(value, dict) else None
         return factor if isinstance(factor, int) and _is_int(factor) and factor >= 1 else 1
 
-    def adoptions_of(self, owner: str) -> list[Adoption]:
-        """Every announced adoption of ``owner``'s topics, whoever adopted."""
+    def adoptions(self, owner: str | None = None) -> list[Adoption]:
+        """Every announced adoption (of ``owner``'s topics only, when given), whoever adopted."""
         out = []
         for adopter, st in self._states.items():
             for key, slot in st.entries.items():
                 if not key.startswith("a:") or slot.value is None:
                     continue
                 topic, _, named = key[2:].partition("@")
-                if named != owner:
+                if owner is not None and named != owner:
                     continue
                 out += [
                     Adoption(
                         adopter=adopter,
-                        owner=owner,
+                        owner=named,
                         topic=topic,
                         lo=item[0],
                         hi=item[1],
