@@ -18,6 +18,12 @@ the producer set of ``T`` differs from the one ``V`` named (or the wait
 ends), and every ``/lookup`` reply carries ``version``, an opaque string
 naming its producer set. Clients that do not send ``wait`` see nsqlookupd's
 behaviour (the extra key is ignored by every NSQ client).
+
+A producer of a replicated topic carries three more keys, which NSQ
+clients ignore as well: ``replication_factor``, ``replicas`` (the members
+holding copies, in the order that decides who adopts) and, in the answer of
+the owner itself, ``replication_lag`` (records each replica has not yet
+acknowledged). A topic of factor 1 is answered exactly as nsqlookupd does.
 """
 
 from __future__ import annotations
@@ -129,7 +135,7 @@ class LookupAPI:
         return out
 
     def _replication(self, topic: str, producer: Producer, brokers: list[str]) -> dict[str, Any]:
-        """The replication fields of a producer of ``topic`` (nsqlookupd's are left as they are).
+        """The replication fields of a producer of a replicated ``topic`` (added to nsqlookupd's).
 
         ``replicas`` comes from the factor the producer gossips with the
         topic and the placement it runs itself, over this node's view of the
@@ -138,6 +144,8 @@ class LookupAPI:
         is that producer, and the owner's ``/stats`` has it otherwise.
         """
         factor = self.routing.registry.factor(producer.node, topic)
+        if factor <= 1:
+            return {}  # an unreplicated topic keeps nsqlookupd's shape exactly
         fields: dict[str, Any] = {
             "replication_factor": factor,
             "replicas": list(replicas(producer.node, topic, brokers, factor)),
