@@ -9,6 +9,8 @@ the registry) before it serves, and deliver only what it accepted since.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -89,6 +91,16 @@ def test_a_restarted_owner_drops_what_was_adopted_and_delivers_what_came_after(
         (own,) = lookup_producers(a)
         assert own["replication_factor"] == 2
         assert own["replication_lag"] == {replica_name: 0}
+        # The command line shows them too, with the lag from the owner's /stats.
+        host, port = c.http
+        shown = subprocess.run(
+            [sys.executable, "-m", "shoal", "lookup", "back", "--node", f"{host}:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.splitlines()
+        assert shown[2].split()[-2:] == [replica_name, f"{replica_name}=0"]
 
         a.kill()
         eventually(lambda: bool(stats(adopter)["replication"]["adopted"]))
