@@ -68,3 +68,16 @@ def test_message_encoding_round_trips_header_and_body() -> None:
 def test_decode_message_refuses_data_shorter_than_a_header() -> None:
     with pytest.raises(RemoteProtocolError):
         decode_message(b"x" * (HEADER_SIZE - 1))
+
+
+def test_advance_past_keeps_later_ids_above_even_when_the_clock_went_back() -> None:
+    gen = MessageIDGenerator(7)
+    late = gen.next_id(2_000_000_000_000_000_000)
+    fresh = MessageIDGenerator(7)  # a restart whose clock is years behind
+    assert fresh.next_id(1_700_000_000_000_000_000) < late
+    fresh.advance_past(late)
+    assert fresh.next_id(1_700_000_000_000_000_000) > late
+    assert min(fresh.next_ids(1_700_000_000_000_000_000, 5000)) > late
+    fresh.advance_past(b"not-an-id")  # ignored
+    fresh.advance_past(b"0" * 16)  # below: nothing changes
+    assert fresh.next_id(1_700_000_000_000_000_000) > late

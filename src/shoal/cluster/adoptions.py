@@ -9,7 +9,9 @@ Rules:
    channels of the topic get a `Channel.discard` test, so the message is
    finished (and the FIN forwarded to the replicas) when it next reaches
    delivery, wherever it waited. Messages it accepted after the adoption
-   have higher IDs and are never touched.
+   have higher IDs and are never touched: the topic's ID generator is
+   moved past every adopted range (`Topic.ids_after`), so even a clock
+   that went back across a restart cannot put a new message in one.
 3. A restarted owner learns before it serves: `wait_for_view` holds the
    node's start (its TCP and HTTP listeners open after it) until one
    registry exchange with a peer has completed, bounded by
@@ -148,9 +150,12 @@ class Adoptions:
                 self._install(topic)
 
     def _install(self, topic: Topic) -> None:
-        discard = self._discard_for(topic.name) if topic.name in self._ranges else None
+        ranges = self._ranges.get(topic.name)
+        discard = self._discard_for(topic.name) if ranges else None
         for channel in topic.channels.values():
             channel.discard = discard
+        if ranges:
+            topic.ids_after(max(hi for _lo, hi in ranges))
 
     def _discard_for(self, topic: str) -> Callable[[bytes], bool]:
         def discard(msg_id: bytes) -> bool:

@@ -135,6 +135,23 @@ class MessageIDGenerator:
         value = (self._last_tick << (_NODE_BITS + _SEQ_BITS)) | self._node_bits | self._seq
         return b"%016x" % (value & 0xFFFFFFFFFFFFFFFF)
 
+    def advance_past(self, msg_id: bytes) -> None:
+        """Make every later ID greater than ``msg_id``, whatever the clock says.
+
+        An ID that is not 16 hex digits is ignored.
+        """
+        try:
+            value = int(msg_id, 16)
+        except ValueError:
+            return
+        if len(msg_id) != 16:
+            return
+        tick = value >> (_NODE_BITS + _SEQ_BITS)
+        if tick >= self._last_tick:
+            # The next ID borrows the tick after it (see `next_id`).
+            self._last_tick = tick
+            self._seq = _SEQ_MASK
+
     def next_ids(self, now_ns: int, count: int) -> list[bytes]:
         """Return ``count`` IDs at once, as ``next_id`` called ``count`` times would.
 
