@@ -8,6 +8,7 @@ from shoal.cluster.adoptions import Adoptions
 from shoal.cluster.routing import TopicRouting
 from shoal.queue.broker import Broker
 from shoal.queue.config import QueueConfig
+from shoal.queue.message import MessageIDGenerator
 from shoal.registry import NodeInfo, Registry, RegistryGossip
 
 WALL = 1_795_000_000.0
@@ -133,3 +134,18 @@ async def test_a_restart_waits_for_one_exchange_and_no_longer(
         assert trio.current_time() - before == 1.0
     # Once caught up, a later start does not wait at all.
     assert await owner.adoptions.wait_for_view(needed=True, within=5.0)
+
+
+def test_messages_of_another_node_id_in_the_range_are_not_this_nodes_to_drop() -> None:
+    owner = Owner()
+    owner.adoptions.node_id = 5
+    owner.broker.get_or_create_channel("t", "work", WALL)
+    topic = owner.broker.topics["t"]
+    ts = int(WALL * 1e9)
+    mine = MessageIDGenerator(5).next_id(ts)
+    theirs = MessageIDGenerator(9).next_id(ts)  # adopted here from another member earlier
+    topic.put_published((mine,), (b"mine",), ts, WALL, 0.0, ("work",))
+    topic.put_published((theirs,), (b"theirs",), ts, WALL, 0.0, ("work",))
+    adopter_says(owner, "t", min(mine, theirs), max(mine, theirs), 1)
+    assert owner.drain("t", "work") == [b"theirs"]
+    assert owner.adoptions.dropped == 1

@@ -11,6 +11,7 @@ from shoal.queue.message import (
     MessageIDGenerator,
     decode_message,
     encode_message,
+    node_of,
 )
 
 NOW_NS = 1_795_000_000_000_000_000
@@ -81,3 +82,12 @@ def test_advance_past_keeps_later_ids_above_even_when_the_clock_went_back() -> N
     fresh.advance_past(b"not-an-id")  # ignored
     fresh.advance_past(b"0" * 16)  # below: nothing changes
     assert fresh.next_id(1_700_000_000_000_000_000) > late
+
+
+def test_node_of_reads_the_node_id_back() -> None:
+    for node in (0, 7, 1023):
+        gen = MessageIDGenerator(node)
+        assert node_of(gen.next_id(1_700_000_000_000_000_000)) == node
+        assert {node_of(i) for i in gen.next_ids(1_700_000_000_000_000_000, 5000)} == {node}
+    assert node_of(b"short") is None
+    assert node_of(b"zzzzzzzzzzzzzzzz") is None

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from shoal.queue.broker import ChannelCreated, TopicCreated
+from shoal.queue.message import node_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -66,6 +67,11 @@ class Adoptions:
         routing: the gossiped registry and the way to broadcast to it.
         wall: wall-clock seconds (adoption stamps and their expiry).
         monotonic: local monotonic seconds (registry bookkeeping).
+        node_id: the node ID this node writes into its message IDs, or
+            None. When given, only messages carrying it are dropped: a
+            topic may also hold messages this node adopted from others,
+            whose IDs can fall in a range numerically without having been
+            adopted from here.
 
     Attributes:
         dropped: messages this node finished instead of delivering them
@@ -80,8 +86,10 @@ class Adoptions:
         *,
         wall: Callable[[], float],
         monotonic: Callable[[], float],
+        node_id: int | None = None,
     ) -> None:
         self.name = name
+        self.node_id = node_id
         self.broker = broker
         self.routing = routing
         self._wall = wall
@@ -158,9 +166,13 @@ class Adoptions:
             topic.ids_after(max(hi for _lo, hi in ranges))
 
     def _discard_for(self, topic: str) -> Callable[[bytes], bool]:
+        node_id = self.node_id
+
         def discard(msg_id: bytes) -> bool:
             for lo, hi in self._ranges.get(topic, ()):
                 if lo <= msg_id <= hi:
+                    if node_id is not None and node_of(msg_id) != node_id:
+                        return False  # another node's ID: not ours to judge
                     self.dropped += 1
                     return True
             return False

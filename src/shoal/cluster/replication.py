@@ -707,7 +707,12 @@ async def start_replication(node: Node, nursery: trio.Nursery) -> Replication:
         routing.lag_of = replication.lag_of
         routing.republish_replicated()
         adoptions = Adoptions(
-            node.driver.name, node.broker, routing, wall=time.time, monotonic=time.monotonic
+            node.driver.name,
+            node.broker,
+            routing,
+            wall=time.time,
+            monotonic=time.monotonic,
+            node_id=config.queue.node_id,
         )
         replication.adoptions = adoptions
         nursery.start_soon(adoptions.run)

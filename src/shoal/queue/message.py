@@ -35,6 +35,7 @@ __all__ = [
     "decode_message",
     "encode_message",
     "encode_message_fields",
+    "node_of",
 ]
 
 ID_SIZE = 16
@@ -106,6 +107,17 @@ def decode_message(data: bytes) -> Message:
         raise RemoteProtocolError(f"message of {len(data)} bytes is shorter than its header")
     timestamp, attempts = HEADER.unpack_from(data)
     return Message(bytes(data[10:26]), bytes(data[26:]), timestamp, attempts)
+
+
+def node_of(msg_id: bytes) -> int | None:
+    """The node ID a `MessageIDGenerator` wrote into ``msg_id`` (None: not 16 hex digits)."""
+    if len(msg_id) != 16:
+        return None
+    try:
+        value = int(msg_id, 16)
+    except ValueError:
+        return None
+    return (value >> _SEQ_BITS) & ((1 << _NODE_BITS) - 1)
 
 
 class MessageIDGenerator:
