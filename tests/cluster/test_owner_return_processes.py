@@ -16,10 +16,10 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from tests.cluster.test_cluster_processes import get, post, statuses
+from tests.cluster.test_cluster_processes import get, post
 from tests.cluster.test_replication_processes import eventually, node_named, replicas_of
 
-from shoal.testing.process import NodeProcess
+from shoal.testing.process import NodeProcess, statuses
 from shoal.testing.wire import NsqConnection
 
 if TYPE_CHECKING:
