@@ -169,14 +169,13 @@ async def test_an_error_fails_every_publish_of_its_batch(nursery: trio.Nursery) 
         else:
             outcomes[body] = "OK"
 
-    async with open_connection(address) as conn:
-        async with trio.open_nursery() as inner:
-            for i in range(10):
-                inner.start_soon(publish, conn, b"%d" % i)
-            with trio.fail_after(10):
-                while conn._batcher.gathering("t") < 8:  # noqa: ASYNC110 - tasks join the batch
-                    await trio.sleep(0.01)
-            release.set()
+    async with open_connection(address) as conn, trio.open_nursery() as inner:
+        for i in range(10):
+            inner.start_soon(publish, conn, b"%d" % i)
+        with trio.fail_after(10):
+            while conn._batcher.gathering("t") < 8:  # noqa: ASYNC110 - tasks join the batch
+                await trio.sleep(0.01)
+        release.set()
     assert sorted(outcomes.values()) == ["E_MPUB_FAILED"] * 8 + ["OK"] * 2
     assert [type(c) for c in script.commands] == [Pub, Pub, Mpub]
 
