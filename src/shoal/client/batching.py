@@ -49,10 +49,10 @@ W = TypeVar("W")
 #: node's default ``max_body_size`` (5 MiB), and large enough that the
 #: per-command cost is spread over hundreds of small messages.
 DEFAULT_MAX_BATCH_BYTES = 256 * 1024
-#: Default unanswered publish commands per topic. Two keep the node busy
-#: while the client answers the previous batch's callers, without cutting
-#: the batches in many small pieces.
-DEFAULT_PUBLISH_DEPTH = 2
+#: Default unanswered publish commands per topic. One makes the largest
+#: batches: measured with 64 publishing tasks, it cost both the client and
+#: the node some 15-20 % less CPU per message than two, at the same rate.
+DEFAULT_PUBLISH_DEPTH = 1
 
 _INT32 = struct.Struct(">i")
 _TWO_INT32 = struct.Struct(">ii")
