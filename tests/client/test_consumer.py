@@ -385,8 +385,9 @@ class BurstNode:
                         await stream.send_all(self._messages())
 
 
-async def test_handler_consume_fins_a_burst_in_one_write_and_sends_rdy_once(
-    nursery: trio.Nursery,
+@pytest.mark.parametrize("form", ["handler", "iterator"])
+async def test_consume_fins_a_burst_in_one_write_and_sends_rdy_once(
+    nursery: trio.Nursery, form: str
 ) -> None:
     node = BurstNode(burst=7, rounds=5)
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
@@ -396,21 +397,55 @@ async def test_handler_consume_fins_a_burst_in_one_write_and_sends_rdy_once(
     tcp_port = listeners[0].socket.getsockname()[1]
     http_port = int(fake.address.rsplit(":", 1)[1])
     fake.set_topic("cons_burst", [producer_entry("127.0.0.1", tcp_port, http_port)])
-
-    async def handle(msg: Message) -> None:
-        pass
-
     config = ConsumerConfig(max_in_flight=100)
-    consumer = Consumer("cons_burst", "c", handle, nodes=fake.address, config=config)
-    await nursery.start(consumer.run)
-    with trio.fail_after(20):
-        await node.done.wait()
-    [conn] = consumer.connections
-    stats = conn.statistics()
-    consumer.stop()
+
+    if form == "handler":
+
+        async def handle(msg: Message) -> None:
+            pass
+
+        consumer = Consumer("cons_burst", "c", handle, nodes=fake.address, config=config)
+        await nursery.start(consumer.run)
+        with trio.fail_after(20):
+            await node.done.wait()
+        [conn] = consumer.connections
+        stats, rdys = conn.statistics(), list(node.rdys)
+        consumer.stop()
+    else:
+        async with open_consumer("cons_burst", "c", nodes=fake.address, config=config) as it:
+            seen = 0
+            with trio.fail_after(20):
+                async for msg in it:
+                    seen += 1
+                    if seen == 35:
+                        msg.fin_nowait()
+                        break
+                await node.done.wait()
+            [conn] = it.connections
+            stats, rdys = conn.statistics(), list(node.rdys)
     assert len(set(node.fins)) == 35
     # One RDY for every message: the standing credit is never topped up.
-    assert node.rdys == [7]
+    assert rdys == [7]
     assert stats.rdys == 1
     # SUB, RDY, then one write per burst carrying its seven FINs.
     assert (stats.fins, stats.writes) == (35, 2 + 5)
+
+
+async def test_iteration_ends_when_the_consumer_stops(nursery: trio.Nursery) -> None:
+    node = BurstNode(burst=3, rounds=1)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(trio.serve_listeners, node.handle, listeners)
+    fake = FakeNode()
+    await nursery.start(fake.serve)
+    tcp_port = listeners[0].socket.getsockname()[1]
+    http_port = int(fake.address.rsplit(":", 1)[1])
+    fake.set_topic("cons_end", [producer_entry("127.0.0.1", tcp_port, http_port)])
+    bodies = []
+    async with open_consumer("cons_end", "c", nodes=fake.address) as it:
+        with trio.fail_after(20):
+            async for msg in it:
+                bodies.append(msg.body)
+                if len(bodies) == 3:
+                    it.stop()
+    assert bodies == [b"body"] * 3
+    assert len(node.fins) == 3  # the last one too, as the loop asked for more

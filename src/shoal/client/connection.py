@@ -16,7 +16,14 @@ Theory of operation:
     non-fatal errors (docs/nsq.md §0 trap 7) and belong to commands that have no
     success reply, so they are logged and do not consume a slot. Every other
     error frame fails the oldest slot and the node then closes the
-    connection. Message frames go to `Connection.messages`.
+    connection. Message frames go to `Connection.messages`, or straight to
+    the callable a consumer gave `Connection.deliver_to`; every whole frame
+    of a read is parsed in one pass.
+
+    Concurrent `Connection.pub` calls of a topic share commands: while one
+    is unanswered, the others gather into one ``MPUB`` that leaves when it
+    is answered (`shoal.client.batching`), and that answer is every
+    caller's.
 
     Callers never write to the socket themselves: commands are queued and a
     writer task sends whatever has accumulated in one write, so concurrent
@@ -335,12 +342,12 @@ class _Pending:
             await trio.lowlevel.checkpoint()
             return
         self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self.abort)
 
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self._task = None
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+    def abort(self, _: object) -> trio.lowlevel.Abort:
+        """The caller was cancelled: its answer, when it comes, wakes nobody."""
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
 
 class _BatchAnswer:
@@ -695,7 +702,12 @@ class Connection:
         if batches:
             for batch in batches:
                 self._send_batch(batch)
-        await waiter.wait()
+        # `waiter.wait()` written out: one coroutine fewer per publish.
+        if waiter.settled:
+            await trio.lowlevel.checkpoint()
+        else:
+            waiter._task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(waiter.abort)
         if waiter.error is not None:
             raise waiter.error
         if waiter.data != b"OK":
