@@ -32,7 +32,7 @@ Theory of operation:
     for the iterator. Handlers that return and loop bodies that leave a
     message unanswered queue its ``FIN`` without a checkpoint, so the FINs
     of one read leave in one write. ``RDY`` is a standing credit in NSQ
-    (the node tops it up itself as messages are answered), so it is sent
+    (the node sends while fewer than RDY messages are in flight), so it is sent
     again only when the split below changes, never per message.
 
     ``RDY`` per connection is ``max_in_flight`` split evenly (the remainder
