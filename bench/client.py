@@ -5,18 +5,19 @@
 Starts its own nodes on loopback and prints:
 
 - publish msgs/s of `Producer.publish` awaited one at a time, of
-  ``--concurrency`` concurrent publishes (pipelined on one connection), and
-  of `Producer.mpublish` batches of ``--batch``;
+  ``--concurrency`` concurrent publishes (gathered into ``MPUB`` commands on
+  one connection), and of `Producer.mpublish` batches of ``--batch``;
 - consume msgs/s of a `Consumer` with ``--max-in-flight`` draining what was
-  published;
-- for the concurrent publishes and the handler consume (the two figures of
+  published, with a handler and as an async iterator;
+- for the concurrent publishes and both consumes (the handler figures are
   the client's targets), this process's CPU time per message and the node's
   (read from ``/proc``), which a busy machine moves much less than the
   rates: 1e6 / (client + node us/msg) is the rate two free cores would give,
   and 1e6 / max of the two the rate if each had its own core;
 - for the concurrent publishes, the commands they took (``PUB`` or gathered
-  ``MPUB``) and the writes; for the handler consume, the writes that carried
-  its ``FIN`` commands;
+  ``MPUB``) and the writes; for the consumes, the ``FIN`` commands per
+  write (since the connection opened, for the iterator) and the ``RDY``
+  commands sent;
 - the time from publishing the first message of a new topic on node 2 to a
   `Consumer` that was already waiting on node 1 receiving it (the long-poll
   discovery path), over ``--discovery-rounds`` topics.
@@ -172,7 +173,7 @@ async def consume_rate(node: str, expected: int, max_in_flight: int, meter: CpuM
     )
 
 
-async def iterate_rate(node: str, expected: int, max_in_flight: int) -> None:
+async def iterate_rate(node: str, expected: int, max_in_flight: int, meter: CpuMeter) -> None:
     async with open_producer(node, config=ProducerConfig(discover=False)) as producer:
         for _ in range(expected // 100):
             await producer.mpublish("bench_iter", [b"x" * 100] * 100)
@@ -184,13 +185,19 @@ async def iterate_rate(node: str, expected: int, max_in_flight: int) -> None:
         async for msg in consumer:
             if start is None:
                 start = trio.current_time()
+                meter.start()
             seen += 1
             if seen == expected:
                 await msg.fin()
                 break
         assert start is not None
         rate = expected / (trio.current_time() - start)
-    print(f"consume, async iterator:     {rate:10.0f} msgs/s ({expected} messages)")
+        cpu = meter.per_message(expected)
+        stats = consumer.connections[0].statistics()
+    print(
+        f"consume, async iterator:     {rate:10.0f} msgs/s ({expected} messages; "
+        f"{cpu}; {stats.fins / max(1, stats.writes):.1f} FINs/write)"
+    )
 
 
 async def discovery_times(consumer_node: str, producer_node: str, rounds: int) -> list[float]:
@@ -226,7 +233,7 @@ async def main_async(args: argparse.Namespace, nodes: list[str], meter: CpuMeter
     total = (args.messages // args.concurrency) * args.concurrency
     total += (args.messages // args.batch) * args.batch
     await consume_rate(nodes[0], total, args.max_in_flight, meter)
-    await iterate_rate(nodes[0], min(total, args.messages), args.max_in_flight)
+    await iterate_rate(nodes[0], min(total, args.messages), args.max_in_flight, meter)
     times = await discovery_times(nodes[0], nodes[1], args.discovery_rounds)
     print(
         f"new producer -> first message: median {statistics.median(times) * 1000:.0f} ms, "
