@@ -686,6 +686,10 @@ class Connection:
                 after.
             ConnectionClosed: the connection ended before the answer; the
                 message may or may not have been published.
+
+        A caller cancelled while it waits leaves its message to be published
+        with its batch: as with a ``PUB`` already written, it may or may not
+        be.
         """
         if topic not in self._valid_topics:
             check_topic(topic)
