@@ -189,6 +189,37 @@ async def test_pub_lines_made_once_per_topic_decode_as_sent(nursery: trio.Nurser
     assert script.commands == sent
 
 
+async def test_a_cancelled_publish_still_leaves_with_its_batch(nursery: trio.Nursery) -> None:
+    release = trio.Event()
+
+    async def reply(script: Script, command: Command) -> None:
+        if isinstance(command, Pub):
+            await release.wait()
+        await script.send(encode_response(b"OK"))
+
+    script, address = await start_script(nursery, reply)
+    scope = trio.CancelScope()
+
+    async def cancelled_pub(conn: Connection) -> None:
+        with scope:
+            await conn.pub("t", b"cancelled")
+
+    async with open_connection(address) as conn, trio.open_nursery() as inner:
+        inner.start_soon(conn.pub, "t", b"first")
+        with trio.fail_after(10):
+            while conn._batcher.in_flight("t") < 1:  # noqa: ASYNC110 - the task publishes
+                await trio.sleep(0.01)
+            inner.start_soon(cancelled_pub, conn)
+            inner.start_soon(conn.pub, "t", b"kept")
+            while conn._batcher.gathering("t") < 2:  # noqa: ASYNC110 - tasks join the batch
+                await trio.sleep(0.01)
+        scope.cancel()
+        release.set()
+    assert scope.cancelled_caught
+    assert [type(c) for c in script.commands] == [Pub, Mpub]
+    assert sorted(published(script.commands)) == [b"cancelled", b"first", b"kept"]
+
+
 async def test_fin_nowait_queues_fins_that_leave_in_one_write(nursery: trio.Nursery) -> None:
     ids = [b"%016d" % i for i in range(5)]
     script, address = await start_script(nursery, ok_to_pubs)
