@@ -6,7 +6,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.errors import RemoteProtocolError
-from shoal.replication.codec import Ack, Factor, Frame, Resync, decode_frame, encode_frame
+from shoal.replication.codec import (
+    Ack,
+    Factor,
+    Frame,
+    Release,
+    Resync,
+    decode_frame,
+    encode_frame,
+)
 from shoal.replication.records import (
     Abort,
     Batch,
@@ -68,6 +76,7 @@ frames: st.SearchStrategy[Frame] = st.one_of(
     ),
     st.builds(Ack, topic=names, seq=seqs),
     st.builds(Resync, topic=names),
+    st.builds(Release, topic=names),
     st.builds(Factor, topic=names, factor=st.integers(2, 255)),
 )
 

@@ -67,10 +67,24 @@ def test_replica_of_a_live_owner_keeps_its_copy() -> None:
     assert holder_action(ORDER[0], OWNER, TOPIC, states_with({}), 2) is HolderAction.KEEP
 
 
-def test_member_outside_a_live_owners_set_drops_its_copy() -> None:
+def test_member_outside_a_live_owners_set_keeps_its_copy_until_released() -> None:
+    # It left the set when ORDER[0] joined: the newcomer may not hold its
+    # messages yet, so only the owner's release lets it drop them.
     states = states_with({})
-    assert holder_action(ORDER[1], OWNER, TOPIC, states, 2) is HolderAction.DROP
-    assert holder_action(ORDER[1], OWNER, TOPIC, states, 3) is HolderAction.KEEP
+    assert holder_action(ORDER[1], OWNER, TOPIC, states, 2) is HolderAction.KEEP
+    released = holder_action(ORDER[1], OWNER, TOPIC, states, 2, released=True)
+    assert released is HolderAction.DROP
+    in_set = holder_action(ORDER[1], OWNER, TOPIC, states, 3, released=True)
+    assert in_set is HolderAction.KEEP
+
+
+def test_unreleased_former_replica_adopts_when_the_owner_dies() -> None:
+    # The newcomer ORDER[0] ranks first but may hold nothing: the former
+    # replica adopts too (duplicates, never a loss); a released one drops.
+    states = states_with({OWNER: DEAD})
+    assert holder_action(ORDER[1], OWNER, TOPIC, states, 2) is HolderAction.ADOPT
+    released = holder_action(ORDER[1], OWNER, TOPIC, states, 2, released=True)
+    assert released is HolderAction.DROP
 
 
 def test_factor_below_two_counts_as_two() -> None:

@@ -163,3 +163,32 @@ def test_owner_failed_publishes_are_owed_nowhere(seed: int) -> None:
         ids = {msg_id for msg_id, _ in owed(topic)}
         assert ids == kept
         assert not ids & lost
+
+
+def test_former_replica_is_released_only_once_the_newcomer_holds_the_log_end() -> None:
+    owner = OwnerTopic("t", required=1, timeout=5.0)
+    owner.set_replicas(["old"])
+    owner.append(ChannelCreated(channel="c"), 0.0)
+    owner.append(publish(1), 0.0)
+    replicas: dict[str, ReplicaTopic | None] = {"old": None}
+    pump(owner, replicas)
+    owner.set_replicas(["new"])  # a member that outranks "old" joined
+    assert owner.formers == frozenset({"old"})
+    assert owner.releasable() == []  # "new" holds nothing yet
+    owner.append(publish(2), 0.0)
+    assert owner.outgoing("old") is None  # no longer sent anything
+    newcomer: dict[str, ReplicaTopic | None] = {"new": None}
+    pump(owner, newcomer)
+    assert owner.releasable() == ["old"]
+    owner.released("old")
+    assert owner.formers == frozenset()
+
+
+def test_former_replica_that_rejoins_the_set_is_not_released() -> None:
+    owner = OwnerTopic("t", required=1, timeout=5.0)
+    owner.set_replicas(["old"])
+    owner.append(publish(1), 0.0)
+    owner.set_replicas(["new"])
+    owner.set_replicas(["old"])  # the newcomer died before it was caught up
+    assert owner.formers == frozenset({"new"})
+    assert "old" not in owner.releasable()

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from shoal.cli.simulate import simulate as simulate_command
 from shoal.errors import ConfigError
+from shoal.membership.state import MemberState
 from shoal.replication.placement import replicas
 from shoal.simulations.replication import (
     Ledger,
@@ -153,6 +154,83 @@ def test_adopting_only_on_the_owners_failure_event_strands_the_copy(
     assert adopter is None
     assert result["stranded"] > 0
     assert problems
+
+
+def _outranked_replica(
+    make_sim: Callable[..., Simulation], duration: float, quiet: float
+) -> tuple[Simulation, ReplicationModel, str, str]:
+    """Five nodes, one topic of factor 2 whose replica the next member to join outranks.
+
+    Returns:
+        The simulation, its model, the replica and the newcomer's name.
+    """
+    for seed in range(100):  # bounded: the owner is drawn from the seed
+        sim = make_sim(5, duration=duration, seed=seed)
+        workload = Workload(topics=1, factors=(2,), publish_every=0.2, quiet=quiet)
+        model = ReplicationModel(sim, workload)
+        topic, owner, _ = model.topics[0]
+        newcomer = f"node-{len(sim.names)}"
+        if replicas(owner, topic, [*sim.names, newcomer], 2) == (newcomer,):
+            (replica,) = replicas(owner, topic, sim.names, 2)
+            return sim, model, replica, newcomer
+    raise AssertionError("no seed gives a newcomer that outranks the replica")
+
+
+def test_former_replica_keeps_its_copy_until_the_newcomer_holds_it(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    """A member that outranks the replica joins, then the owner's host dies.
+
+    The owner cannot reach the newcomer (a cut between the two only; gossip
+    still vouches for it through the others), so it never catches it up:
+    the old replica's copy is, with the owner's, all there is. Dropping it
+    as soon as the replica saw the newcomer lost what the owner took with
+    it; it keeps the copy (no release came) and, the owner dead, adopts it
+    although the newcomer ranks first.
+    """
+    sim, model, replica, newcomer = _outranked_replica(make_sim, 60.0, 20.0)
+    topic, owner, _ = model.topics[0]
+    sim.scheduler.run_until(10.0)
+    owner_address = sim.network.hosts[sim.names.index(owner)].address
+    assert sim.add_node() == newcomer
+    address = sim.network.hosts[-1].address
+    sim.network.cut([owner_address], [address])
+    sim.network.cut([address], [owner_address])
+    replica_engine = sim.engine(replica)
+    assert replica_engine is not None
+    deadline = sim.now + 20.0
+    while sim.now < deadline:  # until the replica sees the newcomer alive
+        member = replica_engine.member(newcomer)
+        if member is not None and member.state is MemberState.ALIVE:
+            break
+        sim.scheduler.run_until(sim.now + 0.05)
+    assert sim.now < deadline
+    sim.crash(owner, host_down=True)
+    sim.scheduler.run_until(sim.duration)
+    result, problems = model.finish(sim.now)
+    assert problems == []
+    assert result["lost"] == 0
+    assert result["acknowledged"] > 0
+    assert result["dropped_copies"] == 0
+    node = model.nodes.get(replica)
+    assert node is not None
+    assert [(key_owner, key_topic) for key_owner, key_topic, _ in node.adopted] == [(owner, topic)]
+
+
+def test_former_replica_is_released_once_the_newcomer_is_caught_up(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    sim, model, replica, newcomer = _outranked_replica(make_sim, 40.0, 10.0)
+    topic, owner, _ = model.topics[0]
+    sim.scheduler.run_until(10.0)
+    assert sim.add_node() == newcomer
+    sim.scheduler.run_until(sim.duration)
+    result, problems = model.finish(sim.now)
+    assert problems == []
+    assert (owner, topic) not in model.nodes[replica].held  # released, then dropped
+    assert (owner, topic) in model.nodes[newcomer].held
+    assert result["dropped_copies"] == 1
+    assert model.nodes[owner].owned[topic].core.formers == frozenset()
 
 
 # ---------------------------------------------------------------------- the scenarios

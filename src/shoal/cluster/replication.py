@@ -22,7 +22,9 @@ Rules:
    event (`_decide_copies`): a holder whose owner was declared dead, or
    left, adopts when it ranks first among the alive members in the
    topic's order, and records what it adopted for its own replicas: it is
-   their owner now.
+   their owner now. A member that leaves a live owner's replica set keeps
+   its copy until the owner sends it a `Release` (the new set acknowledged
+   everything it could hold): the link to it stays open until then.
 5. A graceful leave hands the owned topics over before it spreads
    (`Replication.hand_over`): a final flush to the replicas, then the
    owner empties what they all hold, and the first of them adopts.
@@ -66,7 +68,7 @@ from shoal.queue.broker import ChannelCreated as ChannelCreatedEvent
 from shoal.queue.broker import ChannelDeleted, TopicCreated, TopicDeleted
 from shoal.queue.names import is_valid_topic_name
 from shoal.replication import OwnerTopic, ReplicaTopic, receive, replicas
-from shoal.replication.codec import Ack, Factor, Resync, decode_frame, encode_frame
+from shoal.replication.codec import Ack, Factor, Release, Resync, decode_frame, encode_frame
 from shoal.replication.failover import HolderAction, holder_action
 from shoal.replication.records import (
     Batch,
@@ -257,6 +259,8 @@ class Replication:
         self.owner_factors: dict[tuple[str, str], int] = {}
         self.owned: dict[str, _Owned] = {}
         self.held: dict[tuple[str, str], ReplicaTopic] = {}
+        # Copies whose owner released them (`Release`): dropped once outside its set.
+        self.released: set[tuple[str, str]] = set()
         self.links: dict[str, _Link] = {}
         self.adopted: dict[tuple[str, str], int] = {}
         self.adopted_messages = 0
@@ -459,11 +463,18 @@ class Replication:
         if self.leaving:
             return
         alive = self._alive()
+        known = {member.name for member in self.driver.members()}
+        live = set(alive)
         wanted: set[str] = set()
         for name, owned in self.owned.items():
             chosen = replicas(self.name, name, alive, self.factor_of(name))
             owned.core.set_replicas(chosen)
             wanted.update(chosen)
+            for former in owned.core.formers:
+                if former not in known:
+                    owned.core.released(former)  # reaped: nothing left to release
+                elif former in live:
+                    wanted.add(former)  # stays linked until it is released
             owned.settle()
         for member in list(self.links):
             if member not in wanted:
@@ -521,6 +532,9 @@ class Replication:
         while True:
             link.wake = trio.Event()
             for name, owned in list(self.owned.items()):
+                if member in owned.core.releasable():
+                    await stream.send_message(encode_frame(Release(topic=name)))
+                    owned.core.released(member)
                 if member not in owned.core.quorum.replicas:
                     continue
                 if name not in announced:
@@ -531,6 +545,15 @@ class Replication:
                 # Bounded: each batch advances what was sent to the member.
                 while (batch := owned.core.outgoing(member, BATCH_RECORDS)) is not None:
                     await stream.send_message(encode_frame(batch))
+            if not any(
+                member in owned.core.quorum.replicas or member in owned.core.formers
+                for owned in self.owned.values()
+            ):
+                # Released from every topic: nothing more to send it.
+                if self.links.get(member) is link:
+                    del self.links[member]
+                link.scope.cancel()
+                return
             await link.wake.wait()
 
     async def _read_acks(self, stream: MessageStream, member: str) -> None:
@@ -542,13 +565,15 @@ class Replication:
                     if owned is not None:
                         owned.core.ack(member, seq)
                         owned.settle()
+                        if owned.core.formers:
+                            self._wake_links()  # a former replica may be released
                     self._acked.set()
                 case Resync(topic=topic):
                     owned = self.owned.get(topic)
                     if owned is not None:
                         owned.core.resync(member)
                         self._wake_links()
-                case Batch() | Factor():
+                case Batch() | Factor() | Release():
                     raise RemoteProtocolError("a replica sent what only an owner sends")
 
     # -- replica side -----------------------------------------------------------
@@ -566,11 +591,17 @@ class Replication:
             if isinstance(frame, Factor):
                 self.owner_factors[owner, frame.topic] = frame.factor
                 continue
+            if isinstance(frame, Release):
+                if (owner, frame.topic) in self.held:
+                    self.released.add((owner, frame.topic))
+                    self._decide_copies()
+                continue
             if not isinstance(frame, Batch):
                 raise RemoteProtocolError("an owner sent something other than a batch")
             if not is_valid_topic_name(frame.topic):
                 raise RemoteProtocolError(f"replication batch names topic {frame.topic!r}")
             key = (owner, frame.topic)
+            self.released.discard(key)  # in its set again: the release is void
             try:
                 held = receive(self.held.get(key), frame)
             except RemoteProtocolError:
@@ -616,6 +647,7 @@ class Replication:
             frozenset((name, state in _LIVE or state) for name, state in states.items()),
             frozenset(self.held),
             frozenset(self.owner_factors.items()),
+            frozenset(self.released),
         )
         if seen == self._seen:
             return
@@ -624,11 +656,20 @@ class Replication:
             if owner == self.name or (owner, topic) not in self.held:
                 continue
             factor = self._held_factor(owner, topic)
-            action = holder_action(self.name, owner, topic, states, factor, leave_hands_over=True)
+            action = holder_action(
+                self.name,
+                owner,
+                topic,
+                states,
+                factor,
+                leave_hands_over=True,
+                released=(owner, topic) in self.released,
+            )
             if action is HolderAction.ADOPT:
                 self._adopt(owner, topic)
             elif action is HolderAction.DROP:
                 del self.held[owner, topic]
+                self.released.discard((owner, topic))
                 if self.store is not None:
                     self.store.drop((owner, topic))
 
@@ -643,6 +684,7 @@ class Replication:
         is left to hold a copy.
         """
         held = self.held.pop((owner, name))
+        self.released.discard((owner, name))
         if self.store is not None:
             self.store.drop((owner, name))
         factor = self._held_factor(owner, name)

@@ -25,6 +25,7 @@ names, ``ids`` = ``u32`` count + 16-byte IDs):
       ACK    = name topic, u64 seq
       RESYNC = name topic
       FACTOR = name topic, u8 factor
+      RELEASE = name topic
     record   = u8 type, then
       PUBLISH  = i64 timestamp, f64 due, u8 has_channels, [names],
                  u32 n, n * (16-byte id, u32 length, body)   (decoded only)
@@ -75,7 +76,16 @@ if TYPE_CHECKING:
 
     from shoal.replication.records import Record
 
-__all__ = ["Ack", "Factor", "Frame", "FrameKind", "Resync", "decode_frame", "encode_frame"]
+__all__ = [
+    "Ack",
+    "Factor",
+    "Frame",
+    "FrameKind",
+    "Release",
+    "Resync",
+    "decode_frame",
+    "encode_frame",
+]
 
 
 class FrameKind(enum.IntEnum):
@@ -85,6 +95,7 @@ class FrameKind(enum.IntEnum):
     ACK = 2
     RESYNC = 3
     FACTOR = 4
+    RELEASE = 5
 
 
 class _RecordType(enum.IntEnum):
@@ -128,7 +139,20 @@ class Factor:
     factor: int
 
 
-Frame = Batch | Ack | Resync | Factor
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Release:
+    """The owner's current replicas hold everything this former replica held of ``topic``.
+
+    Sent to a member that left the topic's replica set, once the set has
+    acknowledged the log end at the moment it left
+    (`shoal.replication.owner.OwnerTopic.releasable`): only then may it
+    drop its copy (`shoal.replication.failover.holder_action`).
+    """
+
+    topic: str
+
+
+Frame = Batch | Ack | Resync | Factor | Release
 
 _U8: Final = struct.Struct(">B")
 _U16: Final = struct.Struct(">H")
@@ -209,6 +233,8 @@ def encode_frame(frame: Frame) -> bytes:
             out.append(_U8.pack(FrameKind.RESYNC) + _name(topic))
         case Factor(topic=topic, factor=factor):
             out.append(_U8.pack(FrameKind.FACTOR) + _name(topic) + _U8.pack(factor))
+        case Release(topic=topic):
+            out.append(_U8.pack(FrameKind.RELEASE) + _name(topic))
     return b"".join(out)
 
 
@@ -389,6 +415,8 @@ def decode_frame(data: bytes) -> Frame:
         if factor < 2:
             raise RemoteProtocolError(f"replication factor {factor} announced for a replica")
         frame = Factor(topic=topic, factor=factor)
+    elif kind == FrameKind.RELEASE:
+        frame = Release(topic=topic)
     else:
         raise RemoteProtocolError(f"unknown replication frame kind {kind}")
     if reader.pos != len(data):

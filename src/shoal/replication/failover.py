@@ -10,18 +10,27 @@ Rules:
    ranks first among the alive members in the topic's rendezvous order
    (`shoal.replication.placement.replicas`). The ranking ignores the
    owner, so the owner's death moves no replica: the first replica of the
-   live owner is the one that adopts.
+   live owner is the one that adopts. A holder outside that set whose copy
+   was not released (rule 4) adopts too: it left the set when a member
+   that outranks it joined, and that member may not have been caught up
+   when the owner died, so the first-ranked member may hold nothing.
+   Both adopting costs duplicates, never a loss.
 3. **Keep** while the owner is alive and the holder is one of its replicas;
-   while the owner left gracefully and keeps its messages (it flushed them
-   to its own disk and serves them when it returns: without
-   ``leave_hands_over``); while the owner is dead but another alive member
-   ranks first; and when the holder no longer knows the owner at all
-   (reaped): a copy is never dropped on missing news.
-4. **Drop** only when the owner is alive and the holder is outside its
-   replica set: the owner keeps every message and catches the members of
-   the set up itself. Known gap (docs/replication.md, "Not built yet"):
-   the holder drops before the owner has caught the new member up, so an
-   owner dying in that window loses what only it and this holder had.
+   while the owner is alive and the holder is outside its replica set but
+   the owner has not released it yet; while the owner left gracefully and
+   keeps its messages (it flushed them to its own disk and serves them
+   when it returns: without ``leave_hands_over``); while the owner is dead
+   but another alive member ranks first; and when the holder no longer
+   knows the owner at all (reaped): a copy is never dropped on missing
+   news.
+4. **Drop** only when the owner is alive, the holder is outside its
+   replica set *and* the owner released the copy (``released``: a
+   `shoal.replication.codec.Release` frame, sent once the members of the
+   new set acknowledged everything the holder could hold,
+   `shoal.replication.owner.OwnerTopic.releasable`). Until then the holder
+   may be the only copy besides the owner: a member that joins and
+   outranks it is empty until the owner has caught it up, and an owner
+   dying in that window would otherwise take the messages with it.
 
 Theory of operation:
     The decision is level-triggered: the shell (and the simulator) asks it
@@ -63,6 +72,7 @@ def holder_action(
     factor: int,
     *,
     leave_hands_over: bool = False,
+    released: bool = False,
 ) -> HolderAction:
     """Decide what ``me`` does with its copy of ``owner``'s ``topic``.
 
@@ -79,6 +89,9 @@ def holder_action(
             flush, then the owner drops them), so a left owner's copy is
             adopted as a dead one's. False models an owner that keeps
             them on its disk across the leave.
+        released: the owner released this copy (its current replicas
+            hold everything the holder held); only then is a copy outside
+            the owner's set dropped.
 
     Returns:
         `HolderAction.ADOPT`, `HolderAction.DROP` or `HolderAction.KEEP`
@@ -90,5 +103,11 @@ def holder_action(
     alive = [name for name, state in states.items() if state in _LIVE]
     chosen = replicas(owner, topic, alive, max(factor, 2))
     if owner_state in (MemberState.DEAD, MemberState.LEFT):
-        return HolderAction.ADOPT if chosen and chosen[0] == me else HolderAction.KEEP
-    return HolderAction.KEEP if me in chosen else HolderAction.DROP
+        if chosen and chosen[0] == me:
+            return HolderAction.ADOPT
+        if me in chosen:
+            return HolderAction.KEEP
+        return HolderAction.DROP if released else HolderAction.ADOPT
+    if me in chosen or not released:
+        return HolderAction.KEEP
+    return HolderAction.DROP

@@ -11,7 +11,12 @@ Rules:
 3. The owner keeps each record until every current replica acknowledged it
    and it is committed; a replica too far behind for the log (it joined
    the set, or came back after the log moved on) gets a snapshot instead.
-4. Pure: no I/O, no clock. The shell asks `outgoing` what to send each
+4. A member leaving the replica set (a newcomer outranks it, or it looked
+   dead) is a *former* replica until the members of the set acknowledged
+   every record it could hold (`releasable`); only then may it drop its
+   copy. Until then it may be the only copy besides the owner's: the
+   newcomer is empty until caught up.
+5. Pure: no I/O, no clock. The shell asks `outgoing` what to send each
    replica, feeds `ack` with what comes back, and calls `expire` at
    `next_deadline`.
 
@@ -61,6 +66,9 @@ class OwnerTopic:
         self._told_commit: dict[str, int] = {}
         # (seq of the Abort record, seq of the publish it aborts), in order.
         self._aborts: collections.deque[tuple[int, int]] = collections.deque()
+        # Former replica -> the last record it may hold (the log end when it
+        # left the set): released once the set holds that much.
+        self._former: dict[str, int] = {}
 
     def set_replicas(self, names: Iterable[str]) -> list[str]:
         """Make ``names`` the replicas; new ones will get a snapshot first.
@@ -70,15 +78,45 @@ class OwnerTopic:
         """
         added = self.quorum.set_replicas(names)
         current = self.quorum.replicas
+        appended = self.quorum.appended
         for name in list(self._sent):
             if name not in current:
                 del self._sent[name]
                 self._told_commit.pop(name, None)
+                self._former[name] = max(self._former.get(name, 0), appended)
         for name in added:
             self._sent[name] = None
             self._told_commit[name] = 0
+            self._former.pop(name, None)
         self._trim()
         return added
+
+    @property
+    def formers(self) -> frozenset[str]:
+        """Former replicas not yet released: they keep their copies."""
+        return frozenset(self._former)
+
+    def releasable(self) -> list[str]:
+        """Former replicas whose copies the current set now covers.
+
+        A former replica held at most the records up to the log end when it
+        left the set. Once ``required`` current replicas (at least one)
+        acknowledged that far, every message it held is on them too, or was
+        finished or aborted in records they hold: it may drop its copy.
+        """
+        if not self._former:
+            return []
+        marks = self.quorum.statistics().watermarks.values()
+        need = max(self.quorum.required, 1)
+        return sorted(
+            name
+            for name, held in self._former.items()
+            if sum(1 for mark in marks if mark >= held) >= need
+        )
+
+    def released(self, member: str) -> None:
+        """``member`` was sent its release (or is gone for good): forget it."""
+        self._former.pop(member, None)
 
     def append(self, record: Record, now: float, *, awaited: bool | None = None) -> int:
         """Record a change on the owner's topic.

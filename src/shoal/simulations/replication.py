@@ -25,7 +25,10 @@ checked at a hundred nodes and more, under crashes, splits and churn:
 * *Failover.* After every membership event each holder asks
   `shoal.replication.failover.holder_action` what to do with every copy it
   holds, from its own view: adopt (serve the unfinished messages to its
-  consumers), keep or drop.
+  consumers), keep or drop. A member that left an owner's replica set
+  keeps its copy until the owner's `Release` frame says the new set holds
+  everything it held (`OwnerTopic.releasable`); the owner keeps its link
+  to it open until then.
 
 What is modelled more simply than the shell: consumers are always
 connected to the broker that delivers (client connections do not cross the
@@ -55,7 +58,7 @@ from shoal.errors import ConfigError, RemoteProtocolError
 from shoal.membership.events import MemberFailed
 from shoal.membership.state import MemberState
 from shoal.replication import OwnerTopic, ReplicaTopic, receive, replicas
-from shoal.replication.codec import Ack, Factor, Resync, decode_frame, encode_frame
+from shoal.replication.codec import Ack, Factor, Release, Resync, decode_frame, encode_frame
 from shoal.replication.failover import HolderAction, holder_action
 from shoal.replication.records import Batch, ChannelCreated, Finish, Publish
 
@@ -212,6 +215,7 @@ class _Node:
         "life",
         "links",
         "owned",
+        "released",
         "seen",
         "serving",
     )
@@ -222,6 +226,8 @@ class _Node:
         self.left = False
         self.owned: dict[str, _Owned] = {}
         self.held: dict[tuple[str, str], ReplicaTopic] = {}
+        # Copies whose owner released them (`Release`).
+        self.released: set[tuple[str, str]] = set()
         self.factors: dict[tuple[str, str], int] = {}
         self.links: dict[str, _Link] = {}
         # Messages its broker delivered and no consumer finished yet.
@@ -411,14 +417,27 @@ class ReplicationModel:
         if node.owned:
             self._place(node, states)
         for key in list(node.held):
-            owner, topic = key
-            factor = node.factors.get(key) or self.factor_of.get(topic, 2)
-            action = holder_action(node.name, owner, topic, states, factor)
-            if action is HolderAction.ADOPT and (failed is None or owner in failed):
-                self._adopt(node, key)
-            elif action is HolderAction.DROP:
-                del node.held[key]
-                self.dropped_copies += 1
+            self._decide(node, key, states, failed)
+
+    def _decide(
+        self,
+        node: _Node,
+        key: tuple[str, str],
+        states: dict[str, MemberState],
+        failed: set[str] | None = None,
+    ) -> None:
+        """Adopt, keep or drop one held copy, as `holder_action` says."""
+        owner, topic = key
+        factor = node.factors.get(key) or self.factor_of.get(topic, 2)
+        action = holder_action(
+            node.name, owner, topic, states, factor, released=key in node.released
+        )
+        if action is HolderAction.ADOPT and (failed is None or owner in failed):
+            self._adopt(node, key)
+        elif action is HolderAction.DROP:
+            del node.held[key]
+            node.released.discard(key)
+            self.dropped_copies += 1
 
     # ------------------------------------------------------------------ owner side
 
@@ -494,6 +513,12 @@ class ReplicationModel:
             chosen = replicas(node.name, topic, alive, self.factor_of[topic])
             owned.core.set_replicas(chosen)
             wanted.update(chosen)
+            for former in owned.core.formers:
+                state = states.get(former)
+                if state is None:
+                    owned.core.released(former)  # reaped: nothing left to release
+                elif state in _LIVE:
+                    wanted.add(former)  # stays linked until it is released
             self._settle(node, owned)
         for member in list(node.links):
             if member not in wanted:
@@ -578,6 +603,10 @@ class ReplicationModel:
         now = self.scheduler.now
         member = link.member
         for topic, owned in node.owned.items():
+            if member in owned.core.releasable():
+                if not self._transmit(node, link, encode_frame(Release(topic=topic))):
+                    return
+                owned.core.released(member)
             if member not in owned.core.quorum.replicas:
                 continue
             if topic not in link.announced:
@@ -636,8 +665,15 @@ class ReplicationModel:
         if isinstance(frame, Factor):
             replica.factors[owner.name, frame.topic] = frame.factor
             return
+        if isinstance(frame, Release):
+            key = (owner.name, frame.topic)
+            if key in replica.held and not replica.left:
+                replica.released.add(key)
+                self._decide(replica, key, self._states(replica))
+            return
         assert isinstance(frame, Batch)
         key = (owner.name, frame.topic)
+        replica.released.discard(key)  # in its set again: the release is void
         try:
             held = receive(replica.held.get(key), frame)
         except RemoteProtocolError:
@@ -666,6 +702,8 @@ class ReplicationModel:
             if owned is not None:
                 owned.core.ack(link.member, frame.seq)
                 self._settle(node, owned)
+                if owned.core.formers:
+                    self._wake(node)  # a former replica may be released
         elif isinstance(frame, Resync):
             owned = node.owned.get(frame.topic)
             if owned is not None:
@@ -713,6 +751,7 @@ class ReplicationModel:
     def _adopt(self, node: _Node, key: tuple[str, str]) -> None:
         """Serve a dead owner's unfinished messages of a topic from this node's broker."""
         held = node.held.pop(key)
+        node.released.discard(key)
         owed: dict[frozenset[str], list[bytes]] = {}
         count = 0
         for message in held.owed():
