@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from shoal.cluster.adoptions import Adoptions
+from shoal.cluster.adoptions import Adoptions, id_ranges
 from shoal.cluster.routing import TopicRouting
 from shoal.queue.broker import Broker
 from shoal.queue.config import QueueConfig
@@ -58,11 +58,18 @@ class Owner:
 
 def adopter_says(owner: Owner, topic: str, lo: bytes, hi: bytes, count: int) -> None:
     """Another member announces an adoption; the owner hears the broadcast."""
+    adopter_announces(owner, topic, [(lo, hi, count)])
+
+
+def adopter_announces(owner: Owner, topic: str, ranges: list[tuple[bytes, bytes, int]]) -> None:
+    """Another member announces an adoption of ``ranges``, as `Adoptions.announce` does."""
     other = Registry("r", generation=1, info=INFO, now=0.0)
     other_gossip = RegistryGossip(other, clock=lambda: 1.0)
     sent: list[bytes] = []
     other_gossip.attach(broadcast=lambda key, data: sent.append(data), member=lambda n: None)
-    other_gossip.send(other.adopt(topic, owner.registry.name, lo, hi, count, wall=WALL, now=1.0))
+    for lo, hi, count in ranges:
+        entry = other.adopt(topic, owner.registry.name, lo, hi, count, wall=WALL, now=1.0)
+    other_gossip.send(entry)
     for data in sent:
         owner.gossip.notify_message(data)
 
@@ -92,7 +99,10 @@ def test_a_channel_created_after_the_adoption_drops_too_and_other_topics_do_not(
     owner = Owner()
     owner.publish("t", [b"x", b"y"])  # no channel yet: the topic's backlog keeps them
     owner.publish("u", [b"z"])
-    adopter_says(owner, "t", b"0" * 16, b"f" * 16, 2)
+    node = QueueConfig().node_id  # the broker's: its messages carry it
+    lo = MessageIDGenerator(node).next_id(int((WALL - 1000) * 1e9))
+    hi = MessageIDGenerator(node).next_id(int((WALL + 1000) * 1e9))
+    adopter_says(owner, "t", lo, hi, 2)
     owner.broker.get_or_create_channel("u", "work", WALL)
     owner.broker.get_or_create_channel("t", "work", WALL)
     assert owner.broker.topics["t"].pump(WALL, 100) == 2
@@ -146,6 +156,38 @@ def test_messages_of_another_node_id_in_the_range_are_not_this_nodes_to_drop() -
     theirs = MessageIDGenerator(9).next_id(ts)  # adopted here from another member earlier
     topic.put_published((mine,), (b"mine",), ts, WALL, 0.0, ("work",))
     topic.put_published((theirs,), (b"theirs",), ts, WALL, 0.0, ("work",))
-    adopter_says(owner, "t", min(mine, theirs), max(mine, theirs), 1)
+    adopter_announces(owner, "t", id_ranges([mine, theirs]))
     assert owner.drain("t", "work") == [b"theirs"]
+    assert owner.adoptions.dropped == 1
+
+
+def test_ids_adopted_from_several_nodes_make_one_range_per_node() -> None:
+    ts = int(WALL * 1e9)
+    five, nine = MessageIDGenerator(5), MessageIDGenerator(9)
+    a, b = five.next_id(ts), five.next_id(ts + 10**9)
+    c, d = nine.next_id(ts - 10**9), nine.next_id(ts + 2 * 10**9)
+    assert id_ranges([b, c, a, d]) == [(c, d, 2), (a, b, 2)]
+
+
+def test_a_range_of_another_nodes_ids_spares_own_never_copied_messages() -> None:
+    # This node (ID 5) held "old" in a topic that was not replicated here,
+    # then adopted "theirs" (ID 9, older and newer than "old") from another
+    # member, which made the topic replicated: "theirs" and the later "new"
+    # were copied to a replica, "old" never was. The replica adopted them
+    # while this node was away. Only "new" is this node's to drop: "old"
+    # lies inside the range of node 9's IDs, but nobody else has it.
+    owner = Owner()
+    owner.adoptions.node_id = 5
+    owner.broker.get_or_create_channel("t", "work", WALL)
+    topic = owner.broker.topics["t"]
+    ts = int(WALL * 1e9)
+    five, nine = MessageIDGenerator(5), MessageIDGenerator(9)
+    first_theirs = nine.next_id(ts - 20 * 10**9)
+    old = five.next_id(ts - 10 * 10**9)
+    last_theirs = nine.next_id(ts)
+    new = five.next_id(ts + 10**9)
+    for msg_id, body in ((old, b"old"), (first_theirs, b"theirs"), (new, b"new")):
+        topic.put_published((msg_id,), (body,), ts, WALL, 0.0, ("work",))
+    adopter_announces(owner, "t", id_ranges([first_theirs, last_theirs, new]))
+    assert owner.drain("t", "work") == [b"old", b"theirs"]
     assert owner.adoptions.dropped == 1

@@ -233,6 +233,32 @@ def test_former_replica_is_released_once_the_newcomer_is_caught_up(
     assert model.nodes[owner].owned[topic].core.formers == frozenset()
 
 
+def test_graceful_leave_hands_the_topic_over_to_its_first_replica(
+    make_sim: Callable[..., Simulation],
+) -> None:
+    # The leaver waits for its replicas, empties the topic and leaves; the
+    # first replica adopts on hearing of the leave: nothing stays parked on
+    # the leaver's disk, nothing is lost.
+    sim = make_sim(6, duration=50.0)
+    model = ReplicationModel(sim, Workload(topics=1, factors=(3,), publish_every=0.1, quiet=20.0))
+    topic, owner, _ = model.topics[0]
+    first, _second = replicas(owner, topic, sim.names, 3)
+    sim.scheduler.run_until(10.0)
+    leaver = model.nodes[owner]
+    assert leaver.serving  # consumers hold messages in flight
+    model.leave(owner)
+    sim.scheduler.run_until(sim.duration)
+    result, problems = model.finish(sim.now)
+    assert problems == []
+    assert leaver.left
+    assert leaver.handed_over == [topic]
+    assert (result["parked"], result["lost"]) == (0, 0)
+    assert result["refused"] > 0  # publishes after the leave began
+    adopters = [name for name, node in model.nodes.items() if node.adopted]
+    assert adopters == [first]
+    assert result["finished"] == result["acknowledged"]
+
+
 # ---------------------------------------------------------------------- the scenarios
 
 

@@ -2,10 +2,12 @@
 
 Rules:
 1. An adopter announces each adoption in its own registry state
-   (`Registry.adopt`): the owner, the topic and the range ``[lo, hi]`` of
-   the owner's message IDs it took. Every member learns it by gossip.
+   (`Registry.adopt`): the owner, the topic and, per node ID the taken
+   message IDs carry, the range ``[lo, hi]`` of those IDs (`id_ranges`).
+   Every member learns it by gossip.
 2. An owner drops, instead of delivering again, every message of its topic
-   whose ID lies in an announced range of its own (`Adoption.covers`): the
+   whose ID lies in an announced range of its own and carries that
+   range's node ID (and its own, when it knows it): the
    channels of the topic get a `Channel.discard` test, so the message is
    finished (and the FIN forwarded to the replicas) when it next reaches
    delivery, wherever it waited. Messages it accepted after the adoption
@@ -26,7 +28,13 @@ topic increase in publish order within a life and with the wall clock
 across lives (the registry's generations assume that clock too), so each
 of the owner's messages with an ID in ``[lo, hi]`` was adopted, or finished
 on the owner already; older messages (below ``lo``, from a life before the
-topic was replicated) and newer ones (above ``hi``) are outside it.
+topic was replicated) and newer ones (above ``hi``) are outside it. Why one
+range per node ID: the owner's records may also carry messages it had
+itself adopted from another member, with that member's IDs, possibly
+older than the owner's own never-copied messages (a topic unreplicated on
+it before the adoption). One range over both would span those; a range of
+the other member's IDs, honoured only for messages carrying that member's
+node ID, cannot.
 """
 
 from __future__ import annotations
@@ -40,13 +48,13 @@ from shoal.queue.broker import ChannelCreated, TopicCreated
 from shoal.queue.message import node_of
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from shoal.cluster.routing import TopicRouting
     from shoal.queue.broker import Broker, BrokerEvent
     from shoal.queue.topic import Topic
 
-__all__ = ["EXPIRY_INTERVAL", "RETURN_SYNC_TIMEOUT", "Adoptions"]
+__all__ = ["EXPIRY_INTERVAL", "RETURN_SYNC_TIMEOUT", "Adoptions", "id_ranges"]
 
 log = logging.getLogger("shoal.replication")
 
@@ -56,6 +64,23 @@ log = logging.getLogger("shoal.replication")
 RETURN_SYNC_TIMEOUT = 5.0
 #: Seconds between two passes that expire this node's old adoption ranges.
 EXPIRY_INTERVAL = 60.0
+
+
+def id_ranges(ids: Iterable[bytes]) -> list[tuple[bytes, bytes, int]]:
+    """``(lo, hi, count)`` of the adopted ``ids``, one range per node ID they carry.
+
+    IDs that carry no node ID (not 16 hex digits) form a range of their
+    own, which no owner honours (`Adoptions` checks the node ID).
+    """
+    spans: dict[int | None, tuple[bytes, bytes, int]] = {}
+    for msg_id in ids:
+        node = node_of(msg_id)
+        span = spans.get(node)
+        if span is None:
+            spans[node] = (msg_id, msg_id, 1)
+        else:
+            spans[node] = (min(span[0], msg_id), max(span[1], msg_id), span[2] + 1)
+    return sorted(spans.values())
 
 
 class Adoptions:
@@ -104,13 +129,16 @@ class Adoptions:
 
     # -- adopter side -----------------------------------------------------------
 
-    def announce(self, owner: str, topic: str, lo: bytes, hi: bytes, count: int) -> None:
-        """This node adopted ``count`` of ``owner``'s messages of ``topic``, IDs in [lo, hi]."""
+    def announce(self, owner: str, topic: str, ranges: list[tuple[bytes, bytes, int]]) -> None:
+        """This node adopted ``owner``'s messages of ``topic``: ``(lo, hi, count)`` per node ID."""
         registry = self.routing.registry
-        entry = registry.adopt(
-            topic, owner, lo, hi, count, wall=self._wall(), now=self._monotonic()
-        )
-        self.routing.gossip.send(entry)
+        entry = None
+        for lo, hi, count in ranges:
+            entry = registry.adopt(
+                topic, owner, lo, hi, count, wall=self._wall(), now=self._monotonic()
+            )
+        if entry is not None:  # it carries every range of the pair: one broadcast
+            self.routing.gossip.send(entry)
 
     def expire(self) -> int:
         """Withdraw this node's ranges older than `ADOPTION_TTL`; how many entries changed."""
@@ -169,10 +197,13 @@ class Adoptions:
         node_id = self.node_id
 
         def discard(msg_id: bytes) -> bool:
+            node = node_of(msg_id)
+            if node is None or (node_id is not None and node != node_id):
+                return False  # another node's ID: not ours to judge
             for lo, hi in self._ranges.get(topic, ()):
-                if lo <= msg_id <= hi:
-                    if node_id is not None and node_of(msg_id) != node_id:
-                        return False  # another node's ID: not ours to judge
+                # A range of another node's IDs says nothing about ours,
+                # even where ours fall inside it numerically.
+                if lo <= msg_id <= hi and node_of(lo) == node == node_of(hi):
                     self.dropped += 1
                     return True
             return False

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from shoal.cluster.adoptions import Adoptions
+from shoal.cluster.adoptions import Adoptions, id_ranges
 from shoal.cluster.replica_store import ReplicaStore
 from shoal.config import MAX_REPLICATION_FACTOR
 from shoal.errors import LocalProtocolError, RemoteProtocolError
@@ -698,7 +698,7 @@ class Replication:
             self.broker.get_or_create_channel(name, channel, now)
         clock = trio.current_time()
         count = 0
-        first = last = b""
+        adopted_ids: list[bytes] = []
         for record in held.snapshot().records:
             if not isinstance(record, Publish):
                 continue
@@ -711,12 +711,12 @@ class Replication:
             if owned is not None:
                 owned.core.append(record, clock, awaited=False)
             count += len(record.ids)
-            last = max(last, *record.ids)
-            first = min(first or last, *record.ids)
+            adopted_ids += record.ids
         self.adopted[owner, name] = count
         if count and self.adoptions is not None:
-            self.adoptions.announce(owner, name, first, last, count)
+            self.adoptions.announce(owner, name, id_ranges(adopted_ids))
         self.adopted_messages += count
+        last = max(adopted_ids, default=b"")
         log.warning(
             "adopted topic %s of member %s: %d unfinished message(s), last ID %s",
             name,

@@ -30,6 +30,15 @@ checked at a hundred nodes and more, under crashes, splits and churn:
   everything it held (`OwnerTopic.releasable`); the owner keeps its link
   to it open until then.
 
+* *Graceful leave.* The leaver hands its topics over as the shell does
+  (`Replication.hand_over`): it refuses new publishes, records the FINs it
+  gathered and waits, at most `HAND_OVER_TIMEOUT`, until every replica
+  acknowledged every record; each topic so covered is emptied on the
+  leaver (what it served is now the adopter's to deliver), and its first
+  replica adopts on hearing of the leave (`holder_action` with
+  ``leave_hands_over``). A topic not covered in time stays on the
+  leaver's disk (*parked*) and its holders adopt what they hold too.
+
 What is modelled more simply than the shell: consumers are always
 connected to the broker that delivers (client connections do not cross the
 modelled partitions), take every message at once and FIN it after an
@@ -72,6 +81,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BATCH_RECORDS",
     "FIN_BATCH",
+    "HAND_OVER_TIMEOUT",
     "RETRY_INTERVAL",
     "Ledger",
     "ReplicatedChurn",
@@ -81,12 +91,14 @@ __all__ = [
     "Workload",
 ]
 
-#: Records per batch, FINs per forced flush and the pause before a broken
-#: link is dialled again: the shell's values (`shoal.cluster.replication`),
+#: Records per batch, FINs per forced flush, the pause before a broken
+#: link is dialled again and how long a leave waits for the replicas: the
+#: shell's values (`shoal.cluster.replication`, the node's leave timeout),
 #: restated so the simulator does not import the trio shell.
 BATCH_RECORDS = 64
 FIN_BATCH = 512
 RETRY_INTERVAL = 0.2
+HAND_OVER_TIMEOUT = 5.0
 
 _LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
 
@@ -209,8 +221,10 @@ class _Node:
     __slots__ = (
         "adopted",
         "factors",
+        "handed_over",
         "held",
         "host",
+        "leaving",
         "left",
         "life",
         "links",
@@ -224,6 +238,9 @@ class _Node:
         self.host = host
         self.life = host.life
         self.left = False
+        # Handing its topics over before it leaves (`ReplicationModel.leave`).
+        self.leaving = False
+        self.handed_over: list[str] = []
         self.owned: dict[str, _Owned] = {}
         self.held: dict[tuple[str, str], ReplicaTopic] = {}
         # Copies whose owner released them (`Release`).
@@ -375,11 +392,47 @@ class ReplicationModel:
         return node
 
     def leave(self, name: str) -> None:
-        """``name`` leaves gracefully: its broker flushes what it serves to its disk."""
+        """``name`` leaves gracefully: it hands its topics over, then the leave spreads.
+
+        As the shell's `Replication.hand_over`: publishes are refused from
+        now on, the FINs gathered are recorded, and the leave itself waits
+        until every replica acknowledged every record, or
+        `HAND_OVER_TIMEOUT`.
+        """
         node = self.node(name)
-        if node is not None:
-            node.left = True
-        self.sim.leave(name)
+        if node is None:
+            self.sim.leave(name)
+            return
+        if node.leaving or node.left:
+            return
+        node.leaving = True
+        now = self.scheduler.now
+        for owned in node.owned.values():
+            owned.flush_fins(now)
+        self._wake(node)
+        self.scheduler.call_later(HAND_OVER_TIMEOUT, self._hand_over, node)
+        self._hand_over_if_covered(node)
+
+    def _hand_over_if_covered(self, node: _Node) -> None:
+        if not any(_handing(owned) for owned in node.owned.values()):
+            self._hand_over(node)
+
+    def _hand_over(self, node: _Node) -> None:
+        """Empty every topic its replicas hold entirely, then leave (the rest is parked)."""
+        if node.left or not node.running:
+            return
+        for topic, owned in sorted(node.owned.items()):
+            stats = owned.core.statistics()
+            if owned.pending or not stats.watermarks:
+                continue
+            if min(stats.watermarks.values()) < stats.appended:
+                continue
+            # Emptied: what it served of the topic is the adopter's to deliver.
+            for message in owned.core.mirror.owed():
+                node.serving.pop(message.id, None)
+            node.handed_over.append(topic)
+        node.left = True
+        self.sim.leave(node.name)
 
     def _states(self, node: _Node) -> dict[str, MemberState]:
         engine = node.host.engine
@@ -399,8 +452,8 @@ class ReplicationModel:
             else None
         )
         node = self.node(host.name)
-        if node is None or node.left or not (node.owned or node.held):
-            return
+        if node is None or node.left or node.leaving or not (node.owned or node.held):
+            return  # a leaver neither moves its replicas nor adopts, as in the shell
         states = self._states(node)
         # Both decisions depend only on who is live, who is dead, which
         # topics it owns and which copies it holds: most events (a
@@ -430,7 +483,13 @@ class ReplicationModel:
         owner, topic = key
         factor = node.factors.get(key) or self.factor_of.get(topic, 2)
         action = holder_action(
-            node.name, owner, topic, states, factor, released=key in node.released
+            node.name,
+            owner,
+            topic,
+            states,
+            factor,
+            leave_hands_over=True,
+            released=key in node.released,
         )
         if action is HolderAction.ADOPT and (failed is None or owner in failed):
             self._adopt(node, key)
@@ -449,7 +508,7 @@ class ReplicationModel:
             self.scheduler.call_at(following, self._publish_tick, index, end)
         topic, owner, factor = self.topics[index]
         node = self.node(owner)
-        if node is None or node.left:
+        if node is None or node.left or node.leaving:
             self.ledger.refused += workload.batch
             return
         owned = node.owned.get(topic)
@@ -704,6 +763,11 @@ class ReplicationModel:
                 self._settle(node, owned)
                 if owned.core.formers:
                     self._wake(node)  # a former replica may be released
+                if node.leaving:
+                    # FINs keep coming until the leave ends: record them too.
+                    owned.flush_fins(self.scheduler.now)
+                    self._wake(node)
+                    self._hand_over_if_covered(node)
         elif isinstance(frame, Resync):
             owned = node.owned.get(frame.topic)
             if owned is not None:
@@ -820,6 +884,14 @@ class ReplicationModel:
                 f"{lost} acknowledged message(s) lost ({stranded} stranded in copies nobody serves)"
             )
         return figures, problems
+
+
+def _handing(owned: _Owned) -> bool:
+    """Whether ``owned`` still waits for its replicas (it has some, and they lag)."""
+    stats = owned.core.statistics()
+    if not stats.watermarks:
+        return False
+    return bool(owned.pending) or min(stats.watermarks.values()) < stats.appended
 
 
 # ---------------------------------------------------------------------- scenarios
@@ -993,8 +1065,9 @@ class ReplicatedChurn(_Replicated):
 
     Attributes:
         join_rate: new members per minute.
-        leave_rate: graceful leaves per minute (the leaver's broker keeps
-            what it serves on its disk: parked, not lost).
+        leave_rate: graceful leaves per minute (the leaver hands its
+            topics over; what its replicas did not acknowledge in time
+            stays on its disk: parked, not lost).
         crash_rate: crashes per minute.
         restart_after: restart each crashed member this long after its
             crash, with its data lost (None: never).
