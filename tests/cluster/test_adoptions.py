@@ -67,9 +67,11 @@ def adopter_announces(owner: Owner, topic: str, ranges: list[tuple[bytes, bytes,
     other_gossip = RegistryGossip(other, clock=lambda: 1.0)
     sent: list[bytes] = []
     other_gossip.attach(broadcast=lambda key, data: sent.append(data), member=lambda n: None)
-    for lo, hi, count in ranges:
-        entry = other.adopt(topic, owner.registry.name, lo, hi, count, wall=WALL, now=1.0)
-    other_gossip.send(entry)
+    entries = [
+        other.adopt(topic, owner.registry.name, lo, hi, count, wall=WALL, now=1.0)
+        for lo, hi, count in ranges
+    ]
+    other_gossip.send(entries[-1])  # it carries every range of the pair
     for data in sent:
         owner.gossip.notify_message(data)
 
