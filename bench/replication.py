@@ -33,7 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from shoal.testing.process import NodeProcess
+from shoal.testing.progress import StatusLine
 from shoal.testing.wire import NsqConnection
+
+#: On a terminal only: stdout is the figures.
+status = StatusLine("bench/replication.py")
 
 
 def get(address: tuple[str, int], path: str) -> tuple[int, Any]:
@@ -163,8 +167,13 @@ def main() -> None:
     parser.add_argument("--profile", default="lan", choices=["lan", "local", "wan"])
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; prints the median")
     args = parser.parse_args()
+    with status.ticking():
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     rates: dict[tuple[int, int], float] = {}
-    print(
+    status.say(
         f"{'factor':>6} {'batch':>6} {'msgs/s':>10} {'vs factor 1':>12}"
         f" {'owner cpu ms/1k':>16} {'others cpu ms/1k':>17}"
     )
@@ -176,6 +185,9 @@ def main() -> None:
                 for batch, total in ((200, args.messages), (1, args.batch1_messages)):
                     runs = []
                     for run in range(args.repeat):
+                        status.show(
+                            f"factor {factor}, batch {batch}: run {run + 1} of {args.repeat}"
+                        )
                         topic = f"b{batch}r{run}"  # a fresh topic: every run starts alike
                         post(owner.http, f"/topic/create?topic={topic}")
                         post(owner.http, f"/channel/create?topic={topic}&channel=c")
@@ -190,17 +202,17 @@ def main() -> None:
                     per_k = 1e6 / total  # seconds per run -> ms per 1,000 messages
                     owner_cpu = statistics.median(r[1] for r in runs) * per_k
                     others_cpu = statistics.median(r[2] for r in runs) * per_k
-                    print(
+                    status.say(
                         f"{factor:>6} {batch:>6} {rate:>10,.0f} {rate / rates[1, batch]:>11.2f}x"
-                        f" {owner_cpu:>16.1f} {others_cpu:>17.1f}",
-                        flush=True,
+                        f" {owner_cpu:>16.1f} {others_cpu:>17.1f}"
                     )
             finally:
                 for node in nodes:
                     node.kill()
     with tempfile.TemporaryDirectory(prefix="shoal-bench-failover-") as tmp:
+        status.show("failover: SIGKILL of an owner, waiting for its adopter")
         listed, delivered = failover(Path(tmp), args.failover_messages, args.profile)
-    print(
+    status.say(
         f"failover ({args.profile} profile, factor 2): adopter in /lookup {listed:.2f}s, "
         f"first adopted message {delivered:.2f}s after SIGKILL"
     )
