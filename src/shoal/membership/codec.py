@@ -201,6 +201,7 @@ _SUSPECT: Final = MessageType.SUSPECT.value
 _DEAD: Final = MessageType.DEAD.value
 _USER: Final = MessageType.USER.value
 _REFUSED: Final = MessageType.REFUSED.value
+_PUSH_PULL: Final = MessageType.PUSH_PULL.value
 
 
 def encode_message(message: Message) -> bytes:
@@ -342,7 +343,7 @@ def _stream_shape(limits: CodecLimits) -> _Shape:
     return _Shape(widest, limits.max_push_pull_members * _ITEMS_PER_RECORD + 4 * _MAX_FIELDS)
 
 
-def _prescan(data: bytes, offset: int, shape: _Shape) -> None:
+def _prescan(data: bytes, offset: int, shape: _Shape, children: list[int] | None = None) -> None:
     """Walk the CBOR heads from ``offset`` and refuse what cannot be valid.
 
     Only heads are read (strings are skipped by their length), so the cost is
@@ -354,6 +355,9 @@ def _prescan(data: bytes, offset: int, shape: _Shape) -> None:
     counted when its head is read, so an oversized one is refused before a
     single one of its items is looked at.
 
+    ``children``, if given, receives where each item of the outermost
+    container starts (how `decode_stream` finds a push-pull's table).
+
     Raises:
         CodecError: with reason ``"cbor"`` or ``"limit"``.
     """
@@ -363,11 +367,14 @@ def _prescan(data: bytes, offset: int, shape: _Shape) -> None:
     max_items = shape.max_items
     items = 1
     pending = [1]  # items still to read at each open level, the root first
+    record = children is not None
     while pending:
         if not pending[-1]:
             pending.pop()
             continue
         pending[-1] -= 1
+        if record and len(pending) == 2:
+            children.append(pos)  # type: ignore[union-attr]
         if pos >= end:
             raise CodecError("cbor", "truncated CBOR")
         head = data[pos]
@@ -405,8 +412,8 @@ def _prescan(data: bytes, offset: int, shape: _Shape) -> None:
         raise CodecError("trailing", f"{end - pos} bytes after the message")
 
 
-def _parse_cbor(data: bytes, offset: int, shape: _Shape) -> Any:
-    _prescan(data, offset, shape)
+def _parse_cbor(data: bytes, offset: int, shape: _Shape, children: list[int] | None = None) -> Any:
+    _prescan(data, offset, shape, children)
     stream = io.BytesIO(data)
     stream.seek(offset)
     decoder = cbor2.CBORDecoder(
@@ -480,7 +487,7 @@ def _addr(value: Any) -> Address:
         raise _shape("an address host must be an IP address or a host name")
     if type(port) is not int or not 0 <= port <= 65535:
         raise _shape("an address port must be in 0..65535")
-    return (host, port)
+    return _share_address((host, port))
 
 
 def _meta(value: Any, limits: CodecLimits) -> dict[str, str]:
@@ -517,11 +524,12 @@ def _entries(values: list[Any], limits: CodecLimits) -> tuple[PushPullEntry, ...
     checked inline, and anything unusual falls back to `_entry`, which
     raises the precise error; both accept exactly the same records.
 
-    Names and hosts are interned: a node holds each member's strings for as
-    long as it knows the member, and every later table repeats them, so one
-    copy per distinct string is kept instead of one per decode (the
-    simulator's thousand engines then share their members' strings too).
-    Empty metadata, the usual case, shares one empty mapping.
+    Names are interned and addresses shared (`_share_address`): a node
+    holds each member's strings for as long as it knows the member, and
+    every later table repeats them, so one copy per distinct value is kept
+    instead of one per decode (the simulator's thousand engines then share
+    their members' names and addresses too). Empty metadata, the usual case,
+    shares one empty mapping.
     """
     longest = limits.max_name_length
     wire = _WIRE_TO_STATE
@@ -530,6 +538,7 @@ def _entries(values: list[Any], limits: CodecLimits) -> tuple[PushPullEntry, ...
     entry_type = PushPullEntry
     no_meta = _NO_META
     host_ok = _HOST.fullmatch
+    addresses = _ADDRESSES
     out: list[PushPullEntry] = []
     append = out.append
     for value in values:
@@ -555,17 +564,45 @@ def _entries(values: list[Any], limits: CodecLimits) -> tuple[PushPullEntry, ...
                     and 0 <= port <= 65535
                     and host_ok(host) is not None
                 ):
-                    append(
-                        new(
-                            entry_type,
-                            (intern(name), (intern(host), port), incarnation, wire[state], no_meta),
-                        )
-                    )
+                    address = (host, port)
+                    shared = addresses.get(address)
+                    if shared is None:
+                        shared = _share_address(address)
+                    record = (intern(name), shared, incarnation, wire[state], no_meta)
+                    append(new(entry_type, record))
                     continue
         entry = _entry(value, limits)
-        host, port = entry.address
-        append(entry._replace(name=intern(entry.name), address=(intern(host), port)))
+        append(entry._replace(name=intern(entry.name), address=_share_address(entry.address)))
     return tuple(out)
+
+
+#: Addresses decoded so far, each kept once (see `_share_address`).
+_ADDRESSES: Final[dict[Address, Address]] = {}
+
+#: Most addresses `_ADDRESSES` holds before it starts afresh: far more than
+#: any cluster has members, few enough that a flood of forged addresses costs
+#: a few megabytes at most.
+MAX_SHARED_ADDRESSES: Final = 1 << 16
+
+
+def _share_address(address: Address) -> Address:
+    """Return the one shared copy of ``address`` (host interned), storing it if new.
+
+    A node keeps every member's address as long as it knows the member, and
+    every table and alive message repeats it: sharing one tuple per address
+    (with its port integer) instead of one per decode saves about 90 bytes
+    per record, and the simulator's engines, which all decode the same
+    addresses, then hold one copy between them (memory per engine O(n)
+    references, not O(n) tuples).
+    """
+    shared = _ADDRESSES.get(address)
+    if shared is not None:
+        return shared
+    if len(_ADDRESSES) >= MAX_SHARED_ADDRESSES:
+        _ADDRESSES.clear()
+    host, port = address
+    shared = _ADDRESSES[address] = (sys.intern(host), port)
+    return shared
 
 
 #: The metadata of every record that has none, read-only so that sharing it
@@ -762,8 +799,122 @@ def decode_stream(
         CodecError: the payload is refused. No other exception escapes.
     """
     _check_frame(data, limits.max_stream_size)
-    return _message(
-        _parse_cbor(data, 1, _stream_shape(limits)),
-        limits,
-        frozenset(t.value for t in allowed),
-    )
+    codes = frozenset(t.value for t in allowed)
+    push_pull = _PUSH_PULL in codes
+    if push_pull and _TABLES:
+        recalled = _recall_push_pull(data, limits)
+        if recalled is not None:
+            return recalled
+    children: list[int] | None = [] if push_pull else None
+    message = _message(_parse_cbor(data, 1, _stream_shape(limits), children), limits, codes)
+    if type(message) is PushPull and children is not None and len(children) == 6:
+        _remember_table(data[children[4] : children[5]], limits, message.members)
+    return message
+
+
+# --------------------------------------------------------------------------- recalled tables
+
+# In a quiet cluster every member holds the same records, and the engine
+# encodes its table in name order, so the tables of different members are
+# byte for byte the same: a node decoding push-pulls from one peer after
+# another finds the same table again and again (and a simulator of a
+# thousand engines, a thousand times). A table that starts where a push-pull
+# puts its table and equals one already checked under the same limits is
+# taken as it was decoded then; only the header and the application state
+# around it are read. A table is the bulk of a push-pull (all of it but a
+# few bytes when there is no application state), so this turns the O(n)
+# decode of a recurring table into a byte comparison. Anything unexpected
+# falls back to the full decode, which alone decides what is refused.
+
+#: Push-pull tables decoded last, newest first: (bytes, limits, records).
+_TABLES: Final[list[tuple[bytes, CodecLimits, tuple[PushPullEntry, ...]]]] = []
+
+#: Most tables kept, and most bytes of them: enough for the few versions of
+#: a table that coexist while news spreads, a bounded cost for a node.
+REMEMBERED_TABLES: Final = 8
+REMEMBERED_TABLE_BYTES: Final = 8 * 1024 * 1024
+
+
+def _remember_table(table: bytes, limits: CodecLimits, members: tuple[PushPullEntry, ...]) -> None:
+    if len(table) > REMEMBERED_TABLE_BYTES:
+        return
+    tables = _TABLES
+    tables.insert(0, (table, limits, members))
+    total = 0
+    for index, (kept, _, _) in enumerate(tables):
+        total += len(kept)
+        if index >= REMEMBERED_TABLES or total > REMEMBERED_TABLE_BYTES:
+            del tables[index:]
+            break
+
+
+def _head(data: bytes, pos: int) -> tuple[int, int, int]:
+    """Return (major type, argument, position after) of the CBOR head at ``pos``.
+
+    (-1, 0, pos) for anything `_recall_push_pull` does not take: a truncated,
+    indefinite or reserved head.
+    """
+    if pos >= len(data):
+        return -1, 0, pos
+    initial = data[pos]
+    info = initial & 0x1F
+    if info < 24:
+        return initial >> 5, info, pos + 1
+    if info >= 28:
+        return -1, 0, pos
+    size = 1 << (info - 24)
+    if pos + 1 + size > len(data):
+        return -1, 0, pos
+    return initial >> 5, int.from_bytes(data[pos + 1 : pos + 1 + size], "big"), pos + 1 + size
+
+
+_FALSE: Final = 0xF4
+_TRUE: Final = 0xF5
+
+
+def _recall_push_pull(data: bytes, limits: CodecLimits) -> PushPull | None:
+    """Decode a push-pull whose table is one of `_TABLES`, or return None.
+
+    Reads ``[type, source, join, reply, table, app_state]`` head by head
+    and accepts exactly what the full decode would, given a table it
+    accepted before: a text source within the name limit, two booleans, the
+    remembered table, and one byte string ending the payload.
+    """
+    if len(data) < 2 or data[1] != 0x86:
+        return None
+    major, value, pos = _head(data, 2)
+    if major != 0 or value != _PUSH_PULL:
+        return None
+    major, size, pos = _head(data, pos)
+    if major != 3 or pos + size > len(data):
+        return None
+    try:
+        source = data[pos : pos + size].decode()
+    except UnicodeDecodeError:
+        return None
+    if not 0 < len(source) <= limits.max_name_length:
+        return None
+    start = pos + size + 2
+    if start > len(data):
+        return None
+    join, reply = data[start - 2], data[start - 1]
+    if (join != _FALSE and join != _TRUE) or (reply != _FALSE and reply != _TRUE):
+        return None
+    for index, (table, checked, members) in enumerate(_TABLES):
+        if not data.startswith(table, start):
+            continue
+        if checked is not limits and checked != limits:
+            continue
+        major, size, pos = _head(data, start + len(table))
+        if major != 2 or pos + size != len(data):
+            return None
+        if index:
+            _TABLES.insert(0, _TABLES.pop(index))
+        return PushPull(
+            source=source,
+            join=join == _TRUE,
+            reply=reply == _TRUE,
+            members=members,
+            app_state=data[pos:],
+        )
+    return None

@@ -425,20 +425,39 @@ class _Timer:
         self.cancelled = False
 
 
+class _Suspected:
+    """A running suspicion of one member and what hangs on it.
+
+    Kept apart from `_Node` because few members are suspect at any time while
+    a node holds a record for every member: four fields there would cost 32
+    bytes per member (hundreds of megabytes across a simulated cluster).
+    """
+
+    __slots__ = ("refusals", "suspicion", "timer", "verifying")
+
+    def __init__(self, suspicion: Suspicion) -> None:
+        self.suspicion = suspicion
+        self.timer: _Timer | None = None
+        # Refusal evidence for this suspicion (see Membership._on_refused).
+        self.refusals: set[str] | None = None
+        self.verifying = False
+
+
 class _Node:
-    """The mutable record of one member (the public face is `Member`)."""
+    """The mutable record of one member (the public face is `Member`).
+
+    Slotted and lean: a node holds one per member, the simulator one per
+    member per simulated node.
+    """
 
     __slots__ = (
         "address",
         "incarnation",
         "meta",
         "name",
-        "refusals",
         "state",
         "state_changed_at",
-        "suspicion",
-        "suspicion_timer",
-        "verifying",
+        "suspected",
     )
 
     def __init__(
@@ -456,11 +475,7 @@ class _Node:
         self.incarnation = incarnation
         self.state = state
         self.state_changed_at = now
-        self.suspicion: Suspicion | None = None
-        self.suspicion_timer: _Timer | None = None
-        # Refusal evidence for the current suspicion (see Membership._on_refused).
-        self.refusals: set[str] | None = None
-        self.verifying = False
+        self.suspected: _Suspected | None = None
 
     def snapshot(self) -> Member:
         return Member(
@@ -498,6 +513,10 @@ class _Relay:
         self.origin_seq = origin_seq
         self.want_nack = want_nack
         self.timer: _Timer | None = None
+
+
+def _name_of(node: _Node) -> str:
+    return node.name
 
 
 def _valid_name(value: object, limit: int) -> bool:
@@ -1165,9 +1184,12 @@ class Membership:
         if table is None:
             # Encoded once per change of any record, not once per push-pull:
             # in a quiet cluster of n members this saves O(n) work per exchange.
+            # In name order, so members holding the same records send the
+            # same bytes, which receivers then decode once (the codec's
+            # recalled tables).
             table = self._table = encode_table(
                 PushPullEntry(node.name, node.address, node.incarnation, node.state, node.meta)
-                for node in self._nodes.values()
+                for node in sorted(self._nodes.values(), key=_name_of)
             )
         app_state = b"" if self._delegate is None else self._delegate.local_state()
         return encode_push_pull(self._name, join, reply, table, app_state)
@@ -1663,12 +1685,10 @@ class Membership:
         elif state is _DEAD:
             self._dead[node.name] = node
         if old is _SUSPECT:
-            node.suspicion = None
-            node.refusals = None
-            node.verifying = False
-            if node.suspicion_timer is not None:
-                node.suspicion_timer.cancelled = True
-                node.suspicion_timer = None
+            suspected = node.suspected
+            node.suspected = None
+            if suspected is not None and suspected.timer is not None:
+                suspected.timer.cancelled = True
 
     def _on_accusation(
         self, incarnation: int, accuser: str, src: Address | None, now: float
@@ -1853,7 +1873,8 @@ class Membership:
         if not incarnation_in_reach(node.incarnation, message.incarnation):
             self._drop("incarnation_jump")
             return
-        suspicion = node.suspicion
+        suspected = node.suspected
+        suspicion = None if suspected is None else suspected.suspicion
         if suspicion is not None and message.incarnation == node.incarnation:
             # Already suspect: only an independent confirmation matters; it
             # shortens the timeout and is re-gossiped so others count it too.
@@ -1913,9 +1934,12 @@ class Membership:
         need = self._config.refusal_confirmations
         if not need or node.state is not _SUSPECT or node.incarnation != message.incarnation:
             return
-        refusals = node.refusals
+        suspected = node.suspected
+        if suspected is None:
+            return
+        refusals = suspected.refusals
         if refusals is None:
-            refusals = node.refusals = set()
+            refusals = suspected.refusals = set()
         if message.source in refusals:
             return
         refusals.add(message.source)
@@ -1927,8 +1951,8 @@ class Membership:
             self._stats.refusal_deaths += 1
             self._on_dead(Dead(incarnation=node.incarnation, name=name, source=self._name), now)
             return
-        if self._name not in refusals and not node.verifying:
-            node.verifying = True
+        if self._name not in refusals and not suspected.verifying:
+            suspected.verifying = True
             ping = Ping(seq=self._next_seq(), target=name, source=self._name)
             self._send(node.address, [message, ping])
 
@@ -1967,26 +1991,30 @@ class Membership:
         node.state_changed_at = now
         self._table = None
         suspicion = Suspicion(accuser=message.source, started_at=now, k=k, low=low, high=high)
-        node.suspicion = suspicion
-        node.refusals = None
-        node.verifying = False
+        previous = node.suspected
+        if previous is not None and previous.timer is not None:
+            previous.timer.cancelled = True
+        node.suspected = _Suspected(suspicion)
         self._arm_suspicion_timer(node, suspicion.deadline)
         self._queue_broadcast(node.name, message, now)
 
     def _arm_suspicion_timer(self, node: _Node, deadline: float) -> None:
-        if node.suspicion_timer is not None:
-            node.suspicion_timer.cancelled = True
-        suspicion = node.suspicion
-        node.suspicion_timer = self._schedule(
+        suspected = node.suspected
+        assert suspected is not None  # armed only for a running suspicion
+        if suspected.timer is not None:
+            suspected.timer.cancelled = True
+        suspicion = suspected.suspicion
+        suspected.timer = self._schedule(
             deadline, lambda t: self._suspicion_expired(node, suspicion, t)
         )
 
-    def _suspicion_expired(self, node: _Node, suspicion: Suspicion | None, now: float) -> None:
-        if node.suspicion is not suspicion or node.state is not _SUSPECT:
+    def _suspicion_expired(self, node: _Node, suspicion: Suspicion, now: float) -> None:
+        suspected = node.suspected
+        if suspected is None or suspected.suspicion is not suspicion or node.state is not _SUSPECT:
             return
         if self._nodes.get(node.name) is not node:
             return
-        node.suspicion_timer = None
+        suspected.timer = None
         self._stats.deaths_declared += 1
         self._on_dead(Dead(incarnation=node.incarnation, name=node.name, source=self._name), now)
 
