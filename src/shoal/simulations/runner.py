@@ -41,7 +41,9 @@ names and dropping empty per-owner sets), so 10,000 nodes need tens of GB.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import math
 import random
 import time
@@ -60,7 +62,7 @@ from shoal.simulations.scheduler import Scheduler
 from shoal.simulations.topics import RegistrySync, SimulatedRegistry
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from shoal.membership import Address, Event
     from shoal.simulations.network import Cut, Host
@@ -210,6 +212,41 @@ class RunSettings:
         return out
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Keep Python's cyclic garbage collector from running inside the block.
+
+    Building a cluster allocates O(n^2) long-lived records (every engine's
+    member table) and no garbage cycles, so every collection the allocations
+    trigger is pure cost: the full ones walk everything built so far, which
+    took a third of the build at 1,000 nodes and grows with n.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextlib.contextmanager
+def _built_objects_frozen() -> Iterator[None]:
+    """Exempt everything built so far from the cyclic collector inside the block.
+
+    A run keeps the collector (timers and their closures make cycles that
+    only it frees), but its full collections would otherwise walk every
+    engine's member table each time: a quarter of a 1,000-node run's CPU.
+    Frozen objects are still freed by reference counting; afterwards they
+    are collectable as before.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _address(index: int) -> Address:
     return (f"10.{index // 65536}.{index // 256 % 256}.{index % 256}", 4160)
 
@@ -265,6 +302,10 @@ class Simulation:
         self._leaving: set[str] = set()
         self._meta_version = 0
         self._incarnations: dict[str, int] = {}
+        with _collector_paused():
+            self._build(settings)
+
+    def _build(self, settings: RunSettings) -> None:
         for i in range(settings.nodes):
             self._new_host(f"node-{i}")
         self.seed_name = self.names[0]
@@ -487,12 +528,13 @@ class Simulation:
         self._sample(interval)
         if self.settings.updates_every is not None:
             self.at(self.settings.updates_every, self._update_tick, self.settings.updates_every)
-        if progress is None:
-            self.scheduler.run_until(self.duration)
-        else:
-            for step in range(1, PROGRESS_SLICES + 1):
-                self.scheduler.run_until(self.duration * step / PROGRESS_SLICES)
-                progress(self.now)
+        with _built_objects_frozen():
+            if progress is None:
+                self.scheduler.run_until(self.duration)
+            else:
+                for step in range(1, PROGRESS_SLICES + 1):
+                    self.scheduler.run_until(self.duration * step / PROGRESS_SLICES)
+                    progress(self.now)
         self.recorder.sample(self.now)
         metrics = self.recorder.finish(self.now, self.settings.nodes, self.duration)
         return RunReport(
