@@ -46,6 +46,7 @@ import dataclasses
 import gc
 import math
 import random
+import sys
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
@@ -248,7 +249,9 @@ def _built_objects_frozen() -> Iterator[None]:
 
 
 def _address(index: int) -> Address:
-    return (f"10.{index // 65536}.{index // 256 % 256}.{index % 256}", 4160)
+    # Interned, as the codec interns what it decodes: every engine's record
+    # of this member then shares the strings with the member itself.
+    return (sys.intern(f"10.{index // 65536}.{index // 256 % 256}.{index % 256}"), 4160)
 
 
 class Simulation:
@@ -566,6 +569,7 @@ class Simulation:
     # ------------------------------------------------------------------ internals
 
     def _new_host(self, name: str) -> Host:
+        name = sys.intern(name)
         host = self.network.add_host(name, _address(len(self.names)))
         self.names.append(name)
         self._hosts[name] = host
