@@ -11,6 +11,7 @@ from shoal.queue.message import (
     MessageIDGenerator,
     decode_message,
     encode_message,
+    node_of,
 )
 
 NOW_NS = 1_795_000_000_000_000_000
@@ -68,3 +69,25 @@ def test_message_encoding_round_trips_header_and_body() -> None:
 def test_decode_message_refuses_data_shorter_than_a_header() -> None:
     with pytest.raises(RemoteProtocolError):
         decode_message(b"x" * (HEADER_SIZE - 1))
+
+
+def test_advance_past_keeps_later_ids_above_even_when_the_clock_went_back() -> None:
+    gen = MessageIDGenerator(7)
+    late = gen.next_id(2_000_000_000_000_000_000)
+    fresh = MessageIDGenerator(7)  # a restart whose clock is years behind
+    assert fresh.next_id(1_700_000_000_000_000_000) < late
+    fresh.advance_past(late)
+    assert fresh.next_id(1_700_000_000_000_000_000) > late
+    assert min(fresh.next_ids(1_700_000_000_000_000_000, 5000)) > late
+    fresh.advance_past(b"not-an-id")  # ignored
+    fresh.advance_past(b"0" * 16)  # below: nothing changes
+    assert fresh.next_id(1_700_000_000_000_000_000) > late
+
+
+def test_node_of_reads_the_node_id_back() -> None:
+    for node in (0, 7, 1023):
+        gen = MessageIDGenerator(node)
+        assert node_of(gen.next_id(1_700_000_000_000_000_000)) == node
+        assert {node_of(i) for i in gen.next_ids(1_700_000_000_000_000_000, 5000)} == {node}
+    assert node_of(b"short") is None
+    assert node_of(b"zzzzzzzzzzzzzzzz") is None
