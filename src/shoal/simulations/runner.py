@@ -27,16 +27,19 @@ returns a `shoal.simulations.report.SimulationReport`.
 Cost: per virtual second, probing costs O(n) packets, gossip O(n) per piece
 of news, the registry's digest exchanges O(n) exchanges of O(n)-byte digests
 (compared, not decoded, while equal), and push-pull O(n^2 / log n) work (each
-of the n nodes decodes an n-member table once per ``push_pull_interval *
-(log2(n) - 4)``); the preformed start costs O(n^2) once (n engines learning n
-members, n registries learning n owners). The quadratic terms dominate beyond
-a few hundred nodes: 120 virtual seconds of the crash scenario took about
-1.3 s of wall time at n=100, 9 s at 300 and 45-60 s at 1000 (a quarter less
-without the registry) on a shared 2-core machine; push-pull table decoding
-and the preformed start are most of it. Memory is O(n^2) too: every engine
-and registry holds every member (about 0.9 GB peak at 1000, after interning
-names and dropping empty per-owner sets), so 10,000 nodes need tens of GB.
-`shoal.simulations.sweep` runs seeds in parallel processes instead.
+of the n nodes merges an n-member table once per ``push_pull_interval *
+(log2(n) - 4)``; members holding the same records send byte-identical tables,
+which the codec decodes once, so a merge is a walk of n records); the
+preformed start costs O(n^2) once (n engines learning n members, n
+registries learning n owners), with the cyclic garbage collector paused, and
+what it built frozen out of the collector during the run. 120 virtual
+seconds of the crash scenario take about 1.3 s of CPU at n=100, 5 s at 300
+and 17-26 s at 1000 (`bench/simulations.py scale`; wall time is longer on a
+loaded machine). Memory is O(n^2) too: every engine holds a record of every
+member (about 170 bytes, the names and addresses shared between engines)
+and every registry a state of every owner (about 450 bytes): 225 MB peak at
+1000 without the registry and 675 MB with it.
+`shoal.simulations.sweep` runs many seeds in parallel processes.
 """
 
 from __future__ import annotations
