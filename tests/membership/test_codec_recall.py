@@ -4,6 +4,8 @@ import dataclasses
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shoal.membership import MembershipConfig, MemberState
 from shoal.membership.codec import (
@@ -16,8 +18,19 @@ from shoal.membership.codec import (
 )
 from shoal.membership.engine import Membership
 from shoal.membership.messages import PushPull, PushPullEntry
+from shoal.testing.strategies import message_strategies
 
 LIMITS = CodecLimits()
+
+names = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20)
+PUSH_PULLS = message_strategies(
+    names=names,
+    addresses=st.tuples(st.sampled_from(["10.0.0.1", "10.0.0.2", "host-a"]), st.integers(0, 65535)),
+    incarnations=st.integers(0, 2**64 - 1),
+    metas=st.dictionaries(st.text(min_size=1, max_size=5), st.text(max_size=5), max_size=2),
+    app_states=st.binary(max_size=300),
+    user_data=st.binary(max_size=10),
+).push_pulls
 
 
 def table(n: int, incarnation: int = 1) -> bytes:
@@ -114,3 +127,21 @@ def test_engine_table_is_in_name_order_whatever_the_order_learned() -> None:
     assert [m.name for m in sent_a.members] == sorted(names)
     # Byte-identical tables: the second is recalled, not decoded again.
     assert sent_b.members is sent_a.members
+
+
+@given(PUSH_PULLS, names, st.booleans(), st.booleans(), st.binary(max_size=70_000))
+def test_recalled_push_pull_equals_its_full_decode(
+    first: PushPull, source: str, join: bool, reply: bool, app_state: bytes
+) -> None:
+    decoded = decode(
+        encode_push_pull(
+            first.source, first.join, first.reply, encode_table(first.members), first.app_state
+        )
+    )
+    assert decoded == first
+    again = PushPull(
+        source=source, join=join, reply=reply, members=first.members, app_state=app_state
+    )
+    recalled = decode(encode_push_pull(source, join, reply, encode_table(first.members), app_state))
+    assert recalled == again
+    assert recalled.members is decoded.members

@@ -353,7 +353,7 @@ def _stream_shape(limits: CodecLimits) -> _Shape:
     return _Shape(widest, limits.max_push_pull_members * _ITEMS_PER_RECORD + 4 * _MAX_FIELDS)
 
 
-def _prescan(data: bytes, offset: int, shape: _Shape, children: list[int] | None = None) -> None:
+def _prescan(data: bytes, offset: int, shape: _Shape) -> None:
     """Walk the CBOR heads from ``offset`` and refuse what cannot be valid.
 
     Only heads are read (strings are skipped by their length), so the cost is
@@ -365,9 +365,6 @@ def _prescan(data: bytes, offset: int, shape: _Shape, children: list[int] | None
     counted when its head is read, so an oversized one is refused before a
     single one of its items is looked at.
 
-    ``children``, if given, receives where each item of the outermost
-    container starts (how `decode_stream` finds a push-pull's table).
-
     Raises:
         CodecError: with reason ``"cbor"`` or ``"limit"``.
     """
@@ -377,14 +374,11 @@ def _prescan(data: bytes, offset: int, shape: _Shape, children: list[int] | None
     max_items = shape.max_items
     items = 1
     pending = [1]  # items still to read at each open level, the root first
-    record = children is not None
     while pending:
         if not pending[-1]:
             pending.pop()
             continue
         pending[-1] -= 1
-        if record and len(pending) == 2:
-            children.append(pos)  # type: ignore[union-attr]
         if pos >= end:
             raise CodecError("cbor", "truncated CBOR")
         head = data[pos]
@@ -422,8 +416,8 @@ def _prescan(data: bytes, offset: int, shape: _Shape, children: list[int] | None
         raise CodecError("trailing", f"{end - pos} bytes after the message")
 
 
-def _parse_cbor(data: bytes, offset: int, shape: _Shape, children: list[int] | None = None) -> Any:
-    _prescan(data, offset, shape, children)
+def _parse_cbor(data: bytes, offset: int, shape: _Shape) -> Any:
+    _prescan(data, offset, shape)
     stream = io.BytesIO(data)
     stream.seek(offset)
     decoder = cbor2.CBORDecoder(
@@ -810,15 +804,13 @@ def decode_stream(
     """
     _check_frame(data, limits.max_stream_size)
     codes = frozenset(t.value for t in allowed)
-    push_pull = _PUSH_PULL in codes
-    if push_pull and _TABLES:
+    if _TABLES and _PUSH_PULL in codes:
         recalled = _recall_push_pull(data, limits)
         if recalled is not None:
             return recalled
-    children: list[int] | None = [] if push_pull else None
-    message = _message(_parse_cbor(data, 1, _stream_shape(limits), children), limits, codes)
-    if type(message) is PushPull and children is not None and len(children) == 6:
-        _remember_table(data[children[4] : children[5]], limits, message.members)
+    message = _message(_parse_cbor(data, 1, _stream_shape(limits)), limits, codes)
+    if type(message) is PushPull:
+        _remember_table(data, limits, message)
     return message
 
 
@@ -845,11 +837,25 @@ REMEMBERED_TABLES: Final = 8
 REMEMBERED_TABLE_BYTES: Final = 8 * 1024 * 1024
 
 
-def _remember_table(table: bytes, limits: CodecLimits, members: tuple[PushPullEntry, ...]) -> None:
-    if len(table) > REMEMBERED_TABLE_BYTES:
+def _remember_table(data: bytes, limits: CodecLimits, message: PushPull) -> None:
+    """Keep the table of ``data``, a push-pull the full decode accepted as ``message``.
+
+    The table runs from the end of the header to the application state,
+    the last item; where that starts follows from its length when its head
+    is minimal, as every encoder writes it (a table whose end is not found
+    so is simply not kept).
+    """
+    header = _header(data)
+    size = len(message.app_state)
+    head = 1 if size < 24 else 2 if size < 256 else 3 if size < 65536 else 5
+    end = len(data) - size - head
+    if header is None or end <= header[3] or _head(data, end) != (2, size, end + head):
+        return
+    start = header[3]
+    if end - start > REMEMBERED_TABLE_BYTES:
         return
     tables = _TABLES
-    tables.insert(0, (table, limits, members))
+    tables.insert(0, (data[start:end], limits, message.members))
     total = 0
     for index, (kept, _, _) in enumerate(tables):
         total += len(kept)
@@ -882,6 +888,29 @@ _FALSE: Final = 0xF4
 _TRUE: Final = 0xF5
 
 
+def _header(data: bytes) -> tuple[bytes, int, int, int] | None:
+    """Read a push-pull's ``[type, source, join, reply`` head by head.
+
+    Returns (source bytes, join byte, reply byte, where the table starts),
+    or None for anything else, including every form the full decode would
+    refuse here: another type, a source that is not a text string, flags
+    that are not booleans.
+    """
+    if len(data) < 2 or data[1] != 0x86:
+        return None
+    major, value, pos = _head(data, 2)
+    if major != 0 or value != _PUSH_PULL:
+        return None
+    major, size, pos = _head(data, pos)
+    if major != 3 or pos + size + 2 > len(data):
+        return None
+    start = pos + size + 2
+    join, reply = data[start - 2], data[start - 1]
+    if (join != _FALSE and join != _TRUE) or (reply != _FALSE and reply != _TRUE):
+        return None
+    return data[pos : pos + size], join, reply, start
+
+
 def _recall_push_pull(data: bytes, limits: CodecLimits) -> PushPull | None:
     """Decode a push-pull whose table is one of `_TABLES`, or return None.
 
@@ -890,25 +919,15 @@ def _recall_push_pull(data: bytes, limits: CodecLimits) -> PushPull | None:
     accepted before: a text source within the name limit, two booleans, the
     remembered table, and one byte string ending the payload.
     """
-    if len(data) < 2 or data[1] != 0x86:
+    header = _header(data)
+    if header is None:
         return None
-    major, value, pos = _head(data, 2)
-    if major != 0 or value != _PUSH_PULL:
-        return None
-    major, size, pos = _head(data, pos)
-    if major != 3 or pos + size > len(data):
-        return None
+    raw, join, reply, start = header
     try:
-        source = data[pos : pos + size].decode()
+        source = raw.decode()
     except UnicodeDecodeError:
         return None
     if not 0 < len(source) <= limits.max_name_length:
-        return None
-    start = pos + size + 2
-    if start > len(data):
-        return None
-    join, reply = data[start - 2], data[start - 1]
-    if (join != _FALSE and join != _TRUE) or (reply != _FALSE and reply != _TRUE):
         return None
     for index, (table, checked, members) in enumerate(_TABLES):
         if not data.startswith(table, start):
