@@ -28,11 +28,12 @@ g10        idle traffic per node at N=100, with and without the registry
 scale      wall and CPU time and peak memory of a 120 s crash run at N=100,
            300, 1000 (each in a fresh process, so peaks do not mix), against
            the target of 20 s wall and 600 MB at N=1000; with --nodes 10000,
-           also a 60 s run at N=10,000 without the registry (about 25 minutes
-           of CPU), only when the machine has the memory it needs. Memory
-           grows as N^2: every engine holds a record of every member (about
-           170 bytes each, names and addresses shared between engines), and
-           every registry a state of every owner (about 500 bytes each)
+           also a 60 s run at N=10,000 without the registry (about 750 s of
+           CPU and 16.3 GB), only when the machine has the memory it needs.
+           Memory grows as N^2: every engine holds a record of every member
+           (about 160 bytes each, names and addresses shared between
+           engines), and every registry a state of every owner (about 450
+           bytes each)
 """
 
 from __future__ import annotations
@@ -215,9 +216,9 @@ def g10() -> None:
         )
 
 
-#: Peak bytes per (node, member) pair of a scale run, measured at N=1000
-#: and 3000 (the fixed part of a process is small beside it at N=10,000).
-_PAIR_BYTES = {True: 700, False: 190}
+#: Peak bytes per (node, member) pair of a scale run: 16,287 MB for 10^8
+#: pairs at N=10,000 without the registry, 672 MB for 10^6 at N=1000 with it.
+_PAIR_BYTES = {True: 700, False: 175}
 
 
 def scale_run(nodes: int, duration: float, registry: bool) -> None:
