@@ -74,6 +74,7 @@ __all__ = [
     "OwnerDelta",
     "Producer",
     "Registry",
+    "StateImage",
     "decode_delta",
     "decode_digest",
     "encode_delta",
@@ -256,6 +257,8 @@ class OwnerDelta:
 
 @dataclasses.dataclass(slots=True)
 class _Slot:
+    # Never changed once stored (a newer write stores a new slot), so the
+    # slots of a shared state may be shared by its private copies too.
     value: Any
     version: int
     written_at: float  # local time the tombstone was stored, for GC
@@ -272,10 +275,39 @@ class _State:
     pending: set[int] | None = None
     # Highest version of a tombstone we have dropped; peers below it need a reset.
     gc_floor: int = 0
+    # Held by several registries at once (see `StateImage`): read only; a
+    # registry about to change it first takes a private copy (`Registry._own_copy`).
+    shared: bool = False
+    # (generation, watermark) as last put in a digest: one tuple per state,
+    # not one per digest, and one for every registry sharing the state.
+    mark: tuple[int, int] | None = None
 
-    @property
-    def max_version(self) -> int:
-        return max(self.pending) if self.pending else self.watermark
+    def digest_mark(self) -> tuple[int, int]:
+        mark = self.mark
+        if mark is None or mark[1] != self.watermark:
+            mark = self.mark = (self.generation, self.watermark)
+        return mark
+
+    def copy(self, *, shared: bool) -> _State:
+        pending = set(self.pending) if self.pending else None
+        return _State(
+            self.generation, dict(self.entries), self.watermark, pending, self.gc_floor, shared
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StateImage:
+    """One owner's whole state, frozen, to be installed into many registries at once.
+
+    A simulator holds a registry per node, and each of them a state of every
+    owner: about 450 bytes for each (node, owner) pair when each is a copy.
+    Registries that install the same image share one read-only state until
+    one of them changes it (copy on write), so a warm cluster of n nodes
+    costs n states instead of n^2. A real node has no use for it.
+    """
+
+    owner: str
+    state: _State
 
 
 class Registry:
@@ -299,6 +331,9 @@ class Registry:
         #: Bumped on every change to an adoption (``a:``) entry of any state.
         self.adoption_changes = 0
         self._listeners: list[Callable[[], None]] = []
+        # Owners whose states may hold a tombstone: `collect` looks at these
+        # only, not at every state (a superset; collect prunes it).
+        self._graves: set[str] = set()
         self._write("info", info.to_wire(), now)
 
     @property
@@ -322,6 +357,8 @@ class Registry:
         if key.startswith("a:"):
             self.adoption_changes += 1
         self._own.entries[key] = _Slot(value, self._version, now)
+        if value is None:
+            self._graves.add(self.name)
         self._own.watermark = self._version
         self._changed()
         return Entry(key, value, self._version)
@@ -400,11 +437,59 @@ class Registry:
             out.append(self._write(key, {"r": kept} if kept else None, now))
         return out
 
+    # -- shared states (simulator) -------------------------------------------------
+
+    def image(self) -> StateImage:
+        """This node's own state as it is now, frozen for `install` elsewhere."""
+        state = self._own.copy(shared=True)
+        return StateImage(self.name, state)
+
+    def install(self, images: Iterable[StateImage]) -> None:
+        """Hold the imaged states of owners this registry does not know yet, shared.
+
+        What a registry then holds is what merging each owner's whole state
+        (`apply_delta` of ``delta({})``) would leave, but nothing is copied until
+        this registry changes one of them. Images of this node itself, or
+        of owners already known, are ignored.
+        """
+        states = self._states
+        changed = False
+        for image in images:
+            owner = image.owner
+            if owner == self.name or owner in states:
+                continue
+            state = image.state
+            states[owner] = state
+            changed = True
+            for key, slot in state.entries.items():
+                if slot.value is None:
+                    self._graves.add(owner)
+                elif key.startswith("a:"):
+                    self.adoption_changes += 1
+        if changed:
+            self._changed()
+
+    def _own_copy(self, owner: str, st: _State) -> _State:
+        """A private copy of a shared state, in its place (copy on write)."""
+        copy = st.copy(shared=False)
+        self._states[owner] = copy
+        return copy
+
+    @staticmethod
+    def _news(st: _State, entries: list[Entry]) -> bool:
+        """Whether merging ``entries`` (same generation, no reset) would change ``st``."""
+        held = st.entries
+        for entry in entries:
+            slot = held.get(entry.key)
+            if slot is None or entry.version > slot.version or entry.version > st.watermark:
+                return True
+        return False
+
     # -- gossip -----------------------------------------------------------------
 
     def digest(self) -> dict[str, tuple[int, int]]:
         """Owner -> (generation, watermark): what this node has seen."""
-        return {name: (st.generation, st.watermark) for name, st in self._states.items()}
+        return {name: st.digest_mark() for name, st in self._states.items()}
 
     def delta(self, peer_digest: Mapping[str, tuple[int, int]]) -> list[OwnerDelta]:
         """The entries a peer with ``peer_digest`` lacks, one `OwnerDelta` per owner with news."""
@@ -438,6 +523,8 @@ class Registry:
             and st.generation == delta.generation
             and delta.watermark > st.watermark
         ):
+            if st.shared:
+                st = self._own_copy(delta.owner, st)
             st.watermark = delta.watermark
             if st.pending:
                 st.pending = {v for v in st.pending if v > st.watermark} or None
@@ -480,6 +567,10 @@ class Registry:
             return False
         else:
             changed = False
+            if st.shared:
+                if not reset and not self._news(st, entries):
+                    return False  # duplicate gossip: keep sharing
+                st = self._own_copy(owner, st)
         if reset:
             keep = {e.key for e in entries}
             for key in [k for k in st.entries if k not in keep]:
@@ -496,6 +587,8 @@ class Registry:
             if slot is None or version > slot.version:
                 held[entry.key] = _Slot(entry.value, version, now)
                 changed = True
+                if entry.value is None:
+                    self._graves.add(owner)
                 if entry.key.startswith("a:"):
                     self.adoption_changes += 1
             if version == st.watermark + 1 and not st.pending:
@@ -529,13 +622,25 @@ class Registry:
             self._changed()
 
     def collect(self, now: float) -> None:
-        """Drop tombstones older than `TOMBSTONE_GC` and expired producer tombstones."""
-        for st in self._states.values():
-            dead = [
-                k
-                for k, s in st.entries.items()
-                if s.value is None and now - s.written_at > TOMBSTONE_GC
-            ]
+        """Drop tombstones older than `TOMBSTONE_GC`.
+
+        Only states that may hold a tombstone are looked at: a node runs this
+        after every round of exchanges, and most states never hold one.
+        """
+        graves = self._graves
+        for owner in list(graves):
+            st = self._states.get(owner)
+            if st is None:
+                graves.discard(owner)
+                continue
+            tombstones = [(k, s) for k, s in st.entries.items() if s.value is None]
+            dead = [k for k, s in tombstones if now - s.written_at > TOMBSTONE_GC]
+            if len(dead) == len(tombstones):
+                graves.discard(owner)
+            if not dead:
+                continue
+            if st.shared:
+                st = self._own_copy(owner, st)
             for key in dead:
                 st.gc_floor = max(st.gc_floor, st.entries.pop(key).version)
 

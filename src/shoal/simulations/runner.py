@@ -693,11 +693,9 @@ class Simulation:
         self._observing = True
         self.recorder.preformed(self.names)
         if self.registries:
-            states = [
-                delta for holder in self.registries.values() for delta in holder.registry.delta({})
-            ]
+            images = [holder.registry.image() for holder in self.registries.values()]
             for holder in self.registries.values():
-                holder.preload(states, now)
+                holder.preload(images)
 
 
 def run_once(
