@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import random
 
+import cbor2
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.registry.store import TOMBSTONE_GC, Entry, NodeInfo, OwnerDelta, Registry
+from shoal.registry.store import (
+    TOMBSTONE_GC,
+    Entry,
+    NodeInfo,
+    OwnerDelta,
+    Registry,
+    _map_header,
+    decode_digest,
+    encode_digest,
+)
 
 WALL = 1_795_000_000.0
 NAMES = "abcd"
@@ -158,8 +169,30 @@ def test_shared_and_copied_states_evolve_alike(ops: list[tuple[str, str, str]], 
             assert installed[name].snapshot() == merged[name].snapshot()
             assert installed[name].digest() == merged[name].digest()
             assert installed[name].behind() == merged[name].behind()
+            encoded = installed[name].encoded_digest()
+            assert encoded == encode_digest(installed[name].digest())
 
 
 def _lone(reg: Registry, entry: Entry) -> OwnerDelta:
     """A broadcast: one entry, watermark 0."""
     return OwnerDelta(reg.name, reg.generation, 0, False, [entry])
+
+
+@pytest.mark.parametrize("length", [0, 1, 23, 24, 255, 256, 65535, 65536])
+def test_map_header_is_cbor2s(length: int) -> None:
+    header = _map_header(length)
+    assert cbor2.dumps(dict.fromkeys(range(length)))[: len(header)] == header
+
+
+def test_encoded_digest_is_the_digest_encoded_and_follows_changes() -> None:
+    regs = {f"n{i}": Registry(f"n{i}", generation=i + 1, info=info(1), now=0.0) for i in range(300)}
+    images = [r.image() for r in regs.values()]
+    first = regs["n0"]
+    first.install(images)
+    assert first.encoded_digest() == encode_digest(first.digest())
+    assert regs["n7"].set_topic("t", [], wall=WALL, now=1.0) is not None
+    for delta in regs["n7"].delta(first.digest()):
+        first.apply_delta(delta, 1.0)
+    assert first.digest()["n7"] == (8, 2)
+    assert first.encoded_digest() == encode_digest(first.digest())
+    assert decode_digest(first.encoded_digest()) == first.digest()

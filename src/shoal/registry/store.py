@@ -281,12 +281,22 @@ class _State:
     # (generation, watermark) as last put in a digest: one tuple per state,
     # not one per digest, and one for every registry sharing the state.
     mark: tuple[int, int] | None = None
+    # The mark and its encoded digest item (owner, then [generation,
+    # watermark]): a digest is encoded by joining these, not item by item.
+    part: tuple[tuple[int, int], bytes] | None = None
 
     def digest_mark(self) -> tuple[int, int]:
         mark = self.mark
         if mark is None or mark[1] != self.watermark:
             mark = self.mark = (self.generation, self.watermark)
         return mark
+
+    def digest_part(self, owner: str) -> bytes:
+        mark = self.digest_mark()
+        part = self.part
+        if part is None or part[0] is not mark:
+            part = self.part = (mark, cbor2.dumps(owner) + cbor2.dumps(list(mark)))
+        return part[1]
 
     def copy(self, *, shared: bool) -> _State:
         pending = set(self.pending) if self.pending else None
@@ -308,6 +318,9 @@ class StateImage:
 
     owner: str
     state: _State
+    #: The state holds a tombstone / an adoption entry (what `install` notes).
+    graves: bool
+    adoptions: bool
 
 
 class Registry:
@@ -442,7 +455,13 @@ class Registry:
     def image(self) -> StateImage:
         """This node's own state as it is now, frozen for `install` elsewhere."""
         state = self._own.copy(shared=True)
-        return StateImage(self.name, state)
+        slots = state.entries.items()
+        return StateImage(
+            self.name,
+            state,
+            graves=any(s.value is None for s in state.entries.values()),
+            adoptions=any(k.startswith("a:") for k, s in slots if s.value is not None),
+        )
 
     def install(self, images: Iterable[StateImage]) -> None:
         """Hold the imaged states of owners this registry does not know yet, shared.
@@ -458,14 +477,12 @@ class Registry:
             owner = image.owner
             if owner == self.name or owner in states:
                 continue
-            state = image.state
-            states[owner] = state
+            states[owner] = image.state
             changed = True
-            for key, slot in state.entries.items():
-                if slot.value is None:
-                    self._graves.add(owner)
-                elif key.startswith("a:"):
-                    self.adoption_changes += 1
+            if image.graves:
+                self._graves.add(owner)
+            if image.adoptions:
+                self.adoption_changes += 1
         if changed:
             self._changed()
 
@@ -490,6 +507,13 @@ class Registry:
     def digest(self) -> dict[str, tuple[int, int]]:
         """Owner -> (generation, watermark): what this node has seen."""
         return {name: st.digest_mark() for name, st in self._states.items()}
+
+    def encoded_digest(self) -> bytes:
+        """`encode_digest` of `digest`, from each state's cached encoded item."""
+        states = self._states
+        return _map_header(len(states)) + b"".join(
+            [st.digest_part(name) for name, st in states.items()]
+        )
 
     def delta(self, peer_digest: Mapping[str, tuple[int, int]]) -> list[OwnerDelta]:
         """The entries a peer with ``peer_digest`` lacks, one `OwnerDelta` per owner with news."""
@@ -817,6 +841,16 @@ class Registry:
 def encode_digest(digest: Mapping[str, tuple[int, int]]) -> bytes:
     """CBOR of a digest: ``{owner: [generation, watermark]}``."""
     return cbor2.dumps({k: [g, w] for k, (g, w) in digest.items()})
+
+
+def _map_header(length: int) -> bytes:
+    """The head of a CBOR map of ``length`` items, as cbor2 writes it (RFC 8949 §3)."""
+    if length < 24:
+        return bytes([0xA0 + length])
+    for head, size in ((0xB8, 1), (0xB9, 2), (0xBA, 4)):
+        if length < 1 << (8 * size):
+            return bytes([head]) + length.to_bytes(size, "big")
+    return b"\xbb" + length.to_bytes(8, "big")
 
 
 def encode_delta(parts: Iterable[OwnerDelta]) -> bytes:
