@@ -292,8 +292,7 @@ class RegistryGossip:
         count = self.registry.change_count
         cached = self._digest
         if cached is None or cached[0] != count:
-            registry = self.registry
-            cached = self._digest = (count, registry.digest(), registry.encoded_digest())
+            cached = self._digest = (count, *self.registry.digest_and_encoding())
         return cached[1], cached[2]
 
     def has_gaps(self) -> bool:

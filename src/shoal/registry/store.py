@@ -278,25 +278,18 @@ class _State:
     # Held by several registries at once (see `StateImage`): read only; a
     # registry about to change it first takes a private copy (`Registry._own_copy`).
     shared: bool = False
-    # (generation, watermark) as last put in a digest: one tuple per state,
-    # not one per digest, and one for every registry sharing the state.
-    mark: tuple[int, int] | None = None
-    # The mark and its encoded digest item (owner, then [generation,
-    # watermark]): a digest is encoded by joining these, not item by item.
-    part: tuple[tuple[int, int], bytes] | None = None
+    # (generation, watermark) as last put in a digest, and its encoded digest
+    # item (owner, then [generation, watermark]): one tuple per state, not one
+    # per digest, shared by every registry sharing the state; a digest is
+    # encoded by joining the items, not item by item.
+    item: tuple[tuple[int, int], bytes] | None = None
 
-    def digest_mark(self) -> tuple[int, int]:
-        mark = self.mark
-        if mark is None or mark[1] != self.watermark:
-            mark = self.mark = (self.generation, self.watermark)
-        return mark
-
-    def digest_part(self, owner: str) -> bytes:
-        mark = self.digest_mark()
-        part = self.part
-        if part is None or part[0] is not mark:
-            part = self.part = (mark, cbor2.dumps(owner) + cbor2.dumps(list(mark)))
-        return part[1]
+    def digest_item(self, owner: str) -> tuple[tuple[int, int], bytes]:
+        item = self.item
+        if item is None or item[0][1] != self.watermark:
+            mark = (self.generation, self.watermark)
+            item = self.item = (mark, cbor2.dumps(owner) + cbor2.dumps(list(mark)))
+        return item
 
     def copy(self, *, shared: bool) -> _State:
         pending = set(self.pending) if self.pending else None
@@ -506,14 +499,19 @@ class Registry:
 
     def digest(self) -> dict[str, tuple[int, int]]:
         """Owner -> (generation, watermark): what this node has seen."""
-        return {name: st.digest_mark() for name, st in self._states.items()}
+        return self.digest_and_encoding()[0]
 
-    def encoded_digest(self) -> bytes:
-        """`encode_digest` of `digest`, from each state's cached encoded item."""
-        states = self._states
-        return _map_header(len(states)) + b"".join(
-            [st.digest_part(name) for name, st in states.items()]
-        )
+    def digest_and_encoding(self) -> tuple[dict[str, tuple[int, int]], bytes]:
+        """`digest` and its `encode_digest`, in one walk over the states' cached items."""
+        marks = {}
+        parts = []
+        for name, st in self._states.items():
+            item = st.item
+            if item is None or item[0][1] != st.watermark:
+                item = st.digest_item(name)
+            marks[name] = item[0]
+            parts.append(item[1])
+        return marks, _map_header(len(parts)) + b"".join(parts)
 
     def delta(self, peer_digest: Mapping[str, tuple[int, int]]) -> list[OwnerDelta]:
         """The entries a peer with ``peer_digest`` lacks, one `OwnerDelta` per owner with news."""
