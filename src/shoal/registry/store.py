@@ -46,6 +46,11 @@ Keys (all strings, values CBOR-friendly):
   `ADOPTION_TTL` (`expire_adoptions`) and keeps at most
   `MAX_ADOPTION_RANGES`, so the state stays bounded.
 
+A simulator holds a thousand registries in one process, each with a state
+of every owner; `Registry.image` and `Registry.install` let them share one
+read-only state per owner, copied by a registry only when it changes it
+(copy on write). A real node never shares: its states are its own.
+
 Views (`lookup`, `topics`, `channels`, `nodes`) are computed over these
 states, with liveness given by the caller: producers on dead or left members
 are hidden, while their non-ephemeral keys remain, as nsqlookupd's do.

@@ -36,11 +36,13 @@ what it built frozen out of the collector during the run. 120 virtual
 seconds of the crash scenario take about 1.3 s of CPU at n=100, 5 s at 300
 and 17-26 s at 1000 (`bench/simulations.py scale`; wall time is longer on a
 loaded machine). Memory is O(n^2) too: every engine holds a record of every
-member (about 170 bytes, the names and addresses shared between engines)
-and every registry a state of every owner (about 450 bytes): 225 MB peak at
-1000 without the registry and 675 MB with it; 60 virtual seconds at 10,000
-nodes without the registry took 750 s of CPU (most of it the preformed
-start) and 16.3 GB.
+member (about 170 bytes, the names and addresses shared between engines),
+while the registries share each owner's preformed state until one changes
+it (`shoal.registry.StateImage`), leaving about 70 bytes a pair (a slot in
+the registry's table and in its cached digest): 225 MB peak at 1000 without
+the registry and 295 MB with it (675 MB when each registry held copies); 60
+virtual seconds at 10,000 nodes without the registry took 750 s of CPU (most
+of it the preformed start) and 16.3 GB.
 `shoal.simulations.sweep` runs many seeds in parallel processes.
 """
 
