@@ -20,8 +20,9 @@ NOT_AT_STARTUP = (
 )
 
 #: Modules a started node imports only when asked for them: prometheus-client
-#: (and the stdlib HTTP server it brings) on the first scrape or statsd push.
-NOT_UNTIL_USED = ("prometheus_client", "http.server")
+#: (and the stdlib HTTP server it brings) on the first scrape or statsd push,
+#: cramjam for the first snappy connection, the statsd pusher when configured.
+NOT_UNTIL_USED = ("prometheus_client", "http.server", "cramjam", "shoal.cluster.statsd")
 
 #: Runs ``shoal node`` as the console script does and, once the node has
 #: written its ready file (every listener bound, /ping answering), records
