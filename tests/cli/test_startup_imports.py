@@ -97,12 +97,14 @@ def test_started_node_has_not_imported_what_only_a_request_needs(tmp_path: Path)
         "--data-path", str(tmp_path / "data"),
         "--ready-file", str(ready),
     ]  # fmt: skip
-    subprocess.run(
+    run = subprocess.run(
         [sys.executable, "-c", _RECORDING_NODE, str(ready), str(out), *flags],
-        check=True,
+        check=False,
         capture_output=True,
+        text=True,
         timeout=90,
     )
+    assert run.returncode == 0, run.stderr
     state = json.loads(out.read_text())
     loaded = state["modules"]
     assert "shoal.cluster.node" in loaded
