@@ -24,6 +24,7 @@ import statistics
 
 from membership import netns_run
 from shoal.simulations import Crash, RunSettings, Split, simulate
+from shoal.testing.progress import StatusLine
 from simulations import nearest_rank
 
 TOLERANCE = 0.30
@@ -66,16 +67,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=50, help="simulated seeds")
     parser.add_argument("--split-for", type=float, default=60.0, help="seconds the split lasts")
     args = parser.parse_args()
-    kills, heals = predict(args.seeds, args.split_for)
-    measured = []
-    for run in range(args.runs):
-        figures = netns_run(args.split_for)
-        print(
-            f"real run {run + 1}: restore -> full view {figures.heal:.2f} s, "
-            f"SIGKILL -> dead {figures.kill_detected:.2f} s",
-            flush=True,
-        )
-        measured.append(figures)
+    status = StatusLine("bench/agreement.py")  # on a terminal only: stdout is the figures
+    with status.ticking():
+        status.show(f"simulating {args.seeds} seeds")
+        kills, heals = predict(args.seeds, args.split_for)
+        measured = []
+        for run in range(args.runs):
+            status.show(f"real run {run + 1} of {args.runs} (a {args.split_for:.0f} s split)")
+            figures = netns_run(args.split_for)
+            status.say(
+                f"real run {run + 1}: restore -> full view {figures.heal:.2f} s, "
+                f"SIGKILL -> dead {figures.kill_detected:.2f} s"
+            )
+            measured.append(figures)
     print()
     agree = compare(
         "SIGKILL of one node -> the four others list it dead",

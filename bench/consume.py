@@ -17,6 +17,8 @@ import time
 
 import nsqbench
 
+from shoal.testing.progress import StatusLine
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -35,7 +37,9 @@ def main() -> None:
     args = parser.parse_args()
 
     node_args = ("--mem-queue-size", str(args.mem_queue_size))
-    with nsqbench.target(args.nsqd_tcp_address, *node_args) as (address, pid):
+    status = StatusLine("bench/consume.py")  # on a terminal only: stdout is the figures
+    with status.ticking(), nsqbench.target(args.nsqd_tcp_address, *node_args) as (address, pid):
+        status.show(f"queueing {args.messages:,} messages")
         sock = nsqbench.connect(address)
         reader = nsqbench.FrameReader(sock)
         command = nsqbench.mpub_command(args.topic, [b"a" * args.size] * 200)
@@ -47,10 +51,11 @@ def main() -> None:
         fill = time.monotonic() - fill_start
         total = args.messages // 200 * 200
         if pid:
-            print(
+            status.say(
                 f"filled {total} msgs in {fill:.2f}s; node RSS {nsqbench.rss_mib(pid):.1f} MiB "
                 f"({nsqbench.rss_mib(pid) / (total / 1e6):.0f} MiB per million queued)"
             )
+        status.show(f"consuming {total:,} messages on {args.connections} connection(s)")
         start_at = time.time() + 0.5
         # The readers stop together once all of them received ``total``.
         received = multiprocessing.Value("q", 0)
@@ -64,7 +69,7 @@ def main() -> None:
         got = sum(r[0] for r in results)
         seconds = max(r[1] for r in results)
         label = f"consume size={args.size} connections={args.connections} rdy={args.rdy}"
-        nsqbench.report(label, got, seconds, args.size, pid)
+        status.say(nsqbench.report(label, got, seconds, args.size, pid))
 
 
 if __name__ == "__main__":

@@ -22,11 +22,16 @@ from pathlib import Path
 import nsqbench
 
 from shoal.testing.process import NodeProcess
+from shoal.testing.progress import StatusLine
+
+#: On a terminal only: stdout is the figures.
+status = StatusLine("bench/durability.py")
 
 
 def http_bench(seconds: float) -> None:
     root = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
     with NodeProcess("--data-path", str(root / "d"), workdir=root) as node:
+        status.show(f"HTTP /pub and /mpub, {seconds:.0f}s each")
         host, port = node.http
         conn = http.client.HTTPConnection(host, port)
         body = b"a" * 200
@@ -35,14 +40,14 @@ def http_bench(seconds: float) -> None:
             conn.request("POST", "/pub?topic=hbench", body)
             conn.getresponse().read()
             count += 1
-        print(f"HTTP /pub, one keep-alive connection: {count / seconds:,.0f} msgs/s")
+        status.say(f"HTTP /pub, one keep-alive connection: {count / seconds:,.0f} msgs/s")
         batch = b"\n".join([body] * 200)
         count, end = 0, time.monotonic() + seconds
         while time.monotonic() < end:
             conn.request("POST", "/mpub?topic=hbench", batch)
             conn.getresponse().read()
             count += 200
-        print(f"HTTP /mpub (200 x 200 B, text), one connection: {count / seconds:,.0f} msgs/s")
+        status.say(f"HTTP /mpub (200 x 200 B, text), one connection: {count / seconds:,.0f} msgs/s")
 
 
 def tcp_rate(*node_args: str, seconds: float = 4.0) -> tuple[float, float]:
@@ -59,8 +64,9 @@ def disk_bench() -> None:
         ("default --mem-queue-size 10000", ()),
         ("--sync-every 1 (durable: fsync before OK)", ("--sync-every", "1")),
     ):
+        status.show(f"TCP MPUB, {label}")
         rate, rss = tcp_rate(*args)
-        print(
+        status.say(
             f"TCP MPUB batch 200, 1 connection, {label}: {rate:,.0f} msgs/s, peak RSS {rss:.0f} MiB"
         )
 
@@ -86,19 +92,20 @@ def durable_bench(seconds: float, messages: int) -> None:
     ):
         root = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
         with NodeProcess("--data-path", str(root / "d"), *args, workdir=root) as node:
+            status.show(f"{label}: PUB, then MPUB, then consume {messages:,}")
             _create_channel(node, "pbench", "ch")
             sent = nsqbench.writer_loop(node.tcp, "pbench", 200, 1, seconds, time.time())
-            print(f"{label}: PUB 200 B, 1 connection: {sent / seconds:,.0f} msgs/s")
+            status.say(f"{label}: PUB 200 B, 1 connection: {sent / seconds:,.0f} msgs/s")
             start = time.time()
             with multiprocessing.Pool(4) as pool:
                 counts = pool.starmap(
                     nsqbench.writer_loop,
                     [(node.tcp, "pbench", 200, 1, seconds, start + 0.3)] * 4,
                 )
-            print(f"{label}: PUB 200 B, 4 connections: {sum(counts) / seconds:,.0f} msgs/s")
+            status.say(f"{label}: PUB 200 B, 4 connections: {sum(counts) / seconds:,.0f} msgs/s")
             _create_channel(node, "mbench", "ch")
             sent = nsqbench.writer_loop(node.tcp, "mbench", 200, 200, seconds, time.time())
-            print(f"{label}: MPUB 200 x 200 B, 1 connection: {sent / seconds:,.0f} msgs/s")
+            status.say(f"{label}: MPUB 200 x 200 B, 1 connection: {sent / seconds:,.0f} msgs/s")
             _create_channel(node, "cbench", "ch")
             sock = nsqbench.connect(node.tcp)
             reader = nsqbench.FrameReader(sock)
@@ -109,7 +116,7 @@ def durable_bench(seconds: float, messages: int) -> None:
             sock.close()
             total = messages // 200 * 200
             got, took = nsqbench.reader_loop(node.tcp, "cbench", "ch", 2500, total, time.time())
-            print(
+            status.say(
                 f"{label}: consume {got:,} of {total:,} queued, RDY 2500, FIN each:"
                 f" {got / took if took > 0 else 0:,.0f} msgs/s"
             )
@@ -121,6 +128,7 @@ def backlog_bench() -> None:
         "--data-path", str(root / "d"), "--mem-queue-size", "1000", workdir=root
     ) as node:
         assert node.proc is not None
+        status.show("queueing 200,000 messages")
         sock = nsqbench.connect(node.tcp)
         reader = nsqbench.FrameReader(sock)
         command = nsqbench.mpub_command("backlog", [b"x" * 200] * 200)
@@ -129,7 +137,7 @@ def backlog_bench() -> None:
             nsqbench.read_frames(sock, reader, 1)
         sock.close()
         rss, peak = nsqbench.rss_mib(node.proc.pid), nsqbench.peak_rss_mib(node.proc.pid)
-        print(f"200,000 x 200 B queued with --mem-queue-size 1000: node RSS {rss:.0f} MiB "
+        status.say(f"200,000 x 200 B queued with --mem-queue-size 1000: node RSS {rss:.0f} MiB "
               f"(peak {peak:.0f} MiB)")  # fmt: skip
 
 
@@ -140,6 +148,7 @@ def recovery_bench(gib: float, *, durable: bool) -> None:
     total = int(gib * (1 << 30) / size)
     mode = ("--sync-every", "1") if durable else ("--mem-queue-size", "0")
     with NodeProcess("--data-path", str(data), *mode, workdir=root) as node:
+        status.show(f"writing {gib:g} GiB")
         sock = nsqbench.connect(node.tcp)
         reader = nsqbench.FrameReader(sock)
         command = nsqbench.mpub_command("big", [b"r" * size] * 200)
@@ -149,6 +158,7 @@ def recovery_bench(gib: float, *, durable: bool) -> None:
         sock.close()
         assert node.stop() == 0
     on_disk = sum(p.stat().st_size for p in data.glob("big.diskqueue.*.dat")) / (1 << 30)
+    status.show("restarting on the backlog")
     started = time.monotonic()
     with NodeProcess("--data-path", str(data), *mode, workdir=root) as node:
         ready = time.monotonic() - started
@@ -156,7 +166,7 @@ def recovery_bench(gib: float, *, durable: bool) -> None:
         conn = http.client.HTTPConnection(host, port)
         conn.request("GET", "/stats?format=json&topic=big")
         depth = json.loads(conn.getresponse().read())["topics"][0]["depth"]
-    print(
+    status.say(
         f"recovery{' (durable)' if durable else ''}: {depth} messages ({on_disk:.2f} GiB of"
         f" {size}-byte records) verified and the node listening {ready:.1f}s after start"
     )
@@ -177,6 +187,11 @@ def main() -> None:
     durable.add_argument("--seconds", type=float, default=4.0)
     durable.add_argument("--messages", type=int, default=200_000)
     args = parser.parse_args()
+    with status.ticking():
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     if args.mode == "http":
         http_bench(args.seconds)
     elif args.mode == "disk":

@@ -236,11 +236,12 @@ def reader_loop(
     return got, last - started
 
 
-def report(label: str, messages: int, seconds: float, size: int, pid: int | None) -> None:
+def report(label: str, messages: int, seconds: float, size: int, pid: int | None) -> str:
+    """One line of figures, as nsq's bench tools print them."""
     rate = messages / seconds if seconds > 0 else 0.0
     mbs = rate * size / 1e6
     rss = f" - node peak RSS {peak_rss_mib(pid):.1f} MiB" if pid else ""
-    print(f"{label}: {messages} msgs in {seconds:.2f}s - {mbs:.2f} MB/s - {rate:,.0f} msgs/s{rss}")
+    return f"{label}: {messages} msgs in {seconds:.2f}s - {mbs:.2f} MB/s - {rate:,.0f} msgs/s{rss}"
 
 
 def cpu_count() -> int:

@@ -15,6 +15,8 @@ import time
 
 import nsqbench
 
+from shoal.testing.progress import StatusLine
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -40,7 +42,9 @@ def main() -> None:
     args = parser.parse_args()
 
     node_args = ("--mem-queue-size", str(args.mem_queue_size))
-    with nsqbench.target(args.nsqd_tcp_address, *node_args) as (address, pid):
+    status = StatusLine("bench/publish.py")  # on a terminal only: stdout is the figures
+    with status.ticking(), nsqbench.target(args.nsqd_tcp_address, *node_args) as (address, pid):
+        status.show(f"publishing for {args.runfor:.0f}s from {args.connections} connection(s)")
         start_at = time.time() + 0.5
         with multiprocessing.Pool(args.connections) as pool:
             results = pool.starmap(
@@ -62,7 +66,7 @@ def main() -> None:
             f"publish size={args.size} batch={args.batch_size} "
             f"connections={args.connections} pipeline={args.pipeline}"
         )
-        nsqbench.report(label, sum(results), args.runfor, args.size, pid)
+        status.say(nsqbench.report(label, sum(results), args.runfor, args.size, pid))
 
 
 if __name__ == "__main__":

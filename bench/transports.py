@@ -30,6 +30,7 @@ import trustme
 
 from shoal.cluster.stream_codecs import DeflateCodec, SnappyCodec, StreamCodec
 from shoal.testing.process import NodeProcess
+from shoal.testing.progress import StatusLine
 
 TRANSPORTS = {
     "plain": {},
@@ -146,8 +147,9 @@ def main() -> None:
     parser.add_argument("--rdy", type=int, default=2500)
     parser.add_argument("--only", nargs="*", choices=sorted(TRANSPORTS), help="run these only")
     args = parser.parse_args()
+    status = StatusLine("bench/transports.py")  # on a terminal only: stdout is the figures
 
-    with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
+    with status.ticking(), tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
         ca = trustme.CA()
         cert = ca.issue_cert("127.0.0.1")
         ca_path, cert_path, key_path = (Path(tmp) / n for n in ("ca.pem", "c.pem", "k.pem"))
@@ -159,8 +161,11 @@ def main() -> None:
             *("--mem-queue-size", str(args.messages + 1), "--data-path", ""),
         ]
         messages = bodies(args.messages, args.size)
-        print(f"{args.messages} messages of {args.size} B, MPUB x{args.batch_size}, RDY {args.rdy}")
-        print(f"{'transport':<12} {'publish msgs/s':>15} {'consume msgs/s':>15}")
+        status.say(
+            f"{args.messages} messages of {args.size} B, MPUB x{args.batch_size}, RDY {args.rdy}"
+        )
+        status.say(f"{'transport':<12} {'publish msgs/s':>15} {'consume msgs/s':>15}")
+        status.show("warming up")
         with NodeProcess(*node_args, workdir=Path(tmp)) as node:
             # One unreported plain round first, so no row pays for warming up.
             warm = messages[: max(len(messages) // 10, 1)]
@@ -169,16 +174,16 @@ def main() -> None:
             for name in args.only or list(TRANSPORTS):
                 topic = f"bench_{name.replace('+', '_')}_{time.monotonic_ns()}"
                 features = TRANSPORTS[name]
+                status.show(f"{name}: publishing, then consuming")
                 pub_seconds = publish(
                     Conn(node.tcp, features, str(ca_path)), topic, messages, args.batch_size
                 )
                 sub_seconds = consume(
                     Conn(node.tcp, features, str(ca_path)), topic, len(messages), args.rdy
                 )
-                print(
+                status.say(
                     f"{name:<12} {len(messages) / pub_seconds:>15,.0f} "
-                    f"{len(messages) / sub_seconds:>15,.0f}",
-                    flush=True,
+                    f"{len(messages) / sub_seconds:>15,.0f}"
                 )
 
 

@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from shoal.testing.process import NodeProcess
+from shoal.testing.process import NodeProcess, ProcessCluster
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
 
 @pytest.fixture(scope="module")
@@ -20,3 +21,13 @@ def node() -> Iterator[NodeProcess]:
         assert proc.proc is not None
         assert proc.proc.poll() is None, f"node died:\n{proc.stderr}"
         assert "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ProcessCluster]:
+    """Real nodes under ``tmp_path``, started with the module's ``CLUSTER_FLAGS``."""
+    c = ProcessCluster(tmp_path, *getattr(request.module, "CLUSTER_FLAGS", ()))
+    try:
+        yield c
+    finally:
+        c.close()

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import time
-import urllib.request
 from html.parser import HTMLParser
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from shoal.testing.process import NodeProcess
+from shoal.testing.process import ProcessCluster, name_of, statuses
+from shoal.testing.waiting import wait_for
 from shoal.testing.wire import NsqConnection
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PROFILE = ("--gossip-profile", "local")
+CLUSTER_FLAGS = ("--gossip-profile", "local")
 
 
 def chromium() -> str:
@@ -33,24 +30,6 @@ def chromium() -> str:
             pytest.fail("chromium is not installed (.ci/run installs it with apt-get)")
         pytest.skip("chromium is not installed")
     return found
-
-
-def get_json(address: tuple[str, int], path: str) -> Any:
-    host, port = address
-    with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as reply:
-        return json.loads(reply.read())
-
-
-def statuses(node: NodeProcess) -> dict[str, str]:
-    return {m["name"]: m["status"] for m in get_json(node.http, "/members")["members"]}
-
-
-def eventually(condition: Any, limit: float = 20.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 class Rows(HTMLParser):
@@ -87,38 +66,19 @@ def render(browser: str, url: str, profile: Path, screenshot: Path | None = None
     return done.stdout.decode()
 
 
-@pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[list[NodeProcess]]:
-    started: list[NodeProcess] = []
-    try:
-        for name in "abc":
-            (tmp_path / name).mkdir()
-        first = NodeProcess(*PROFILE, workdir=tmp_path / "a").start()
-        started.append(first)
-        for name in ("b", "c"):
-            node = NodeProcess(*PROFILE, "--seed", first.gossip, workdir=tmp_path / name)
-            started.append(node.start())
-        yield started
-    finally:
-        for node in started:
-            node.kill()
-            assert "Traceback" not in node.stderr, node.stderr
-
-
 def test_page_shows_members_topics_and_a_dead_member(
-    nodes: list[NodeProcess], tmp_path: Path
+    cluster: ProcessCluster, tmp_path: Path
 ) -> None:
     browser = chromium()
+    nodes = cluster.form(3)
     a, b, c = nodes
-    eventually(lambda: list(statuses(a).values()).count("alive") == 3)
     with NsqConnection(a.tcp) as conn:
         conn.pub("orders", b"x")
     with NsqConnection(b.tcp) as conn:
         conn.sub("payments", "audit")
-    names = {n: next(m["name"] for m in get_json(a.http, "/members")["members"]
-                     if m["tcp_port"] == n.tcp[1]) for n in nodes}  # fmt: skip
+    names = {n: name_of(n) for n in nodes}
     c.kill()
-    eventually(lambda: statuses(a)[names[c]] == "dead")
+    wait_for(lambda: statuses(a)[names[c]] == "dead")
 
     host, port = a.http
     url = f"http://{host}:{port}/"

@@ -7,25 +7,21 @@ import json
 import time
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import nsq
 import pytest
 
 from shoal.membership.keyring import generate_key
-from shoal.testing.process import NodeProcess
+from shoal.testing.process import NodeProcess, ProcessCluster, members, name_of, statuses
 from shoal.testing.waiting import wait_for
 from shoal.testing.wire import NsqConnection
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 
 #: The local profile detects failures in about a second; these tests check
 #: behaviour, the benchmarks measure the lan profile.
-PROFILE = ("--gossip-profile", "local")
+CLUSTER_FLAGS = ("--gossip-profile", "local")
 
 
 def get(address: tuple[str, int], path: str) -> tuple[int, Any]:
@@ -44,54 +40,13 @@ def post(address: tuple[str, int], path: str) -> int:
         return int(reply.status)
 
 
-def statuses(node: NodeProcess) -> dict[str, str]:
-    _status, body = get(node.http, "/members")
-    return {m["name"]: m["status"] for m in body["members"]}
-
-
 def member(node: NodeProcess, name: str) -> dict[str, Any]:
-    _status, body = get(node.http, "/members")
-    return next(m for m in body["members"] if m["name"] == name)
+    return next(m for m in members(node) if m["name"] == name)
 
 
-def name_of(node: NodeProcess) -> str:
-    _status, body = get(node.http, "/members")
-    _host, port = node.tcp
-    return str(next(m["name"] for m in body["members"] if m["tcp_port"] == port))
-
-
-class Cluster:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.nodes: list[NodeProcess] = []
-
-    def start(
-        self, *extra: str, data: str | None = None, seed: NodeProcess | None = None
-    ) -> NodeProcess:
-        data = data or f"n{len(self.nodes)}"
-        args = [*PROFILE, "--data-path", str(self.root / data), *extra]
-        if seed is not None:
-            args += ["--seed", seed.gossip]
-        node = NodeProcess(*args, workdir=self.root).start()
-        self.nodes.append(node)
-        return node
-
-    def close(self) -> None:
-        for node in self.nodes:
-            node.kill()
-            assert "Traceback" not in node.stderr, node.stderr
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-def test_five_nodes_see_each_other_then_a_crash_a_leave_and_a_restart(cluster: Cluster) -> None:
+def test_five_nodes_see_each_other_then_a_crash_a_leave_and_a_restart(
+    cluster: ProcessCluster,
+) -> None:
     first = cluster.start()
     nodes = [first] + [cluster.start(seed=first) for _ in range(4)]
     wait_for(lambda: all(list(statuses(n).values()).count("alive") == 5 for n in nodes))
@@ -112,7 +67,7 @@ def test_five_nodes_see_each_other_then_a_crash_a_leave_and_a_restart(cluster: C
     assert member(first, names[4])["incarnation"] > before
 
 
-def test_lookup_on_any_node_lists_a_new_producer_quickly(cluster: Cluster) -> None:
+def test_lookup_on_any_node_lists_a_new_producer_quickly(cluster: ProcessCluster) -> None:
     a = cluster.start()
     b = cluster.start(seed=a)
     c = cluster.start(seed=a)
@@ -130,7 +85,9 @@ def test_lookup_on_any_node_lists_a_new_producer_quickly(cluster: Cluster) -> No
     del b
 
 
-def test_pynsq_reader_pointed_at_one_node_consumes_from_every_producer(cluster: Cluster) -> None:
+def test_pynsq_reader_pointed_at_one_node_consumes_from_every_producer(
+    cluster: ProcessCluster,
+) -> None:
     a = cluster.start()
     b = cluster.start(seed=a)
     c = cluster.start(seed=a)
@@ -169,7 +126,9 @@ def test_pynsq_reader_pointed_at_one_node_consumes_from_every_producer(cluster: 
     assert got == sent
 
 
-def test_killed_producer_drops_out_of_lookup_and_returns_after_restart(cluster: Cluster) -> None:
+def test_killed_producer_drops_out_of_lookup_and_returns_after_restart(
+    cluster: ProcessCluster,
+) -> None:
     a = cluster.start(data="a")
     b = cluster.start(seed=a)
     c = cluster.start(seed=a)
@@ -191,7 +150,9 @@ def test_killed_producer_drops_out_of_lookup_and_returns_after_restart(cluster: 
     wait_for(lambda: producer_ports(b) == [port] and producer_ports(c) == [port])
 
 
-def test_topic_deleted_through_lookup_and_nsqd_apis_disappears_everywhere(cluster: Cluster) -> None:
+def test_topic_deleted_through_lookup_and_nsqd_apis_disappears_everywhere(
+    cluster: ProcessCluster,
+) -> None:
     a = cluster.start()
     b = cluster.start(seed=a)
     c = cluster.start(seed=a)
@@ -206,7 +167,7 @@ def test_topic_deleted_through_lookup_and_nsqd_apis_disappears_everywhere(cluste
     wait_for(lambda: all(get(n.lookup_http, "/topics")[1]["topics"] == [] for n in (a, b, c)))
 
 
-def test_node_with_a_wrong_key_cannot_join_a_keyed_cluster(cluster: Cluster) -> None:
+def test_node_with_a_wrong_key_cannot_join_a_keyed_cluster(cluster: ProcessCluster) -> None:
     key = generate_key()
     a = cluster.start("--gossip-key", key)
     b = cluster.start("--gossip-key", key, seed=a)

@@ -6,42 +6,25 @@ import json
 import signal
 import time
 import urllib.request
-from typing import TYPE_CHECKING, Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shoal.membership.keyring import generate_key
-from shoal.testing.process import NodeProcess
+from shoal.testing.process import NodeProcess, ProcessCluster, name_of, statuses
+from shoal.testing.waiting import wait_for
 from shoal.testing.wire import NsqConnection
-
-if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-    from pathlib import Path
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: Failures are detected in about a second with the local profile.
-PROFILE = ("--gossip-profile", "local")
+CLUSTER_FLAGS = ("--gossip-profile", "local")
 
 
 def fetch(address: tuple[str, int], path: str) -> tuple[int, str, bytes]:
     host, port = address
     with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as reply:
         return int(reply.status), reply.headers.get("Content-Type", ""), reply.read()
-
-
-def get_json(address: tuple[str, int], path: str) -> Any:
-    return json.loads(fetch(address, path)[2])
-
-
-def statuses(node: NodeProcess) -> dict[str, str]:
-    return {m["name"]: m["status"] for m in get_json(node.http, "/members")["members"]}
-
-
-def name_of(node: NodeProcess) -> str:
-    members = get_json(node.http, "/members")["members"]
-    return str(next(m["name"] for m in members if m["tcp_port"] == node.tcp[1]))
 
 
 def producer_ports(node: NodeProcess, topic: str) -> list[int]:
@@ -52,14 +35,6 @@ def producer_ports(node: NodeProcess, topic: str) -> list[int]:
     except urllib.error.HTTPError:
         return []
     return sorted(p["tcp_port"] for p in body["producers"])
-
-
-def eventually(condition: Callable[[], bool], limit: float = 20.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def samples(node: NodeProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -79,41 +54,13 @@ def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
     return found[(name, frozenset(labels.items()))]
 
 
-class Cluster:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.nodes: list[NodeProcess] = []
-
-    def start(self, *extra: str, seed: NodeProcess | None = None) -> NodeProcess:
-        args = [*PROFILE, "--data-path", str(self.root / f"n{len(self.nodes)}"), *extra]
-        if seed is not None:
-            args += ["--seed", seed.gossip]
-        node = NodeProcess(*args, workdir=self.root).start()
-        self.nodes.append(node)
-        return node
-
-    def close(self) -> None:
-        for node in self.nodes:
-            node.kill()
-            assert "Traceback" not in node.stderr, node.stderr
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-def test_metrics_after_a_publish_and_a_death(cluster: Cluster) -> None:
+def test_metrics_after_a_publish_and_a_death(cluster: ProcessCluster) -> None:
     a = cluster.start("--e2e-processing-latency-percentile", "0.99")
     b = cluster.start(seed=a)
     c = cluster.start(seed=a)
     # Every node must know every other before c dies: a member that never
     # heard of c ignores news of its death (there is nothing to mark dead).
-    eventually(lambda: all(list(statuses(n).values()).count("alive") == 3 for n in (a, b, c)))
+    wait_for(lambda: all(list(statuses(n).values()).count("alive") == 3 for n in (a, b, c)))
     channel = {"topic": "orders", "channel": "billing"}
     with NsqConnection(a.tcp) as conn:
         conn.pub("orders", b"first")  # creates the topic; no channel yet: stays in the topic
@@ -122,13 +69,13 @@ def test_metrics_after_a_publish_and_a_death(cluster: Cluster) -> None:
         conn.rdy(1)
         message = conn.read_message()
         conn.rdy(0)
-        eventually(lambda: value(samples(a), "shoal_channel_in_flight", **channel) == 1)
+        wait_for(lambda: value(samples(a), "shoal_channel_in_flight", **channel) == 1)
         assert value(samples(a), "shoal_channel_clients", **channel) == 1
         conn.fin(message.id)
-        eventually(lambda: value(samples(a), "shoal_channel_in_flight", **channel) == 0)
+        wait_for(lambda: value(samples(a), "shoal_channel_in_flight", **channel) == 0)
     dead = name_of(c)
     c.kill()
-    eventually(lambda: statuses(a)[dead] == "dead")
+    wait_for(lambda: statuses(a)[dead] == "dead")
 
     found = samples(a)
     assert value(found, "shoal_topic_messages_total", topic="orders") == 3
@@ -148,7 +95,7 @@ def test_metrics_after_a_publish_and_a_death(cluster: Cluster) -> None:
     assert value(found, "shoal_members", status="suspect") == 0
     # Deaths now come within a second of the kill, possibly before a's own
     # first probe: wait for the counter to move rather than read it once.
-    eventually(lambda: value(samples(a), "shoal_membership_probes_total") > 0)
+    wait_for(lambda: value(samples(a), "shoal_membership_probes_total") > 0)
     # Every engine counter is there (the death may have come by refusal
     # evidence or by another member's word, so which ones moved varies).
     for name in ("probe_failures", "suspicions", "deaths_declared", "refutations"):
@@ -158,7 +105,7 @@ def test_metrics_after_a_publish_and_a_death(cluster: Cluster) -> None:
     assert value(found, "shoal_registry_owners") == 3
     assert value(found, "shoal_disk_corrupt_records_total") == 0
     # Another node's scrape sees the same death.
-    eventually(lambda: value(samples(b), "shoal_members", status="dead") == 1)
+    wait_for(lambda: value(samples(b), "shoal_members", status="dead") == 1)
 
     # Membership transitions are in the log, one line each, in nsqd's layout.
     lines = [line for line in a.stderr.splitlines() if "MEMBERSHIP:" in line]
@@ -167,16 +114,16 @@ def test_metrics_after_a_publish_and_a_death(cluster: Cluster) -> None:
     assert all(line.startswith("[shoal] ") for line in lines)
 
 
-def test_log_format_json_and_log_level_filter(cluster: Cluster) -> None:
+def test_log_format_json_and_log_level_filter(cluster: ProcessCluster) -> None:
     a = cluster.start("--log-format", "json", "--log-level", "debug")
     quiet = cluster.start("--log-level", "warn", seed=a)
     b = cluster.start(seed=a)
-    eventually(lambda: list(statuses(a).values()).count("alive") == 3)
+    wait_for(lambda: list(statuses(a).values()).count("alive") == 3)
     left = name_of(b)
     for node in (a, quiet):
         fetch(node.http, "/metrics")  # its request line is DEBUG (scrapes are frequent)
     assert b.stop() == 0
-    eventually(lambda: statuses(a)[left] == "left")
+    wait_for(lambda: statuses(a)[left] == "left")
     time.sleep(0.5)  # let the line reach the pipe
 
     records = [json.loads(line) for line in a.stderr.splitlines() if line.strip()]
@@ -189,11 +136,11 @@ def test_log_format_json_and_log_level_filter(cluster: Cluster) -> None:
     assert "MEMBERSHIP:" not in quiet.stderr
 
 
-def test_mismatched_gossip_key_is_logged_on_both_nodes(cluster: Cluster) -> None:
+def test_mismatched_gossip_key_is_logged_on_both_nodes(cluster: ProcessCluster) -> None:
     a = cluster.start("--gossip-key", generate_key())
     outsider = cluster.start("--gossip-key", generate_key(), seed=a)
-    eventually(lambda: "fails authentication" in a.stderr)
-    eventually(lambda: "failed the join" in outsider.stderr)
+    wait_for(lambda: "fails authentication" in a.stderr)
+    wait_for(lambda: "failed the join" in outsider.stderr)
     assert "gossip from 127.0.0.1:" in a.stderr
     line = next(x for x in outsider.stderr.splitlines() if "failed the join" in x)
     assert f"seed {a.gossip}" in line
@@ -209,12 +156,12 @@ def test_mismatched_gossip_key_is_logged_on_both_nodes(cluster: Cluster) -> None
 AFTER_IMPOSTOR = 40.0
 
 
-def test_name_conflict_is_refused_and_the_registry_stays_intact(cluster: Cluster) -> None:
+def test_name_conflict_is_refused_and_the_registry_stays_intact(cluster: ProcessCluster) -> None:
     a = cluster.start()
     b = cluster.start(seed=a)
     c = cluster.start(seed=a)
     nodes = [a, b, c]
-    eventually(lambda: all(list(statuses(n).values()).count("alive") == 3 for n in nodes))
+    wait_for(lambda: all(list(statuses(n).values()).count("alive") == 3 for n in nodes))
     for node, topic in zip(nodes, ("ta", "tb", "tc"), strict=True):
         with NsqConnection(node.tcp) as conn:
             conn.pub(topic, b"x")
@@ -225,15 +172,15 @@ def test_name_conflict_is_refused_and_the_registry_stays_intact(cluster: Cluster
             producer_ports(n, topic) == ports for n in nodes for topic, ports in expected.items()
         )
 
-    eventually(intact)
+    wait_for(intact)
     victim = name_of(b)
     # Seeds: another member, and the victim itself.
     impostor = cluster.start("--node-name", victim, "--seed", b.gossip, seed=a)
     with NsqConnection(impostor.tcp) as conn:
         conn.pub("impostor", b"y")
 
-    eventually(lambda: "name conflict" in impostor.stderr and "name conflict" in a.stderr)
-    eventually(lambda: "name conflict" in b.stderr)
+    wait_for(lambda: "name conflict" in impostor.stderr and "name conflict" in a.stderr)
+    wait_for(lambda: "name conflict" in b.stderr)
     mine = [x for x in impostor.stderr.splitlines() if "name conflict" in x]
     assert len(mine) == 1, mine  # rate-limited: one line, not one per seed or attempt
     assert " ERROR: " in mine[0]

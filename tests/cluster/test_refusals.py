@@ -9,22 +9,20 @@ hangs. bench/membership.py prints the same figures.
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
-import urllib.error
-import urllib.request
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from shoal.testing.process import NodeProcess
+from shoal.testing.process import NodeProcess, ProcessCluster, get_json, members, name_of, statuses
+from shoal.testing.waiting import wait_for
 from shoal.testing.wire import NsqConnection
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-    from pathlib import Path
+    from collections.abc import Callable
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,80 +31,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LIFEGUARD_MIN = 4.0
 
 
-def get(address: tuple[str, int], path: str) -> Any:
-    host, port = address
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=40) as reply:
-            return json.loads(reply.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return json.loads(err.read() or b"null")
-
-
-def members(node: NodeProcess) -> dict[str, Any]:
-    body: dict[str, Any] = get(node.http, "/members")
-    return body
-
-
-def statuses(node: NodeProcess) -> dict[str, str]:
-    return {m["name"]: m["status"] for m in members(node)["members"]}
-
-
-def name_of(node: NodeProcess) -> str:
-    port = node.tcp[1]
-    return str(next(m["name"] for m in members(node)["members"] if m["tcp_port"] == port))
-
-
-def eventually(condition: Callable[[], bool], limit: float = 30.0) -> float:
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > limit:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-    return time.monotonic() - started
-
-
-class Cluster:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.nodes: list[NodeProcess] = []
-
-    def start(self, *extra: str, data: str, seed: NodeProcess | None = None) -> NodeProcess:
-        args = ["--data-path", str(self.root / data), *extra]
-        if seed is not None:
-            args += ["--seed", seed.gossip]
-        node = NodeProcess(*args, workdir=self.root).start()
-        self.nodes.append(node)
-        return node
-
-    def form(self, n: int) -> list[NodeProcess]:
-        first = self.start(data="n0")
-        nodes = [first] + [self.start(data=f"n{i}", seed=first) for i in range(1, n)]
-        eventually(lambda: all(list(statuses(x).values()).count("alive") == n for x in nodes), 60)
-        return nodes
-
-    def close(self) -> None:
-        for node in self.nodes:
-            node.kill()
-            assert "Traceback" not in node.stderr, node.stderr
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
+eventually = partial(wait_for, limit=30.0, interval=0.02)
 
 
 def producers(node: NodeProcess, topic: str) -> list[int]:
-    body = get(node.lookup_http, f"/lookup?topic={topic}")
+    body = get_json(node.lookup_http, f"/lookup?topic={topic}")
     return [p["tcp_port"] for p in body.get("producers", [])]
 
 
 @pytest.mark.parametrize("n", [5, 20])
 def test_sigkill_is_dead_everywhere_and_gone_from_every_lookup_by_refusals(
-    cluster: Cluster, n: int, record_property: Callable[[str, object], None]
+    cluster: ProcessCluster, n: int, record_property: Callable[[str, object], None]
 ) -> None:
     nodes = cluster.form(n)
     victim, others = nodes[-1], nodes[:-1]
@@ -115,11 +50,11 @@ def test_sigkill_is_dead_everywhere_and_gone_from_every_lookup_by_refusals(
     eventually(lambda: all(producers(x, "orders") == [victim.tcp[1]] for x in others))
     name = name_of(victim)
     watcher = others[0]
-    version = get(watcher.lookup_http, "/lookup?topic=orders")["version"]
+    version = get_json(watcher.lookup_http, "/lookup?topic=orders")["version"]
     woke: list[Any] = []
     poll = threading.Thread(
         target=lambda: woke.append(
-            get(watcher.lookup_http, f"/lookup?topic=orders&wait=30&version={version}")
+            get_json(watcher.lookup_http, f"/lookup?topic=orders&wait=30&version={version}")
         )
     )
     poll.start()
@@ -145,7 +80,7 @@ def test_sigkill_is_dead_everywhere_and_gone_from_every_lookup_by_refusals(
     # The mechanism: the victim's watchers saw their watch streams close
     # (the kernel closed the dead process's connections), and deaths were
     # declared on that refusal evidence, not by a timeout ...
-    stats = [members(x)["statistics"] for x in others]
+    stats = [get_json(x.http, "/members")["statistics"] for x in others]
     assert sum(s["watch"]["closures"] for s in stats) >= 1
     assert sum(s["engine"]["watch_closures"] for s in stats) >= 1
     assert sum(s["engine"]["refusal_deaths"] for s in stats) >= 1
@@ -158,7 +93,7 @@ def test_sigkill_is_dead_everywhere_and_gone_from_every_lookup_by_refusals(
     assert max(dead_at.values()) < LIFEGUARD_MIN * 2  # a guard against hangs only
 
 
-def test_sigstopped_node_is_not_declared_dead(cluster: Cluster) -> None:
+def test_sigstopped_node_is_not_declared_dead(cluster: ProcessCluster) -> None:
     nodes = cluster.form(5)
     stopped, others = nodes[-1], nodes[:-1]
     name = name_of(stopped)
@@ -174,7 +109,7 @@ def test_sigstopped_node_is_not_declared_dead(cluster: Cluster) -> None:
         stopped.signal(signal.SIGCONT)
     eventually(lambda: all(statuses(x)[name] == "alive" for x in others))
     assert all(statuses(x)[name] != "dead" for x in others)
-    stats = [members(x)["statistics"] for x in others]
+    stats = [get_json(x.http, "/members")["statistics"] for x in others]
     assert sum(s["engine"]["refusal_deaths"] for s in stats) == 0
     # A stalled process keeps its connections open: no watch stream closed.
     assert sum(s["watch"]["closures"] for s in stats) == 0
@@ -182,19 +117,19 @@ def test_sigstopped_node_is_not_declared_dead(cluster: Cluster) -> None:
 
 
 def test_node_restarted_on_its_address_is_alive_everywhere_again(
-    cluster: Cluster, record_property: Callable[[str, object], None]
+    cluster: ProcessCluster, record_property: Callable[[str, object], None]
 ) -> None:
     nodes = cluster.form(5)
     victim, others = nodes[-1], nodes[:-1]
     name = name_of(victim)
     gossip = victim.gossip
-    before = next(m for m in members(others[0])["members"] if m["name"] == name)["incarnation"]
+    before = next(m for m in members(others[0]) if m["name"] == name)["incarnation"]
     victim.kill()
     eventually(lambda: all(statuses(x)[name] == "dead" for x in others))
     restarted_at = time.monotonic()
     cluster.start("--gossip-address", gossip, data=f"n{len(nodes) - 1}", seed=others[0])
     took = eventually(lambda: all(statuses(x)[name] == "alive" for x in others))
     record_property("restart_to_alive_everywhere_s", round(time.monotonic() - restarted_at, 3))
-    after = next(m for m in members(others[0])["members"] if m["name"] == name)["incarnation"]
+    after = next(m for m in members(others[0]) if m["name"] == name)["incarnation"]
     assert after > before
     assert took < 20.0  # a guard against hangs only

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import nsq
 import pytest
-from tests.cluster.test_cluster_processes import get, post, statuses
+from tests.cluster.test_cluster_processes import get, post
 
 from shoal.cluster.slices import PUBLISH_SLICE
-from shoal.testing.process import NodeProcess
+from shoal.testing.process import NodeProcess, statuses
 from shoal.testing.wire import NsqConnection
 
 if TYPE_CHECKING:

@@ -36,6 +36,9 @@ from shoal.simulations.scenarios import (
     Idle,
     Isolate,
     Loss,
+    ReplicatedChurn,
+    ReplicatedCrash,
+    ReplicatedSplit,
     Slow,
     Split,
     Stall,
@@ -380,6 +383,133 @@ def _slow(share: float, delay: float, **options: Any) -> None:
 @click.option("--every", type=DURATION, default="1s", show_default=True, help="Between topics.")
 def _topics(count: int, every: float, **options: Any) -> None:
     _execute(options, functools.partial(Topics, count=count, every=every))
+
+
+def _replication_options(fn: F) -> F:
+    """The workload options of the replicated scenarios."""
+    options = [
+        click.option(
+            "--topics", type=click.IntRange(min=1), default=40, show_default=True,
+            help="Replicated topics, each on a random owner.",
+        ),
+        click.option(
+            "--factors", default="2,3", show_default=True,
+            help="Replication factors, assigned to the topics in turn.",
+        ),
+        click.option(
+            "--publish-every", type=DURATION, default="1s", show_default=True,
+            help="Mean time between two publishes to a topic.",
+        ),
+        click.option(
+            "--consume-time", type=DURATION, default="0.5s", show_default=True,
+            help="Mean time a consumer holds a message before its FIN.",
+        ),
+        click.option(
+            "--replication-timeout", type=DURATION, default="5s", show_default=True,
+            help="How long a publish waits for its replicas.",
+        ),
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _workload(options: dict[str, Any]) -> dict[str, Any]:
+    """Take the workload options out of ``options``, as scenario fields."""
+    return {
+        "topics": options.pop("topics"),
+        "factors": _parse_list(options.pop("factors"), int, "factors"),
+        "publish_every": options.pop("publish_every"),
+        "consume_time": options.pop("consume_time"),
+        "replication_timeout": options.pop("replication_timeout"),
+    }
+
+
+@_command(
+    "replication-crash",
+    "Replicated topics while members crash: acknowledged, lost and duplicated messages.",
+)
+@_replication_options
+@click.option(
+    "--kill", type=click.IntRange(min=1), default=5, show_default=True, help="Members to kill."
+)
+@click.option("--at", "at", type=DURATION, default="20s", show_default=True, help="First kill.")
+@click.option("--interval", type=DURATION, default="15s", show_default=True, help="Between kills.")
+@click.option(
+    "--restart-after", type=DURATION, default="30s", show_default=True,
+    help="Restart each killed member, its data lost.",
+)  # fmt: skip
+def _replication_crash(
+    kill: int, at: float, interval: float, restart_after: float, **options: Any
+) -> None:
+    workload = _workload(options)
+    _execute(
+        options,
+        functools.partial(
+            ReplicatedCrash,
+            kill=kill,
+            at=at,
+            interval=interval,
+            restart_after=restart_after,
+            **workload,
+        ),
+    )
+
+
+@_command(
+    "replication-split",
+    "Replicated topics while the cluster splits and heals: acknowledged, lost, duplicated.",
+)
+@_replication_options
+@click.option("--sizes", default=None, help="Group sizes, e.g. 2,3 [default: two halves].")
+@click.option("--at", "at", type=DURATION, default="20s", show_default=True, help="Split start.")
+@click.option(
+    "--for", "for_", type=DURATION, default="60s", show_default=True, help="Split length."
+)
+def _replication_split(sizes: str | None, at: float, for_: float, **options: Any) -> None:
+    workload = _workload(options)
+    parsed = None if sizes is None else _parse_list(sizes, int, "sizes")
+    _execute(
+        options,
+        functools.partial(ReplicatedSplit, sizes=parsed, at=at, duration=for_, **workload),
+    )
+
+
+@_command(
+    "replication-churn",
+    "Replicated topics while members join, leave and crash: acknowledged, lost, duplicated.",
+)
+@_replication_options
+@click.option("--join-rate", type=float, default=2.0, show_default=True, help="Joins per minute.")
+@click.option("--leave-rate", type=float, default=1.0, show_default=True, help="Leaves per minute.")
+@click.option(
+    "--crash-rate", type=float, default=2.0, show_default=True, help="Crashes per minute."
+)
+@click.option(
+    "--restart-after", type=DURATION, default="30s", show_default=True, help="Restart delay."
+)
+@click.option("--length", type=DURATION, default="240s", show_default=True, help="Churn length.")
+def _replication_churn(
+    join_rate: float,
+    leave_rate: float,
+    crash_rate: float,
+    restart_after: float,
+    length: float,
+    **options: Any,
+) -> None:
+    workload = _workload(options)
+    _execute(
+        options,
+        functools.partial(
+            ReplicatedChurn,
+            join_rate=join_rate,
+            leave_rate=leave_rate,
+            crash_rate=crash_rate,
+            restart_after=restart_after,
+            length=length,
+            **workload,
+        ),
+    )
 
 
 @simulate.command("sweep")

@@ -32,6 +32,8 @@ class RunReport:
         markers: suspicions and deaths over time (capped).
         violations: broken invariants, one line each (empty when all hold).
         wall_time: real seconds the run took (not deterministic).
+        sections: figures of the models riding on the run (``replication``),
+            by section name; empty for a membership-only run.
     """
 
     label: str
@@ -42,6 +44,7 @@ class RunReport:
     markers: tuple[Marker, ...]
     violations: tuple[str, ...]
     wall_time: float
+    sections: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def to_json(self, *, wall_time: bool = False) -> dict[str, Any]:
         """Return the run as JSON-ready data (with the wall time if asked)."""
@@ -51,6 +54,8 @@ class RunReport:
             "metrics": self.metrics.to_json(),
             "violations": list(self.violations),
         }
+        if self.sections:
+            out["sections"] = self.sections
         if wall_time:
             out["wall_time"] = round(self.wall_time, 3)
         return out
@@ -164,6 +169,10 @@ def format_summary(report: SimulationReport) -> str:
             )
         )
         rows.append(("converged at end", "yes" if m.converged_at_end else "no"))
+        for section, figures in run.sections.items():
+            rows.extend(
+                (f"{section} {key.replace('_', ' ')}", str(value)) for key, value in figures.items()
+            )
         if run.violations:
             rows.append(("INVARIANTS BROKEN", f"{len(run.violations)}: {run.violations[0]}"))
         else:

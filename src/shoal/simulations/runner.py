@@ -46,7 +46,7 @@ import math
 import random
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from shoal.errors import ConfigError
 from shoal.membership import Membership, MembershipConfig, MemberState
@@ -119,6 +119,17 @@ class RunProgress:
     label: str
     virtual_now: float
     duration: float
+
+
+class Model(Protocol):
+    """A model riding on a simulation (replication), reporting at the end of the run."""
+
+    #: The name of its section in the report.
+    section: str
+
+    def finish(self, now: float) -> tuple[dict[str, Any], list[str]]:
+        """Return the model's figures and the invariants it found broken."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -257,6 +268,9 @@ class Simulation:
         grace = high + self.config.probe_interval * self.config.awareness_max_multiplier
         self.recorder = Recorder(self.scheduler, self.network, self.registries, grace=grace)
         self.network.observer = self
+        #: Models riding on the cluster (`shoal.simulations.replication`):
+        #: each adds a section of figures, and its broken invariants, to the report.
+        self.models: list[Model] = []
         self._syncing = False
         self._observing = True
         self.names: list[str] = []
@@ -495,6 +509,11 @@ class Simulation:
                 progress(self.now)
         self.recorder.sample(self.now)
         metrics = self.recorder.finish(self.now, self.settings.nodes, self.duration)
+        sections: dict[str, dict[str, Any]] = {}
+        violations = list(self.recorder.violations)
+        for model in self.models:
+            sections[model.section], problems = model.finish(self.now)
+            violations.extend(problems)
         return RunReport(
             label=label,
             settings=self.settings.to_json() | {"duration": self.duration},
@@ -502,7 +521,8 @@ class Simulation:
             metrics=metrics,
             timeline=self.recorder.timeline(),
             markers=tuple(self.recorder.markers),
-            violations=tuple(self.recorder.violations),
+            violations=tuple(violations),
+            sections=sections,
             wall_time=time.perf_counter() - started,
         )
 

@@ -28,6 +28,11 @@ slow      a share of nodes read every input late
 topics    topic creations propagating through the registry to lookups
 ========  ===============================================================
 
+With replicated topics (`shoal.simulations.replication`, the real cores of
+`shoal.replication` on every node), ``replication-crash``,
+``replication-split`` and ``replication-churn`` report acknowledged, lost
+and duplicated messages and check that no acknowledged message is lost.
+
 Node ``node-0`` is the seed when the cluster forms by joining; scenarios
 never pick it as a victim, so a restarted or new node always has a seed to
 join through.
@@ -42,6 +47,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from shoal.errors import ConfigError
 from shoal.membership import push_pull_scale
 from shoal.membership.suspicion import suspicion_bounds
+from shoal.simulations.replication import ReplicatedChurn, ReplicatedCrash, ReplicatedSplit
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -56,6 +62,9 @@ __all__ = [
     "Idle",
     "Isolate",
     "Loss",
+    "ReplicatedChurn",
+    "ReplicatedCrash",
+    "ReplicatedSplit",
     "Scenario",
     "Slow",
     "Split",
@@ -563,7 +572,21 @@ class Topics(_Base):
             sim.create_topic(owner, topic)
 
 
-SCENARIOS: Mapping[str, type[Idle | Crash | Split | Isolate | Loss | Churn | Stall | Slow | Topics]]
+SCENARIOS: Mapping[str, type[Scenario]]
 SCENARIOS = {
-    cls.name: cls for cls in (Idle, Crash, Split, Isolate, Loss, Churn, Stall, Slow, Topics)
+    cls.name: cls
+    for cls in (
+        Idle,
+        Crash,
+        Split,
+        Isolate,
+        Loss,
+        Churn,
+        Stall,
+        Slow,
+        Topics,
+        ReplicatedCrash,
+        ReplicatedSplit,
+        ReplicatedChurn,
+    )
 }

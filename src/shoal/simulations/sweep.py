@@ -125,7 +125,12 @@ def _run_seed(scenario: str, settings: RunSettings) -> _RunFigures:
     """Run one seed (in a worker process) and return plain, picklable figures."""
     report = simulate(SCENARIOS[scenario](), settings)
     return [
-        (run.label, flatten(run.metrics.to_json()), list(run.violations)) for run in report.runs
+        (
+            run.label,
+            flatten(run.metrics.to_json()) | flatten(run.sections),
+            list(run.violations),
+        )
+        for run in report.runs
     ]
 
 

@@ -15,13 +15,25 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from shoal.testing.waiting import wait_for
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["NodeProcess", "split_address"]
+__all__ = [
+    "NodeProcess",
+    "ProcessCluster",
+    "get_json",
+    "members",
+    "name_of",
+    "split_address",
+    "statuses",
+]
 
 #: How long a node may take to bind its listeners before a test gives up.
 START_TIMEOUT = 20.0
@@ -170,3 +182,77 @@ class NodeProcess:
         self.kill()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def get_json(address: tuple[str, int], path: str, timeout: float = 40.0) -> Any:
+    """GET ``path`` and decode its JSON body, that of an error reply included.
+
+    An error reply is returned rather than raised: tests look at what the
+    node said (``{"message": ...}``), as NSQ clients do.
+    """
+    host, port = address
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout) as reply:
+            return json.loads(reply.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return json.loads(err.read() or b"null")
+
+
+def members(node: NodeProcess) -> list[dict[str, Any]]:
+    """The node's ``/members`` list."""
+    body = get_json(node.http, "/members")
+    return list(body["members"])
+
+
+def statuses(node: NodeProcess) -> dict[str, str]:
+    """Member name -> status, as ``node`` sees them."""
+    return {m["name"]: m["status"] for m in members(node)}
+
+
+def name_of(node: NodeProcess) -> str:
+    """The member name ``node`` goes by (found by its TCP port in its own view)."""
+    port = node.tcp[1]
+    return str(next(m["name"] for m in members(node) if m["tcp_port"] == port))
+
+
+class ProcessCluster:
+    """Real nodes under one directory, each started with ``common`` flags.
+
+    Node ``i`` keeps its data in ``root / f"n{i}"`` unless told otherwise, so
+    a test restarts a node on its data path by naming it.
+
+    Resource handling:
+        `close` kills every node it started and asserts none printed a
+        traceback; a fixture calls it in ``finally``.
+    """
+
+    def __init__(self, root: Path, *common: str) -> None:
+        self.root = root
+        self.common = common
+        self.nodes: list[NodeProcess] = []
+
+    def start(
+        self, *extra: str, data: str | None = None, seed: NodeProcess | None = None
+    ) -> NodeProcess:
+        """Start a node (joining through ``seed`` when given) and wait until it listens."""
+        data = data or f"n{len(self.nodes)}"
+        args = [*self.common, "--data-path", str(self.root / data), *extra]
+        if seed is not None:
+            args += ["--seed", seed.gossip]
+        node = NodeProcess(*args, workdir=self.root).start()
+        self.nodes.append(node)
+        return node
+
+    def form(self, n: int, *extra: str, limit: float = 60.0) -> list[NodeProcess]:
+        """Start ``n`` nodes through the first and wait until each sees all alive."""
+        first = self.start(*extra)
+        nodes = [first] + [self.start(*extra, seed=first) for _ in range(1, n)]
+        wait_for(lambda: all(list(statuses(x).values()).count("alive") == n for x in nodes), limit)
+        return nodes
+
+    def close(self) -> None:
+        """Kill every node; none may have printed a traceback."""
+        for node in self.nodes:
+            node.kill()
+        for node in self.nodes:
+            assert "Traceback" not in node.stderr, node.stderr
