@@ -273,9 +273,9 @@ def test_topics_lists_producers_and_channels(shoal: Shoal, topics_fake: FakeNode
     result = shoal("topics", "--node", topics_fake.address)
     assert result.exit_code == 0, result.stderr
     assert [line.split() for line in result.stdout.splitlines()] == [
-        ["TOPIC", "PRODUCERS", "CHANNELS"],
-        ["idle", "0", "-"],
-        ["orders", "2", "audit,billing"],
+        ["TOPIC", "PRODUCERS", "CHANNELS", "REPLICAS", "LAG"],
+        ["idle", "0", "-", "-", "-"],
+        ["orders", "2", "audit,billing", "-", "-"],
     ]
 
 
@@ -285,6 +285,7 @@ def test_topics_json(shoal: Shoal, topics_fake: FakeNode) -> None:
         "topic": "orders",
         "producers": ["127.0.0.1:4150", "127.0.0.1:4160"],
         "channels": ["audit", "billing"],
+        "replication": {},
     }
 
 
@@ -293,9 +294,12 @@ def test_lookup_shows_channels_and_producers(shoal: Shoal, topics_fake: FakeNode
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "channels: audit, billing"
-    assert lines[1].split() == ["HOSTNAME", "TCP", "ADDRESS", "HTTP", "PORT", "VERSION"]
+    assert lines[1].split() == [
+        "HOSTNAME", "TCP", "ADDRESS", "HTTP", "PORT", "VERSION", "REPLICAS", "LAG"
+    ]  # fmt: skip
     assert lines[2].split()[:3] == ["h1", "127.0.0.1:4150", "4151"]
     assert lines[3].split()[:3] == ["h2", "127.0.0.1:4160", "4161"]
+    assert lines[2].split()[-2:] == ["-", "-"]
 
 
 def test_lookup_json_is_the_node_reply(shoal: Shoal, topics_fake: FakeNode) -> None:
@@ -303,6 +307,59 @@ def test_lookup_json_is_the_node_reply(shoal: Shoal, topics_fake: FakeNode) -> N
     assert data["channels"] == ["audit", "billing"]
     assert len(data["producers"]) == 2
     assert "version" in data
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (connecting is refused at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def replicated_fake(fake: FakeNode) -> FakeNode:
+    """``orders`` replicated by two owners: the fake (whose /stats has the lag) and a silent one."""
+    port = int(fake.address.rpartition(":")[2])
+    answering = producer_entry("127.0.0.1", 4150, port, "h1") | {
+        "replication_factor": 2,
+        "replicas": ["n2"],
+    }
+    silent = producer_entry("127.0.0.1", 4160, free_port(), "h2") | {
+        "replication_factor": 3,
+        "replicas": ["n1", "n3"],
+    }
+    fake.call(fake.set_topic, "orders", [answering, silent], ["work"])
+    fake.call(fake.set_topic, "plain", [producer_entry("127.0.0.1", 4150, port, "h1")], [])
+    fake.stats["replication"] = {"owned": {"orders": {"factor": 2, "lag": {"n2": 7}}}}
+    return fake
+
+
+def test_topics_show_replicas_and_the_largest_known_lag(
+    shoal: Shoal, replicated_fake: FakeNode
+) -> None:
+    result = shoal("topics", "--node", replicated_fake.address)
+    assert result.exit_code == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    # One owner did not answer: the topic's lag is unknown rather than understated.
+    assert rows[1] == ["orders", "2", "work", "n1,n2,n3", "?"]
+    assert rows[2] == ["plain", "1", "-", "-", "-"]
+    data = json.loads(shoal("topics", "--node", replicated_fake.address, "--json").stdout)
+    assert data["topics"][0]["replication"] == {
+        "127.0.0.1:4150": {"factor": 2, "replicas": ["n2"], "lag": {"n2": 7}},
+        "127.0.0.1:4160": {"factor": 3, "replicas": ["n1", "n3"], "lag": None},
+    }
+
+
+def test_lookup_shows_each_producers_replicas_and_lag(
+    shoal: Shoal, replicated_fake: FakeNode
+) -> None:
+    result = shoal("lookup", "orders", "--node", replicated_fake.address)
+    assert result.exit_code == 0, result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert lines[2][0] == "h1"
+    assert lines[2][-2:] == ["n2", "n2=7"]
+    assert lines[3][0] == "h2"
+    assert lines[3][-2:] == ["n1,n3", "?"]
 
 
 def test_lookup_of_an_unknown_topic_fails(shoal: Shoal, topics_fake: FakeNode) -> None:

@@ -8,11 +8,22 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from shoal.client.connection import ConnectionConfig, Message, open_connection
+from shoal.client.connection import Connection, ConnectionConfig, Message, open_connection
 from shoal.client.discovery import fetch_endpoint
 from shoal.client.errors import ConnectionClosed, NodeUnavailable, NSQError
 from shoal.errors import ConfigError, LocalProtocolError
-from shoal.queue.commands import Command, CommandDecoder, Fin, Identify, Nop, Pub, Rdy, Req, Sub
+from shoal.queue.commands import (
+    Command,
+    CommandDecoder,
+    Fin,
+    Identify,
+    Mpub,
+    Nop,
+    Pub,
+    Rdy,
+    Req,
+    Sub,
+)
 from shoal.queue.frames import encode_error, encode_response
 from shoal.testing.fake_node import http_address
 from shoal.testing.process import NodeProcess
@@ -70,8 +81,19 @@ async def start_script(
 
 
 async def ok_to_pubs(script: Script, command: Command) -> None:
-    if isinstance(command, Pub):
+    if isinstance(command, Pub | Mpub):
         await script.send(encode_response(b"OK"))
+
+
+def published(commands: list[Command]) -> list[bytes]:
+    """Every body the PUB and MPUB commands carried, in the order sent."""
+    bodies: list[bytes] = []
+    for command in commands:
+        if isinstance(command, Pub):
+            bodies.append(command.body)
+        elif isinstance(command, Mpub):
+            bodies.extend(command.bodies)
+    return bodies
 
 
 async def test_identify_negotiates_features(nursery: trio.Nursery) -> None:
@@ -98,12 +120,64 @@ async def test_heartbeats_are_answered_with_nop(nursery: trio.Nursery) -> None:
         assert script.commands[:2] == [Pub("t", b"a"), Nop()]
 
 
-async def test_pipelined_publishes_are_answered_in_order(nursery: trio.Nursery) -> None:
+async def test_concurrent_publishes_share_mpubs(nursery: trio.Nursery) -> None:
     script, address = await start_script(nursery, ok_to_pubs)
-    async with open_connection(address) as conn, trio.open_nursery() as inner:
-        for i in range(50):
+    async with open_connection(address) as conn:
+        async with trio.open_nursery() as inner:
+            for i in range(50):
+                inner.start_soon(conn.pub, "t", b"%d" % i)
+        stats = conn.statistics()
+    assert sorted(published(script.commands)) == sorted(b"%d" % i for i in range(50))
+    assert (stats.publish_commands, stats.published) == (len(script.commands), 50)
+    # One goes out alone (the in-flight limit); the rest gather while it is
+    # answered, in far fewer commands than messages.
+    assert isinstance(script.commands[0], Pub)
+    assert any(isinstance(c, Mpub) for c in script.commands)
+    assert len(script.commands) <= 10
+
+
+async def test_publish_batch_bytes_zero_sends_one_pub_per_message(nursery: trio.Nursery) -> None:
+    script, address = await start_script(nursery, ok_to_pubs)
+    config = ConnectionConfig(publish_batch_bytes=0)
+    async with open_connection(address, config) as conn, trio.open_nursery() as inner:
+        for i in range(20):
             inner.start_soon(conn.pub, "t", b"%d" % i)
-    assert len(script.commands) == 50
+    assert len(script.commands) == 20
+    assert all(isinstance(c, Pub) for c in script.commands)
+
+
+async def test_an_error_fails_every_publish_of_its_batch(nursery: trio.Nursery) -> None:
+    release = trio.Event()
+
+    async def reply(script: Script, command: Command) -> None:
+        if isinstance(command, Pub):
+            await release.wait()
+            await script.send(encode_response(b"OK"))
+        else:
+            await script.send(encode_error("E_MPUB_FAILED", "MPUB failed"))
+            assert script.stream is not None
+            await script.stream.aclose()
+
+    script, address = await start_script(nursery, reply)
+    outcomes: dict[bytes, str] = {}
+
+    async def publish(conn: Connection, body: bytes) -> None:
+        try:
+            await conn.pub("t", body)
+        except NSQError as exc:
+            outcomes[body] = exc.code
+        else:
+            outcomes[body] = "OK"
+
+    async with open_connection(address) as conn, trio.open_nursery() as inner:
+        for i in range(10):
+            inner.start_soon(publish, conn, b"%d" % i)
+        with trio.fail_after(10):
+            while conn._batcher.gathering("t") < 9:  # noqa: ASYNC110 - tasks join the batch
+                await trio.sleep(0.01)
+        release.set()
+    assert sorted(outcomes.values()) == ["E_MPUB_FAILED"] * 9 + ["OK"]
+    assert [type(c) for c in script.commands] == [Pub, Mpub]
 
 
 async def test_pub_lines_made_once_per_topic_decode_as_sent(nursery: trio.Nursery) -> None:
@@ -115,7 +189,38 @@ async def test_pub_lines_made_once_per_topic_decode_as_sent(nursery: trio.Nurser
     assert script.commands == sent
 
 
-async def test_fin_nowait_queues_fins_that_leave_together(nursery: trio.Nursery) -> None:
+async def test_a_cancelled_publish_still_leaves_with_its_batch(nursery: trio.Nursery) -> None:
+    release = trio.Event()
+
+    async def reply(script: Script, command: Command) -> None:
+        if isinstance(command, Pub):
+            await release.wait()
+        await script.send(encode_response(b"OK"))
+
+    script, address = await start_script(nursery, reply)
+    scope = trio.CancelScope()
+
+    async def cancelled_pub(conn: Connection) -> None:
+        with scope:
+            await conn.pub("t", b"cancelled")
+
+    async with open_connection(address) as conn, trio.open_nursery() as inner:
+        inner.start_soon(conn.pub, "t", b"first")
+        with trio.fail_after(10):
+            while conn._batcher.in_flight("t") < 1:  # noqa: ASYNC110 - the task publishes
+                await trio.sleep(0.01)
+            inner.start_soon(cancelled_pub, conn)
+            inner.start_soon(conn.pub, "t", b"kept")
+            while conn._batcher.gathering("t") < 2:  # noqa: ASYNC110 - tasks join the batch
+                await trio.sleep(0.01)
+        scope.cancel()
+        release.set()
+    assert scope.cancelled_caught
+    assert [type(c) for c in script.commands] == [Pub, Mpub]
+    assert sorted(published(script.commands)) == [b"cancelled", b"first", b"kept"]
+
+
+async def test_fin_nowait_queues_fins_that_leave_in_one_write(nursery: trio.Nursery) -> None:
     ids = [b"%016d" % i for i in range(5)]
     script, address = await start_script(nursery, ok_to_pubs)
     async with open_connection(address) as conn:
@@ -124,7 +229,9 @@ async def test_fin_nowait_queues_fins_that_leave_together(nursery: trio.Nursery)
         with trio.fail_after(5):
             while len(script.commands) < 5:  # noqa: ASYNC110 - the server task appends
                 await trio.sleep(0.01)
+        stats = conn.statistics()
     assert script.commands == [Fin(msg_id) for msg_id in ids]
+    assert (stats.fins, stats.writes) == (5, 1)
 
 
 async def test_non_fatal_errors_do_not_consume_a_reply(nursery: trio.Nursery) -> None:
@@ -229,6 +336,7 @@ async def test_a_silent_server_times_out_the_handshake(nursery: trio.Nursery) ->
         {"msg_timeout": 0.5},
         {"connect_timeout": 0},
         {"max_frame_size": 8},
+        {"publish_batch_bytes": -1},
     ],
 )
 def test_connection_config_refuses_bad_values(fields: dict[str, float]) -> None:

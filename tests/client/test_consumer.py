@@ -12,6 +12,9 @@ from shoal.client.errors import NoNodesAvailable
 from shoal.client.httpclient import get_json
 from shoal.client.producer import ProducerConfig, open_producer
 from shoal.errors import ConfigError
+from shoal.queue.commands import Cls, CommandDecoder, Fin, Identify, Rdy, Sub
+from shoal.queue.frames import encode_message_frame, encode_response
+from shoal.queue.message import Message as QueueMessage
 from shoal.testing.fake_node import FakeNode, http_address, producer_entry
 
 if TYPE_CHECKING:
@@ -326,3 +329,123 @@ async def test_one_slot_is_rotated_over_every_producer(cluster: list[NodeProcess
         await wait_until(lambda: len(received) == 3)
         consumer.stop()
     assert sorted(received) == [b"from-0", b"from-1", b"from-2"]
+
+
+# -- batching, counted against a scripted node ---------------------------------------
+
+
+class BurstNode:
+    """A scripted node's TCP side: a burst of RDY messages, then one more per FIN'd burst.
+
+    It answers ``IDENTIFY`` with ``max_rdy_count`` ``burst``, so the consumer's
+    RDY is ``burst``; it sends ``burst`` messages in one write after the RDY
+    and again each time the previous burst is all finished, ``rounds`` times.
+    """
+
+    def __init__(self, burst: int, rounds: int) -> None:
+        self.burst = burst
+        self.rounds = rounds
+        self.rdys: list[int] = []
+        self.fins: list[bytes] = []
+        self.sent = 0
+        self.done = trio.Event()
+
+    def _messages(self) -> bytes:
+        frames = []
+        for _ in range(self.burst):
+            msg_id = b"%016x" % self.sent
+            self.sent += 1
+            frames.append(encode_message_frame(QueueMessage(msg_id, b"body", 0, 1)))
+        return b"".join(frames)
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        decoder = CommandDecoder(
+            max_msg_size=1 << 20, max_body_size=1 << 22, max_req_timeout_ms=3_600_000,
+            max_rdy_count=self.burst,
+        )  # fmt: skip
+        while data := await stream.receive_some(65536):
+            decoder.receive_data(data)
+            while (command := decoder.next_command()) is not None:
+                if isinstance(command, Identify):
+                    reply = b'{"max_rdy_count": %d, "msg_timeout": 60000}' % self.burst
+                    await stream.send_all(encode_response(reply))
+                elif isinstance(command, Sub):
+                    await stream.send_all(encode_response(b"OK"))
+                elif isinstance(command, Cls):
+                    await stream.send_all(encode_response(b"CLOSE_WAIT"))
+                elif isinstance(command, Rdy):
+                    self.rdys.append(command.count)
+                    if len(self.rdys) == 1:
+                        await stream.send_all(self._messages())
+                elif isinstance(command, Fin):
+                    self.fins.append(command.id)
+                    if len(self.fins) == self.sent == self.burst * self.rounds:
+                        self.done.set()
+                    elif len(self.fins) == self.sent:
+                        await stream.send_all(self._messages())
+
+
+@pytest.mark.parametrize("form", ["handler", "iterator"])
+async def test_consume_fins_a_burst_in_one_write_and_sends_rdy_once(
+    nursery: trio.Nursery, form: str
+) -> None:
+    node = BurstNode(burst=7, rounds=5)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(trio.serve_listeners, node.handle, listeners)
+    fake = FakeNode()
+    await nursery.start(fake.serve)
+    tcp_port = listeners[0].socket.getsockname()[1]
+    http_port = int(fake.address.rsplit(":", 1)[1])
+    fake.set_topic("cons_burst", [producer_entry("127.0.0.1", tcp_port, http_port)])
+    config = ConsumerConfig(max_in_flight=100)
+
+    if form == "handler":
+
+        async def handle(msg: Message) -> None:
+            pass
+
+        consumer = Consumer("cons_burst", "c", handle, nodes=fake.address, config=config)
+        await nursery.start(consumer.run)
+        with trio.fail_after(20):
+            await node.done.wait()
+        [conn] = consumer.connections
+        stats, rdys = conn.statistics(), list(node.rdys)
+        consumer.stop()
+    else:
+        async with open_consumer("cons_burst", "c", nodes=fake.address, config=config) as it:
+            seen = 0
+            with trio.fail_after(20):
+                async for msg in it:
+                    seen += 1
+                    if seen == 35:
+                        msg.fin_nowait()
+                        break
+                await node.done.wait()
+            [conn] = it.connections
+            stats, rdys = conn.statistics(), list(node.rdys)
+    assert len(set(node.fins)) == 35
+    # One RDY for every message: the standing credit is never topped up.
+    assert rdys == [7]
+    assert stats.rdys == 1
+    # SUB, RDY, then one write per burst carrying its seven FINs.
+    assert (stats.fins, stats.writes) == (35, 2 + 5)
+
+
+async def test_iteration_ends_when_the_consumer_stops(nursery: trio.Nursery) -> None:
+    node = BurstNode(burst=3, rounds=1)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    nursery.start_soon(trio.serve_listeners, node.handle, listeners)
+    fake = FakeNode()
+    await nursery.start(fake.serve)
+    tcp_port = listeners[0].socket.getsockname()[1]
+    http_port = int(fake.address.rsplit(":", 1)[1])
+    fake.set_topic("cons_end", [producer_entry("127.0.0.1", tcp_port, http_port)])
+    bodies = []
+    async with open_consumer("cons_end", "c", nodes=fake.address) as it:
+        with trio.fail_after(20):
+            async for msg in it:
+                bodies.append(msg.body)
+                if len(bodies) == 3:
+                    it.stop()
+    assert bodies == [b"body"] * 3
+    assert len(node.fins) == 3  # the last one too, as the loop asked for more

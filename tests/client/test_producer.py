@@ -140,3 +140,24 @@ def test_producer_config_refuses_bad_values() -> None:
         ProducerConfig(refresh_interval=0)
     with pytest.raises(ConfigError):
         ProducerConfig(failure_backoff=5, max_failure_backoff=1)
+
+
+async def test_concurrent_publishes_share_mpubs_on_a_real_node(cluster: list[NodeProcess]) -> None:
+    config = ProducerConfig(discover=False)
+    async with open_producer(http_address(cluster[0]), config=config) as producer:
+
+        async def publish_ten(task: int) -> None:
+            for i in range(10):
+                await producer.publish("prod_gather", b"%d-%d" % (task, i))
+
+        async with trio.open_nursery() as nursery:
+            for task in range(64):
+                nursery.start_soon(publish_ten, task)
+        [conn] = producer._connections.values()
+        stats = conn.statistics()
+        assert producer.statistics().published == 640
+    assert await message_count(cluster[0], "prod_gather") == 640
+    assert stats.published == 640
+    # One command of the topic is in flight at a time; the other publishers
+    # wait in the batch that leaves next, so commands carry many messages.
+    assert stats.publish_commands <= 640 // 4

@@ -15,6 +15,7 @@ from shoal.membership.state import Member, MemberState
 from shoal.queue.broker import Broker
 from shoal.queue.config import QueueConfig
 from shoal.registry import NodeInfo, Registry, RegistryGossip
+from shoal.replication.placement import replicas
 from shoal.testing.http import make_request
 
 WALL = 1_795_000_000.0
@@ -256,3 +257,35 @@ async def test_new_topic_precreates_channels_known_in_the_cluster() -> None:
     a.broker.get_or_create_channel("orders", "tail#ephemeral", 0.0)
     b.hear(a)
     assert b.routing.known_channels("orders") == ["billing"]
+
+
+async def test_lookup_names_the_replicas_of_a_replicated_topic_on_every_node() -> None:
+    a, b, c = Node("a", 1), Node("b", 2), Node("c", 3)
+    a.routing.factor_of = lambda topic: 2 if topic == "kept" else 1
+    a.routing.lag_of = lambda topic: {"c": 4} if topic == "kept" else None
+    a.broker.get_or_create_topic("kept", 0.0)
+    a.broker.get_or_create_topic("plain", 0.0)
+    for node in (a, b, c):
+        for other in (a, b, c):
+            if other is not node:
+                node.hear(other)
+    # The same placement the owner runs, over the live brokers each node sees.
+    wanted = list(replicas("a", "kept", ["a", "b", "c"], 2))
+    for node in (a, b, c):
+        _status, body = await call(node.api.lookup, "GET", "/lookup?topic=kept")
+        (producer,) = body["producers"]
+        assert producer["replication_factor"] == 2
+        assert producer["replicas"] == wanted
+        # Only the owner knows the lag of its replicas.
+        assert ("replication_lag" in producer) is (node is a)
+    _status, body = await call(a.api.lookup, "GET", "/lookup?topic=kept")
+    assert body["producers"][0]["replication_lag"] == {"c": 4}
+    # A dead member is no candidate: the next one in the topic's order replaces it.
+    viewer = b if wanted[0] == "c" else c
+    viewer.down.add(wanted[0])
+    _status, body = await call(viewer.api.lookup, "GET", "/lookup?topic=kept")
+    assert body["producers"][0]["replicas"] == list(
+        replicas("a", "kept", {"a", "b", "c"} - {wanted[0]}, 2)
+    )
+    _status, body = await call(b.api.lookup, "GET", "/lookup?topic=plain")
+    check_shape(body["producers"][0], PRODUCER_KEYS)

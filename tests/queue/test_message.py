@@ -12,6 +12,7 @@ from shoal.queue.message import (
     decode_message,
     decode_message_batches,
     encode_message,
+    node_of,
 )
 
 NOW_NS = 1_795_000_000_000_000_000
@@ -94,3 +95,25 @@ def test_decode_message_batches_refuses_a_record_shorter_than_a_header() -> None
     good = encode_message(Message(b"0" * 16, b"x", timestamp=1))
     with pytest.raises(RemoteProtocolError):
         decode_message_batches([good, b"short"])
+
+
+def test_advance_past_keeps_later_ids_above_even_when_the_clock_went_back() -> None:
+    gen = MessageIDGenerator(7)
+    late = gen.next_id(2_000_000_000_000_000_000)
+    fresh = MessageIDGenerator(7)  # a restart whose clock is years behind
+    assert fresh.next_id(1_700_000_000_000_000_000) < late
+    fresh.advance_past(late)
+    assert fresh.next_id(1_700_000_000_000_000_000) > late
+    assert min(fresh.next_ids(1_700_000_000_000_000_000, 5000)) > late
+    fresh.advance_past(b"not-an-id")  # ignored
+    fresh.advance_past(b"0" * 16)  # below: nothing changes
+    assert fresh.next_id(1_700_000_000_000_000_000) > late
+
+
+def test_node_of_reads_the_node_id_back() -> None:
+    for node in (0, 7, 1023):
+        gen = MessageIDGenerator(node)
+        assert node_of(gen.next_id(1_700_000_000_000_000_000)) == node
+        assert {node_of(i) for i in gen.next_ids(1_700_000_000_000_000_000, 5000)} == {node}
+    assert node_of(b"short") is None
+    assert node_of(b"zzzzzzzzzzzzzzzz") is None

@@ -53,7 +53,7 @@ from shoal.cli.cluster_up import (
 from shoal.cli.failures import describe_os_error, fail, interrupted, leaf
 from shoal.cli.options import DURATION
 from shoal.client.consumer import ConsumerConfig, open_consumer
-from shoal.client.discovery import Member, fetch_lookup, fetch_members
+from shoal.client.discovery import LookupResult, Member, fetch_lookup, fetch_members
 from shoal.client.errors import HTTPStatusError, NodeUnavailable
 from shoal.client.httpclient import error_message, format_address, get_json, parse_address, request
 from shoal.client.producer import ProducerConfig, open_producer
@@ -389,46 +389,142 @@ def members(
 # -- topics and lookup --------------------------------------------------------------
 
 
+def _producer_http(producer: dict[str, Any]) -> str:
+    return format_address(
+        str(producer.get("broadcast_address", "")), int(producer.get("http_port", 0))
+    )
+
+
+def _is_replicated(producer: dict[str, Any]) -> bool:
+    factor = producer.get("replication_factor")
+    return isinstance(factor, int) and factor > 1
+
+
+async def _owner_lags(producers: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each replicating producer's ``/stats`` ``replication.owned``: the lag only owners know.
+
+    A producer that does not answer is left out (its lag shows as unknown).
+    """
+    addresses = sorted({_producer_http(p) for p in producers if _is_replicated(p)})
+    owned: dict[str, dict[str, Any]] = {}
+
+    async def one(address: str) -> None:
+        try:
+            data = await get(address, "/stats", {"format": "json", "include_clients": "false"})
+        except (NodeUnavailable, HTTPStatusError, trio.TooSlowError):
+            return
+        replication = data.get("replication") if isinstance(data, dict) else None
+        topics = replication.get("owned") if isinstance(replication, dict) else None
+        if isinstance(topics, dict):
+            owned[address] = topics
+
+    async with trio.open_nursery() as nursery:
+        for address in addresses:
+            nursery.start_soon(one, address)
+    return owned
+
+
+def _replication(
+    topic: str, producer: dict[str, Any], owned: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """A producer's replication of ``topic``: factor, replicas, lag (None: unreplicated)."""
+    if not _is_replicated(producer):
+        return None
+    entry = owned.get(_producer_http(producer), {}).get(topic)
+    lag = entry.get("lag") if isinstance(entry, dict) else None
+    replicas = producer.get("replicas")
+    return {
+        "factor": producer["replication_factor"],
+        "replicas": [str(r) for r in replicas] if isinstance(replicas, list) else [],
+        "lag": {str(k): v for k, v in lag.items()} if isinstance(lag, dict) else None,
+    }
+
+
+def _lag_text(replication: dict[str, Any] | None) -> str:
+    """Records not yet acknowledged by the slowest replica; ``?`` when the owner did not say."""
+    if replication is None:
+        return "-"
+    lag = replication["lag"]
+    if lag is None:
+        return "?"
+    return str(max(lag.values(), default=0))
+
+
 async def _lookup_all(node: str) -> list[dict[str, Any]]:
     data = await get(node, "/topics")
     names = sorted(data.get("topics") or []) if isinstance(data, dict) else []
-    results: dict[str, dict[str, Any]] = {}
+    found: dict[str, LookupResult | None] = {}
 
     async def one(topic: str) -> None:
         with trio.fail_after(REQUEST_TIMEOUT):
-            found = await fetch_lookup(node, topic)
-        results[topic] = {
-            "topic": topic,
-            "producers": [p.tcp_address for p in found.producers] if found else [],
-            "channels": sorted(found.channels) if found else [],
-        }
+            found[topic] = await fetch_lookup(node, topic)
 
     async with trio.open_nursery() as nursery:
         for topic in names:
             nursery.start_soon(one, topic)
-    return [results[t] for t in names]
+    owned = await _owner_lags(p for r in found.values() if r for p in r.raw_producers)
+    results = []
+    for topic in names:
+        result = found[topic]
+        replication = {}
+        for raw, endpoint in zip(
+            result.raw_producers if result else (), result.producers if result else (), strict=False
+        ):
+            entry = _replication(topic, raw, owned)
+            if entry is not None:
+                replication[endpoint.tcp_address] = entry
+        results.append(
+            {
+                "topic": topic,
+                "producers": [p.tcp_address for p in result.producers] if result else [],
+                "channels": sorted(result.channels) if result else [],
+                "replication": replication,
+            }
+        )
+    return results
+
+
+def _topic_replicas_text(entry: dict[str, Any]) -> tuple[str, str]:
+    """The REPLICAS and LAG cells of a topic: its producers' replicas, the largest lag."""
+    replication = list(entry["replication"].values())
+    if not replication:
+        return "-", "-"
+    replicas = sorted({r for item in replication for r in item["replicas"]})
+    lags = [_lag_text(item) for item in replication]
+    known = [int(lag) for lag in lags if lag.isdigit()]
+    lag = "?" if len(known) < len(lags) else str(max(known))
+    return ",".join(replicas) or "-", lag
 
 
 @click.command("topics")
 @node_option
 @json_option
 def topics(nodes: tuple[str, ...], as_json: bool) -> None:
-    """List every topic in the cluster with its producers and channels."""
+    """List every topic in the cluster: producers, channels, replicas and replication lag.
+
+    LAG is the most records a replica of the topic has not yet acknowledged,
+    as each owner reports it in its /stats (? when an owner did not answer).
+    """
     found = run(first_answering, _lookup_all, nodes)
     if as_json:
         print_json({"topics": found})
         return
-    rows = [(t["topic"], len(t["producers"]), ",".join(t["channels"]) or "-") for t in found]
-    click.echo(table(("TOPIC", "PRODUCERS", "CHANNELS"), rows))
+    rows = [
+        (t["topic"], len(t["producers"]), ",".join(t["channels"]) or "-", *_topic_replicas_text(t))
+        for t in found
+    ]
+    click.echo(table(("TOPIC", "PRODUCERS", "CHANNELS", "REPLICAS", "LAG"), rows))
 
 
-async def _lookup_one(node: str, topic: str) -> Any:
+async def _lookup_one(node: str, topic: str) -> tuple[Any, dict[str, dict[str, Any]]]:
     try:
-        return await get(node, "/lookup", {"topic": topic})
+        data = await get(node, "/lookup", {"topic": topic})
     except HTTPStatusError as exc:
         if exc.status == 404 and exc.message == "TOPIC_NOT_FOUND":
             raise Failure(f"topic {topic} not found in the cluster") from None
         raise
+    producers = data.get("producers") if isinstance(data, dict) else None
+    return data, await _owner_lags(producers if isinstance(producers, list) else [])
 
 
 @click.command("lookup")
@@ -436,23 +532,41 @@ async def _lookup_one(node: str, topic: str) -> Any:
 @json_option
 @click.argument("topic", callback=topic_argument)
 def lookup(nodes: tuple[str, ...], as_json: bool, topic: str) -> None:
-    """Show the nodes that produce TOPIC and its channels (nsqlookupd's /lookup)."""
-    data = run(first_answering, _lookup_one, nodes, topic)
+    """Show the nodes that produce TOPIC, its channels, replicas and replication lag.
+
+    The reply is nsqlookupd's /lookup; a replicated topic's producers also
+    name their replicas, and LAG (records a replica has not yet
+    acknowledged, per replica) comes from each owner's /stats.
+    """
+    data, owned = run(first_answering, _lookup_one, nodes, topic)
     if as_json:
         print_json(data)
         return
     channels = sorted(data.get("channels") or [])
     click.echo(f"channels: {', '.join(channels) or '-'}")
-    rows = [
-        (
-            p.get("hostname", ""),
-            format_address(str(p.get("broadcast_address", "")), int(p.get("tcp_port", 0))),
-            p.get("http_port", ""),
-            p.get("version", ""),
+    rows = []
+    for p in sorted(data.get("producers") or [], key=lambda p: str(p.get("hostname"))):
+        replication = _replication(topic, p, owned)
+        if replication is None:
+            replicas = lag = "-"
+        else:
+            replicas = ",".join(replication["replicas"]) or "-"
+            lag = (
+                ",".join(f"{r}={n}" for r, n in sorted(replication["lag"].items())) or "-"
+                if replication["lag"] is not None
+                else "?"
+            )
+        rows.append(
+            (
+                p.get("hostname", ""),
+                format_address(str(p.get("broadcast_address", "")), int(p.get("tcp_port", 0))),
+                p.get("http_port", ""),
+                p.get("version", ""),
+                replicas,
+                lag,
+            )
         )
-        for p in sorted(data.get("producers") or [], key=lambda p: str(p.get("hostname")))
-    ]
-    click.echo(table(("HOSTNAME", "TCP ADDRESS", "HTTP PORT", "VERSION"), rows))
+    click.echo(table(("HOSTNAME", "TCP ADDRESS", "HTTP PORT", "VERSION", "REPLICAS", "LAG"), rows))
 
 
 # -- stats -------------------------------------------------------------------------

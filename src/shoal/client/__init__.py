@@ -20,7 +20,13 @@ Addresses are nodes' HTTP ports (``host:port``); producers and consumers
 learn TCP ports and the other nodes from them.
 """
 
-from shoal.client.connection import Connection, ConnectionConfig, Message, open_connection
+from shoal.client.connection import (
+    Connection,
+    ConnectionConfig,
+    ConnectionStatistics,
+    Message,
+    open_connection,
+)
 from shoal.client.consumer import (
     Consumer,
     ConsumerConfig,
@@ -59,6 +65,7 @@ __all__ = [
     "Connection",
     "ConnectionClosed",
     "ConnectionConfig",
+    "ConnectionStatistics",
     "ConsistentHash",
     "Consumer",
     "ConsumerConfig",

@@ -16,7 +16,14 @@ Theory of operation:
     non-fatal errors (docs/nsq.md §0 trap 7) and belong to commands that have no
     success reply, so they are logged and do not consume a slot. Every other
     error frame fails the oldest slot and the node then closes the
-    connection. Message frames go to `Connection.messages`.
+    connection. Message frames go to `Connection.messages`, or straight to
+    the callable a consumer gave `Connection.deliver_to`; every whole frame
+    of a read is parsed in one pass.
+
+    Concurrent `Connection.pub` calls of a topic share commands: while one
+    is unanswered, the others gather into one ``MPUB`` that leaves when it
+    is answered (`shoal.client.batching`), and that answer is every
+    caller's.
 
     Callers never write to the socket themselves: commands are queued and a
     writer task sends whatever has accumulated in one write, so concurrent
@@ -44,13 +51,13 @@ import functools
 import json
 import logging
 import socket
-import struct
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from shoal import __version__
 from shoal.client._nursery import open_service_nursery
+from shoal.client.batching import DEFAULT_MAX_BATCH_BYTES, Batch, PublishBatcher
 from shoal.client.errors import ConnectionClosed, NodeUnavailable, NSQError
 from shoal.client.httpclient import describe_os_error, parse_address
 from shoal.errors import ConfigError, LocalProtocolError, RemoteProtocolError
@@ -69,13 +76,20 @@ from shoal.queue.commands import (
     encode_command,
 )
 from shoal.queue.frames import DEFAULT_MAX_FRAME_SIZE, MAGIC_V2, FrameDecoder, FrameType
-from shoal.queue.message import decode_message
+from shoal.queue.message import HEADER, HEADER_SIZE
 from shoal.queue.names import is_valid_channel_name, is_valid_topic_name
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
-__all__ = ["NON_FATAL_ERRORS", "Connection", "ConnectionConfig", "Message", "open_connection"]
+__all__ = [
+    "NON_FATAL_ERRORS",
+    "Connection",
+    "ConnectionConfig",
+    "ConnectionStatistics",
+    "Message",
+    "open_connection",
+]
 
 log = logging.getLogger("shoal.client")
 
@@ -85,12 +99,15 @@ NON_FATAL_ERRORS = frozenset({"E_FIN_FAILED", "E_REQ_FAILED", "E_TOUCH_FAILED"})
 RECEIVE_SIZE = 64 * 1024
 #: ``max_rdy_count`` assumed when the node does not negotiate features.
 DEFAULT_MAX_RDY_COUNT = 2500
+# Topics whose names a connection remembers as checked.
+_VALID_TOPICS = 1024
 # Most scheduling passes the writer waits for more commands before a write.
 _COALESCE_PASSES = 32
 # Topics whose PUB line a connection remembers.
-_PUB_HEADS = 1024
-_SIZE = struct.Struct(">i")
 _HEARTBEAT = b"_heartbeat_"
+# A message frame's data: timestamp and attempts, then the ID, then the body.
+_MESSAGE_HEAD = HEADER
+_MESSAGE_HEAD_SIZE = HEADER_SIZE
 _NOP = encode_command(Nop())
 
 
@@ -114,6 +131,12 @@ class ConnectionConfig:
         max_buffered: bytes of commands queued for the writer before callers
             wait for it to drain (backpressure from a slow node).
         max_frame_size: largest frame accepted from the node, in bytes.
+        publish_batch_bytes: most message bytes that concurrent `Connection.pub`
+            calls gather into one ``MPUB`` while earlier publishes of their
+            topic are in flight (see `shoal.client.batching`); an error
+            answer then fails every publish of the batch. 0 sends each
+            publish as its own ``PUB``. Keep it below the node's
+            ``max_body_size``.
     """
 
     client_id: str = ""
@@ -125,6 +148,7 @@ class ConnectionConfig:
     write_timeout: float = 10.0
     max_buffered: int = 1 << 20
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    publish_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.heartbeat_interval <= 3600.0:
@@ -137,6 +161,8 @@ class ConnectionConfig:
             raise ConfigError("max_buffered must be positive")
         if self.max_frame_size < 64:
             raise ConfigError("max_frame_size must be at least 64 bytes")
+        if self.publish_batch_bytes < 0:
+            raise ConfigError("publish_batch_bytes must be 0 (no gathering) or more")
 
     def identify_body(self) -> bytes:
         """The ``IDENTIFY`` JSON for this configuration."""
@@ -151,6 +177,27 @@ class ConnectionConfig:
         if self.msg_timeout:
             body["msg_timeout"] = round(self.msg_timeout * 1000)
         return json.dumps(body).encode()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectionStatistics:
+    """A snapshot of a connection's counters, where batching shows.
+
+    Attributes:
+        writes: socket writes; each carries every command queued since the
+            one before.
+        fins: ``FIN`` commands queued.
+        rdys: ``RDY`` commands queued.
+        publish_commands: ``PUB`` or gathered ``MPUB`` commands `Connection.pub`
+            sent.
+        published: messages in those commands.
+    """
+
+    writes: int
+    fins: int
+    rdys: int
+    publish_commands: int
+    published: int
 
 
 class Message:
@@ -226,8 +273,16 @@ class Message:
             LocalProtocolError: the message was already answered.
             ConnectionClosed: the connection is gone.
         """
-        self._answer()
-        self.connection.fin_nowait(self.id)
+        # `_answer` and `Connection.fin_nowait` written out: this runs once
+        # per message a consumer's handler returns from.
+        if self._responded:
+            raise LocalProtocolError(f"message {self.id.decode()} was already answered")
+        self._responded = True
+        if self._answered is not None:
+            self._answered.set()
+        conn = self.connection
+        conn._write_nowait(b"FIN %s\n" % self.id)
+        conn._fins += 1
 
     async def req(self, delay: float = 0.0) -> None:
         """Put the message back, deliverable after ``delay`` seconds (``REQ``).
@@ -269,13 +324,13 @@ class _Pending:
 
     def resolve(self, data: bytes) -> None:
         self.data = data
-        self._settle()
+        self.settled = True
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
 
     def fail(self, error: BaseException) -> None:
         self.error = error
-        self._settle()
-
-    def _settle(self) -> None:
         self.settled = True
         task, self._task = self._task, None
         if task is not None:
@@ -287,12 +342,32 @@ class _Pending:
             await trio.lowlevel.checkpoint()
             return
         self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self.abort)
 
-        def abort(_: object) -> trio.lowlevel.Abort:
-            self._task = None
-            return trio.lowlevel.Abort.SUCCEEDED
+    def abort(self, _: object) -> trio.lowlevel.Abort:
+        """The caller was cancelled: its answer, when it comes, wakes nobody."""
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
+
+class _BatchAnswer:
+    """The pending slot of a publish batch: its one answer goes to every caller in it."""
+
+    __slots__ = ("_conn", "batch")
+
+    def __init__(self, conn: Connection, batch: Batch[_Pending]) -> None:
+        self._conn = conn
+        self.batch = batch
+
+    def resolve(self, data: bytes) -> None:
+        for waiter in self.batch.waiters:
+            waiter.resolve(data)
+        self._conn._batch_answered(self.batch)
+
+    def fail(self, error: BaseException) -> None:
+        for waiter in self.batch.waiters:
+            waiter.fail(_copy_error(error))
+        self._conn._batch_answered(self.batch)
 
 
 class Connection:
@@ -316,17 +391,22 @@ class Connection:
         self._outgoing_size = 0
         self._has_output = trio.Event()
         self._drained = trio.Event()
-        self._pending: collections.deque[_Pending] = collections.deque()
+        self._pending: collections.deque[_Pending | _BatchAnswer] = collections.deque()
+        self._batcher: PublishBatcher[_Pending] = PublishBatcher(config.publish_batch_bytes)
         self._closed = trio.Event()
         self._close_reason = ""
         self._fatal_reason = ""
         self._reader_scope = trio.CancelScope()
         self.settings: dict[str, Any] = {}
         self.rdy_count = 0
-        self._pub_heads: dict[str, bytes] = {}
+        self._valid_topics: set[str] = set()
+        self._writes = 0
+        self._fins = 0
+        self._rdys = 0
         # Replaced once IDENTIFY tells us max_rdy_count (the most the node
         # will ever have in flight to us, so the reader never waits long).
         self._message_send, self.messages = trio.open_memory_channel[Message](0)
+        self._sink: Callable[[Message], None] | None = None
 
     # -- state ----------------------------------------------------------------
 
@@ -368,6 +448,9 @@ class Connection:
         self._message_send.close()
         while self._pending:
             self._pending.popleft().fail(ConnectionClosed(self.address, reason))
+        for batch in self._batcher.drain():
+            for waiter in batch.waiters:
+                waiter.fail(ConnectionClosed(self.address, reason))
 
     # -- handshake and reader ---------------------------------------------------
 
@@ -405,6 +488,18 @@ class Connection:
                 raise trio.BrokenResourceError("the node closed the connection")
             self._decoder.receive_data(data)
 
+    def deliver_to(self, sink: Callable[[Message], None] | None) -> None:
+        """Hand each message to ``sink`` as it is parsed instead of to `messages`.
+
+        For a consumer that queues messages itself: the reader calls ``sink``
+        synchronously for every message of a read, with no channel and no
+        checkpoint in between. ``sink`` must not block; the node's RDY
+        bounds how many messages it is given before they are answered.
+        `messages` then receives nothing, and still ends when the
+        connection does. None goes back to `messages`.
+        """
+        self._sink = sink
+
     async def _read_loop(self) -> None:
         # None while reading: if the loop is cancelled (the `async with` is
         # being left) the connection stays writable, so a stopping consumer
@@ -412,9 +507,7 @@ class Connection:
         reason: str | None = None
         try:
             with self._reader_scope:
-                while True:
-                    ftype, data = await self._next_frame()
-                    await self._on_frame(ftype, data)
+                await self._read_frames()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             reason = f"connection lost ({_describe(exc)})"
         except ConnectionClosed as exc:
@@ -425,18 +518,47 @@ class Connection:
             if reason is not None or self._fatal_reason:
                 self._mark_closed(self._fatal_reason or reason or "closed by the node")
 
+    async def _read_frames(self) -> None:
+        """Parse every whole frame of each read in one pass.
+
+        Message frames, nearly all of a consumer's traffic, are decoded here
+        into `Message` directly (no intermediate record) and handed over
+        without a checkpoint each; other frames go through `_on_frame`.
+        """
+        decoder = self._decoder
+        next_frame = decoder.next_frame
+        receive_some = self._stream.receive_some
+        unpack_head = _MESSAGE_HEAD.unpack_from
+        message_type = FrameType.MESSAGE
+        while True:
+            data = await receive_some(RECEIVE_SIZE)
+            if not data:
+                raise trio.BrokenResourceError("the node closed the connection")
+            decoder.receive_data(data)
+            while (frame := next_frame()) is not None:
+                ftype, data = frame
+                if ftype is not message_type:
+                    await self._on_frame(ftype, data)
+                    continue
+                if len(data) < _MESSAGE_HEAD_SIZE:
+                    raise RemoteProtocolError(f"message frame of {len(data)} bytes")
+                timestamp, attempts = unpack_head(data)
+                message = Message(data[10:26], data[26:], timestamp, attempts, self)
+                sink = self._sink
+                if sink is not None:
+                    sink(message)
+                    continue
+                # The channel holds max_rdy_count, so this normally never
+                # waits, and a read's worth of messages is queued without a
+                # checkpoint per message.
+                try:
+                    self._message_send.send_nowait(message)
+                except trio.WouldBlock:
+                    await self._message_send.send(message)
+
     async def _on_frame(self, ftype: FrameType, data: bytes) -> None:
-        if ftype == FrameType.MESSAGE:
-            msg = decode_message(data)
-            message = Message(msg.id, msg.body, msg.timestamp, msg.attempts, self)
-            # The channel holds max_rdy_count, so this normally never waits,
-            # and a read's worth of messages is queued without a checkpoint
-            # per message.
-            try:
-                self._message_send.send_nowait(message)
-            except trio.WouldBlock:
-                await self._message_send.send(message)
-        elif ftype == FrameType.RESPONSE:
+        """A response or error frame (the reader decodes message frames itself)."""
+        if ftype == FrameType.RESPONSE:
             if data == _HEARTBEAT:
                 await self._write(_NOP)
             elif self._pending:
@@ -523,6 +645,7 @@ class Connection:
                 self._drained = trio.Event()
                 failure = "write timed out"
                 with trio.CancelScope(shield=True), trio.move_on_after(self._config.write_timeout):
+                    self._writes += 1
                     try:
                         await self._stream.send_all(data)
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
@@ -551,23 +674,71 @@ class Connection:
     async def pub(self, topic: str, body: bytes) -> None:
         """Publish one message and wait for ``OK``.
 
+        Publishes of a topic that arrive while earlier ones are unanswered
+        share one ``MPUB`` (`ConnectionConfig.publish_batch_bytes`,
+        `shoal.client.batching`), answered for all of them at once.
+
         Raises:
             ValueError: ``topic`` is not a valid topic name (checked here: a
                 name with a space or a newline would change the command).
-            NSQError: the node refused it (``E_BAD_TOPIC``, ``E_BAD_MESSAGE``...);
-                the node closes the connection after.
+            NSQError: the node refused it (``E_BAD_TOPIC``, ``E_BAD_MESSAGE``...)
+                or the batch it was sent in; the node closes the connection
+                after.
             ConnectionClosed: the connection ended before the answer; the
                 message may or may not have been published.
+
+        A caller cancelled while it waits leaves its message to be published
+        with its batch: as with a ``PUB`` already written, it may or may not
+        be.
         """
-        # The line ``PUB <topic>\n`` is made (and the name checked) once per
-        # topic; what `encode_command` would build, which a test checks.
-        head = self._pub_heads.get(topic)
-        if head is None:
+        if topic not in self._valid_topics:
             check_topic(topic)
-            if len(self._pub_heads) >= _PUB_HEADS:
-                self._pub_heads.clear()
-            head = self._pub_heads[topic] = b"PUB " + topic.encode() + b"\n"
-        await self._expect_ok(head + _SIZE.pack(len(body)) + body)
+            if len(self._valid_topics) >= _VALID_TOPICS:
+                self._valid_topics.clear()
+            self._valid_topics.add(topic)
+        if self._outgoing_size >= self._config.max_buffered or self._closed.is_set():
+            while self._outgoing_size >= self._config.max_buffered and not self._closed.is_set():
+                await self._drained.wait()
+            if self._closed.is_set():
+                raise ConnectionClosed(self.address, self._close_reason)
+        waiter = _Pending()
+        batches = self._batcher.add(topic, body, waiter)
+        if batches:
+            for batch in batches:
+                self._send_batch(batch)
+        # `waiter.wait()` written out: one coroutine fewer per publish.
+        if waiter.settled:
+            await trio.lowlevel.checkpoint()
+        else:
+            waiter._task = trio.lowlevel.current_task()
+            await trio.lowlevel.wait_task_rescheduled(waiter.abort)
+        if waiter.error is not None:
+            raise waiter.error
+        if waiter.data != b"OK":
+            raise RemoteProtocolError(f"expected OK, got {waiter.data[:64]!r}")
+
+    def statistics(self) -> ConnectionStatistics:
+        """Return a snapshot of the counters."""
+        return ConnectionStatistics(
+            writes=self._writes,
+            fins=self._fins,
+            rdys=self._rdys,
+            publish_commands=self._batcher.commands,
+            published=self._batcher.messages,
+        )
+
+    def _send_batch(self, batch: Batch[_Pending]) -> None:
+        """Queue a batch the batcher released, with the slot its answer resolves."""
+        if self._closed.is_set():
+            for waiter in batch.waiters:
+                waiter.fail(ConnectionClosed(self.address, self._close_reason))
+            return
+        self._pending.append(_BatchAnswer(self, batch))
+        self._write_nowait(batch.encode())
+
+    def _batch_answered(self, batch: Batch[_Pending]) -> None:
+        for ready in self._batcher.answered(batch):
+            self._send_batch(ready)
 
     async def mpub(self, topic: str, bodies: list[bytes]) -> None:
         """Publish a batch atomically (``MPUB``); raises as `pub`."""
@@ -595,15 +766,18 @@ class Connection:
             ConnectionClosed: the connection is gone.
         """
         self.rdy_count = count
+        self._rdys += 1
         await self._write(encode_command(Rdy(count)))
 
     async def fin(self, msg_id: bytes) -> None:
         """``FIN`` a message by ID; raises `ConnectionClosed` if gone."""
         await self._write(encode_command(Fin(msg_id)))
+        self._fins += 1
 
     def fin_nowait(self, msg_id: bytes) -> None:
         """``FIN`` a message by ID without a checkpoint; see `Message.fin_nowait`."""
         self._write_nowait(b"FIN %s\n" % msg_id)
+        self._fins += 1
 
     async def req(self, msg_id: bytes, delay: float = 0.0) -> None:
         """``REQ`` a message by ID with a delay in seconds; raises as `fin`."""
@@ -639,6 +813,15 @@ def check_topic(topic: str) -> None:
 def _valid_topic(topic: str) -> bool:
     """`is_valid_topic_name`, remembered: a publisher names the same few topics."""
     return is_valid_topic_name(topic)
+
+
+def _copy_error(error: BaseException) -> BaseException:
+    """A fresh instance of ``error`` for one more caller (each raise owns its traceback)."""
+    if isinstance(error, NSQError):
+        return NSQError(error.code, error.description)
+    if isinstance(error, ConnectionClosed):
+        return ConnectionClosed(error.address, error.reason)
+    return error
 
 
 def _describe(exc: BaseException) -> str:

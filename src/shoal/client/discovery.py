@@ -45,17 +45,18 @@ class Endpoint:
         host: the address to dial (the node's ``broadcast_address``).
         tcp_port: the NSQ TCP port.
         http_port: the HTTP API port.
+        tcp_address: ``host:tcp_port``, derived.
     """
 
     name: str
     host: str
     tcp_port: int
     http_port: int
+    # Made once: every publish looks its connection up by it.
+    tcp_address: str = dataclasses.field(init=False, repr=False, compare=False)
 
-    @property
-    def tcp_address(self) -> str:
-        """``host:tcp_port``."""
-        return format_address(self.host, self.tcp_port)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tcp_address", format_address(self.host, self.tcp_port))
 
     @property
     def http_address(self) -> str:

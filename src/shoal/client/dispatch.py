@@ -59,6 +59,7 @@ class HandlerPool(Generic[T]):
         self._busy = 0  # workers inside ``handle``
         self._idle = trio.lowlevel.ParkingLot()
         self._poked = trio.Event()
+        self._poke_pending = False  # `_poked` is set and the spreader has not run yet
         self._settled = trio.Event()
         self.wakeups = 0  # worker wake-ups and starts (for tests and benchmarks)
         nursery.start_soon(self._spread)
@@ -75,7 +76,8 @@ class HandlerPool(Generic[T]):
     def put(self, item: T) -> None:
         """Queue one item for the handler; never blocks (the caller bounds the queue)."""
         self._queue.append(item)
-        self._poke()
+        if not self._poke_pending:
+            self._poke()
 
     def take_all(self) -> list[T]:
         """Remove and return every item not yet handed to the handler."""
@@ -90,12 +92,14 @@ class HandlerPool(Generic[T]):
             await self._settled.wait()
 
     def _poke(self) -> None:
+        self._poke_pending = True
         self._poked.set()
 
     async def _spread(self) -> None:
         while True:
             await self._poked.wait()
             self._poked = trio.Event()
+            self._poke_pending = False
             # Every awake worker is inside a handler that yielded: the queued
             # items would wait for it, so one more worker takes them.
             if self._queue and self._busy == self._awake:
@@ -118,7 +122,7 @@ class HandlerPool(Generic[T]):
         while True:
             while queue:
                 item = queue.popleft()
-                if queue:
+                if queue and not self._poke_pending:
                     self._poke()
                 self._busy += 1
                 try:

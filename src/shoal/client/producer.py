@@ -308,7 +308,35 @@ class Producer:
         """
         if defer > 0:
             return await self._send(topic, key, 1, lambda c: c.dpub(topic, body, defer))
-        return await self._send(topic, key, 1, lambda c: c.pub(topic, body))
+        op = lambda c: c.pub(topic, body)  # noqa: E731
+        if self._down_until:
+            return await self._send(topic, key, 1, op)
+        # The usual case written out (every node up, the first choice's
+        # connection open): a publish is one call deep, not three.
+        hash_key = topic if key is None else key
+        hash_bytes = hash_key if isinstance(hash_key, bytes) else hash_key.encode()
+        ordered = self.strategy.order(self._endpoints, hash_bytes)
+        if not ordered:
+            return await self._send(topic, key, 1, op, ordered=ordered)
+        endpoint = ordered[0]
+        conn = self._connections.get(endpoint.tcp_address)
+        if conn is None or conn.closed:
+            return await self._send(topic, key, 1, op, ordered=ordered)
+        try:
+            await conn.pub(topic, body)
+        except NSQError as exc:
+            if exc.code not in _NODE_FAILURES:
+                raise
+            error: Exception = exc
+        except NodeUnavailable as exc:
+            error = exc
+        else:
+            self._published += 1
+            return endpoint
+        self._failed(endpoint, error)
+        tried = {endpoint.tcp_address}
+        errors = [f"{endpoint.tcp_address}: {error}"]
+        return await self._send(topic, key, 1, op, tried=tried, errors=errors)
 
     async def mpublish(
         self, topic: str, bodies: Sequence[bytes], *, key: bytes | str | None = None
@@ -325,19 +353,33 @@ class Producer:
         key: bytes | str | None,
         count: int,
         op: Callable[[Connection], Awaitable[None]],
+        *,
+        tried: set[str] | None = None,
+        errors: list[str] | None = None,
+        ordered: list[Endpoint] | None = None,
     ) -> Endpoint:
+        """Try ``op`` on each candidate in turn until one succeeds.
+
+        ``tried`` endpoints (with their ``errors``) are skipped; ``ordered``
+        is the strategy's order for the first round when the caller already
+        asked for it (a round-robin must not turn twice for one publish).
+        """
         check_topic(topic)
         hash_key = topic if key is None else key
         hash_bytes = hash_key.encode() if isinstance(hash_key, str) else hash_key
-        errors: list[str] = []
-        tried: set[str] = set()
+        errors = [] if errors is None else errors
+        tried = set() if tried is None else tried
         # Two rounds: the endpoints known now, then those a fresh member list
         # adds (a node that replaced the dead ones).
         for round_ in range(2):
             if round_ == 1:
                 with contextlib.suppress(NoNodesAvailable):
                     await self.refresh()
-            for endpoint in self.candidates(hash_bytes):
+            if round_ == 0 and ordered is not None and not self._down_until:
+                candidates = ordered
+            else:
+                candidates = self.candidates(hash_bytes)
+            for endpoint in candidates:
                 address = endpoint.tcp_address
                 if address in tried:
                     continue

@@ -18,6 +18,12 @@ the producer set of ``T`` differs from the one ``V`` named (or the wait
 ends), and every ``/lookup`` reply carries ``version``, an opaque string
 naming its producer set. Clients that do not send ``wait`` see nsqlookupd's
 behaviour (the extra key is ignored by every NSQ client).
+
+A producer of a replicated topic carries three more keys, which NSQ
+clients ignore as well: ``replication_factor``, ``replicas`` (the members
+holding copies, in the order that decides who adopts) and, in the answer of
+the owner itself, ``replication_lag`` (records each replica has not yet
+acknowledged). A topic of factor 1 is answered exactly as nsqlookupd does.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from shoal import __version__
 from shoal.cluster.http_server import Request, Response, Router
 from shoal.config import TAG_PREFIX
 from shoal.queue.names import is_valid_channel_name, is_valid_topic_name
+from shoal.replication.placement import replicas
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -117,6 +124,38 @@ class LookupAPI:
             "version": info.version,
         }
 
+    def _brokers(self) -> list[str]:
+        """The live members with a broker: the candidates of replica placement."""
+        registry = self.routing.registry
+        out = []
+        for owner in registry.owners():
+            info = registry.info(owner)
+            if info is not None and info.tcp_port and self.routing.alive(owner):
+                out.append(owner)
+        return out
+
+    def _replication(self, topic: str, producer: Producer, brokers: list[str]) -> dict[str, Any]:
+        """The replication fields of a producer of a replicated ``topic`` (added to nsqlookupd's).
+
+        ``replicas`` comes from the factor the producer gossips with the
+        topic and the placement it runs itself, over this node's view of the
+        live brokers; ``replication_lag`` (records each replica has not
+        acknowledged) only the owner knows, so it is present when this node
+        is that producer, and the owner's ``/stats`` has it otherwise.
+        """
+        factor = self.routing.registry.factor(producer.node, topic)
+        if factor <= 1:
+            return {}  # an unreplicated topic keeps nsqlookupd's shape exactly
+        fields: dict[str, Any] = {
+            "replication_factor": factor,
+            "replicas": list(replicas(producer.node, topic, brokers, factor)),
+        }
+        if producer.node == self.routing.registry.name:
+            lag = self.routing.lag_of(topic)
+            if lag is not None:
+                fields["replication_lag"] = lag
+        return fields
+
     def _lookup(self, topic: str) -> tuple[list[str], list[Producer]] | None:
         return self.routing.registry.lookup(topic, self.routing.alive, wall=self.routing.wall())
 
@@ -159,11 +198,16 @@ class LookupAPI:
         if result is None:
             return Response.error(404, "TOPIC_NOT_FOUND")
         channels, producers = result
+        brokers = self._brokers()
         return Response.json(
             {
                 "channels": channels,
                 # A member without a broker (shoal nsqlookupd) is no producer.
-                "producers": [self._producer(p) for p in producers if p.info.tcp_port],
+                "producers": [
+                    self._producer(p) | self._replication(topic, p, brokers)
+                    for p in producers
+                    if p.info.tcp_port
+                ],
                 "version": self._version(result),
             }
         )

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from shoal.cluster.adoptions import Adoptions
 from shoal.cluster.replica_store import ReplicaStore
 from shoal.config import MAX_REPLICATION_FACTOR
 from shoal.errors import LocalProtocolError, RemoteProtocolError
@@ -229,6 +230,8 @@ class Replication:
         self.adopted: dict[tuple[str, str], int] = {}
         self.adopted_messages = 0
         self.failed_publishes = 0
+        #: Announces adoptions in the registry and drops what others adopted.
+        self.adoptions: Adoptions | None = None
         self._nursery: trio.Nursery | None = None
         if store is not None:
             self.held.update(store.restore())
@@ -567,7 +570,7 @@ class Replication:
         for channel in held.channels:
             self.broker.get_or_create_channel(name, channel, now)
         count = 0
-        last = b""
+        first = last = b""
         for record in held.snapshot().records:
             if not isinstance(record, Publish):
                 continue
@@ -579,7 +582,10 @@ class Replication:
             )
             count += len(record.ids)
             last = max(last, *record.ids)
+            first = min(first or last, *record.ids)
         self.adopted[owner, name] = count
+        if count and self.adoptions is not None:
+            self.adoptions.announce(owner, name, first, last, count)
         self.adopted_messages += count
         log.warning(
             "adopted topic %s of dead member %s: %d unfinished message(s), last ID %s",
@@ -629,7 +635,16 @@ class Replication:
             ],
             "adopted_messages": self.adopted_messages,
             "failed_publishes": self.failed_publishes,
+            **({"adoptions": self.adoptions.statistics()} if self.adoptions is not None else {}),
         }
+
+    def lag_of(self, topic: str) -> dict[str, int] | None:
+        """Records each replica of our ``topic`` has not acknowledged; None when not ours."""
+        owned = self.owned.get(topic)
+        if owned is None:
+            return None
+        stats = owned.core.statistics()
+        return {replica: stats.lag(replica) for replica in sorted(stats.watermarks)}
 
 
 def _load_factors(path: str | None) -> dict[str, int]:
@@ -686,6 +701,24 @@ async def start_replication(node: Node, nursery: trio.Nursery) -> Replication:
         kick_backlog=node.kick_backlog,
     )
     await nursery.start(replication.serve)
+    routing = node.routing
+    if routing is not None:
+        routing.factor_of = replication.factor_of
+        routing.lag_of = replication.lag_of
+        routing.republish_replicated()
+        adoptions = Adoptions(
+            node.driver.name,
+            node.broker,
+            routing,
+            wall=time.time,
+            monotonic=time.monotonic,
+            node_id=config.queue.node_id,
+        )
+        replication.adoptions = adoptions
+        nursery.start_soon(adoptions.run)
+        # A restarted owner learns the adoptions of its topics before it serves.
+        restored = any(replication.factor_of(name) > 1 for name in node.broker.topics)
+        await adoptions.wait_for_view(needed=restored and bool(config.seeds))
     node.tcp.replicator = replication
     node.http_api.replicator = replication
     node.http_api.set_replication_factor = replication.set_factor

@@ -92,6 +92,13 @@ class TopicRouting:
         self._wall = wall
         self._monotonic = monotonic
         self._wake = trio.Event()
+        #: The replication factor of a topic of this node's broker, gossiped
+        #: with the topic; set by the replication service (1 until then).
+        self.factor_of: Callable[[str], int] = _unreplicated
+        #: Records each replica of one of this node's topics has not
+        #: acknowledged (None when the topic is not replicated here); set
+        #: by the replication service, read by ``/lookup``.
+        self.lag_of: Callable[[str], dict[str, int] | None] = _no_lag
         gossip.wake = self._wake.set
         gossip.announce()
         for topic in broker.topics.values():
@@ -139,9 +146,19 @@ class TopicRouting:
         if topic is None or topic.deleted:
             return
         entry = self.registry.set_topic(
-            name, topic.channels.keys(), wall=self._wall(), now=self._monotonic()
+            name,
+            topic.channels.keys(),
+            wall=self._wall(),
+            now=self._monotonic(),
+            factor=self.factor_of(name),
         )
         self._send(entry)
+
+    def republish_replicated(self) -> None:
+        """Announce the replicated topics again, now that `factor_of` knows their factor."""
+        for name in list(self.broker.topics):
+            if self.factor_of(name) > 1:
+                self._publish_topic(name)
 
     def known_channels(self, topic: str) -> list[str]:
         """Non-ephemeral channels the cluster knows for ``topic`` (pre-created locally)."""
@@ -272,6 +289,16 @@ class TopicRouting:
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
                 trio.EndOfChannel, StreamError, RemoteProtocolError) as exc:  # fmt: skip
             log.debug("registry sync with %s failed: %r", address, exc)
+
+
+def _unreplicated(topic: str) -> int:
+    del topic
+    return 1
+
+
+def _no_lag(topic: str) -> dict[str, int] | None:
+    del topic
+    return None
 
 
 def _numeric(address: str | None) -> str | None:

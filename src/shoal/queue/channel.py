@@ -195,6 +195,11 @@ class Channel:
             a deadline earlier than `announced_deadline`.
         on_finish: None, or called with each message ID finished (FIN) once
             it is gone; a replicated topic forwards FINs to its replicas.
+        discard: None, or true of a message ID that must never be delivered
+            again from here: a returning owner's messages that another
+            member adopted. Such a message is finished (``on_finish``
+            included) when it reaches delivery instead of being handed out,
+            whether it waited in memory, on disk, deferred or timed out.
     """
 
     __slots__ = (
@@ -216,6 +221,7 @@ class Channel:
         "_seq",
         "_waiting",
         "deleted",
+        "discard",
         "e2e",
         "ephemeral",
         "message_count",
@@ -249,6 +255,7 @@ class Channel:
         self.on_wake: Callable[[int], None] = _no_wake
         self.on_deadline: Callable[[Channel, float], None] = _no_deadline_hook
         self.on_finish: Callable[[bytes], None] | None = None
+        self.discard: Callable[[bytes], bool] | None = None
         self._mem_size = config.mem_queue_size
         self._max_msg_timeout = config.max_msg_timeout
         self._backend = backend
@@ -627,29 +634,11 @@ class Channel:
         """
         if self.paused or limit <= 0:
             return []
-        batches = self._take_memory(limit) if self._mem_count else []
-        tickets = [_NO_TICKET] * len(batches)
-        missing = limit - sum([len(batch[0]) for batch in batches])
-        if missing > 0:
-            backend = self._backend
-            if backend.depth:
-                records, taken = backend.take_many(missing)
-                if taken.count(_NO_TICKET) == len(taken):
-                    # Nothing to acknowledge: the records' runs are delivered
-                    # as batches, one in-flight key per run.
-                    for ids, bodies, timestamp, attempts in decode_message_batches(records):
-                        batches.append((ids, bodies, timestamp, attempts + 1))
-                        tickets.append(_NO_TICKET)
-                else:
-                    # Each record keeps its own ticket, so it is a batch of one.
-                    for record, ticket in zip(records, taken, strict=True):
-                        msg = decode_message(record)
-                        batches.append(((msg.id,), (msg.body,), msg.timestamp, msg.attempts + 1))
-                        tickets.append(ticket)
-                if self._durable:
-                    backend.note_reads()  # one small write per delivery round
-            if not batches:
-                return batches
+        batches, tickets = self._take(limit)
+        if self.discard is not None and batches:
+            batches, tickets = self._without_discarded(batches, tickets, limit)
+        if not batches:
+            return batches
         deadline = now + timeout
         in_flight = self._in_flight
         heap = self._heap
@@ -688,6 +677,79 @@ class Channel:
             # Served: it queues again at the back when it next goes idle.
             del self._waiting[client_id]
         return batches
+
+    def _take(self, limit: int) -> tuple[list[MessageBatch], list[int]]:
+        """Up to ``limit`` ready messages, memory first, with their backend tickets."""
+        batches = self._take_memory(limit) if self._mem_count else []
+        tickets = [_NO_TICKET] * len(batches)
+        missing = limit - sum([len(batch[0]) for batch in batches])
+        if missing > 0:
+            backend = self._backend
+            if backend.depth:
+                records, taken = backend.take_many(missing)
+                if taken.count(_NO_TICKET) == len(taken):
+                    # Nothing to acknowledge: the records' runs are delivered
+                    # as batches, one in-flight key per run.
+                    for ids, bodies, timestamp, attempts in decode_message_batches(records):
+                        batches.append((ids, bodies, timestamp, attempts + 1))
+                        tickets.append(_NO_TICKET)
+                else:
+                    # Each record keeps its own ticket, so it is a batch of one.
+                    for record, ticket in zip(records, taken, strict=True):
+                        msg = decode_message(record)
+                        batches.append(((msg.id,), (msg.body,), msg.timestamp, msg.attempts + 1))
+                        tickets.append(ticket)
+                if self._durable:
+                    backend.note_reads()  # one small write per delivery round
+        return batches, tickets
+
+    def _without_discarded(
+        self, batches: list[MessageBatch], tickets: list[int], limit: int
+    ) -> tuple[list[MessageBatch], list[int]]:
+        """Finish the taken messages `discard` names, and take others in their place."""
+        discard = self.discard
+        assert discard is not None
+        on_finish = self.on_finish
+        kept: list[MessageBatch] = []
+        kept_tickets: list[int] = []
+        count = 0
+        # Bounded: a pass that drops nothing ends the loop, and every other
+        # pass takes at least one message out of the queues for good.
+        while batches:
+            dropped = 0
+            for batch, ticket in zip(batches, tickets, strict=True):
+                ids, bodies, timestamp, attempts = batch
+                gone = [discard(msg_id) for msg_id in ids]
+                if not any(gone):
+                    kept.append(batch)
+                    kept_tickets.append(ticket)
+                    count += len(ids)
+                    continue
+                keep = [i for i, flag in enumerate(gone) if not flag]
+                dropped += len(ids) - len(keep)
+                if on_finish is not None:
+                    for msg_id, flag in zip(ids, gone, strict=True):
+                        if flag:
+                            on_finish(msg_id)
+                if ticket != _NO_TICKET:
+                    # A backend batch holds one message: this one, dropped.
+                    self._backend.ack_many((ticket,))
+                    continue
+                if keep:
+                    kept.append(
+                        (
+                            tuple(ids[i] for i in keep),
+                            tuple(bodies[i] for i in keep),
+                            timestamp,
+                            attempts,
+                        )
+                    )
+                    kept_tickets.append(_NO_TICKET)
+                    count += len(keep)
+            if not dropped or count >= limit:
+                break
+            batches, tickets = self._take(limit - count)
+        return kept, kept_tickets
 
     def _take_memory(self, limit: int) -> list[MessageBatch]:
         """Pop up to ``limit`` messages from memory as batches, attempts + 1."""

@@ -36,6 +36,7 @@ __all__ = [
     "decode_message_batches",
     "encode_message",
     "encode_message_fields",
+    "node_of",
 ]
 
 ID_SIZE = 16
@@ -146,6 +147,17 @@ def decode_message_batches(records: Sequence[bytes]) -> list[MessageBatch]:
     return out
 
 
+def node_of(msg_id: bytes) -> int | None:
+    """The node ID a `MessageIDGenerator` wrote into ``msg_id`` (None: not 16 hex digits)."""
+    if len(msg_id) != 16:
+        return None
+    try:
+        value = int(msg_id, 16)
+    except ValueError:
+        return None
+    return (value >> _SEQ_BITS) & ((1 << _NODE_BITS) - 1)
+
+
 class MessageIDGenerator:
     """Hands out unique, increasing message IDs for one topic on one node."""
 
@@ -172,6 +184,23 @@ class MessageIDGenerator:
                 self._seq = 0
         value = (self._last_tick << (_NODE_BITS + _SEQ_BITS)) | self._node_bits | self._seq
         return b"%016x" % (value & 0xFFFFFFFFFFFFFFFF)
+
+    def advance_past(self, msg_id: bytes) -> None:
+        """Make every later ID greater than ``msg_id``, whatever the clock says.
+
+        An ID that is not 16 hex digits is ignored.
+        """
+        try:
+            value = int(msg_id, 16)
+        except ValueError:
+            return
+        if len(msg_id) != 16:
+            return
+        tick = value >> (_NODE_BITS + _SEQ_BITS)
+        if tick >= self._last_tick:
+            # The next ID borrows the tick after it (see `next_id`).
+            self._last_tick = tick
+            self._seq = _SEQ_MASK
 
     def next_ids(self, now_ns: int, count: int) -> list[bytes]:
         """Return ``count`` IDs at once, as ``next_id`` called ``count`` times would.

@@ -209,6 +209,15 @@ class Topic:
         else:
             self._hold(ids, held, ts, defer)
 
+    def ids_after(self, msg_id: bytes) -> None:
+        """Give every message published from now on an ID above ``msg_id``.
+
+        A returning owner calls it with the highest of its IDs another member
+        adopted, so no message it accepts later falls in an adopted range,
+        even if its clock went back across a restart.
+        """
+        self._ids.advance_past(msg_id)
+
     def new_ids(self, ts: int, count: int) -> tuple[bytes, ...]:
         """Fresh message IDs for a publish at ``ts`` whose messages are placed later."""
         if count == 1:

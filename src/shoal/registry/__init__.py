@@ -15,6 +15,8 @@ from shoal.registry.gossip import (
     broadcast_of,
 )
 from shoal.registry.store import (
+    ADOPTION_TTL,
+    Adoption,
     Entry,
     NodeInfo,
     OwnerDelta,
@@ -27,9 +29,11 @@ from shoal.registry.store import (
 )
 
 __all__ = [
+    "ADOPTION_TTL",
     "MAX_BROADCAST_KEY",
     "REGISTRY_TAG",
     "SYNC_INTERVAL",
+    "Adoption",
     "Entry",
     "NodeInfo",
     "OwnerDelta",

@@ -129,6 +129,10 @@ class RegistryGossip:
         messages_dropped: owner states refused because they carry another
             generation than the one membership admitted for that owner (see
             `attach`).
+        exchanges_applied: deltas merged from digest exchanges; above zero,
+            this node has caught up with at least one peer's whole view
+            (what a returning owner waits for before it serves, so it knows
+            the adoptions of its topics).
     """
 
     def __init__(
@@ -144,6 +148,8 @@ class RegistryGossip:
         self.pending: list[Address] = []
         self.messages_applied = 0
         self.messages_dropped = 0
+        self.exchanges_applied = 0
+        self._exchange_listeners: list[Callable[[], None]] = []
         self._identity: Callable[[str], int | None] | None = None
         self._broadcast: Callable[[str, bytes], None] = _ignore_broadcast
         self._member: Callable[[str], Member | None] = _no_member
@@ -329,3 +335,10 @@ class RegistryGossip:
         for part in decode_delta(delta):
             if self._admitted(part):
                 self.registry.apply_delta(part, now)
+        self.exchanges_applied += 1
+        for fn in self._exchange_listeners:
+            fn()
+
+    def add_exchange_listener(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` after every delta merged from an exchange."""
+        self._exchange_listeners.append(fn)

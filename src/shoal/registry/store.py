@@ -28,7 +28,10 @@ Keys (all strings, values CBOR-friendly):
 - ``info``: the owner's addresses as a producer (broadcast address, host
   name, TCP and HTTP ports, version string).
 - ``t:<topic>``: the owner's broker holds the topic; value ``{"c": [channels],
-  "at": ns}``, where ``at`` is the wall time of the last change.
+  "at": ns}``, where ``at`` is the wall time of the last change, plus
+  ``"f": factor`` when the topic is replicated (factor above 1), so every
+  node can compute its replicas with the owner's own placement
+  (`shoal.replication.placement`) from its membership view.
 - ``k:<topic>``: a topic (and channels) registered through the owner's
   lookup API without a producer (``/topic/create``, ``/channel/create``).
 - ``d:<topic>`` and ``d:<topic>/<channel>``: a delete ordered through the
@@ -36,6 +39,12 @@ Keys (all strings, values CBOR-friendly):
   that key written before ``at``, cluster-wide.
 - ``x:<topic>@<host:http_port>``: a producer tombstone (``/topic/tombstone``)
   hiding that producer of that topic until the value's wall time.
+- ``a:<topic>@<owner>``: the owner's messages of that topic this node
+  adopted after the owner was declared dead; value ``{"r": [[lo, hi,
+  count, at], ...]}``, one range of message IDs per adoption, newest last
+  (`Adoption`). Only the adopter writes it; it drops ranges older than
+  `ADOPTION_TTL` (`expire_adoptions`) and keeps at most
+  `MAX_ADOPTION_RANGES`, so the state stays bounded.
 
 Views (`lookup`, `topics`, `channels`, `nodes`) are computed over these
 states, with liveness given by the caller: producers on dead or left members
@@ -57,6 +66,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
 __all__ = [
+    "ADOPTION_TTL",
+    "MAX_ADOPTION_RANGES",
+    "Adoption",
     "Entry",
     "NodeInfo",
     "OwnerDelta",
@@ -77,6 +89,15 @@ MAX_ENTRIES = 1_000_000
 #: Longest entry key we accept from a peer (``t:`` plus a 64-character topic
 #: and channel fits with room to spare).
 MAX_KEY = 256
+#: Seconds an adoption stays announced. An owner that returns later than
+#: this with its disk delivers what was adopted again (duplicates, never a
+#: loss); within it, it drops them.
+ADOPTION_TTL = 24 * 3600.0
+#: Adoption ranges kept per (topic, owner) by one adopter, newest last: a
+#: topic adopted again before the older range expired keeps both.
+MAX_ADOPTION_RANGES = 16
+#: Length of a message ID (16 lowercase hex digits, docs/nsq.md).
+_ID_LENGTH = 16
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,6 +163,66 @@ class Producer:
     def http_id(self) -> str:
         """``broadcast_address:http_port``, the ``node`` of /topic/tombstone."""
         return f"{self.info.broadcast_address}:{self.info.http_port}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Adoption:
+    """One adoption of a dead owner's topic, as the adopter announced it.
+
+    The adopter took every message it held of the owner's topic: a prefix
+    of the owner's records of one life, minus what it knew was finished.
+    The owner's IDs of one topic increase in publish order within a life,
+    and are time-ordered across lives, so every message of that owner and
+    topic whose ID lies in ``[lo, hi]`` was either adopted or already
+    finished: the owner may drop all of them and deliver none again. IDs
+    compare as bytes (fixed-width lowercase hex).
+
+    Attributes:
+        adopter: the member that adopted.
+        owner: the member whose messages were adopted.
+        topic: the topic name.
+        lo: the lowest adopted message ID.
+        hi: the highest adopted message ID.
+        count: how many messages were adopted.
+        at: wall time of the adoption, nanoseconds.
+    """
+
+    adopter: str
+    owner: str
+    topic: str
+    lo: bytes
+    hi: bytes
+    count: int
+    at: int
+
+    def covers(self, msg_id: bytes) -> bool:
+        """Whether the owner's message ``msg_id`` was adopted (or finished) in this adoption."""
+        return self.lo <= msg_id <= self.hi
+
+
+def _adoption_key(topic: str, owner: str) -> str:
+    return f"a:{topic}@{owner}"
+
+
+def _is_id(value: object) -> TypeGuard[bytes]:
+    return isinstance(value, bytes) and len(value) == _ID_LENGTH
+
+
+def _ranges(value: Any) -> list[list[Any]]:
+    """The well-formed ``[lo, hi, count, at]`` ranges of an ``a:`` value (others ignored)."""
+    if not isinstance(value, dict) or not isinstance(value.get("r"), list):
+        return []
+    return [
+        item
+        for item in value["r"]
+        if isinstance(item, list)
+        and len(item) == 4
+        and _is_id(item[0])
+        and _is_id(item[1])
+        and item[0] <= item[1]
+        and _is_int(item[2])
+        and _is_int(item[3])
+    ]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -215,6 +296,8 @@ class Registry:
         self._version = 0
         #: Bumped on every applied change; views cache against it.
         self.change_count = 0
+        #: Bumped on every change to an adoption (``a:``) entry of any state.
+        self.adoption_changes = 0
         self._listeners: list[Callable[[], None]] = []
         self._write("info", info.to_wire(), now)
 
@@ -236,6 +319,8 @@ class Registry:
 
     def _write(self, key: str, value: Any, now: float) -> Entry:
         self._version += 1
+        if key.startswith("a:"):
+            self.adoption_changes += 1
         self._own.entries[key] = _Slot(value, self._version, now)
         self._own.watermark = self._version
         self._changed()
@@ -250,9 +335,13 @@ class Registry:
         """Record this node's (possibly changed) producer addresses."""
         return self._write("info", info.to_wire(), now)
 
-    def set_topic(self, topic: str, channels: Iterable[str], *, wall: float, now: float) -> Entry:
-        """This node's broker holds ``topic`` with exactly ``channels``."""
-        value = {"c": sorted(channels), "at": int(wall * 1e9)}
+    def set_topic(
+        self, topic: str, channels: Iterable[str], *, wall: float, now: float, factor: int = 1
+    ) -> Entry:
+        """This node's broker holds ``topic`` with ``channels``, replicated ``factor`` times."""
+        value: dict[str, Any] = {"c": sorted(channels), "at": int(wall * 1e9)}
+        if factor > 1:
+            value["f"] = factor
         return self._write(f"t:{topic}", value, now)
 
     def remove_topic(self, topic: str, now: float) -> Entry | None:
@@ -282,6 +371,34 @@ class Registry:
     def tombstone(self, topic: str, http_id: str, *, until: float, now: float) -> Entry:
         """Hide producer ``http_id`` of ``topic`` from /lookup until wall time ``until``."""
         return self._write(f"x:{topic}@{http_id}", int(until * 1e9), now)
+
+    def adopt(
+        self, topic: str, owner: str, lo: bytes, hi: bytes, count: int, *, wall: float, now: float
+    ) -> Entry:
+        """Announce that this node adopted ``owner``'s messages of ``topic`` with IDs in [lo, hi].
+
+        The range joins those still announced for the pair (the oldest go
+        beyond `MAX_ADOPTION_RANGES`).
+        """
+        key = _adoption_key(topic, owner)
+        slot = self._own.entries.get(key)
+        ranges = _ranges(slot.value) if slot is not None else []
+        ranges.append([lo, hi, count, int(wall * 1e9)])
+        return self._write(key, {"r": ranges[-MAX_ADOPTION_RANGES:]}, now)
+
+    def expire_adoptions(self, *, wall: float, now: float) -> list[Entry]:
+        """Drop this node's adoption ranges older than `ADOPTION_TTL`; the entries written."""
+        floor = int((wall - ADOPTION_TTL) * 1e9)
+        out = []
+        for key, slot in list(self._own.entries.items()):
+            if not key.startswith("a:") or slot.value is None:
+                continue
+            ranges = _ranges(slot.value)
+            kept = [item for item in ranges if item[3] > floor]
+            if len(kept) == len(ranges) and ranges:
+                continue
+            out.append(self._write(key, {"r": kept} if kept else None, now))
+        return out
 
     # -- gossip -----------------------------------------------------------------
 
@@ -354,6 +471,8 @@ class Registry:
         entries = list(entries)
         st = self._states.get(owner)
         if st is None or generation > st.generation:
+            if st is not None and any(k.startswith("a:") for k in st.entries):
+                self.adoption_changes += 1
             st = _State(generation)
             self._states[owner] = st
             changed = True
@@ -366,6 +485,8 @@ class Registry:
             for key in [k for k in st.entries if k not in keep]:
                 del st.entries[key]
                 changed = True
+                if key.startswith("a:"):
+                    self.adoption_changes += 1
             st.watermark = 0
             st.pending = None
         held = st.entries
@@ -375,6 +496,8 @@ class Registry:
             if slot is None or version > slot.version:
                 held[entry.key] = _Slot(entry.value, version, now)
                 changed = True
+                if entry.key.startswith("a:"):
+                    self.adoption_changes += 1
             if version == st.watermark + 1 and not st.pending:
                 st.watermark = version  # in order, as nearly always: no set work
             elif version > st.watermark:
@@ -399,7 +522,10 @@ class Registry:
 
     def forget(self, owner: str) -> None:
         """Drop everything known of ``owner`` (a member gone for good)."""
-        if owner != self.name and self._states.pop(owner, None) is not None:
+        st = self._states.pop(owner, None) if owner != self.name else None
+        if st is not None:
+            if any(k.startswith("a:") for k in st.entries):
+                self.adoption_changes += 1
             self._changed()
 
     def collect(self, now: float) -> None:
@@ -538,6 +664,38 @@ class Registry:
             producer = Producer(owner, info)
             topics = sorted(by_owner.get(owner, []))
             out.append((producer, topics, [(t, producer.http_id) in tombstoned for t in topics]))
+        return out
+
+    def factor(self, owner: str, topic: str) -> int:
+        """The replication factor ``owner`` announced for its ``topic`` (1 when none)."""
+        st = self._states.get(owner)
+        slot = st.entries.get(f"t:{topic}") if st is not None else None
+        value = slot.value if slot is not None else None
+        factor = value.get("f") if isinstance(value, dict) else None
+        return factor if isinstance(factor, int) and _is_int(factor) and factor >= 1 else 1
+
+    def adoptions(self, owner: str | None = None) -> list[Adoption]:
+        """Every announced adoption (of ``owner``'s topics only, when given), whoever adopted."""
+        out = []
+        for adopter, st in self._states.items():
+            for key, slot in st.entries.items():
+                if not key.startswith("a:") or slot.value is None:
+                    continue
+                topic, _, named = key[2:].partition("@")
+                if owner is not None and named != owner:
+                    continue
+                out += [
+                    Adoption(
+                        adopter=adopter,
+                        owner=named,
+                        topic=topic,
+                        lo=item[0],
+                        hi=item[1],
+                        count=item[2],
+                        at=item[3],
+                    )
+                    for item in _ranges(slot.value)
+                ]
         return out
 
     def producer_set(

@@ -1,0 +1,154 @@
+"""The publish batcher as a pure core: which publishes share a command, counted."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shoal.client.batching import Batch, PublishBatcher
+from shoal.errors import LocalProtocolError
+from shoal.queue.commands import CommandDecoder, Mpub, Pub
+from shoal.queue.frames import MAGIC_V2
+
+
+def decode(data: bytes) -> object:
+    decoder = CommandDecoder(
+        max_msg_size=1 << 20, max_body_size=1 << 22, max_req_timeout_ms=1000, max_rdy_count=10
+    )
+    decoder.receive_data(MAGIC_V2 + data)
+    command = decoder.next_command()
+    assert decoder.next_command() is None
+    return command
+
+
+def test_batcher_sends_a_lone_publish_at_once_as_pub() -> None:
+    batcher: PublishBatcher[int] = PublishBatcher(depth=1)
+    (batch,) = batcher.add("t", b"a", 0)
+    assert batch.waiters == [0]
+    assert decode(batch.encode()) == Pub("t", b"a")
+    assert batcher.in_flight("t") == 1
+
+
+def test_batcher_gathers_while_the_topic_is_in_flight() -> None:
+    batcher: PublishBatcher[int] = PublishBatcher(depth=1)
+    (first,) = batcher.add("t", b"a", 0)
+    assert [batcher.add("t", b"%d" % i, i) for i in range(1, 6)] == [[]] * 5
+    assert batcher.gathering("t") == 5
+    (second,) = batcher.answered(first)
+    assert second.waiters == [1, 2, 3, 4, 5]
+    assert decode(second.encode()) == Mpub("t", [b"1", b"2", b"3", b"4", b"5"])
+    assert (batcher.commands, batcher.messages) == (2, 6)
+    assert batcher.answered(second) == []
+    assert batcher.in_flight("t") == 0
+
+
+def test_batcher_depth_lets_that_many_go_alone() -> None:
+    batcher: PublishBatcher[int] = PublishBatcher(depth=3)
+    sent = [batcher.add("t", b"x", i) for i in range(5)]
+    assert [len(out) for out in sent] == [1, 1, 1, 0, 0]
+    assert batcher.gathering("t") == 2
+
+
+def test_batcher_topics_gather_apart() -> None:
+    batcher: PublishBatcher[str] = PublishBatcher(depth=1)
+    assert len(batcher.add("t", b"x", "t0")) == 1
+    assert len(batcher.add("u", b"x", "u0")) == 1  # another topic is not in flight
+    assert batcher.add("t", b"y", "t1") == []
+    assert (batcher.gathering("t"), batcher.gathering("u")) == (1, 0)
+
+
+def test_batcher_sends_a_full_batch_at_once() -> None:
+    batcher: PublishBatcher[int] = PublishBatcher(max_bytes=30, depth=1)
+    batcher.add("t", b"a", 0)
+    assert batcher.add("t", b"x" * 10, 1) == []  # 14 bytes
+    assert batcher.add("t", b"y" * 10, 2) == []  # 28 bytes
+    (full,) = batcher.add("t", b"z" * 10, 3)  # would be 42: the batch leaves
+    assert full.waiters == [1, 2]
+    assert full.size == 28
+    assert batcher.gathering("t") == 1  # the new body starts the next batch
+    assert batcher.in_flight("t") == 2
+
+
+@pytest.mark.parametrize("body", [b"", b"x" * 40])
+def test_batcher_sends_empty_and_oversize_bodies_alone(body: bytes) -> None:
+    batcher: PublishBatcher[int] = PublishBatcher(max_bytes=30, depth=1)
+    batcher.add("t", b"a", 0)
+    assert batcher.add("t", b"b", 1) == []
+    (alone,) = batcher.add("t", body, 2)
+    assert alone.waiters == [2]
+    assert alone.encode() == b"PUB t\n" + len(body).to_bytes(4, "big") + body
+    assert batcher.gathering("t") == 1
+
+
+def test_batcher_with_max_bytes_zero_never_gathers() -> None:
+    batcher: PublishBatcher[int] = PublishBatcher(max_bytes=0, depth=1)
+    assert [len(batcher.add("t", b"x", i)) for i in range(4)] == [1, 1, 1, 1]
+    assert batcher.commands == 4
+
+
+def test_batcher_drain_returns_what_never_left() -> None:
+    batcher: PublishBatcher[int] = PublishBatcher(depth=1)
+    (first,) = batcher.add("t", b"a", 0)
+    batcher.add("t", b"b", 1)
+    (left,) = batcher.drain()
+    assert left.waiters == [1]
+    assert batcher.answered(first) == []  # the connection ended: nothing more leaves
+
+
+def test_batcher_refuses_an_answer_for_a_batch_never_sent() -> None:
+    batcher: PublishBatcher[int] = PublishBatcher()
+    with pytest.raises(LocalProtocolError):
+        batcher.answered(Batch("t"))
+
+
+@pytest.mark.parametrize(("max_bytes", "depth"), [(-1, 1), (10, 0)])
+def test_batcher_refuses_bad_limits(max_bytes: int, depth: int) -> None:
+    with pytest.raises(LocalProtocolError):
+        PublishBatcher(max_bytes=max_bytes, depth=depth)
+
+
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(st.sampled_from("tu"), st.binary(max_size=12)),  # publish
+            st.integers(min_value=0, max_value=7),  # answer the n-th oldest in flight
+        ),
+        max_size=60,
+    ),
+    max_bytes=st.integers(min_value=0, max_value=40),
+    depth=st.integers(min_value=1, max_value=3),
+)
+def test_batcher_sends_every_publish_once_within_its_limits(
+    steps: list[tuple[str, bytes] | int], max_bytes: int, depth: int
+) -> None:
+    batcher: PublishBatcher[int] = PublishBatcher(max_bytes=max_bytes, depth=depth)
+    bodies: dict[int, tuple[str, bytes]] = {}
+    in_flight: list[Batch[int]] = []
+    sent: list[int] = []
+    for step in steps:
+        if isinstance(step, int):
+            if not in_flight:
+                continue
+            out = batcher.answered(in_flight.pop(step % len(in_flight)))
+        else:
+            waiter = len(bodies)
+            bodies[waiter] = step
+            out = batcher.add(step[0], step[1], waiter)
+        for batch in out:
+            assert len(batch) >= 1
+            assert len(batch) == 1 or batch.size <= max_bytes
+            assert all(
+                bodies[w] == (batch.topic, b)
+                for w, b in zip(batch.waiters, batch.bodies, strict=True)
+            )
+            sent.extend(batch.waiters)
+            in_flight.append(batch)
+    # Answer everything: what gathered leaves, and nothing is left behind.
+    while in_flight:
+        for batch in batcher.answered(in_flight.pop(0)):
+            sent.extend(batch.waiters)
+            in_flight.append(batch)
+    assert sorted(sent) == list(bodies)
+    assert batcher.messages == len(bodies)
+    assert batcher.drain() == []
