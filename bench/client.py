@@ -41,11 +41,16 @@ from shoal.client import (
 )
 from shoal.client.consumer import Consumer
 from shoal.testing.fake_node import http_address, running_cluster
+from shoal.testing.progress import StatusLine
 
 if TYPE_CHECKING:
     from shoal.testing.process import NodeProcess
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+#: On a terminal only: stdout is the figures.
+status = StatusLine("bench/client.py")
 
 
 def _cpu() -> float:
@@ -100,7 +105,9 @@ async def publish_rates(
         for _ in range(count):
             await producer.publish("bench_seq", body)
         elapsed = trio.current_time() - start
-        print(f"publish, one at a time:      {count / elapsed:10.0f} msgs/s ({count} messages)")
+        status.say(
+            f"publish, one at a time:      {count / elapsed:10.0f} msgs/s ({count} messages)"
+        )
 
         start = trio.current_time()
         meter.start()
@@ -122,7 +129,7 @@ async def publish_rates(
         after = conn.statistics()
         commands = after.publish_commands - before.publish_commands
         writes = after.writes - before.writes
-        print(
+        status.say(
             f"publish, {concurrency:3d} concurrent:     {rate:10.0f} msgs/s ({total} messages; "
             f"{cpu}; {total / commands:.1f} msgs/command, {total / writes:.1f} msgs/write)"
         )
@@ -133,7 +140,9 @@ async def publish_rates(
             await producer.mpublish("bench_pub", [body] * batch)
         elapsed = trio.current_time() - start
         total = batches * batch
-        print(f"mpublish, batches of {batch:4d}: {total / elapsed:10.0f} msgs/s ({total} messages)")
+        status.say(
+            f"mpublish, batches of {batch:4d}: {total / elapsed:10.0f} msgs/s ({total} messages)"
+        )
 
 
 async def consume_rate(node: str, expected: int, max_in_flight: int, meter: CpuMeter) -> None:
@@ -167,7 +176,7 @@ async def consume_rate(node: str, expected: int, max_in_flight: int, meter: CpuM
         consumer.stop()
     assert first is not None
     rate = expected / (end - first)
-    print(
+    status.say(
         f"consume, max_in_flight {max_in_flight:4d}: {rate:10.0f} msgs/s ({expected} messages; "
         f"{cpu}; {fins_per_write:.1f} FINs/write, {rdys} RDY)"
     )
@@ -194,7 +203,7 @@ async def iterate_rate(node: str, expected: int, max_in_flight: int, meter: CpuM
         rate = expected / (trio.current_time() - start)
         cpu = meter.per_message(expected)
         stats = consumer.connections[0].statistics()
-    print(
+    status.say(
         f"consume, async iterator:     {rate:10.0f} msgs/s ({expected} messages; "
         f"{cpu}; {stats.fins / max(1, stats.writes):.1f} FINs/write)"
     )
@@ -229,13 +238,16 @@ async def discovery_times(consumer_node: str, producer_node: str, rounds: int) -
 
 
 async def main_async(args: argparse.Namespace, nodes: list[str], meter: CpuMeter) -> None:
+    status.show("publishing")
     await publish_rates(nodes[0], args.messages, args.size, args.concurrency, args.batch, meter)
     total = (args.messages // args.concurrency) * args.concurrency
     total += (args.messages // args.batch) * args.batch
+    status.show(f"consuming {total:,} with a handler, then iterating")
     await consume_rate(nodes[0], total, args.max_in_flight, meter)
     await iterate_rate(nodes[0], min(total, args.messages), args.max_in_flight, meter)
+    status.show("timing discovery of new producers")
     times = await discovery_times(nodes[0], nodes[1], args.discovery_rounds)
-    print(
+    status.say(
         f"new producer -> first message: median {statistics.median(times) * 1000:.0f} ms, "
         f"max {max(times) * 1000:.0f} ms over {len(times)} topics"
     )
@@ -252,7 +264,7 @@ def main() -> None:
     parser.add_argument("--max-in-flight", type=int, default=200)
     parser.add_argument("--discovery-rounds", type=int, default=5)
     args = parser.parse_args()
-    with running_cluster(2, "--mem-queue-size", "1000000") as procs:
+    with status.ticking(), running_cluster(2, "--mem-queue-size", "1000000") as procs:
         trio.run(main_async, args, [http_address(p) for p in procs], CpuMeter(procs[0]))
 
 

@@ -33,8 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from shoal.testing.process import NodeProcess
+from shoal.testing.progress import StatusLine
 
 POLL = 0.05
+
+#: On a terminal only: stdout is the figures.
+status = StatusLine("bench/membership.py")
 
 
 def members(node: NodeProcess) -> dict[str, Any]:
@@ -67,6 +71,7 @@ def loopback(n: int, idle: float) -> None:
     root = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
     nodes: list[NodeProcess] = []
     try:
+        status.show(f"starting {n} nodes")
         first = NodeProcess("--data-path", str(root / "n0"), workdir=root).start()
         nodes.append(first)
         started = time.monotonic()
@@ -77,7 +82,7 @@ def loopback(n: int, idle: float) -> None:
             nodes.append(node.start())
         launched = time.monotonic() - started
         converge = wait(lambda: all(list(view(x).values()).count("alive") == n for x in nodes), 60)
-        print(
+        status.say(
             f"N={n}: all {n} processes started in {launched:.1f}s; every node sees {n} alive "
             f"{converge:.2f}s after the last start"
         )
@@ -85,6 +90,7 @@ def loopback(n: int, idle: float) -> None:
         before = [gossip_bytes(x) for x in nodes]
         cpu_before = [cpu_seconds(pid(x)) for x in nodes]
         idle_started = time.monotonic()
+        status.show(f"measuring {idle:.0f}s of idle gossip and CPU")
         time.sleep(idle)
         cpu_after = [cpu_seconds(pid(x)) for x in nodes]
         idle_took = time.monotonic() - idle_started
@@ -93,11 +99,11 @@ def loopback(n: int, idle: float) -> None:
         shares = sorted(
             100 * (b - a) / idle_took for a, b in zip(cpu_before, cpu_after, strict=True)
         )
-        print(
+        status.say(
             f"N={n}: idle CPU per node over {idle_took:.0f}s (/proc/<pid>/stat): "
             f"median {shares[len(shares) // 2]:.2f}%, max {shares[-1]:.2f}%"
         )
-        print(f"N={n}: idle gossip {per_node:.0f} bytes/s per node "
+        status.say(f"N={n}: idle gossip {per_node:.0f} bytes/s per node "
               "(in + out: UDP packets, membership and registry streams)")  # fmt: skip
 
         victim = nodes[-1]
@@ -105,6 +111,7 @@ def loopback(n: int, idle: float) -> None:
             m["name"] for m in members(victim)["members"] if m["tcp_port"] == victim.tcp[1]
         )
         others = nodes[:-1]
+        status.show("SIGKILL of one node: waiting for every view to list it dead")
         victim.kill()
         killed = time.monotonic()
         per_observer: list[float] = []
@@ -117,12 +124,12 @@ def loopback(n: int, idle: float) -> None:
             if time.monotonic() - killed > 120:
                 raise SystemExit("crash not detected in 120s")
             time.sleep(POLL)
-        print(
+        status.say(
             f"N={n}: SIGKILL to dead: first observer {min(per_observer):.2f}s, "
             f"every observer {max(per_observer):.2f}s"
         )
         stats = [members(x)["statistics"] for x in others]
-        print(
+        status.say(
             f"N={n}: evidence: {sum(s['watch']['closures'] for s in stats)} watch streams "
             f"closed, {sum(s['engine']['refusals'] for s in stats)} probes refused, "
             f"{sum(s['engine']['refusal_deaths'] for s in stats)} deaths declared on it"
@@ -133,17 +140,18 @@ def loopback(n: int, idle: float) -> None:
             m["name"] for m in members(leaver)["members"] if m["tcp_port"] == leaver.tcp[1]
         )
         rest = others[:-1]
+        status.show("SIGTERM to another: waiting for every view to list it left")
         leaver.signal(signal.SIGTERM)
         left_at = time.monotonic()
         took = wait(lambda: all(view(x).get(leaver_name) == "left" for x in rest), 60)
-        print(f"N={n}: SIGTERM to left in every view: {took:.2f}s")
+        status.say(f"N={n}: SIGTERM to left in every view: {took:.2f}s")
         false_deaths = sum(
             1
             for x in rest
             for name, status in view(x).items()
             if status == "dead" and name != victim_name
         )
-        print(f"N={n}: healthy members seen dead anywhere: {false_deaths}")
+        status.say(f"N={n}: healthy members seen dead anywhere: {false_deaths}")
         del left_at
     finally:
         for x in nodes:
@@ -178,6 +186,7 @@ def startup(runs: int) -> None:
     cpu: list[float] = []
     try:
         for i in range(runs):
+            status.show(f"start-up run {i + 1} of {runs}")
             node = NodeProcess(
                 "--data-path", str(root / f"n{i}"), "--seed", seed.gossip, workdir=root
             )
@@ -209,11 +218,11 @@ def startup(runs: int) -> None:
     to_ping.sort()
     to_joined.sort()
     cpu.sort()
-    print(
+    status.say(
         f"start-up over {runs} runs: CPU (user + sys) spent by the node until /ping answers: "
         f"median {cpu[len(cpu) // 2]:.3f}s (wall times below grow with the machine's load)"
     )
-    print(
+    status.say(
         f"start-up over {runs} runs: exec to /ping median {to_ping[len(to_ping) // 2]:.3f}s "
         f"max {to_ping[-1]:.3f}s; exec to alive in the seed's view median "
         f"{to_joined[len(to_joined) // 2]:.3f}s max {to_joined[-1]:.3f}s"
@@ -281,14 +290,15 @@ def netns_run(split_for: float) -> NetnsFigures:
 
 
 def netns(split_for: float) -> None:
+    status.show(f"5 nodes in namespaces, a {split_for:.0f}s split, a heal, a kill")
     figures = netns_run(split_for)
     detected = figures.split_detected
-    print(f"netns N=5: split 2|3, each side marks the other dead after {detected:.2f}s")
-    print(
+    status.say(f"netns N=5: split 2|3, each side marks the other dead after {detected:.2f}s")
+    status.say(
         f"netns N=5: link restore to a full view on every node: {figures.heal:.2f}s "
         f"(split lasted {split_for:.0f}s; restoring the rules took {figures.restore:.2f}s)"
     )
-    print(f"netns N=5: SIGKILL to dead in every view: {figures.kill_detected:.2f}s")
+    status.say(f"netns N=5: SIGKILL to dead in every view: {figures.kill_detected:.2f}s")
 
 
 def main() -> None:
@@ -306,12 +316,13 @@ def main() -> None:
     ns = sub.add_parser("netns")
     ns.add_argument("--split-for", type=float, default=30.0, help="seconds the split lasts")
     args = parser.parse_args()
-    if args.mode == "loopback":
-        loopback(args.nodes, args.idle)
-    elif args.mode == "startup":
-        startup(args.runs)
-    else:
-        netns(args.split_for)
+    with status.ticking():
+        if args.mode == "loopback":
+            loopback(args.nodes, args.idle)
+        elif args.mode == "startup":
+            startup(args.runs)
+        else:
+            netns(args.split_for)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,18 @@ node's ``/lookup`` lists the adopter as a producer of the topic and a
 consumer subscribed there receives the first adopted message.
 
 Clients and nodes share the machine: on a small one the figures are the
-ratio between rows more than absolute rates.
+ratio between rows more than absolute rates. The CPU columns are steadier
+on a loaded machine: the CPU time the owner and the other two nodes (its
+replicas) spent per 1,000 messages published, from /proc. Each row is
+the median of --repeat runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import tempfile
 import threading
 import time
@@ -28,7 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from shoal.testing.process import NodeProcess
+from shoal.testing.progress import StatusLine
 from shoal.testing.wire import NsqConnection
+
+#: On a terminal only: stdout is the figures.
+status = StatusLine("bench/replication.py")
 
 
 def get(address: tuple[str, int], path: str) -> tuple[int, Any]:
@@ -73,6 +82,15 @@ def start_cluster(root: Path, factor: int, profile: str) -> list[NodeProcess]:
 
     wait(alive)
     return nodes
+
+
+def cpu_seconds(node: NodeProcess) -> float:
+    """User + system CPU time the node's process has used so far (Linux /proc)."""
+    assert node.proc is not None
+    with open(f"/proc/{node.proc.pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat(5); fields[0] is field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def publish(node: NodeProcess, topic: str, total: int, batch: int, size: int, conns: int) -> float:
@@ -147,30 +165,54 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--failover-messages", type=int, default=20_000)
     parser.add_argument("--profile", default="lan", choices=["lan", "local", "wan"])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per row; prints the median")
     args = parser.parse_args()
+    with status.ticking():
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     rates: dict[tuple[int, int], float] = {}
-    print(f"{'factor':>6} {'batch':>6} {'msgs/s':>10} {'vs factor 1':>12}")
+    status.say(
+        f"{'factor':>6} {'batch':>6} {'msgs/s':>10} {'vs factor 1':>12}"
+        f" {'owner cpu ms/1k':>16} {'others cpu ms/1k':>17}"
+    )
     for factor in (1, 2, 3):
         with tempfile.TemporaryDirectory(prefix="shoal-bench-repl-") as tmp:
             nodes = start_cluster(Path(tmp), factor, args.profile)
             try:
                 owner = nodes[0]
                 for batch, total in ((200, args.messages), (1, args.batch1_messages)):
-                    topic = f"b{batch}"
-                    post(owner.http, f"/topic/create?topic={topic}")
-                    post(owner.http, f"/channel/create?topic={topic}&channel=c")
-                    rate = publish(owner, topic, total, batch, args.size, args.connections)
+                    runs = []
+                    for run in range(args.repeat):
+                        status.show(
+                            f"factor {factor}, batch {batch}: run {run + 1} of {args.repeat}"
+                        )
+                        topic = f"b{batch}r{run}"  # a fresh topic: every run starts alike
+                        post(owner.http, f"/topic/create?topic={topic}")
+                        post(owner.http, f"/channel/create?topic={topic}&channel=c")
+                        before = [cpu_seconds(node) for node in nodes]
+                        rate = publish(owner, topic, total, batch, args.size, args.connections)
+                        used = [
+                            cpu_seconds(node) - was for node, was in zip(nodes, before, strict=True)
+                        ]
+                        runs.append((rate, used[0], sum(used[1:])))
+                    rate = statistics.median(r[0] for r in runs)
                     rates[factor, batch] = rate
-                    print(
-                        f"{factor:>6} {batch:>6} {rate:>10,.0f} {rate / rates[1, batch]:>11.2f}x",
-                        flush=True,
+                    per_k = 1e6 / total  # seconds per run -> ms per 1,000 messages
+                    owner_cpu = statistics.median(r[1] for r in runs) * per_k
+                    others_cpu = statistics.median(r[2] for r in runs) * per_k
+                    status.say(
+                        f"{factor:>6} {batch:>6} {rate:>10,.0f} {rate / rates[1, batch]:>11.2f}x"
+                        f" {owner_cpu:>16.1f} {others_cpu:>17.1f}"
                     )
             finally:
                 for node in nodes:
                     node.kill()
     with tempfile.TemporaryDirectory(prefix="shoal-bench-failover-") as tmp:
+        status.show("failover: SIGKILL of an owner, waiting for its adopter")
         listed, delivered = failover(Path(tmp), args.failover_messages, args.profile)
-    print(
+    status.say(
         f"failover ({args.profile} profile, factor 2): adopter in /lookup {listed:.2f}s, "
         f"first adopted message {delivered:.2f}s after SIGKILL"
     )

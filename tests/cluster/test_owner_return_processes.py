@@ -81,10 +81,12 @@ def test_a_restarted_owner_drops_what_was_adopted_and_delivers_what_came_after(
 
         # Every node names the same replica, from the factor gossiped with the topic.
         def lookup_producers(node: NodeProcess) -> list[dict[str, Any]]:
-            return list(get(node.lookup_http, "/lookup?topic=back")[1]["producers"])
+            # Until the topic's gossip reaches the node: 404, TOPIC_NOT_FOUND.
+            return list(get(node.lookup_http, "/lookup?topic=back")[1].get("producers", []))
 
         def names_the_replica(node: NodeProcess) -> bool:
-            return bool(lookup_producers(node)[0]["replicas"] == [replica_name])
+            found = lookup_producers(node)
+            return bool(found) and found[0].get("replicas") == [replica_name]
 
         for node in (b, c):
             eventually(partial(names_the_replica, node))

@@ -21,6 +21,7 @@ import pytest
 from tests.cluster.test_cluster_processes import get, post
 
 from shoal.cluster.slices import PUBLISH_SLICE
+from shoal.queue.frames import FrameType
 from shoal.testing.process import NodeProcess, statuses
 from shoal.testing.wire import NsqConnection
 
@@ -347,3 +348,147 @@ def test_a_large_mpub_is_replicated_whole_over_tcp_and_http(trio_cluster: Trio) 
     assert held["messages"] == 2 * count
     stats = get(a.http, "/stats?format=json")[1]["replication"]["owned"]["big"]
     assert stats["committed"] == stats["appended"]
+
+
+def held_copies(node: NodeProcess) -> dict[tuple[str, str], int]:
+    """(owner, topic) -> messages of each copy ``node`` holds as a replica."""
+    held = get(node.http, "/stats?format=json")[1]["replication"]["held"]
+    return {(h["owner"], h["topic"]): h["messages"] for h in held}
+
+
+def adoptions(node: NodeProcess) -> dict[tuple[str, str], int]:
+    """(owner, topic) -> messages ``node`` adopted from that owner."""
+    adopted = get(node.http, "/stats?format=json")[1]["replication"]["adopted"]
+    return {(h["owner"], h["topic"]): h["messages"] for h in adopted}
+
+
+def member_name(node: NodeProcess) -> str:
+    return f"127.0.0.1:{node.tcp[1]}"
+
+
+def consume(node: NodeProcess, topic: str, channel: str, count: int) -> list[bytes]:
+    """SUB, FIN and return the bodies of ``count`` messages from ``node``."""
+    got: list[bytes] = []
+    with NsqConnection(node.tcp, timeout=30) as conn:
+        conn.sub(topic, channel)
+        conn.rdy(200)
+        while len(got) < count:
+            message = conn.read_message()
+            got.append(message.body)
+            conn.fin(message.id)
+        # CLS answers after every FIN before it was taken; closing with
+        # unread deliveries instead would reset the connection and could
+        # drop FINs the node had not read yet.
+        conn.rdy(0)
+        conn.send_raw(b"CLS\n")
+        while conn.read_frame() != (FrameType.RESPONSE, b"CLOSE_WAIT"):
+            pass  # bounded: the node answers CLS after the deliveries it sent
+    return got
+
+
+def test_an_adopter_replicates_what_it_adopted_so_a_second_failure_loses_nothing(
+    trio_cluster: Trio,
+) -> None:
+    cluster = trio_cluster
+    a = cluster.a
+    assert post(a.http, "/topic/create?topic=chain") == 200
+    assert post(a.http, "/channel/create?topic=chain&channel=work") == 200
+    acked: list[bytes] = []
+    with NsqConnection(a.tcp) as conn:
+        for start in range(0, 3_000, 100):
+            bodies = [b"c%05d" % i for i in range(start, start + 100)]
+            conn.mpub("chain", bodies)
+            acked += bodies
+    adopter = node_named(cluster.nodes, replicas_of(a, "chain")[0])
+    third = next(n for n in (cluster.b, cluster.c) if n is not adopter)
+    a.kill()
+    eventually(lambda: adoptions(adopter) == {(member_name(a), "chain"): len(acked)})
+    # The adopter owns them now: its own replica holds every one of them.
+    eventually(lambda: held_copies(third).get((member_name(adopter), "chain")) == len(acked))
+    owned = get(adopter.http, "/stats?format=json")[1]["replication"]["owned"]["chain"]
+    assert owned["replicas"] == [member_name(third)]
+    adopter.kill()
+    eventually(lambda: adoptions(third) == {(member_name(adopter), "chain"): len(acked)})
+    got = consume(third, "chain", "work", len(acked))
+    assert sorted(got) == acked
+
+
+def test_a_graceful_leave_hands_the_topic_over_without_loss_or_duplicates(
+    trio_cluster: Trio,
+) -> None:
+    cluster = trio_cluster
+    a = cluster.a
+    assert post(a.http, "/topic/create?topic=retire") == 200
+    assert post(a.http, "/channel/create?topic=retire&channel=work") == 200
+    acked: list[bytes] = []
+    with NsqConnection(a.tcp) as conn:
+        for start in range(0, 2_000, 100):
+            bodies = [b"r%05d" % i for i in range(start, start + 100)]
+            conn.mpub("retire", bodies)
+            acked += bodies
+    finished = set(consume(a, "retire", "work", 500))
+    left = len(acked) - len(finished)
+
+    def work_on_a() -> dict[str, Any]:
+        topics = get(a.http, "/stats?format=json")[1]["topics"]
+        (retired,) = [t for t in topics if t["topic_name"] == "retire"]
+        (work,) = retired["channels"]
+        return dict(work)
+
+    def unfinished_on_a() -> int:
+        work = work_on_a()
+        return int(work["depth"] + work["in_flight_count"] + work["deferred_count"])
+
+    # Every FIN was taken (what was delivered but not finished stays in
+    # flight until its timeout, as in nsqd: handed over too, and delivered
+    # again by the adopter).
+    eventually(lambda: unfinished_on_a() == left)
+    adopter = node_named(cluster.nodes, replicas_of(a, "retire")[0])
+    assert a.stop() == 0  # SIGTERM: a graceful leave, for good as far as anyone knows
+    assert "handed over 1 replicated topic(s)" in a.stderr
+    # Exactly what was not finished: the final FINs reached the replica first.
+    eventually(lambda: adoptions(adopter) == {(member_name(a), "retire"): left})
+    got = consume(adopter, "retire", "work", left)
+    assert sorted(got) == sorted(set(acked) - finished)
+    # Back again, the old owner serves none of what it handed over.
+    a.start()
+    work = work_on_a()
+    assert (work["depth"], work["deferred_count"], work["in_flight_count"]) == (0, 0, 0)
+
+
+def test_emptied_channels_and_topics_are_emptied_on_the_replica_too(tmp_path: Path) -> None:
+    args = ("--gossip-profile", "local", "--replication-factor", "2")
+    a = NodeProcess(*args, "--data-path", str(tmp_path / "a"), workdir=tmp_path).start()
+    b = NodeProcess(
+        *args, "--data-path", str(tmp_path / "b"), "--seed", a.gossip, workdir=tmp_path
+    ).start()
+    copy = (member_name(a), "e")
+    try:
+        eventually(lambda: list(statuses(a).values()).count("alive") == 2)
+        assert post(a.http, "/topic/create?topic=e") == 200
+        for channel in ("c1", "c2"):
+            assert post(a.http, f"/channel/create?topic=e&channel={channel}") == 200
+        with NsqConnection(a.tcp) as conn:
+            conn.mpub("e", [b"x%d" % i for i in range(10)])
+            assert held_copies(b)[copy] == 10
+            assert post(a.http, "/channel/empty?topic=e&channel=c1") == 200
+            assert post(a.http, "/channel/empty?topic=e&channel=c2") == 200
+            eventually(lambda: held_copies(b)[copy] == 0)
+            assert post(a.http, "/topic/pause?topic=e") == 200
+            conn.mpub("e", [b"y%d" % i for i in range(5)])  # held in the topic's backlog
+            assert held_copies(b)[copy] == 5
+            assert post(a.http, "/topic/empty?topic=e") == 200
+            eventually(lambda: held_copies(b)[copy] == 0)
+            assert post(a.http, "/topic/unpause?topic=e") == 200
+            conn.mpub("e", [b"keep1", b"keep2"])
+        assert post(a.http, "/channel/empty?topic=e&channel=c2") == 200
+        eventually(lambda: held_copies(b)[copy] == 2)  # still owed to c1
+        a.kill()
+        # The adoption hands out only what was never emptied.
+        eventually(lambda: adoptions(b) == {copy: 2})
+        assert sorted(consume(b, "e", "c1", 2)) == [b"keep1", b"keep2"]
+    finally:
+        for node in (a, b):
+            node.kill()
+        for node in (a, b):
+            assert "Traceback" not in node.stderr, node.stderr

@@ -1,4 +1,5 @@
 import contextlib
+import struct
 
 import pytest
 from hypothesis import given
@@ -108,3 +109,29 @@ def test_codec_refuses_a_factor_that_keeps_no_replica() -> None:
     raw = encode_frame(Factor(topic="t", factor=2))
     with pytest.raises(RemoteProtocolError, match="factor 1"):
         decode_frame(raw[:-1] + b"\x01")
+
+
+def test_codec_still_decodes_the_interleaved_publish_layout() -> None:
+    # Record type 1, as replica logs written before the packed layout hold it.
+    ids = (b"a" * 16, b"b" * 16)
+    bodies = (b"first", b"")
+    record = struct.pack(">Bqd", 1, 5, 2.5) + b"\x01" + struct.pack(">H", 1) + b"\x01c"
+    record += struct.pack(">I", 2)
+    for msg_id, body in zip(ids, bodies, strict=True):
+        record += msg_id + struct.pack(">I", len(body)) + body
+    frame = bytes([1, 1]) + b"t" + struct.pack(">QQB", 3, 2, 0) + struct.pack(">I", 1) + record
+    decoded = decode_frame(frame)
+    expected = Publish(ids=ids, bodies=bodies, timestamp=5, due=2.5, channels=("c",))
+    assert decoded == Batch(topic="t", first=3, records=(expected,), commit=2)
+    # What is written now is the packed layout, which decodes to the same record.
+    assert encode_frame(decoded) != frame
+    assert decode_frame(encode_frame(decoded)) == decoded
+
+
+def test_codec_refuses_a_packed_publish_whose_bodies_overrun() -> None:
+    publish = Publish(ids=(b"a" * 16,), bodies=(b"xyz",), timestamp=1)
+    data = encode_frame(Batch(topic="t", first=1, records=(publish,), commit=0))
+    # Claim a longer body than the frame holds (the length sits before the body).
+    forged = data[:-7] + (1000).to_bytes(4, "big") + data[-3:]
+    with pytest.raises(RemoteProtocolError):
+        decode_frame(forged)

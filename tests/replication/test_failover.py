@@ -50,6 +50,13 @@ def test_copy_of_a_gracefully_left_owner_is_kept() -> None:
     assert holder_action(ORDER[0], OWNER, TOPIC, states, 2) is HolderAction.KEEP
 
 
+def test_copy_of_an_owner_whose_leave_hands_over_is_adopted_by_the_first_replica() -> None:
+    states = states_with({OWNER: LEFT})
+    first = holder_action(ORDER[0], OWNER, TOPIC, states, 3, leave_hands_over=True)
+    second = holder_action(ORDER[1], OWNER, TOPIC, states, 3, leave_hands_over=True)
+    assert (first, second) == (HolderAction.ADOPT, HolderAction.KEEP)
+
+
 def test_copy_of_a_forgotten_owner_is_kept() -> None:
     states = states_with({})
     del states[OWNER]

@@ -52,6 +52,20 @@ def test_owner_failed_publish_is_aborted_on_replicas() -> None:
     assert owed(replicas["r1"]) == owed(owner.mirror) == []
 
 
+def test_owner_adopted_messages_are_copied_but_never_aborted() -> None:
+    owner = OwnerTopic("t", required=1, timeout=1.0)
+    owner.set_replicas(["r1"])
+    owner.append(ChannelCreated(channel="c"), 0.0)
+    adopted = owner.append(publish(1), 0.0, awaited=False)
+    awaited = owner.append(publish(2), 0.0)
+    assert owner.next_deadline() == 1.0  # only the awaited publish has one
+    assert owner.expire(2.0) == [awaited]
+    replicas: dict[str, ReplicaTopic | None] = {"r1": None}
+    pump(owner, replicas)
+    assert owner.committed > adopted
+    assert owed(replicas["r1"]) == owed(owner.mirror) == [(b"%016d" % 1, frozenset({"c"}))]
+
+
 def test_owner_catches_up_a_new_replica_with_a_snapshot() -> None:
     owner = OwnerTopic("t", required=1, timeout=5.0)
     owner.set_replicas(["r1"])

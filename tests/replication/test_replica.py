@@ -82,13 +82,25 @@ def test_replica_channel_and_topic_drops() -> None:
         publish("1", channels=("a", "b")),
         publish("2", channels=("a",)),
         ChannelDropped(channel="a", deleted=True),
+        publish("3", channels=None),
     )
-    assert held(r) == {b"1": {"b"}}
+    assert held(r) == {b"1": {"b"}, b"3": None}
     assert list(r.channels) == ["b"]
-    r.apply(6, TopicDropped(deleted=False))
+    # Emptied channel: what it owed is done there, the channel stays.
+    r.apply(7, ChannelDropped(channel="b", deleted=False))
+    assert held(r) == {b"3": None}
+    assert list(r.channels) == ["b"]
+    r.apply(8, publish("4", channels=("b",)))
+    # Emptied topic (nsqd's /topic/empty): only its backlog goes.
+    r.apply(9, TopicDropped(deleted=False))
+    assert held(r) == {b"4": {"b"}}
+    assert r.held_bytes == len(b"body-4")
+    r.apply(10, Pump(count=1, channels=("b",)))  # nothing left in the backlog to move
+    assert held(r) == {b"4": {"b"}}
+    r.apply(11, TopicDropped(deleted=True))
     assert held(r) == {}
     assert r.held_bytes == 0
-    assert list(r.channels) == ["b"]
+    assert list(r.channels) == []
 
 
 def test_replica_keeps_due_time_and_order() -> None:
@@ -151,3 +163,13 @@ def test_replica_holds_nothing_owed_to_no_channel() -> None:
     r = fed(publish("1", channels=()), publish("2"))
     assert held(r) == {b"2": {"a"}}
     assert r.held_bytes == len(b"body-2")
+
+
+def test_replica_publish_of_held_or_repeated_ids_keeps_the_first() -> None:
+    r = fed(publish("1"))
+    r.apply(2, Publish(ids=(b"1", b"2"), bodies=(b"new", b"two"), timestamp=7, channels=("a",)))
+    r.apply(3, Publish(ids=(b"3", b"3"), bodies=(b"x", b"yy"), timestamp=7, channels=None))
+    assert [(m.id, m.body) for m in r.owed()] == [(b"1", b"body-1"), (b"2", b"two"), (b"3", b"x")]
+    assert r.held_bytes == len(b"body-1") + len(b"two") + len(b"x")
+    r.apply(4, Pump(count=5, channels=("a",)))
+    assert held(r) == {b"1": {"a"}, b"2": {"a"}, b"3": {"a"}}

@@ -626,6 +626,8 @@ class NodeHTTPAPI:
         if topic is None:
             raise _APIError(404, "TOPIC_NOT_FOUND")
         topic.empty()
+        if self.replicator is not None:
+            self.replicator.emptied(topic, None)
         return Response.text(b"")
 
     def topic_pause(self, request: Request) -> Response:
@@ -661,6 +663,10 @@ class NodeHTTPAPI:
         """POST /channel/empty?topic=T&channel=C: drop everything, in flight included."""
         channel = self._existing_channel(request)
         owners = channel.empty()
+        if self.replicator is not None:
+            topic = self.broker.get_topic(channel.topic_name)
+            if topic is not None:
+                self.replicator.emptied(topic, channel.name)
         if owners and self._tcp is not None:
             # The dropped deliveries no longer count against their clients'
             # RDY, exactly as if they had timed out (nsqd resets the counts).

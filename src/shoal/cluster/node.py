@@ -163,6 +163,9 @@ class Node:
         if self.driver is None:
             return
         log.info("leaving the cluster")
+        if self.replication is not None:
+            # Before the leave spreads: the replicas adopt once they hear of it.
+            await self.replication.hand_over(LEAVE_TIMEOUT)
         with trio.move_on_after(LEAVE_TIMEOUT + 1):
             if not await self.driver.leave(LEAVE_TIMEOUT):
                 log.warning("leave was not fully disseminated before the timeout")

@@ -17,8 +17,15 @@ Rules:
    merged.
 4. Placement follows membership: on every member event the replicas of
    each owned topic are recomputed (`placement.replicas`) and links opened
-   or closed; a holder whose owner was declared dead adopts when it ranks
-   first among the topic's replicas (`_maybe_adopt`).
+   or closed, and every held copy is adopted, kept or dropped as
+   `shoal.replication.failover.holder_action` says from the view after the
+   event (`_decide_copies`): a holder whose owner was declared dead, or
+   left, adopts when it ranks first among the alive members in the
+   topic's order, and records what it adopted for its own replicas: it is
+   their owner now.
+5. A graceful leave hands the owned topics over before it spreads
+   (`Replication.hand_over`): a final flush to the replicas, then the
+   owner empties what they all hold, and the first of them adopts.
 
 Theory of operation:
     The TCP and HTTP publish paths call `Replicator.publish`, which appends
@@ -54,13 +61,13 @@ from shoal.cluster.adoptions import Adoptions
 from shoal.cluster.replica_store import ReplicaStore
 from shoal.config import MAX_REPLICATION_FACTOR
 from shoal.errors import LocalProtocolError, RemoteProtocolError
-from shoal.membership.events import MemberFailed
 from shoal.membership.state import MemberState
 from shoal.queue.broker import ChannelCreated as ChannelCreatedEvent
 from shoal.queue.broker import ChannelDeleted, TopicCreated, TopicDeleted
 from shoal.queue.names import is_valid_topic_name
 from shoal.replication import OwnerTopic, ReplicaTopic, receive, replicas
 from shoal.replication.codec import Ack, Factor, Resync, decode_frame, encode_frame
+from shoal.replication.failover import HolderAction, holder_action
 from shoal.replication.records import (
     Batch,
     ChannelCreated,
@@ -106,6 +113,10 @@ class Replicator(Protocol):
         """Publish ``bodies``; True once committed, False once failed."""
         ...  # pragma: no cover
 
+    def emptied(self, topic: Topic, channel: str | None) -> None:
+        """``/channel/empty`` (``channel``) or ``/topic/empty`` (None) just ran on ``topic``."""
+        ...  # pragma: no cover
+
 
 @dataclasses.dataclass(slots=True)
 class _Pending:
@@ -146,6 +157,26 @@ class _Owned:
         now = trio.current_time()
         for channel, ids in fins.items():
             self.core.append(Finish(channel=channel, ids=tuple(ids)), now)
+
+    def emptied(self, channel: str | None) -> None:
+        """Record an empty; the publishes still waiting for their replicas were before it.
+
+        Their records precede the drop, so the replicas drop them too: the
+        owner must not place them where the empty reached once they commit.
+        """
+        self.flush_fins()
+        now = trio.current_time()
+        if channel is None:
+            self.core.append(TopicDropped(deleted=False), now)
+        elif not channel.endswith("#ephemeral"):  # never replicated
+            self.core.append(ChannelDropped(channel=channel, deleted=False), now)
+        for waiting in self.pending.values():
+            if channel is None:
+                if waiting.channels is None:
+                    waiting.channels = ()
+            elif waiting.channels is not None and channel in waiting.channels:
+                waiting.channels = tuple(name for name in waiting.channels if name != channel)
+        self.wake()
 
     def settle(self) -> None:
         """Place every committed publish in the channels, in sequence order, and answer it."""
@@ -230,6 +261,12 @@ class Replication:
         self.adopted: dict[tuple[str, str], int] = {}
         self.adopted_messages = 0
         self.failed_publishes = 0
+        # Set by `hand_over`: publishes are refused and no link is opened again.
+        self.leaving = False
+        self.handed_over: list[str] = []
+        self._acked = trio.Event()
+        # The view `_decide_copies` last decided from.
+        self._seen: tuple[frozenset[object], ...] | None = None
         #: Announces adoptions in the registry and drops what others adopted.
         self.adoptions: Adoptions | None = None
         self._nursery: trio.Nursery | None = None
@@ -353,7 +390,7 @@ class Replication:
     ) -> bool:
         """Publish to a replicated topic; True once committed, False on timeout."""
         owned = self.owned.get(topic.name)
-        if owned is None or owned.topic is not topic:
+        if owned is None or owned.topic is not topic or self.leaving:
             return False
         ts = int(now * 1e9)
         ids = topic.new_ids(ts, len(bodies))
@@ -386,6 +423,15 @@ class Replication:
             self.failed_publishes += 1
         return waiting.ok
 
+    def emptied(self, topic: Topic, channel: str | None) -> None:
+        """``/topic/empty`` or ``/channel/empty``: the replicas drop the same messages.
+
+        Without it an adoption would deliver the emptied messages again.
+        """
+        owned = self.owned.get(topic.name)
+        if owned is not None and owned.topic is topic:
+            owned.emptied(channel)
+
     def pumped(self, topic: Topic, count: int) -> None:
         """The node moved ``count`` backlog messages of ``topic`` into its channels."""
         owned = self.owned.get(topic.name)
@@ -410,6 +456,8 @@ class Replication:
         ]
 
     def _place(self) -> None:
+        if self.leaving:
+            return
         alive = self._alive()
         wanted: set[str] = set()
         for name, owned in self.owned.items():
@@ -428,10 +476,11 @@ class Replication:
         self._wake_links()
 
     def _on_member_event(self, event: Event) -> None:
+        # Level-triggered: which event it was does not matter, only the view
+        # afterwards (`shoal.replication.failover`).
+        del event
         self._place()
-        if isinstance(event, MemberFailed):
-            self._failover(event.member.name)
-        self._drop_stale_copies()
+        self._decide_copies()
 
     # -- links (owner → replica) -----------------------------------------------
 
@@ -493,6 +542,7 @@ class Replication:
                     if owned is not None:
                         owned.core.ack(member, seq)
                         owned.settle()
+                    self._acked.set()
                 case Resync(topic=topic):
                     owned = self.owned.get(topic)
                     if owned is not None:
@@ -542,33 +592,69 @@ class Replication:
 
     # -- failover ---------------------------------------------------------------
 
-    def _failover(self, dead: str) -> None:
-        alive = self._alive()
-        for owner, topic in [key for key in self.held if key[0] == dead]:
-            chosen = replicas(owner, topic, alive, self._held_factor(owner, topic))
-            if chosen and chosen[0] == self.name:
-                self._adopt(owner, topic)
+    def _decide_copies(self) -> None:
+        """Adopt, keep or drop every copy we hold, from the membership view now.
 
-    def _drop_stale_copies(self) -> None:
-        """Copies of a live owner's topic whose replica set we left are dropped."""
-        alive = set(self._alive())
+        `holder_action` decides; a graceful leave counts as a death because
+        a leaving owner hands its topics over (`hand_over`). Asked after
+        every member event, so a holder that heard of the owner's death
+        while a better-ranked replica still looked alive adopts once it
+        hears that one died too. The decision depends only on who is live,
+        dead or gone and on the copies held and their factors: other events
+        (a suspicion, a refutation) skip it.
+        """
+        if self.leaving or not self.held:
+            return
+        states = {
+            member.name: member.state
+            for member in self.driver.members()
+            if member.meta.get("t", "0") != "0"
+        }
+        states[self.name] = MemberState.ALIVE
+        seen = (
+            # Alive and suspect are alike to the decision.
+            frozenset((name, state in _LIVE or state) for name, state in states.items()),
+            frozenset(self.held),
+            frozenset(self.owner_factors.items()),
+        )
+        if seen == self._seen:
+            return
+        self._seen = seen
         for owner, topic in list(self.held):
-            if owner not in alive or owner == self.name:
+            if owner == self.name or (owner, topic) not in self.held:
                 continue
-            if self.name not in replicas(owner, topic, alive, self._held_factor(owner, topic)):
+            factor = self._held_factor(owner, topic)
+            action = holder_action(self.name, owner, topic, states, factor, leave_hands_over=True)
+            if action is HolderAction.ADOPT:
+                self._adopt(owner, topic)
+            elif action is HolderAction.DROP:
                 del self.held[owner, topic]
                 if self.store is not None:
                     self.store.drop((owner, topic))
 
     def _adopt(self, owner: str, name: str) -> None:
-        """Serve the dead owner's unfinished messages of ``name`` from our own broker."""
+        """Serve the dead owner's unfinished messages of ``name`` from our own broker.
+
+        The adopter is their owner now: the topic becomes replicated here (at
+        the factor its first owner kept, at least) and every adopted message
+        is recorded for our own replicas, so a second failure before they are
+        consumed loses nothing. They are delivered at once, not after our
+        replicas acknowledge: waiting would strand them when no other member
+        is left to hold a copy.
+        """
         held = self.held.pop((owner, name))
         if self.store is not None:
             self.store.drop((owner, name))
+        factor = self._held_factor(owner, name)
+        if name not in self.owned and self.factor_of(name) < factor:
+            self.set_factor(name, factor)
         now = time.time()
         topic, _ = self.broker.get_or_create_topic(name, now)
+        self._attach(topic)  # an unreplicated topic of that name becomes replicated
+        owned = self.owned.get(name)
         for channel in held.channels:
             self.broker.get_or_create_channel(name, channel, now)
+        clock = trio.current_time()
         count = 0
         first = last = b""
         for record in held.snapshot().records:
@@ -580,6 +666,8 @@ class Replication:
             topic.put_published(
                 record.ids, record.bodies, record.timestamp, now, defer, record.channels
             )
+            if owned is not None:
+                owned.core.append(record, clock, awaited=False)
             count += len(record.ids)
             last = max(last, *record.ids)
             first = min(first or last, *record.ids)
@@ -588,14 +676,66 @@ class Replication:
             self.adoptions.announce(owner, name, first, last, count)
         self.adopted_messages += count
         log.warning(
-            "adopted topic %s of dead member %s: %d unfinished message(s), last ID %s",
+            "adopted topic %s of member %s: %d unfinished message(s), last ID %s",
             name,
             owner,
             count,
             last.decode("ascii", "replace"),
         )
+        self._place()
         if self._kick_backlog is not None:
             self._kick_backlog()
+
+    # -- graceful leave -----------------------------------------------------------
+
+    async def hand_over(self, limit: float) -> list[str]:
+        """Graceful leave: hand every replicated topic to its replicas, then drop it here.
+
+        An owner that leaves for good (decommissioned) would otherwise strand
+        what it holds on its own disk. It stops accepting replicated
+        publishes, records the FINs it gathered and waits, at most ``limit``
+        seconds, until every replica acknowledged every record. It then
+        empties each topic handed over, so it delivers none of it again,
+        neither during the rest of its leave nor after a restart; its first
+        replica adopts the topic on hearing of the leave, as on a death. A
+        topic that has no replica, or whose replicas did not all acknowledge
+        in time, stays here, flushed to disk like any other topic, and is
+        served again if the node returns (its replicas adopt what they hold
+        too: duplicates, never a loss).
+
+        Returns:
+            The topics handed over.
+        """
+        self.leaving = True
+        with trio.move_on_after(limit):
+            # Bounded by the deadline; each pass waits for an acknowledgement.
+            while True:
+                # FINs keep coming from consumers until the servers close.
+                for owned in self.owned.values():
+                    owned.flush_fins()
+                self._wake_links()
+                if not any(_handing(owned) for owned in self.owned.values()):
+                    break
+                self._acked = trio.Event()
+                await self._acked.wait()
+        for link in self.links.values():
+            link.scope.cancel()
+        self.links.clear()
+        handed = []
+        for name, owned in sorted(self.owned.items()):
+            stats = owned.core.statistics()
+            if owned.pending or not stats.watermarks:
+                continue
+            if min(stats.watermarks.values()) < stats.appended:
+                continue
+            owned.topic.empty()
+            for channel in owned.topic.channels.values():
+                channel.empty()
+            handed.append(name)
+        kept = sorted(self.owned.keys() - set(handed))
+        log.info("handed over %d replicated topic(s); kept %s", len(handed), kept or "none")
+        self.handed_over = handed
+        return handed
 
     # -- visibility -------------------------------------------------------------
 
@@ -645,6 +785,14 @@ class Replication:
             return None
         stats = owned.core.statistics()
         return {replica: stats.lag(replica) for replica in sorted(stats.watermarks)}
+
+
+def _handing(owned: _Owned) -> bool:
+    """Whether ``owned`` still waits for its replicas (it has some, and they lag)."""
+    stats = owned.core.statistics()
+    if not stats.watermarks:
+        return False
+    return bool(owned.pending) or min(stats.watermarks.values()) < stats.appended
 
 
 def _load_factors(path: str | None) -> dict[str, int]:

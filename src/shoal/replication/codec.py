@@ -27,7 +27,9 @@ names, ``ids`` = ``u32`` count + 16-byte IDs):
       FACTOR = name topic, u8 factor
     record   = u8 type, then
       PUBLISH  = i64 timestamp, f64 due, u8 has_channels, [names],
-                 u32 n, n * (16-byte id, u32 length, body)
+                 u32 n, n * (16-byte id, u32 length, body)   (decoded only)
+      PACKED   = i64 timestamp, f64 due, u8 has_channels, [names],
+                 u32 n, n * 16-byte id, n * u32 length, the n bodies
       PUMP     = u32 count, names
       FINISH   = name channel, ids
       CREATED  = name channel
@@ -36,17 +38,24 @@ names, ``ids`` = ``u32`` count + 16-byte IDs):
       ABORT    = u64 seq
 
 A snapshot's records travel in the ``count * record`` part.
+
+A publish is encoded as PACKED: its IDs, lengths and bodies each in one
+block, so both ends handle a message without a Python-level step per field
+(one join per block to encode, one unpack for the lengths to decode).
+The older interleaved PUBLISH layout is still decoded: replica logs
+written with it replay.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import math
 import struct
 from typing import TYPE_CHECKING, Final
 
-from shoal.errors import RemoteProtocolError
+from shoal.errors import LocalProtocolError, RemoteProtocolError
 from shoal.queue.message import ID_SIZE
 from shoal.queue.names import is_valid_channel_name, is_valid_topic_name
 from shoal.replication.records import (
@@ -88,6 +97,7 @@ class _RecordType(enum.IntEnum):
     DROPPED = 5
     TOPIC = 6
     ABORT = 7
+    PACKED = 8
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,15 +161,19 @@ def _ids(values: tuple[bytes, ...]) -> bytes:
 def _encode_record(record: Record, out: list[bytes]) -> None:
     match record:
         case Publish(ids=ids, bodies=bodies, timestamp=timestamp, due=due, channels=channels):
-            out.append(_U8.pack(_RecordType.PUBLISH))
+            count = len(ids)
+            if len(bodies) != count:
+                raise LocalProtocolError("a publish record needs one body per ID")
+            block = b"".join(ids)
+            if len(block) != count * ID_SIZE:
+                raise LocalProtocolError(f"message IDs are {ID_SIZE} bytes")
+            out.append(_U8.pack(_RecordType.PACKED))
             out.append(_HEAD_PUBLISH.pack(timestamp, due))
             out.append(b"\x00" if channels is None else b"\x01" + _names(channels))
-            out.append(_U32.pack(len(ids)))
-            pack_length = _BODY_LEN.pack
-            append = out.append
-            for msg_id, body in zip(ids, bodies, strict=True):
-                append(msg_id + pack_length(len(body)))
-                append(body)
+            out.append(_U32.pack(count))
+            out.append(block)
+            out.append(struct.pack(f">{count}I", *map(len, bodies)))
+            out.extend(bodies)
         case Pump(count=count, channels=channels):
             out.append(_U8.pack(_RecordType.PUMP) + _U32.pack(count) + _names(channels))
         case Finish(channel=channel, ids=ids):
@@ -255,13 +269,42 @@ class _Reader:
         return bool(value)
 
 
+def _decode_packed(reader: _Reader) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """The IDs and bodies of a PACKED publish, sliced at C level."""
+    count = reader.count(_U32, _MIN_MESSAGE)
+    data = reader.data
+    start = reader.pos
+    lengths_at = start + count * ID_SIZE
+    bodies_at = lengths_at + count * _BODY_LEN.size
+    # The count check above already guarantees that both blocks fit.
+    lengths = struct.unpack_from(f">{count}I", data, lengths_at)
+    offsets = list(itertools.accumulate(lengths, initial=bodies_at))
+    end = offsets[-1]
+    if end > len(data):
+        raise RemoteProtocolError("replication frame is truncated")
+    # Comprehensions over precomputed offsets: the fastest slicing CPython has.
+    ids = tuple([data[at : at + ID_SIZE] for at in range(start, lengths_at, ID_SIZE)])
+    bodies = tuple([data[at:stop] for at, stop in itertools.pairwise(offsets)])
+    reader.pos = end
+    return ids, bodies
+
+
 def _decode_record(reader: _Reader) -> Record:
     kind = reader.uint(_U8)
-    if kind == _RecordType.PUBLISH:
+    if kind in (_RecordType.PACKED, _RecordType.PUBLISH):
         timestamp, due = reader.unpack(_HEAD_PUBLISH)
         if not math.isfinite(due) or due < 0:
             raise RemoteProtocolError(f"replication frame holds due time {due}")
         channels = reader.names() if reader.flag() else None
+        if kind == _RecordType.PACKED:
+            packed_ids, packed_bodies = _decode_packed(reader)
+            return Publish(
+                ids=packed_ids,
+                bodies=packed_bodies,
+                timestamp=int(timestamp),
+                due=float(due),
+                channels=channels,
+            )
         ids: list[bytes] = []
         bodies: list[bytes] = []
         # The hot loop of a replica: locals, no method calls per message.

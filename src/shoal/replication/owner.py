@@ -80,14 +80,25 @@ class OwnerTopic:
         self._trim()
         return added
 
-    def append(self, record: Record, now: float) -> int:
+    def append(self, record: Record, now: float, *, awaited: bool | None = None) -> int:
         """Record a change on the owner's topic.
 
+        Args:
+            record: what changed.
+            now: the current time.
+            awaited: whether somebody waits for the record to commit, so it
+                may fail at its deadline; by default a `Publish` is awaited
+                and nothing else is. An adopter passes False for the messages
+                it adopted: they are delivered already and must never be
+                aborted, only copied to its replicas.
+
         Returns:
-            The record's sequence number; for a `Publish`, the caller waits
-            until `committed` reaches it or `expire` names it.
+            The record's sequence number; for an awaited record, the caller
+            waits until `committed` reaches it or `expire` names it.
         """
-        seq = self.quorum.append(now, awaited=isinstance(record, Publish))
+        if awaited is None:
+            awaited = isinstance(record, Publish)
+        seq = self.quorum.append(now, awaited=awaited)
         self.mirror.apply(seq, record)
         if self.quorum.replicas:
             self._log.append((seq, record))

@@ -87,7 +87,13 @@ class ChannelDropped:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class TopicDropped:
-    """The topic was emptied or deleted: nothing of it is owed any more."""
+    """The topic was deleted, or its own backlog emptied.
+
+    Deleted (``deleted=True``): nothing of the topic is owed any more.
+    Emptied (``/topic/empty``, ``deleted=False``): as in nsqd, only the
+    messages the topic holds in its backlog are dropped; those already in
+    channels stay owed to them.
+    """
 
     deleted: bool
 

@@ -2,8 +2,9 @@
 
 Rules:
 1. A message is held from the `Publish` that carries it until every channel
-   it is owed to has finished it, its channels are dropped, the topic is
-   dropped, or its publish is aborted. Nothing else removes it.
+   it is owed to has finished it, its channels are dropped (deleted or
+   emptied), the topic is deleted (or, for a message still in the topic's
+   backlog, emptied), or its publish is aborted. Nothing else removes it.
 2. Records apply in sequence order exactly once: a record at or below
    `ReplicaTopic.applied` is a duplicate and ignored; one beyond the next
    expected number means the stream lost something, and the caller must
@@ -155,13 +156,19 @@ class ReplicaTopic:
                     self._finish(msg_id, channel)
                 if deleted:
                     self.channels.pop(channel, None)
-            case TopicDropped(deleted=deleted):
+            case TopicDropped(deleted=True):
                 self._messages.clear()
                 self._backlog.clear()
                 self._tentative.clear()
                 self.held_bytes = 0
-                if deleted:
-                    self.channels.clear()
+                self.channels.clear()
+            case TopicDropped(deleted=False):
+                # Only the backlog: what the owner put in channels stays owed.
+                for msg_id in self._backlog:
+                    held = self._messages.get(msg_id)
+                    if held is not None and held[3] is None:
+                        self._remove(msg_id)
+                self._backlog.clear()
             case Abort(seq=aborted):
                 for msg_id in self._tentative.pop(aborted, ()):
                     self._remove(msg_id)
