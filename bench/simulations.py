@@ -217,8 +217,8 @@ def g10() -> None:
 
 
 #: Peak bytes per (node, member) pair of a scale run: 16,287 MB for 10^8
-#: pairs at N=10,000 without the registry, 672 MB for 10^6 at N=1000 with it.
-_PAIR_BYTES = {True: 700, False: 175}
+#: pairs at N=10,000 without the registry, 293 MB for 10^6 at N=1000 with it.
+_PAIR_BYTES = {True: 300, False: 175}
 
 
 def scale_run(nodes: int, duration: float, registry: bool) -> None:
