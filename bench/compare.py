@@ -21,7 +21,8 @@ Workloads (rates are messages per second, 200-byte bodies by default):
 - ``pub-1``: one PUB per round trip; also the server's CPU time per
   message (utime + stime of the server process over the run).
 - ``consume-mem``, ``consume-disk``: a pre-filled topic drained by one
-  connection at RDY 2500 that FINs every message (memory / default queue).
+  connection at RDY 2500 that FINs every message (memory / default queue);
+  also the server's CPU time per message drained.
 - ``idle-subscribers``: MPUB of 200 and PUB to a channel with ``--idle``
   subscribers at RDY 0, each also as a ratio to the same server's rate to
   a channel without them (same run, alternating, best of three each).
@@ -199,6 +200,7 @@ def _fill(server: Server, topic: str, count: int, size: int) -> int:
 
 def _consume(server: Server, opts: Options) -> dict[str, float]:
     total = _fill(server, "bench", opts.messages, opts.size)
+    cpu = server.cpu_seconds()
     received = multiprocessing.Value("q", 0)
     with multiprocessing.Pool(
         1, initializer=nsqbench.init_shared_count, initargs=(received,)
@@ -207,7 +209,12 @@ def _consume(server: Server, opts: Options) -> dict[str, float]:
             nsqbench.reader_loop,
             [(server.tcp, "bench", "ch", 2500, total, time.time() + 0.3)],
         )
-    return {"msgs/s": got / seconds if seconds else 0.0}
+    cpu = server.cpu_seconds() - cpu
+    return {
+        "msgs/s": got / seconds if seconds else 0.0,
+        # The server's own cost, which a loaded machine moves less than the rate.
+        "server CPU us/msg": cpu / got * 1e6 if got else math.nan,
+    }
 
 
 def pub_200(server: Server, opts: Options) -> dict[str, float]:
@@ -345,8 +352,8 @@ WORKLOADS: dict[str, Workload] = {
     "pub-200": Workload(pub_200, BIG_QUEUE),
     "pub-200-disk": Workload(pub_200, DEFAULT_QUEUE),
     "pub-1": Workload(pub_1, BIG_QUEUE, {"server CPU us/msg"}),
-    "consume-mem": Workload(_consume, BIG_QUEUE),
-    "consume-disk": Workload(_consume, DEFAULT_QUEUE),
+    "consume-mem": Workload(_consume, BIG_QUEUE, {"server CPU us/msg"}),
+    "consume-disk": Workload(_consume, DEFAULT_QUEUE, {"server CPU us/msg"}),
     "idle-subscribers": Workload(idle_subscribers, BIG_QUEUE),
     "latency": Workload(latency, DEFAULT_QUEUE, {"p50 ms", "p99 ms"}),
 }

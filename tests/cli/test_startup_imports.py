@@ -3,6 +3,8 @@
 import json
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,39 @@ NOT_AT_STARTUP = (
     "shoal.simulations",
     "cryptography",
     "tomllib",
+)
+
+#: Modules a started node imports only when asked for them: prometheus-client
+#: (and the stdlib HTTP server it brings) on the first scrape or statsd push,
+#: cramjam for the first snappy connection, the statsd pusher when configured.
+NOT_UNTIL_USED = ("prometheus_client", "http.server", "cramjam", "shoal.cluster.statsd")
+
+#: Runs ``shoal node`` as the console script does and, once the node has
+#: written its ready file (every listener bound, /ping answering), records
+#: what it imported and stops it with SIGINT.
+_RECORDING_NODE = textwrap.dedent(
+    """
+    import gc, json, os, signal, sys, threading, time
+
+    ready, out = sys.argv[1], sys.argv[2]
+
+    def record():
+        for _ in range(6000):  # polls for up to 60 s
+            if os.path.exists(ready):
+                break
+            time.sleep(0.01)
+        state = {"modules": sorted(sys.modules), "frozen": gc.get_freeze_count()}
+        with open(out + ".tmp", "w") as file:
+            json.dump(state, file)
+        os.replace(out + ".tmp", out)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=record, daemon=True).start()
+    sys.argv = ["shoal", "node", *sys.argv[3:]]
+    from shoal.cli import main
+
+    main()
+    """
 )
 
 
@@ -49,3 +84,32 @@ def test_lazy_commands_still_run_and_list() -> None:
     ).stdout
     for name in ("cluster", "keygen", "leave", "lookup", "members", "node", "pub", "simulate"):
         assert f"  {name} " in listing
+
+
+@pytest.mark.slow
+def test_started_node_has_not_imported_what_only_a_request_needs(tmp_path: Path) -> None:
+    ready, out = tmp_path / "ready.json", tmp_path / "modules.json"
+    flags = [
+        "--tcp-address", "127.0.0.1:0",
+        "--http-address", "127.0.0.1:0",
+        "--gossip-address", "127.0.0.1:0",
+        "--lookup-http-address", "127.0.0.1:0",
+        "--data-path", str(tmp_path / "data"),
+        "--ready-file", str(ready),
+    ]  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", _RECORDING_NODE, str(ready), str(out), *flags],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert run.returncode == 0, run.stderr
+    state = json.loads(out.read_text())
+    loaded = state["modules"]
+    assert "shoal.cluster.node" in loaded
+    assert "shoal.cluster.metrics" in loaded  # /metrics is routed, not yet rendered
+    for module in (*NOT_AT_STARTUP, *NOT_UNTIL_USED):
+        assert not [m for m in loaded if m == module or m.startswith(module + ".")], module
+    # The import ran with the collector off and its objects were frozen after.
+    assert state["frozen"] > 10_000

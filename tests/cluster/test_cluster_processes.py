@@ -135,7 +135,9 @@ def test_killed_producer_drops_out_of_lookup_and_returns_after_restart(
     wait_for(lambda: list(statuses(c).values()).count("alive") == 3)
     with NsqConnection(a.tcp) as conn:
         conn.pub("orders", b"x")
-    wait_for(lambda: get(c.lookup_http, "/lookup?topic=orders")[0] == 200)
+    # Both watchers must know the topic before its producer dies, or one of
+    # them answers TOPIC_NOT_FOUND rather than an empty producer list.
+    wait_for(lambda: all(get(n.lookup_http, "/lookup?topic=orders")[0] == 200 for n in (b, c)))
     a.kill()
 
     def producer_ports(node: NodeProcess) -> list[int]:

@@ -23,6 +23,7 @@ from shoal.queue.diskqueue import (
     check_queue_name,
     decode_meta,
     decode_record,
+    decode_records,
     encode_meta,
     encode_record,
     make_ticket,
@@ -299,3 +300,33 @@ def test_meta_with_acks_round_trips() -> None:
 def test_config_refuses_out_of_range(field: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         DiskQueueConfig(**field)  # type: ignore[arg-type]
+
+
+# --- decode_records: the reader's runs ------------------------------------------------------
+
+
+@given(payloads, st.integers(min_value=1, max_value=25))
+def test_decode_records_matches_decode_record_one_by_one(items: list[bytes], limit: int) -> None:
+    buf = b"".join(map(encode_record, items))
+    got, end = decode_records(buf, 0, len(buf), MAX, limit)
+    expected: list[bytes] = []
+    offset = 0
+    while len(expected) < limit:
+        result = decode_record(buf, offset, MAX)
+        if not isinstance(result, Record):
+            break
+        expected.append(result.payload)
+        offset = result.end
+    assert (got, end) == (expected, offset)
+
+
+def test_decode_records_stops_before_damage_and_at_the_stop() -> None:
+    good = [encode_record(b"a" * 10), encode_record(b"b" * 10)]
+    rotten = bytearray(encode_record(b"c" * 10))
+    rotten[-1] ^= 1
+    buf = good[0] + good[1] + bytes(rotten) + encode_record(b"d")
+    assert decode_records(buf, 0, len(buf), MAX, 10) == ([b"a" * 10, b"b" * 10], 36)
+    # A record reaching past ``stop`` (a known hole, the data's end) is left alone.
+    assert decode_records(buf, 0, 35, MAX, 10) == ([b"a" * 10], 18)
+    # A length outside the limit is not trusted.
+    assert decode_records(buf, 0, len(buf), 9, 10) == ([], 0)

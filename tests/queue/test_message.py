@@ -10,6 +10,7 @@ from shoal.queue.message import (
     Message,
     MessageIDGenerator,
     decode_message,
+    decode_message_batches,
     encode_message,
     node_of,
 )
@@ -69,6 +70,31 @@ def test_message_encoding_round_trips_header_and_body() -> None:
 def test_decode_message_refuses_data_shorter_than_a_header() -> None:
     with pytest.raises(RemoteProtocolError):
         decode_message(b"x" * (HEADER_SIZE - 1))
+
+
+def test_decode_message_batches_groups_runs_of_timestamp_and_attempts() -> None:
+    msgs = [
+        Message(b"%016x" % i, b"body%d" % i, timestamp=ts, attempts=attempts)
+        for i, (ts, attempts) in enumerate([(5, 0), (5, 0), (5, 1), (6, 1), (6, 1), (5, 0)])
+    ]
+    batches = decode_message_batches([encode_message(msg) for msg in msgs])
+    assert [(len(ids), ts, attempts) for ids, _, ts, attempts in batches] == [
+        (2, 5, 0),
+        (1, 5, 1),
+        (2, 6, 1),
+        (1, 5, 0),
+    ]
+    ids = [msg_id for batch in batches for msg_id in batch[0]]
+    bodies = [body for batch in batches for body in batch[1]]
+    assert ids == [msg.id for msg in msgs]
+    assert bodies == [msg.body for msg in msgs]
+    assert decode_message_batches([]) == []
+
+
+def test_decode_message_batches_refuses_a_record_shorter_than_a_header() -> None:
+    good = encode_message(Message(b"0" * 16, b"x", timestamp=1))
+    with pytest.raises(RemoteProtocolError):
+        decode_message_batches([good, b"short"])
 
 
 def test_advance_past_keeps_later_ids_above_even_when_the_clock_went_back() -> None:

@@ -18,6 +18,10 @@ in pieces of at most `PIECE_SAMPLES` samples, yielding to the event loop
 between pieces. The whole-family view (`SnapshotCollector`) serves statsd
 and anything else that wants plain prometheus-client collectors.
 
+prometheus-client is imported on the first scrape or statsd push, not with
+this module: the node starts (and answers ``/ping``) without paying for it.
+The collectors here satisfy its ``Collector`` protocol structurally.
+
 Names are ``shoal_*``; labels are ``topic``, ``channel``, ``status`` (member
 status), ``reason`` (drop reasons) and ``quantile`` (e2e latency). Counters
 that the node keeps as running totals are exposed as counters; depths and
@@ -30,15 +34,13 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
-from prometheus_client.registry import Collector, CollectorRegistry
 
 from shoal.cluster.http_server import Response
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.metrics_core import Metric
 
     from shoal.cluster.http_server import Request
@@ -159,6 +161,8 @@ class _Family:
     samples: Callable[[MetricsSnapshot], Iterable[_Sample]]
 
     def new(self) -> GaugeMetricFamily | CounterMetricFamily:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         kind = CounterMetricFamily if self.counter else GaugeMetricFamily
         return kind(self.name, self.help, labels=list(self.labels))
 
@@ -290,7 +294,7 @@ FAMILIES: Final[tuple[_Family, ...]] = (
 """Every family /metrics serves, in order."""
 
 
-class NodeCollector(Collector):
+class NodeCollector:
     """Reads the node's figures (`snapshot`) and turns them into metric families.
 
     `snapshot` runs on the node's event loop; rendering it is `render_text`'s
@@ -319,7 +323,7 @@ class NodeCollector(Collector):
         return SnapshotCollector(self.snapshot()).collect()
 
 
-class SnapshotCollector(Collector):
+class SnapshotCollector:
     """The metric families of one `MetricsSnapshot`, whole; touches nothing live."""
 
     def __init__(self, snapshot: MetricsSnapshot) -> None:
@@ -335,7 +339,7 @@ class SnapshotCollector(Collector):
                 yield family
 
 
-class _Piece(Collector):
+class _Piece:
     def __init__(self, family: Metric) -> None:
         self._family = family
 
@@ -344,6 +348,9 @@ class _Piece(Collector):
 
 
 def _render(family: Metric, *, header: bool) -> bytes:
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Piece(family))
     text = generate_latest(registry)
@@ -397,6 +404,8 @@ def metrics_handler(collector: NodeCollector) -> Callable[[Request], Awaitable[R
     limiter = trio.CapacityLimiter(1)
 
     async def metrics(request: Request) -> Response:
+        from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
         del request
         async with limiter:
             body = await render_text(collector.snapshot())

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 from shoal.cluster.metrics import MetricsSources, NodeCollector, metrics_handler
 from shoal.cluster.page import PageMember, add_page_routes
-from shoal.cluster.statsd import run_statsd, statsd_prefix
 from shoal.config import parse_address
 from shoal.membership.state import MemberState
 from shoal.queue import stats
@@ -39,6 +38,9 @@ def serve_operations(node: Node, router: Router, nursery: trio.Nursery) -> None:
     add_page_routes(router, functools.partial(_page_members, node))
     config = node.config
     if config.statsd_address:
+        # Only a node that pushes to statsd imports the pusher.
+        from shoal.cluster.statsd import run_statsd, statsd_prefix
+
         http = node.addresses["http"]
         prefix = statsd_prefix(
             config.statsd_prefix, config.broadcast_address, parse_address(http)[1] if http else 0

@@ -32,7 +32,6 @@ from __future__ import annotations
 import zlib
 from typing import Protocol
 
-import cramjam
 import trio
 
 __all__ = [
@@ -80,6 +79,9 @@ class SnappyCodec:
     """Snappy framing format, as nsqd's ``--snappy`` (golang/snappy's Reader and Writer)."""
 
     def __init__(self) -> None:
+        # Imported by the first connection that negotiates snappy, not at start-up.
+        import cramjam
+
         self._compressor = cramjam.snappy.Compressor()
         self._buf = bytearray()
 
@@ -116,6 +118,8 @@ class SnappyCodec:
             return b""
         chunks = bytes(buf[:pos])
         del buf[:pos]
+        import cramjam  # loaded by __init__: a lookup in sys.modules
+
         try:
             return bytes(cramjam.snappy.decompress(SNAPPY_STREAM_HEADER + chunks))
         except cramjam.DecompressionError as exc:

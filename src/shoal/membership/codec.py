@@ -201,6 +201,7 @@ _SUSPECT: Final = MessageType.SUSPECT.value
 _DEAD: Final = MessageType.DEAD.value
 _USER: Final = MessageType.USER.value
 _REFUSED: Final = MessageType.REFUSED.value
+_PUSH_PULL: Final = MessageType.PUSH_PULL.value
 
 
 def encode_message(message: Message) -> bytes:
@@ -241,9 +242,19 @@ def encode_table(members: Iterable[PushPullEntry]) -> bytes:
     record changes: the table is the bulk of every push-pull.
     """
     wire = _STATE_TO_WIRE
+    # Tuples encode as arrays, and an address is already a (host, port)
+    # tuple: one new object per record instead of three, which halves the
+    # cost of encoding a large table. Empty metadata shares one empty dict.
+    empty: dict[str, str] = {}
     return cbor2.dumps(
         [
-            [name, [address[0], address[1]], incarnation, wire[state], dict(meta)]
+            (
+                name,
+                address if type(address) is tuple else tuple(address),
+                incarnation,
+                wire[state],
+                (meta if type(meta) is dict else dict(meta)) if meta else empty,
+            )
             for name, address, incarnation, state, meta in members
         ]
     )
@@ -480,7 +491,7 @@ def _addr(value: Any) -> Address:
         raise _shape("an address host must be an IP address or a host name")
     if type(port) is not int or not 0 <= port <= 65535:
         raise _shape("an address port must be in 0..65535")
-    return (host, port)
+    return _share_address((host, port))
 
 
 def _meta(value: Any, limits: CodecLimits) -> dict[str, str]:
@@ -517,11 +528,12 @@ def _entries(values: list[Any], limits: CodecLimits) -> tuple[PushPullEntry, ...
     checked inline, and anything unusual falls back to `_entry`, which
     raises the precise error; both accept exactly the same records.
 
-    Names and hosts are interned: a node holds each member's strings for as
-    long as it knows the member, and every later table repeats them, so one
-    copy per distinct string is kept instead of one per decode (the
-    simulator's thousand engines then share their members' strings too).
-    Empty metadata, the usual case, shares one empty mapping.
+    Names are interned and addresses shared (`_share_address`): a node
+    holds each member's strings for as long as it knows the member, and
+    every later table repeats them, so one copy per distinct value is kept
+    instead of one per decode (the simulator's thousand engines then share
+    their members' names and addresses too). Empty metadata, the usual case,
+    shares one empty mapping.
     """
     longest = limits.max_name_length
     wire = _WIRE_TO_STATE
@@ -530,6 +542,7 @@ def _entries(values: list[Any], limits: CodecLimits) -> tuple[PushPullEntry, ...
     entry_type = PushPullEntry
     no_meta = _NO_META
     host_ok = _HOST.fullmatch
+    addresses = _ADDRESSES
     out: list[PushPullEntry] = []
     append = out.append
     for value in values:
@@ -555,17 +568,45 @@ def _entries(values: list[Any], limits: CodecLimits) -> tuple[PushPullEntry, ...
                     and 0 <= port <= 65535
                     and host_ok(host) is not None
                 ):
-                    append(
-                        new(
-                            entry_type,
-                            (intern(name), (intern(host), port), incarnation, wire[state], no_meta),
-                        )
-                    )
+                    address = (host, port)
+                    shared = addresses.get(address)
+                    if shared is None:
+                        shared = _share_address(address)
+                    record = (intern(name), shared, incarnation, wire[state], no_meta)
+                    append(new(entry_type, record))
                     continue
         entry = _entry(value, limits)
-        host, port = entry.address
-        append(entry._replace(name=intern(entry.name), address=(intern(host), port)))
+        append(entry._replace(name=intern(entry.name), address=_share_address(entry.address)))
     return tuple(out)
+
+
+#: Addresses decoded so far, each kept once (see `_share_address`).
+_ADDRESSES: Final[dict[Address, Address]] = {}
+
+#: Most addresses `_ADDRESSES` holds before it starts afresh: far more than
+#: any cluster has members, few enough that a flood of forged addresses costs
+#: a few megabytes at most.
+MAX_SHARED_ADDRESSES: Final = 1 << 16
+
+
+def _share_address(address: Address) -> Address:
+    """Return the one shared copy of ``address`` (host interned), storing it if new.
+
+    A node keeps every member's address as long as it knows the member, and
+    every table and alive message repeats it: sharing one tuple per address
+    (with its port integer) instead of one per decode saves about 90 bytes
+    per record, and the simulator's engines, which all decode the same
+    addresses, then hold one copy between them (memory per engine O(n)
+    references, not O(n) tuples).
+    """
+    shared = _ADDRESSES.get(address)
+    if shared is not None:
+        return shared
+    if len(_ADDRESSES) >= MAX_SHARED_ADDRESSES:
+        _ADDRESSES.clear()
+    host, port = address
+    shared = _ADDRESSES[address] = (sys.intern(host), port)
+    return shared
 
 
 #: The metadata of every record that has none, read-only so that sharing it
@@ -762,8 +803,147 @@ def decode_stream(
         CodecError: the payload is refused. No other exception escapes.
     """
     _check_frame(data, limits.max_stream_size)
-    return _message(
-        _parse_cbor(data, 1, _stream_shape(limits)),
-        limits,
-        frozenset(t.value for t in allowed),
-    )
+    codes = frozenset(t.value for t in allowed)
+    if _TABLES and _PUSH_PULL in codes:
+        recalled = _recall_push_pull(data, limits)
+        if recalled is not None:
+            return recalled
+    message = _message(_parse_cbor(data, 1, _stream_shape(limits)), limits, codes)
+    if type(message) is PushPull:
+        _remember_table(data, limits, message)
+    return message
+
+
+# --------------------------------------------------------------------------- recalled tables
+
+# In a quiet cluster every member holds the same records, and the engine
+# encodes its table in name order, so the tables of different members are
+# byte for byte the same: a node decoding push-pulls from one peer after
+# another finds the same table again and again (and a simulator of a
+# thousand engines, a thousand times). A table that starts where a push-pull
+# puts its table and equals one already checked under the same limits is
+# taken as it was decoded then; only the header and the application state
+# around it are read. A table is the bulk of a push-pull (all of it but a
+# few bytes when there is no application state), so this turns the O(n)
+# decode of a recurring table into a byte comparison. Anything unexpected
+# falls back to the full decode, which alone decides what is refused.
+
+#: Push-pull tables decoded last, newest first: (bytes, limits, records).
+_TABLES: Final[list[tuple[bytes, CodecLimits, tuple[PushPullEntry, ...]]]] = []
+
+#: Most tables kept, and most bytes of them: enough for the few versions of
+#: a table that coexist while news spreads, a bounded cost for a node.
+REMEMBERED_TABLES: Final = 8
+REMEMBERED_TABLE_BYTES: Final = 8 * 1024 * 1024
+
+
+def _remember_table(data: bytes, limits: CodecLimits, message: PushPull) -> None:
+    """Keep the table of ``data``, a push-pull the full decode accepted as ``message``.
+
+    The table runs from the end of the header to the application state,
+    the last item; where that starts follows from its length when its head
+    is minimal, as every encoder writes it (a table whose end is not found
+    so is simply not kept).
+    """
+    header = _header(data)
+    size = len(message.app_state)
+    head = 1 if size < 24 else 2 if size < 256 else 3 if size < 65536 else 5
+    end = len(data) - size - head
+    if header is None or end <= header[3] or _head(data, end) != (2, size, end + head):
+        return
+    start = header[3]
+    if end - start > REMEMBERED_TABLE_BYTES:
+        return
+    tables = _TABLES
+    tables.insert(0, (data[start:end], limits, message.members))
+    total = 0
+    for index, (kept, _, _) in enumerate(tables):
+        total += len(kept)
+        if index >= REMEMBERED_TABLES or total > REMEMBERED_TABLE_BYTES:
+            del tables[index:]
+            break
+
+
+def _head(data: bytes, pos: int) -> tuple[int, int, int]:
+    """Return (major type, argument, position after) of the CBOR head at ``pos``.
+
+    (-1, 0, pos) for anything `_recall_push_pull` does not take: a truncated,
+    indefinite or reserved head.
+    """
+    if pos >= len(data):
+        return -1, 0, pos
+    initial = data[pos]
+    info = initial & 0x1F
+    if info < 24:
+        return initial >> 5, info, pos + 1
+    if info >= 28:
+        return -1, 0, pos
+    size = 1 << (info - 24)
+    if pos + 1 + size > len(data):
+        return -1, 0, pos
+    return initial >> 5, int.from_bytes(data[pos + 1 : pos + 1 + size], "big"), pos + 1 + size
+
+
+_FALSE: Final = 0xF4
+_TRUE: Final = 0xF5
+
+
+def _header(data: bytes) -> tuple[bytes, int, int, int] | None:
+    """Read a push-pull's ``[type, source, join, reply`` head by head.
+
+    Returns (source bytes, join byte, reply byte, where the table starts),
+    or None for anything else, including every form the full decode would
+    refuse here: another type, a source that is not a text string, flags
+    that are not booleans.
+    """
+    if len(data) < 2 or data[1] != 0x86:
+        return None
+    major, value, pos = _head(data, 2)
+    if major != 0 or value != _PUSH_PULL:
+        return None
+    major, size, pos = _head(data, pos)
+    if major != 3 or pos + size + 2 > len(data):
+        return None
+    start = pos + size + 2
+    join, reply = data[start - 2], data[start - 1]
+    if (join != _FALSE and join != _TRUE) or (reply != _FALSE and reply != _TRUE):
+        return None
+    return data[pos : pos + size], join, reply, start
+
+
+def _recall_push_pull(data: bytes, limits: CodecLimits) -> PushPull | None:
+    """Decode a push-pull whose table is one of `_TABLES`, or return None.
+
+    Reads ``[type, source, join, reply, table, app_state]`` head by head
+    and accepts exactly what the full decode would, given a table it
+    accepted before: a text source within the name limit, two booleans, the
+    remembered table, and one byte string ending the payload.
+    """
+    header = _header(data)
+    if header is None:
+        return None
+    raw, join, reply, start = header
+    try:
+        source = raw.decode()
+    except UnicodeDecodeError:
+        return None
+    if not 0 < len(source) <= limits.max_name_length:
+        return None
+    for index, (table, checked, members) in enumerate(_TABLES):
+        if not data.startswith(table, start):
+            continue
+        if checked is not limits and checked != limits:
+            continue
+        major, size, pos = _head(data, start + len(table))
+        if major != 2 or pos + size != len(data):
+            return None
+        if index:
+            _TABLES.insert(0, _TABLES.pop(index))
+        return PushPull(
+            source=source,
+            join=join == _TRUE,
+            reply=reply == _TRUE,
+            members=members,
+            app_state=data[pos:],
+        )
+    return None

@@ -425,20 +425,39 @@ class _Timer:
         self.cancelled = False
 
 
+class _Suspected:
+    """A running suspicion of one member and what hangs on it.
+
+    Kept apart from `_Node` because few members are suspect at any time while
+    a node holds a record for every member: four fields there would cost 32
+    bytes per member (hundreds of megabytes across a simulated cluster).
+    """
+
+    __slots__ = ("refusals", "suspicion", "timer", "verifying")
+
+    def __init__(self, suspicion: Suspicion) -> None:
+        self.suspicion = suspicion
+        self.timer: _Timer | None = None
+        # Refusal evidence for this suspicion (see Membership._on_refused).
+        self.refusals: set[str] | None = None
+        self.verifying = False
+
+
 class _Node:
-    """The mutable record of one member (the public face is `Member`)."""
+    """The mutable record of one member (the public face is `Member`).
+
+    Slotted and lean: a node holds one per member, the simulator one per
+    member per simulated node.
+    """
 
     __slots__ = (
         "address",
         "incarnation",
         "meta",
         "name",
-        "refusals",
         "state",
         "state_changed_at",
-        "suspicion",
-        "suspicion_timer",
-        "verifying",
+        "suspected",
     )
 
     def __init__(
@@ -456,11 +475,7 @@ class _Node:
         self.incarnation = incarnation
         self.state = state
         self.state_changed_at = now
-        self.suspicion: Suspicion | None = None
-        self.suspicion_timer: _Timer | None = None
-        # Refusal evidence for the current suspicion (see Membership._on_refused).
-        self.refusals: set[str] | None = None
-        self.verifying = False
+        self.suspected: _Suspected | None = None
 
     def snapshot(self) -> Member:
         return Member(
@@ -498,6 +513,10 @@ class _Relay:
         self.origin_seq = origin_seq
         self.want_nack = want_nack
         self.timer: _Timer | None = None
+
+
+def _name_of(node: _Node) -> str:
+    return node.name
 
 
 def _valid_name(value: object, limit: int) -> bool:
@@ -1165,9 +1184,12 @@ class Membership:
         if table is None:
             # Encoded once per change of any record, not once per push-pull:
             # in a quiet cluster of n members this saves O(n) work per exchange.
+            # In name order, so members holding the same records send the
+            # same bytes, which receivers then decode once (the codec's
+            # recalled tables).
             table = self._table = encode_table(
                 PushPullEntry(node.name, node.address, node.incarnation, node.state, node.meta)
-                for node in self._nodes.values()
+                for node in sorted(self._nodes.values(), key=_name_of)
             )
         app_state = b"" if self._delegate is None else self._delegate.local_state()
         return encode_push_pull(self._name, join, reply, table, app_state)
@@ -1558,12 +1580,19 @@ class Membership:
                 self._refute(entry.incarnation, now)
                 continue
             if state is _ALIVE:
-                node = nodes.get(entry.name)
-                if (
-                    node is not None
-                    and node.incarnation >= entry.incarnation
+                name = entry.name
+                node = nodes.get(name)
+                if node is None:
+                    if name != own and not echo and name != source:
+                        # A member new to us that we do not pass on: what
+                        # `_on_alive` would do, without building the message
+                        # (a joiner learns the whole table this way).
+                        self._learn(name, entry.address, entry.meta, entry.incarnation, now)
+                        continue
+                elif (
+                    node.incarnation >= entry.incarnation
                     and node.address == entry.address
-                    and entry.name != own
+                    and name != own
                 ):
                     continue  # old news, as most of a table is in a quiet cluster
                 alive = Alive(
@@ -1663,12 +1692,10 @@ class Membership:
         elif state is _DEAD:
             self._dead[node.name] = node
         if old is _SUSPECT:
-            node.suspicion = None
-            node.refusals = None
-            node.verifying = False
-            if node.suspicion_timer is not None:
-                node.suspicion_timer.cancelled = True
-                node.suspicion_timer = None
+            suspected = node.suspected
+            node.suspected = None
+            if suspected is not None and suspected.timer is not None:
+                suspected.timer.cancelled = True
 
     def _on_accusation(
         self, incarnation: int, accuser: str, src: Address | None, now: float
@@ -1751,9 +1778,7 @@ class Membership:
             return
         node = self._nodes.get(name)
         if node is None:
-            node = _Node(name, message.address, message.meta, message.incarnation, _ALIVE, now)
-            self._add_node(node)
-            self._events.append(MemberJoined(member=node.snapshot()))
+            self._learn(name, message.address, message.meta, message.incarnation, now)
             if rebroadcast:
                 # Not for a fresh joiner learning the cluster (it has its own
                 # catch-ups): only news we pass on says two groups met.
@@ -1822,17 +1847,29 @@ class Membership:
             )
         self._refute(message.incarnation, now)
 
+    def _learn(
+        self, name: str, address: Address, meta: Mapping[str, str], incarnation: int, now: float
+    ) -> None:
+        """Add a member new to us, alive, and raise its `MemberJoined`."""
+        node = _Node(name, address, meta, incarnation, _ALIVE, now)
+        self._add_node(node)
+        self._events.append(MemberJoined(member=node.snapshot()))
+
     def _add_node(self, node: _Node) -> None:
         self._nodes[node.name] = node
         self._table = None
         self._by_address[node.address] = node
         self._counts[node.state] += 1
-        self._remembered.pop(node.name, None)
+        if self._remembered:
+            self._remembered.pop(node.name, None)
         # Insert at a random position (memberlist): a newcomer is probed, on
-        # average, half a round from now rather than always last.
+        # average, half a round from now rather than always last. Scaled from
+        # random() rather than randrange(), which costs five times as much
+        # and dominated a joiner learning a large table; the bias is below
+        # n / 2**53.
         nodes = self._probe_list
         nodes.append(node)
-        index = self._rng.randrange(len(nodes))
+        index = int(self._rng.random() * len(nodes))
         nodes[index], nodes[-1] = nodes[-1], nodes[index]
 
     def _on_suspect(
@@ -1853,7 +1890,8 @@ class Membership:
         if not incarnation_in_reach(node.incarnation, message.incarnation):
             self._drop("incarnation_jump")
             return
-        suspicion = node.suspicion
+        suspected = node.suspected
+        suspicion = None if suspected is None else suspected.suspicion
         if suspicion is not None and message.incarnation == node.incarnation:
             # Already suspect: only an independent confirmation matters; it
             # shortens the timeout and is re-gossiped so others count it too.
@@ -1913,9 +1951,12 @@ class Membership:
         need = self._config.refusal_confirmations
         if not need or node.state is not _SUSPECT or node.incarnation != message.incarnation:
             return
-        refusals = node.refusals
+        suspected = node.suspected
+        if suspected is None:
+            return
+        refusals = suspected.refusals
         if refusals is None:
-            refusals = node.refusals = set()
+            refusals = suspected.refusals = set()
         if message.source in refusals:
             return
         refusals.add(message.source)
@@ -1927,8 +1968,8 @@ class Membership:
             self._stats.refusal_deaths += 1
             self._on_dead(Dead(incarnation=node.incarnation, name=name, source=self._name), now)
             return
-        if self._name not in refusals and not node.verifying:
-            node.verifying = True
+        if self._name not in refusals and not suspected.verifying:
+            suspected.verifying = True
             ping = Ping(seq=self._next_seq(), target=name, source=self._name)
             self._send(node.address, [message, ping])
 
@@ -1967,26 +2008,30 @@ class Membership:
         node.state_changed_at = now
         self._table = None
         suspicion = Suspicion(accuser=message.source, started_at=now, k=k, low=low, high=high)
-        node.suspicion = suspicion
-        node.refusals = None
-        node.verifying = False
+        previous = node.suspected
+        if previous is not None and previous.timer is not None:
+            previous.timer.cancelled = True
+        node.suspected = _Suspected(suspicion)
         self._arm_suspicion_timer(node, suspicion.deadline)
         self._queue_broadcast(node.name, message, now)
 
     def _arm_suspicion_timer(self, node: _Node, deadline: float) -> None:
-        if node.suspicion_timer is not None:
-            node.suspicion_timer.cancelled = True
-        suspicion = node.suspicion
-        node.suspicion_timer = self._schedule(
+        suspected = node.suspected
+        assert suspected is not None  # armed only for a running suspicion
+        if suspected.timer is not None:
+            suspected.timer.cancelled = True
+        suspicion = suspected.suspicion
+        suspected.timer = self._schedule(
             deadline, lambda t: self._suspicion_expired(node, suspicion, t)
         )
 
-    def _suspicion_expired(self, node: _Node, suspicion: Suspicion | None, now: float) -> None:
-        if node.suspicion is not suspicion or node.state is not _SUSPECT:
+    def _suspicion_expired(self, node: _Node, suspicion: Suspicion, now: float) -> None:
+        suspected = node.suspected
+        if suspected is None or suspected.suspicion is not suspicion or node.state is not _SUSPECT:
             return
         if self._nodes.get(node.name) is not node:
             return
-        node.suspicion_timer = None
+        suspected.timer = None
         self._stats.deaths_declared += 1
         self._on_dead(Dead(incarnation=node.incarnation, name=node.name, source=self._name), now)
 

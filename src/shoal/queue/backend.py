@@ -17,6 +17,10 @@ Rules:
    it until ``ack_many`` names the ticket, and hands it out again after a
    restart if it never does; the others return ticket -1 and forget the
    record, as ``get`` does.
+5. ``take_many`` and ``get_many`` are ``take`` and ``get`` for up to a
+   number of records at once: what a consumer or a topic's backlog pump
+   asks for, so a backend can serve them from large reads with no work per
+   record beyond decoding it.
 """
 
 from __future__ import annotations
@@ -62,6 +66,22 @@ class Backend(Protocol):
 
     def take(self) -> tuple[bytes, int] | None:
         """Hand out the oldest record and its ticket (-1: nothing to acknowledge), or None."""
+        ...
+
+    def take_many(self, limit: int) -> tuple[list[bytes], list[int]]:
+        """Hand out up to ``limit`` of the oldest records and their tickets, in step.
+
+        Raises:
+            BackendError: nothing could be read; every record stays queued.
+        """
+        ...
+
+    def get_many(self, limit: int) -> list[bytes]:
+        """Remove and return up to ``limit`` of the oldest records.
+
+        Raises:
+            BackendError: nothing could be read; every record stays queued.
+        """
         ...
 
     def ack_many(self, tickets: Iterable[int]) -> None:
@@ -133,6 +153,17 @@ class MemoryBackend:
     def take(self) -> tuple[bytes, int] | None:
         """Remove and return the oldest record with ticket -1, or None when empty."""
         return (self._records.popleft(), -1) if self._records else None
+
+    def take_many(self, limit: int) -> tuple[list[bytes], list[int]]:
+        """Remove and return up to ``limit`` of the oldest records, each with ticket -1."""
+        records = self.get_many(limit)
+        return records, [-1] * len(records)
+
+    def get_many(self, limit: int) -> list[bytes]:
+        """Remove and return up to ``limit`` of the oldest records."""
+        count = min(max(limit, 0), len(self._records))
+        popleft = self._records.popleft
+        return [popleft() for _ in range(count)]
 
     def ack_many(self, tickets: Iterable[int]) -> None:
         """Nothing is kept for acknowledgement."""

@@ -113,6 +113,7 @@ from shoal.queue.latency import LatencyWindow
 from shoal.queue.message import (
     Message,
     decode_message,
+    decode_message_batches,
     encode_message,
     encode_message_fields,
 )
@@ -685,14 +686,19 @@ class Channel:
         if missing > 0:
             backend = self._backend
             if backend.depth:
-                take = backend.take
-                for _ in range(missing):
-                    taken = take()
-                    if taken is None:
-                        break
-                    msg = decode_message(taken[0])
-                    batches.append(((msg.id,), (msg.body,), msg.timestamp, msg.attempts + 1))
-                    tickets.append(taken[1])
+                records, taken = backend.take_many(missing)
+                if taken.count(_NO_TICKET) == len(taken):
+                    # Nothing to acknowledge: the records' runs are delivered
+                    # as batches, one in-flight key per run.
+                    for ids, bodies, timestamp, attempts in decode_message_batches(records):
+                        batches.append((ids, bodies, timestamp, attempts + 1))
+                        tickets.append(_NO_TICKET)
+                else:
+                    # Each record keeps its own ticket, so it is a batch of one.
+                    for record, ticket in zip(records, taken, strict=True):
+                        msg = decode_message(record)
+                        batches.append(((msg.id,), (msg.body,), msg.timestamp, msg.attempts + 1))
+                        tickets.append(ticket)
                 if self._durable:
                     backend.note_reads()  # one small write per delivery round
         return batches, tickets

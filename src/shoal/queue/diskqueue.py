@@ -68,6 +68,7 @@ __all__ = [
     "decode_deferred",
     "decode_meta",
     "decode_record",
+    "decode_records",
     "encode_acks",
     "encode_deferred",
     "encode_meta",
@@ -227,6 +228,51 @@ def decode_record(
     if zlib.crc32(payload) != crc:
         return Corrupt(f"checksum mismatch in a record of {length} bytes", offset)
     return Record(payload, end)
+
+
+def decode_records(
+    buf: bytes, offset: int, stop: int, max_record_size: int, limit: int
+) -> tuple[list[bytes], int]:
+    """Decode up to ``limit`` consecutive intact records from ``buf[offset:stop]``.
+
+    The reader's fast path: one call per read-ahead buffer instead of one
+    `decode_record` (and its result object) per record. It stops, without
+    judging, at the first record that does not verify or does not end by
+    ``stop``; the caller hands that position to `decode_record`, which says
+    whether it is damage or a record cut by the end of the buffer.
+
+    Args:
+        buf: bytes read from a segment.
+        offset: where the first record starts.
+        stop: buffer offset no record may reach past (the end of the data,
+            or where a known hole starts); clamped to ``len(buf)``.
+        max_record_size: largest valid payload (`max_record_size`).
+        limit: most records to return.
+
+    Returns:
+        The payloads, oldest first, and the offset just past the last one
+        (``offset`` when none was decoded).
+    """
+    stop = min(stop, len(buf))
+    unpack = RECORD_HEADER.unpack_from
+    crc32 = zlib.crc32
+    payloads: list[bytes] = []
+    append = payloads.append
+    # Bounded: every pass consumes a record or ends, and at most ``limit`` pass.
+    for _ in range(limit):
+        start = offset + RECORD_HEADER_SIZE
+        if start > stop:
+            break
+        length, crc = unpack(buf, offset)
+        end = start + length
+        if not 1 <= length <= max_record_size or end > stop:
+            break
+        payload = buf[start:end]
+        if crc32(payload) != crc:
+            break
+        append(payload)
+        offset = end
+    return payloads, offset
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ __all__ = [
     "MessageBatch",
     "MessageIDGenerator",
     "decode_message",
+    "decode_message_batches",
     "encode_message",
     "encode_message_fields",
     "node_of",
@@ -107,6 +108,43 @@ def decode_message(data: bytes) -> Message:
         raise RemoteProtocolError(f"message of {len(data)} bytes is shorter than its header")
     timestamp, attempts = HEADER.unpack_from(data)
     return Message(bytes(data[10:26]), bytes(data[26:]), timestamp, attempts)
+
+
+def decode_message_batches(records: Sequence[bytes]) -> list[MessageBatch]:
+    """Parse records from `encode_message` into runs sharing timestamp and attempts.
+
+    Records read back from a backend come in the runs they were published
+    in (an MPUB's messages share a timestamp), so a run becomes one
+    `MessageBatch` and what consumes it (delivery, fan-out) works per run,
+    not per message.
+
+    Returns:
+        The batches, in record order; attempts as stored.
+
+    Raises:
+        RemoteProtocolError: a record is shorter than a header; nothing is
+            returned.
+    """
+    out: list[MessageBatch] = []
+    unpack = HEADER.unpack_from
+    ids: list[bytes] = []
+    bodies: list[bytes] = []
+    current = (0, -1)  # no record has attempts -1: the first one starts a run
+    for record in records:
+        if len(record) < HEADER_SIZE:
+            raise RemoteProtocolError(f"message of {len(record)} bytes is shorter than its header")
+        fields = unpack(record)
+        if fields != current:
+            if ids:
+                out.append((tuple(ids), tuple(bodies), current[0], current[1]))
+                ids = []
+                bodies = []
+            current = fields
+        ids.append(record[10:26])
+        bodies.append(record[26:])
+    if ids:
+        out.append((tuple(ids), tuple(bodies), current[0], current[1]))
+    return out
 
 
 def node_of(msg_id: bytes) -> int | None:

@@ -45,6 +45,7 @@ and the owner (the broker) acts on it. A topic that never had a channel stays.
 from __future__ import annotations
 
 import collections
+from itertools import repeat
 from typing import TYPE_CHECKING, TypeAlias
 
 from shoal.queue.backend import BackendError
@@ -52,7 +53,7 @@ from shoal.queue.channel import DEFERRED_SUFFIX, EPHEMERAL_SUFFIX, Channel
 from shoal.queue.message import (
     Message,
     MessageIDGenerator,
-    decode_message,
+    decode_message_batches,
     encode_message_fields,
 )
 
@@ -325,20 +326,19 @@ class Topic:
             moved += take
             for channel in channels:
                 channel.put_batch(ids, bodies, ts, now, defer)
-        if moved < limit:
-            get = self._backend.get
-            batch: list[Message] = []
-            for _ in range(limit - moved):
-                record = get()
-                if record is None:
-                    break
-                batch.append(decode_message(record))
-            if batch:
-                moved += len(batch)
-                copy = Message.copy
-                for channel in channels[1:]:
-                    channel.put_many(list(map(copy, batch)), now)
-                channels[0].put_many(batch, now)
+        if moved < limit and self._backend.depth:
+            records = self._backend.get_many(limit - moved)
+            moved += len(records)
+            # Records come back in their published runs: each run is fanned
+            # out as a batch, shared by every channel as a fresh publish is.
+            for run_ids, run_bodies, run_ts, attempts in decode_message_batches(records):
+                if attempts == 0:
+                    for channel in channels:
+                        channel.put_batch(run_ids, run_bodies, run_ts, now)
+                    continue
+                for channel in channels:
+                    msgs = map(Message, run_ids, run_bodies, repeat(run_ts), repeat(attempts))
+                    channel.put_many(list(msgs), now)
         return moved
 
     # -- channels ---------------------------------------------------------

@@ -49,7 +49,6 @@ from shoal.registry.store import (
     decode_delta,
     decode_digest,
     encode_delta,
-    encode_digest,
 )
 
 if TYPE_CHECKING:
@@ -293,8 +292,7 @@ class RegistryGossip:
         count = self.registry.change_count
         cached = self._digest
         if cached is None or cached[0] != count:
-            digest = self.registry.digest()
-            cached = self._digest = (count, digest, encode_digest(digest))
+            cached = self._digest = (count, *self.registry.digest_and_encoding())
         return cached[1], cached[2]
 
     def has_gaps(self) -> bool:

@@ -46,6 +46,11 @@ Keys (all strings, values CBOR-friendly):
   `ADOPTION_TTL` (`expire_adoptions`) and keeps at most
   `MAX_ADOPTION_RANGES`, so the state stays bounded.
 
+A simulator holds a thousand registries in one process, each with a state
+of every owner; `Registry.image` and `Registry.install` let them share one
+read-only state per owner, copied by a registry only when it changes it
+(copy on write). A real node never shares: its states are its own.
+
 Views (`lookup`, `topics`, `channels`, `nodes`) are computed over these
 states, with liveness given by the caller: producers on dead or left members
 are hidden, while their non-ephemeral keys remain, as nsqlookupd's do.
@@ -74,6 +79,7 @@ __all__ = [
     "OwnerDelta",
     "Producer",
     "Registry",
+    "StateImage",
     "decode_delta",
     "decode_digest",
     "encode_delta",
@@ -256,6 +262,8 @@ class OwnerDelta:
 
 @dataclasses.dataclass(slots=True)
 class _Slot:
+    # Never changed once stored (a newer write stores a new slot), so the
+    # slots of a shared state may be shared by its private copies too.
     value: Any
     version: int
     written_at: float  # local time the tombstone was stored, for GC
@@ -272,10 +280,45 @@ class _State:
     pending: set[int] | None = None
     # Highest version of a tombstone we have dropped; peers below it need a reset.
     gc_floor: int = 0
+    # Held by several registries at once (see `StateImage`): read only; a
+    # registry about to change it first takes a private copy (`Registry._own_copy`).
+    shared: bool = False
+    # (generation, watermark) as last put in a digest, and its encoded digest
+    # item (owner, then [generation, watermark]): one tuple per state, not one
+    # per digest, shared by every registry sharing the state; a digest is
+    # encoded by joining the items, not item by item.
+    item: tuple[tuple[int, int], bytes] | None = None
 
-    @property
-    def max_version(self) -> int:
-        return max(self.pending) if self.pending else self.watermark
+    def digest_item(self, owner: str) -> tuple[tuple[int, int], bytes]:
+        item = self.item
+        if item is None or item[0][1] != self.watermark:
+            mark = (self.generation, self.watermark)
+            item = self.item = (mark, cbor2.dumps(owner) + cbor2.dumps(list(mark)))
+        return item
+
+    def copy(self, *, shared: bool) -> _State:
+        pending = set(self.pending) if self.pending else None
+        return _State(
+            self.generation, dict(self.entries), self.watermark, pending, self.gc_floor, shared
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StateImage:
+    """One owner's whole state, frozen, to be installed into many registries at once.
+
+    A simulator holds a registry per node, and each of them a state of every
+    owner: about 450 bytes for each (node, owner) pair when each is a copy.
+    Registries that install the same image share one read-only state until
+    one of them changes it (copy on write), so a warm cluster of n nodes
+    costs n states instead of n^2. A real node has no use for it.
+    """
+
+    owner: str
+    state: _State
+    #: The state holds a tombstone / an adoption entry (what `install` notes).
+    graves: bool
+    adoptions: bool
 
 
 class Registry:
@@ -299,6 +342,9 @@ class Registry:
         #: Bumped on every change to an adoption (``a:``) entry of any state.
         self.adoption_changes = 0
         self._listeners: list[Callable[[], None]] = []
+        # Owners whose states may hold a tombstone: `collect` looks at these
+        # only, not at every state (a superset; collect prunes it).
+        self._graves: set[str] = set()
         self._write("info", info.to_wire(), now)
 
     @property
@@ -322,6 +368,8 @@ class Registry:
         if key.startswith("a:"):
             self.adoption_changes += 1
         self._own.entries[key] = _Slot(value, self._version, now)
+        if value is None:
+            self._graves.add(self.name)
         self._own.watermark = self._version
         self._changed()
         return Entry(key, value, self._version)
@@ -400,11 +448,75 @@ class Registry:
             out.append(self._write(key, {"r": kept} if kept else None, now))
         return out
 
+    # -- shared states (simulator) -------------------------------------------------
+
+    def image(self) -> StateImage:
+        """This node's own state as it is now, frozen for `install` elsewhere."""
+        state = self._own.copy(shared=True)
+        slots = state.entries.items()
+        return StateImage(
+            self.name,
+            state,
+            graves=any(s.value is None for s in state.entries.values()),
+            adoptions=any(k.startswith("a:") for k, s in slots if s.value is not None),
+        )
+
+    def install(self, images: Iterable[StateImage]) -> None:
+        """Hold the imaged states of owners this registry does not know yet, shared.
+
+        What a registry then holds is what merging each owner's whole state
+        (`apply_delta` of ``delta({})``) would leave, but nothing is copied until
+        this registry changes one of them. Images of this node itself, or
+        of owners already known, are ignored.
+        """
+        states = self._states
+        changed = False
+        for image in images:
+            owner = image.owner
+            if owner == self.name or owner in states:
+                continue
+            states[owner] = image.state
+            changed = True
+            if image.graves:
+                self._graves.add(owner)
+            if image.adoptions:
+                self.adoption_changes += 1
+        if changed:
+            self._changed()
+
+    def _own_copy(self, owner: str, st: _State) -> _State:
+        """A private copy of a shared state, in its place (copy on write)."""
+        copy = st.copy(shared=False)
+        self._states[owner] = copy
+        return copy
+
+    @staticmethod
+    def _news(st: _State, entries: list[Entry]) -> bool:
+        """Whether merging ``entries`` (same generation, no reset) would change ``st``."""
+        held = st.entries
+        for entry in entries:
+            slot = held.get(entry.key)
+            if slot is None or entry.version > slot.version or entry.version > st.watermark:
+                return True
+        return False
+
     # -- gossip -----------------------------------------------------------------
 
     def digest(self) -> dict[str, tuple[int, int]]:
         """Owner -> (generation, watermark): what this node has seen."""
-        return {name: (st.generation, st.watermark) for name, st in self._states.items()}
+        return self.digest_and_encoding()[0]
+
+    def digest_and_encoding(self) -> tuple[dict[str, tuple[int, int]], bytes]:
+        """`digest` and its `encode_digest`, in one walk over the states' cached items."""
+        marks = {}
+        parts = []
+        for name, st in self._states.items():
+            item = st.item
+            if item is None or item[0][1] != st.watermark:
+                item = st.digest_item(name)
+            marks[name] = item[0]
+            parts.append(item[1])
+        return marks, _map_header(len(parts)) + b"".join(parts)
 
     def delta(self, peer_digest: Mapping[str, tuple[int, int]]) -> list[OwnerDelta]:
         """The entries a peer with ``peer_digest`` lacks, one `OwnerDelta` per owner with news."""
@@ -438,6 +550,8 @@ class Registry:
             and st.generation == delta.generation
             and delta.watermark > st.watermark
         ):
+            if st.shared:
+                st = self._own_copy(delta.owner, st)
             st.watermark = delta.watermark
             if st.pending:
                 st.pending = {v for v in st.pending if v > st.watermark} or None
@@ -480,6 +594,10 @@ class Registry:
             return False
         else:
             changed = False
+            if st.shared:
+                if not reset and not self._news(st, entries):
+                    return False  # duplicate gossip: keep sharing
+                st = self._own_copy(owner, st)
         if reset:
             keep = {e.key for e in entries}
             for key in [k for k in st.entries if k not in keep]:
@@ -496,6 +614,8 @@ class Registry:
             if slot is None or version > slot.version:
                 held[entry.key] = _Slot(entry.value, version, now)
                 changed = True
+                if entry.value is None:
+                    self._graves.add(owner)
                 if entry.key.startswith("a:"):
                     self.adoption_changes += 1
             if version == st.watermark + 1 and not st.pending:
@@ -529,13 +649,25 @@ class Registry:
             self._changed()
 
     def collect(self, now: float) -> None:
-        """Drop tombstones older than `TOMBSTONE_GC` and expired producer tombstones."""
-        for st in self._states.values():
-            dead = [
-                k
-                for k, s in st.entries.items()
-                if s.value is None and now - s.written_at > TOMBSTONE_GC
-            ]
+        """Drop tombstones older than `TOMBSTONE_GC`.
+
+        Only states that may hold a tombstone are looked at: a node runs this
+        after every round of exchanges, and most states never hold one.
+        """
+        graves = self._graves
+        for owner in list(graves):
+            st = self._states.get(owner)
+            if st is None:
+                graves.discard(owner)
+                continue
+            tombstones = [(k, s) for k, s in st.entries.items() if s.value is None]
+            dead = [k for k, s in tombstones if now - s.written_at > TOMBSTONE_GC]
+            if len(dead) == len(tombstones):
+                graves.discard(owner)
+            if not dead:
+                continue
+            if st.shared:
+                st = self._own_copy(owner, st)
             for key in dead:
                 st.gc_floor = max(st.gc_floor, st.entries.pop(key).version)
 
@@ -712,6 +844,16 @@ class Registry:
 def encode_digest(digest: Mapping[str, tuple[int, int]]) -> bytes:
     """CBOR of a digest: ``{owner: [generation, watermark]}``."""
     return cbor2.dumps({k: [g, w] for k, (g, w) in digest.items()})
+
+
+def _map_header(length: int) -> bytes:
+    """The head of a CBOR map of ``length`` items, as cbor2 writes it (RFC 8949 §3)."""
+    if length < 24:
+        return bytes([0xA0 + length])
+    for head, size in ((0xB8, 1), (0xB9, 2), (0xBA, 4)):
+        if length < 1 << (8 * size):
+            return bytes([head]) + length.to_bytes(size, "big")
+    return b"\xbb" + length.to_bytes(8, "big")
 
 
 def encode_delta(parts: Iterable[OwnerDelta]) -> bytes:

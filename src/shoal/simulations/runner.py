@@ -27,23 +27,33 @@ returns a `shoal.simulations.report.SimulationReport`.
 Cost: per virtual second, probing costs O(n) packets, gossip O(n) per piece
 of news, the registry's digest exchanges O(n) exchanges of O(n)-byte digests
 (compared, not decoded, while equal), and push-pull O(n^2 / log n) work (each
-of the n nodes decodes an n-member table once per ``push_pull_interval *
-(log2(n) - 4)``); the preformed start costs O(n^2) once (n engines learning n
-members, n registries learning n owners). The quadratic terms dominate beyond
-a few hundred nodes: 120 virtual seconds of the crash scenario took about
-1.3 s of wall time at n=100, 9 s at 300 and 45-60 s at 1000 (a quarter less
-without the registry) on a shared 2-core machine; push-pull table decoding
-and the preformed start are most of it. Memory is O(n^2) too: every engine
-and registry holds every member (about 0.9 GB peak at 1000, after interning
-names and dropping empty per-owner sets), so 10,000 nodes need tens of GB.
-`shoal.simulations.sweep` runs seeds in parallel processes instead.
+of the n nodes merges an n-member table once per ``push_pull_interval *
+(log2(n) - 4)``; members holding the same records send byte-identical tables,
+which the codec decodes once, so a merge is a walk of n records); the
+preformed start costs O(n^2) once (n engines learning n members, n
+registries learning n owners), with the cyclic garbage collector paused, and
+what it built frozen out of the collector during the run. 120 virtual
+seconds of the crash scenario take about 1.3 s of CPU at n=100, 5 s at 300
+and 17-26 s at 1000 (`bench/simulations.py scale`; wall time is longer on a
+loaded machine). Memory is O(n^2) too: every engine holds a record of every
+member (about 170 bytes, the names and addresses shared between engines),
+while the registries share each owner's preformed state until one changes
+it (`shoal.registry.StateImage`), leaving about 70 bytes a pair (a slot in
+the registry's table and in its cached digest): 225 MB peak at 1000 without
+the registry and 295 MB with it (675 MB when each registry held copies); 60
+virtual seconds at 10,000 nodes without the registry took 750 s of CPU (most
+of it the preformed start) and 16.3 GB.
+`shoal.simulations.sweep` runs many seeds in parallel processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import math
 import random
+import sys
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -60,7 +70,7 @@ from shoal.simulations.scheduler import Scheduler
 from shoal.simulations.topics import RegistrySync, SimulatedRegistry
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from shoal.membership import Address, Event
     from shoal.simulations.network import Cut, Host
@@ -221,8 +231,45 @@ class RunSettings:
         return out
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Keep Python's cyclic garbage collector from running inside the block.
+
+    Building a cluster allocates O(n^2) long-lived records (every engine's
+    member table) and no garbage cycles, so every collection the allocations
+    trigger is pure cost: the full ones walk everything built so far, which
+    took a third of the build at 1,000 nodes and grows with n.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextlib.contextmanager
+def _built_objects_frozen() -> Iterator[None]:
+    """Exempt everything built so far from the cyclic collector inside the block.
+
+    A run keeps the collector (timers and their closures make cycles that
+    only it frees), but its full collections would otherwise walk every
+    engine's member table each time: a quarter of a 1,000-node run's CPU.
+    Frozen objects are still freed by reference counting; afterwards they
+    are collectable as before.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 def _address(index: int) -> Address:
-    return (f"10.{index // 65536}.{index // 256 % 256}.{index % 256}", 4160)
+    # Interned, as the codec interns what it decodes: every engine's record
+    # of this member then shares the strings with the member itself.
+    return (sys.intern(f"10.{index // 65536}.{index // 256 % 256}.{index % 256}"), 4160)
 
 
 class Simulation:
@@ -279,6 +326,10 @@ class Simulation:
         self._leaving: set[str] = set()
         self._meta_version = 0
         self._incarnations: dict[str, int] = {}
+        with _collector_paused():
+            self._build(settings)
+
+    def _build(self, settings: RunSettings) -> None:
         for i in range(settings.nodes):
             self._new_host(f"node-{i}")
         self.seed_name = self.names[0]
@@ -501,12 +552,13 @@ class Simulation:
         self._sample(interval)
         if self.settings.updates_every is not None:
             self.at(self.settings.updates_every, self._update_tick, self.settings.updates_every)
-        if progress is None:
-            self.scheduler.run_until(self.duration)
-        else:
-            for step in range(1, PROGRESS_SLICES + 1):
-                self.scheduler.run_until(self.duration * step / PROGRESS_SLICES)
-                progress(self.now)
+        with _built_objects_frozen():
+            if progress is None:
+                self.scheduler.run_until(self.duration)
+            else:
+                for step in range(1, PROGRESS_SLICES + 1):
+                    self.scheduler.run_until(self.duration * step / PROGRESS_SLICES)
+                    progress(self.now)
         self.recorder.sample(self.now)
         metrics = self.recorder.finish(self.now, self.settings.nodes, self.duration)
         sections: dict[str, dict[str, Any]] = {}
@@ -544,6 +596,7 @@ class Simulation:
     # ------------------------------------------------------------------ internals
 
     def _new_host(self, name: str) -> Host:
+        name = sys.intern(name)
         host = self.network.add_host(name, _address(len(self.names)))
         self.names.append(name)
         self._hosts[name] = host
@@ -642,11 +695,9 @@ class Simulation:
         self._observing = True
         self.recorder.preformed(self.names)
         if self.registries:
-            states = [
-                delta for holder in self.registries.values() for delta in holder.registry.delta({})
-            ]
+            images = [holder.registry.image() for holder in self.registries.values()]
             for holder in self.registries.values():
-                holder.preload(states, now)
+                holder.preload(images)
 
 
 def run_once(

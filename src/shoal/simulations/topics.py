@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from shoal.membership import Address, Event, Membership
-    from shoal.registry import OwnerDelta
+    from shoal.registry import StateImage
     from shoal.simulations.network import Host, Network
     from shoal.simulations.scheduler import Scheduler
 
@@ -86,16 +86,14 @@ class SimulatedRegistry(RegistryGossip):
         """Record that this node's broker holds ``topic`` and broadcast the entry."""
         self.send(self.registry.set_topic(topic, channels, wall=now, now=now))
 
-    def preload(self, deltas: Iterable[OwnerDelta], now: float) -> None:
-        """Merge whole owner states directly (the preformed start of a warm cluster).
+    def preload(self, images: Iterable[StateImage]) -> None:
+        """Hold every other owner's whole state (the preformed start of a warm cluster).
 
-        Each delta is the whole state of an owner this registry does not
-        know yet, so a plain `Registry.apply` of its entries leaves exactly
-        what `Registry.apply_delta` would, and costs a third less.
+        The states are shared with every other node's registry until one of
+        them changes (`Registry.install`): what merging each owner's whole
+        state would leave, without a copy per (node, owner) pair.
         """
-        apply = self.registry.apply
-        for delta in deltas:
-            apply(delta.owner, delta.generation, False, delta.entries, now)
+        self.registry.install(images)
 
 
 class _Loop:
