@@ -58,6 +58,10 @@ from shoal.simulations import (
     simulate,
 )
 from shoal.simulations.runner import Simulation
+from shoal.testing.progress import StatusLine
+
+#: On a terminal only: stdout is the figures.
+status = StatusLine("bench/simulations.py")
 
 
 def nearest_rank(values: list[float], q: float) -> float:
@@ -75,11 +79,11 @@ def spread(values: list[float]) -> str:
 
 
 def line(label: str, text: str) -> None:
-    print(f"  {label:<34} {text}", flush=True)
+    status.say(f"  {label:<34} {text}")
 
 
 def namespace(seeds: int) -> None:
-    print("namespace test predictions: 5 nodes, lan profile, joined through node-0")
+    status.say("namespace test predictions: 5 nodes, lan profile, joined through node-0")
     crash: list[float] = []
     heal: list[float] = []
     for seed in range(seeds):
@@ -95,7 +99,7 @@ def namespace(seeds: int) -> None:
 
 
 def g1(seeds: int) -> None:
-    print("G1 crash detection, N=100, lan (target p50 <= 12 s, p99 <= 16 s)")
+    status.say("G1 crash detection, N=100, lan (target p50 <= 12 s, p99 <= 16 s)")
     everyone: list[float] = []
     observers: list[float] = []
     missing = 0
@@ -117,7 +121,7 @@ def g1(seeds: int) -> None:
 
 
 def g3() -> None:
-    print("G3 dissemination to all of N=100, lan (target p99 <= 2.5 s at 0%, <= 3.0 s at 20%)")
+    status.say("G3 dissemination to all of N=100, lan (target p99 <= 2.5 s at 0%, <= 3.0 s at 20%)")
     report = simulate(Loss(rates=(0.0, 0.2)), RunSettings(nodes=100, duration=300.0))
     for run in report.runs:
         d = run.metrics.dissemination
@@ -132,7 +136,7 @@ def g5(quick: bool) -> None:
     retention = 120.0 if quick else 3600.0
     split_for = retention + 60.0
     seeds = 10 if quick else 3
-    print(
+    status.say(
         f"G5 heal after a split of {split_for:.0f} s, longer than dead retention "
         f"({retention:.0f} s), N=100, lan, {seeds} seeds per shape (target p99 <= 15 s)"
     )
@@ -158,7 +162,7 @@ def g5(quick: bool) -> None:
             f"{spread(views)}{suffix}  ({time.perf_counter() - started:.0f} s wall)",
         )
     line("all shapes", spread(everything))
-    print("  for comparison, splits shorter than retention (60 s), 50/50, 10 seeds:")
+    status.say("  for comparison, splits shorter than retention (60 s), 50/50, 10 seeds:")
     views = []
     for seed in range(10):
         run = simulate(Split(), RunSettings(nodes=100, seed=seed)).runs[0]
@@ -169,7 +173,7 @@ def g5(quick: bool) -> None:
 
 
 def g7(baseline: bool, hours: int) -> None:
-    print(
+    status.say(
         "G7/G8 false deaths of healthy nodes per hour, N=100, lan (targets 0 and <= 1), "
         f"{hours} one-hour run(s) each"
     )
@@ -192,7 +196,9 @@ def g7(baseline: bool, hours: int) -> None:
 
 
 def g9() -> None:
-    print("G9 Lifeguard health awareness, N=100, lan, 300 s (target: >= 10x fewer false positives)")
+    status.say(
+        "G9 Lifeguard health awareness, N=100, lan, 300 s (target: >= 10x fewer false positives)"
+    )
     awareness_off = (("lifeguard_awareness", False),)
     for scenario, title in ((Stall(), "10% stall 2 s every 10 s"), (Slow(), "10% slowed by 1.5 s")):
         for label, overrides in (("awareness on", ()), ("awareness off", awareness_off)):
@@ -206,7 +212,7 @@ def g9() -> None:
 
 
 def g10() -> None:
-    print("G10 idle traffic per node, N=100, lan, in+out, payload bytes (target <= 1 KB/s)")
+    status.say("G10 idle traffic per node, N=100, lan, in+out, payload bytes (target <= 1 KB/s)")
     for registry in (True, False):
         m = simulate(Idle(), RunSettings(nodes=100, registry=registry)).runs[0].metrics
         line(
@@ -242,7 +248,10 @@ def scale_run(nodes: int, duration: float, registry: bool) -> None:
 def _in_child(nodes: int, duration: float, registry: bool) -> None:
     flag = "--registry" if registry else "--no-registry"
     command = [sys.executable, __file__, "_scale_one", str(nodes), str(duration), flag]
-    subprocess.run(command, check=True)
+    status.show(f"scale: N={nodes}, {duration:.0f} s, registry {'on' if registry else 'off'}")
+    # The child's line is printed from here, clear of the status line.
+    done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
+    status.say(done.stdout.rstrip("\n"))
 
 
 def _available_mb() -> float:
@@ -254,7 +263,7 @@ def _available_mb() -> float:
 
 
 def scale(huge: bool) -> None:
-    print(
+    status.say(
         "scale: crash scenario, lan, on this machine (wall time grows with its load; "
         "CPU time does not); target at N=1000: <= 20 s wall, <= 600 MB"
     )
@@ -292,8 +301,14 @@ def main() -> None:
         scale_run(int(nodes), float(duration), flag == "--registry")
         return
     args = parser.parse_args()
+    with status.ticking():
+        run_goals(args)
+
+
+def run_goals(args: argparse.Namespace) -> None:
     for goal in args.goals:
         started = time.perf_counter()
+        status.show(f"goal {goal} ({args.goals.index(goal) + 1} of {len(args.goals)})")
         if goal == "namespace":
             namespace(10 if args.quick else 50)
         elif goal == "g1":
@@ -310,7 +325,7 @@ def main() -> None:
             g10()
         else:
             scale(huge=args.nodes == 10000)
-        print(f"  ({time.perf_counter() - started:.0f} s wall)\n", flush=True)
+        status.say(f"  ({time.perf_counter() - started:.0f} s wall)\n")
 
 
 if __name__ == "__main__":
