@@ -56,6 +56,18 @@ def test_replica_duplicate_record_is_ignored_and_gap_refused() -> None:
     assert held(r) == {b"1": {"a"}}
 
 
+def test_replica_keeps_the_first_copy_of_an_id_published_again() -> None:
+    # Within one batch (the one-pass store must step back) and across batches.
+    first = Publish(ids=(b"1", b"2", b"1"), bodies=(b"a", b"bb", b"ccc"), timestamp=7, due=0.0,
+                    channels=None)  # fmt: skip
+    r = fed(first, publish("2", "3", channels=None))
+    assert {m.id: m.body for m in r.owed()} == {b"1": b"a", b"2": b"bb", b"3": b"body-3"}
+    assert r.held_bytes == len(b"a") + len(b"bb") + len(b"body-3")
+    # The backlog names each held message once, oldest first.
+    r.apply(3, Pump(count=3, channels=("x",)))
+    assert held(r) == {b"1": {"x"}, b"2": {"x"}, b"3": {"x"}}
+
+
 def test_replica_pump_moves_oldest_backlog_messages() -> None:
     r = fed(
         publish("1", "2", "3", channels=None),

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from itertools import repeat
 from typing import TYPE_CHECKING, TypeAlias
 
 from shoal.errors import RemoteProtocolError
@@ -188,8 +189,25 @@ class ReplicaTopic:
         messages = self._messages
         timestamp = record.timestamp
         due = record.due
+        ids, bodies = record.ids, record.bodies
+        if len(ids) != len(bodies):
+            raise ValueError(f"publish record {seq}: {len(ids)} IDs but {len(bodies)} bodies")
+        self._tentative[seq] = ids
+        before = len(messages)
+        if messages.keys().isdisjoint(ids):
+            # The usual case, a batch of new IDs: one C-level pass stores it
+            # (the loop below costs a third of a replica's apply time).
+            held = zip(bodies, repeat(timestamp), repeat(due), repeat(owed), strict=False)
+            messages.update(zip(ids, held, strict=True))
+            if len(messages) - before == len(ids):
+                self.held_bytes += sum(map(len, bodies))
+                if owed is None:
+                    self._backlog.extend(ids)
+                return
+            for msg_id in ids:  # an ID repeated within the batch: redo it one by one
+                messages.pop(msg_id, None)
         added = 0
-        for msg_id, body in zip(record.ids, record.bodies, strict=True):
+        for msg_id, body in zip(ids, bodies, strict=True):
             if msg_id in messages:
                 continue
             messages[msg_id] = (body, timestamp, due, owed)
@@ -197,7 +215,6 @@ class ReplicaTopic:
             if owed is None:
                 self._backlog.append(msg_id)
         self.held_bytes += added
-        self._tentative[seq] = record.ids
 
     def _pump(self, count: int, channels: tuple[str, ...]) -> None:
         backlog = self._backlog
