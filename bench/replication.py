@@ -22,15 +22,15 @@ the median of --repeat runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from lookup import get, post
 
 from shoal.testing.process import NodeProcess
 from shoal.testing.progress import StatusLine
@@ -38,22 +38,6 @@ from shoal.testing.wire import NsqConnection
 
 #: On a terminal only: stdout is the figures.
 status = StatusLine("bench/replication.py")
-
-
-def get(address: tuple[str, int], path: str) -> tuple[int, Any]:
-    host, port = address
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=10) as reply:
-            return reply.status, json.loads(reply.read() or b"null")
-    except urllib.error.HTTPError as err:
-        return err.code, None
-
-
-def post(address: tuple[str, int], path: str) -> None:
-    host, port = address
-    request = urllib.request.Request(f"http://{host}:{port}{path}", data=b"", method="POST")
-    with urllib.request.urlopen(request, timeout=10):
-        pass
 
 
 def wait(condition: Any, limit: float = 60.0) -> None:
