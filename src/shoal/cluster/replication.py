@@ -90,7 +90,7 @@ if TYPE_CHECKING:
     from shoal.queue.broker import Broker, BrokerEvent
     from shoal.queue.topic import Topic
 
-__all__ = ["REPLICATION_TAG", "Replication", "Replicator", "start_replication"]
+__all__ = ["REPLICATION_TAG", "Replication", "Replicator", "StreamCounters", "start_replication"]
 
 log = logging.getLogger("shoal.replication")
 
@@ -131,6 +131,30 @@ class _Pending:
     channels: tuple[str, ...] | None
     done: trio.Event = dataclasses.field(default_factory=trio.Event)
     ok: bool = False
+
+
+@dataclasses.dataclass(slots=True)
+class StreamCounters:
+    """Frames on this node's replication streams, for ``/stats`` (``replication.frames``).
+
+    A publish's round trip is one batch out and one acknowledgement back
+    per replica when nothing else is under way; under load several
+    publishes share a batch and an acknowledgement. These count them, so
+    frames per publish can be checked rather than timed.
+
+    Attributes:
+        batches_sent: batch frames sent to replicas (snapshots included).
+        records_sent: records in them (a snapshot counts as one).
+        acks_received: acknowledgements read from replicas.
+        batches_received: batch frames applied from owners.
+        acks_sent: acknowledgements sent to owners.
+    """
+
+    batches_sent: int = 0
+    records_sent: int = 0
+    acks_received: int = 0
+    batches_received: int = 0
+    acks_sent: int = 0
 
 
 class _Owned:
@@ -265,6 +289,7 @@ class Replication:
         self.adopted: dict[tuple[str, str], int] = {}
         self.adopted_messages = 0
         self.failed_publishes = 0
+        self.counters = StreamCounters()
         # Set by `hand_over`: publishes are refused and no link is opened again.
         self.leaving = False
         self.handed_over: list[str] = []
@@ -545,6 +570,9 @@ class Replication:
                 # Bounded: each batch advances what was sent to the member.
                 while (batch := owned.core.outgoing(member, BATCH_RECORDS)) is not None:
                     await stream.send_message(encode_frame(batch))
+                    counters = self.counters
+                    counters.batches_sent += 1
+                    counters.records_sent += len(batch.records) if batch.snapshot is None else 1
             if not any(
                 member in owned.core.quorum.replicas or member in owned.core.formers
                 for owned in self.owned.values()
@@ -561,6 +589,7 @@ class Replication:
             frame = decode_frame(await stream.receive_message())
             match frame:
                 case Ack(topic=topic, seq=seq):
+                    self.counters.acks_received += 1
                     owned = self.owned.get(topic)
                     if owned is not None:
                         owned.core.ack(member, seq)
@@ -601,6 +630,7 @@ class Replication:
             if not is_valid_topic_name(frame.topic):
                 raise RemoteProtocolError(f"replication batch names topic {frame.topic!r}")
             key = (owner, frame.topic)
+            self.counters.batches_received += 1
             self.released.discard(key)  # in its set again: the release is void
             try:
                 held = receive(self.held.get(key), frame)
@@ -620,6 +650,7 @@ class Replication:
                     )
                     return
             await stream.send_message(encode_frame(Ack(topic=frame.topic, seq=held.applied)))
+            self.counters.acks_sent += 1
 
     # -- failover ---------------------------------------------------------------
 
@@ -817,6 +848,7 @@ class Replication:
             ],
             "adopted_messages": self.adopted_messages,
             "failed_publishes": self.failed_publishes,
+            "frames": dataclasses.asdict(self.counters),
             **({"adoptions": self.adoptions.statistics()} if self.adoptions is not None else {}),
         }
 

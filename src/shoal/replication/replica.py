@@ -145,6 +145,11 @@ class ReplicaTopic:
         return self._held_bytes
 
     @property
+    def fresh_publishes(self) -> int:
+        """Publishes applied whose messages are not stored yet (see the theory of operation)."""
+        return len(self._fresh)
+
+    @property
     def held_bytes_bound(self) -> int:
         """At least `held_bytes`, without storing the fresh publishes (for cheap size checks)."""
         return self._held_bytes + self._fresh_bytes
