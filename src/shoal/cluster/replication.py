@@ -31,9 +31,10 @@ Rules:
 
 Theory of operation:
     The TCP and HTTP publish paths call `Replicator.publish`, which appends
-    the record, wakes the links and waits for the record's fate until its
-    deadline; at the deadline it calls `OwnerTopic.expire`, which fails it
-    (and every older one past its deadline) and appends the `Abort`.
+    the record, wakes the links and waits for the record's fate. One task
+    (`Replication._expire_publishes`) calls `OwnerTopic.expire` at the
+    oldest deadline, which fails every publish past its deadline and
+    appends their `Abort`s.
     FINs arrive through `Channel.on_finish` and are batched per channel
     into one `Finish` record when a link next sends (or every
     `FIN_BATCH` FINs). Channel creation and deletion come from the
@@ -294,6 +295,9 @@ class Replication:
         self.leaving = False
         self.handed_over: list[str] = []
         self._acked = trio.Event()
+        # What `_expire_publishes` sleeps until, and what wakes it sooner.
+        self._expiry_at = math.inf
+        self._expiry_wake = trio.Event()
         # The view `_decide_copies` last decided from.
         self._seen: tuple[frozenset[object], ...] | None = None
         #: Announces adoptions in the registry and drops what others adopted.
@@ -334,8 +338,37 @@ class Replication:
             for topic in list(self.broker.topics.values()):
                 self._attach(topic)
             self._place()
+            nursery.start_soon(self._expire_publishes)
             task_status.started()
             await trio.sleep_forever()
+
+    async def _expire_publishes(self) -> None:
+        """Fail the publishes of every owned topic at their deadline.
+
+        One task for all, rather than a deadline on each waiting publish: a
+        publish's round trip then enters no cancel scope. It sleeps until
+        the oldest deadline it knows of; a publish wakes it only when its
+        topic's oldest deadline comes sooner (the task had nothing to wait
+        for). A deadline passed by publishes that committed meanwhile costs
+        one wake-up, which finds nothing to fail.
+        """
+        while True:
+            self._expiry_at = min(
+                (
+                    deadline
+                    for owned in self.owned.values()
+                    if (deadline := owned.core.next_deadline()) is not None
+                ),
+                default=math.inf,
+            )
+            self._expiry_wake = trio.Event()
+            with trio.move_on_at(self._expiry_at):
+                await self._expiry_wake.wait()
+            now = trio.current_time()
+            for owned in list(self.owned.values()):
+                deadline = owned.core.next_deadline()
+                if deadline is not None and deadline <= now:
+                    owned.expire()
 
     # -- owner side -------------------------------------------------------------
 
@@ -440,14 +473,11 @@ class Replication:
         owned.settle()
         if not waiting.done.is_set():
             self._wake_links()
-        # Bounded: each pass ends at the oldest deadline, and `expire` fails
-        # every publish past it, ours included once its own deadline passed.
-        while not waiting.done.is_set():
             deadline = owned.core.next_deadline()
-            with trio.move_on_at(deadline if deadline is not None else math.inf):
-                await waiting.done.wait()
-            if not waiting.done.is_set():
-                owned.expire()
+            if deadline is not None and deadline < self._expiry_at:
+                self._expiry_wake.set()
+            # Bounded: `_expire_publishes` fails it at its deadline.
+            await waiting.done.wait()
         if not waiting.ok:
             self.failed_publishes += 1
         return waiting.ok

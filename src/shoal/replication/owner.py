@@ -106,7 +106,7 @@ class OwnerTopic:
         """
         if not self._former:
             return []
-        marks = self.quorum.statistics().watermarks.values()
+        marks = self.quorum.watermarks.values()
         need = max(self.quorum.required, 1)
         return sorted(
             name
@@ -221,7 +221,7 @@ class OwnerTopic:
         """The stream to ``replica`` broke: send again what it did not acknowledge."""
         if replica not in self._sent:
             return
-        mark = self.quorum.statistics().watermarks.get(replica, 0)
+        mark = self.quorum.watermarks.get(replica, 0)
         oldest = self._log[0][0] if self._log else self.quorum.appended + 1
         self._sent[replica] = mark if mark >= oldest - 1 else None
 
@@ -254,7 +254,7 @@ class OwnerTopic:
         # Replicas waiting for a snapshot need no log; the others need every
         # record they have not acknowledged, and uncommitted records may
         # still have to be sent to a replica that replaces a dead one.
-        marks = self.quorum.statistics().watermarks
+        marks = self.quorum.watermarks
         floor = min(
             (mark for name, mark in marks.items() if self._sent.get(name) is not None),
             default=self.quorum.appended,

@@ -133,6 +133,7 @@ class ReplicaTopic:
         # ID already held is not stored twice).
         self._fresh: list[Publish] = []
         self._fresh_bytes = 0
+        self._fresh_counted = 0  # how many of them ``_fresh_bytes`` counts
 
     def __len__(self) -> int:
         self._store_fresh()
@@ -151,7 +152,16 @@ class ReplicaTopic:
 
     @property
     def held_bytes_bound(self) -> int:
-        """At least `held_bytes`, without storing the fresh publishes (for cheap size checks)."""
+        """At least `held_bytes`, without storing the fresh publishes (for cheap size checks).
+
+        Counted when asked (each fresh publish once), so an owner's mirror,
+        which is never asked, does not count at all.
+        """
+        fresh = self._fresh
+        counted = self._fresh_counted
+        if counted < len(fresh):
+            self._fresh_bytes += sum(sum(map(len, record.bodies)) for record in fresh[counted:])
+            self._fresh_counted = len(fresh)
         return self._held_bytes + self._fresh_bytes
 
     def apply(self, seq: int, record: Record) -> bool:
@@ -176,7 +186,7 @@ class ReplicaTopic:
         if self._fresh and type(record) is not ChannelCreated:
             if type(record) is TopicDropped and record.deleted:
                 self._fresh.clear()
-                self._fresh_bytes = 0
+                self._fresh_bytes = self._fresh_counted = 0
             else:
                 self._store_fresh()
         match record:
@@ -230,14 +240,13 @@ class ReplicaTopic:
             raise ValueError(f"publish record {seq}: {len(ids)} IDs but {len(bodies)} bodies")
         self._tentative[seq] = ids
         self._fresh.append(record)
-        self._fresh_bytes += sum(map(len, bodies))
 
     def _store_fresh(self) -> None:
         """Store the messages of the fresh publishes, in the order they were applied."""
         if not self._fresh:
             return
         fresh, self._fresh = self._fresh, []
-        self._fresh_bytes = 0
+        self._fresh_bytes = self._fresh_counted = 0
         for record in fresh:
             self._store(record)
 
