@@ -590,7 +590,7 @@ class Replication:
                 if member in owned.core.releasable():
                     await stream.send_message(encode_frame(Release(topic=name)))
                     owned.core.released(member)
-                if member not in owned.core.quorum.replicas:
+                if not owned.core.is_replica(member):
                     continue
                 if name not in announced:
                     factor = self.factor_of(name)
@@ -604,7 +604,7 @@ class Replication:
                     counters.batches_sent += 1
                     counters.records_sent += len(batch.records) if batch.snapshot is None else 1
             if not any(
-                member in owned.core.quorum.replicas or member in owned.core.formers
+                owned.core.is_replica(member) or owned.core.is_former(member)
                 for owned in self.owned.values()
             ):
                 # Released from every topic: nothing more to send it.
@@ -624,7 +624,7 @@ class Replication:
                     if owned is not None:
                         owned.core.ack(member, seq)
                         owned.settle()
-                        if owned.core.formers:
+                        if owned.core.has_formers:
                             self._wake_links()  # a former replica may be released
                     self._acked.set()
                 case Resync(topic=topic):

@@ -96,6 +96,19 @@ class OwnerTopic:
         """Former replicas not yet released: they keep their copies."""
         return frozenset(self._former)
 
+    @property
+    def has_formers(self) -> bool:
+        """Whether any former replica awaits its release (no set built, for hot paths)."""
+        return bool(self._former)
+
+    def is_replica(self, name: str) -> bool:
+        """Whether ``name`` is a current replica (no set built, for hot paths)."""
+        return name in self.quorum.watermarks
+
+    def is_former(self, name: str) -> bool:
+        """Whether ``name`` is a former replica not yet released."""
+        return name in self._former
+
     def releasable(self) -> list[str]:
         """Former replicas whose copies the current set now covers.
 
@@ -138,7 +151,7 @@ class OwnerTopic:
             awaited = isinstance(record, Publish)
         seq = self.quorum.append(now, awaited=awaited)
         self.mirror.apply(seq, record)
-        if self.quorum.replicas:
+        if self.quorum.watermarks:
             self._log.append((seq, record))
         if self.quorum.committed >= seq:
             self.mirror.commit(seq)
