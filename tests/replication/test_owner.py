@@ -174,8 +174,10 @@ def test_former_replica_is_released_only_once_the_newcomer_holds_the_log_end() -
     pump(owner, replicas)
     owner.set_replicas(["new"])  # a member that outranks "old" joined
     assert owner.formers == frozenset({"old"})
-    assert owner.has_formers and owner.is_former("old") and not owner.is_replica("old")
-    assert owner.is_replica("new") and not owner.is_former("new")
+    assert (owner.has_formers, owner.is_former("old")) == (True, True)
+    assert not owner.is_replica("old")
+    assert owner.is_replica("new")
+    assert not owner.is_former("new")
     assert owner.releasable() == []  # "new" holds nothing yet
     owner.append(publish(2), 0.0)
     assert owner.outgoing("old") is None  # no longer sent anything
@@ -184,7 +186,8 @@ def test_former_replica_is_released_only_once_the_newcomer_holds_the_log_end() -
     assert owner.releasable() == ["old"]
     owner.released("old")
     assert owner.formers == frozenset()
-    assert not owner.has_formers and not owner.is_former("old")
+    assert not owner.has_formers
+    assert not owner.is_former("old")
 
 
 def test_former_replica_that_rejoins_the_set_is_not_released() -> None:

@@ -146,6 +146,8 @@ class StreamCounters:
     Attributes:
         batches_sent: batch frames sent to replicas (snapshots included).
         records_sent: records in them (a snapshot counts as one).
+        commits_sent: batches among them that carry no record, only the
+            committed watermark (sent when something else woke the link).
         acks_received: acknowledgements read from replicas.
         batches_received: batch frames applied from owners.
         acks_sent: acknowledgements sent to owners.
@@ -153,6 +155,7 @@ class StreamCounters:
 
     batches_sent: int = 0
     records_sent: int = 0
+    commits_sent: int = 0
     acks_received: int = 0
     batches_received: int = 0
     acks_sent: int = 0
@@ -602,7 +605,12 @@ class Replication:
                     await stream.send_message(encode_frame(batch))
                     counters = self.counters
                     counters.batches_sent += 1
-                    counters.records_sent += len(batch.records) if batch.snapshot is None else 1
+                    if batch.snapshot is not None:
+                        counters.records_sent += 1
+                    elif batch.records:
+                        counters.records_sent += len(batch.records)
+                    else:
+                        counters.commits_sent += 1
             if not any(
                 owned.core.is_replica(member) or owned.core.is_former(member)
                 for owned in self.owned.values()
