@@ -247,6 +247,10 @@ class _Link:
         self.wake = trio.Event()
         self.scope = trio.CancelScope()
         self.connected = False
+        # The topic whose batches the sender is sending right now: it sends
+        # that topic's records until none is left, so a publish to it needs
+        # no wake-up (which would cost a pass and a watermark-only batch).
+        self.draining: str | None = None
 
 
 class Replication:
@@ -475,7 +479,9 @@ class Replication:
         owned.pending[seq] = waiting
         owned.settle()
         if not waiting.done.is_set():
-            self._wake_links()
+            for link in self.links.values():
+                if link.draining != topic.name:
+                    link.wake.set()
             deadline = owned.core.next_deadline()
             if deadline is not None and deadline < self._expiry_at:
                 self._expiry_wake.set()
@@ -585,6 +591,12 @@ class Replication:
                 await trio.sleep(RETRY_INTERVAL)
 
     async def _send_loop(self, stream: MessageStream, link: _Link) -> None:
+        try:
+            await self._send_passes(stream, link)
+        finally:
+            link.draining = None  # a broken stream sends nothing more
+
+    async def _send_passes(self, stream: MessageStream, link: _Link) -> None:
         member = link.member
         announced: set[str] = set()
         while True:
@@ -600,8 +612,13 @@ class Replication:
                     await stream.send_message(encode_frame(Factor(topic=name, factor=factor)))
                     announced.add(name)
                 owned.flush_fins()
+                link.draining = name
+                alone = True
                 # Bounded: each batch advances what was sent to the member.
-                while (batch := owned.core.outgoing(member, BATCH_RECORDS)) is not None:
+                while (
+                    batch := owned.core.outgoing(member, BATCH_RECORDS, watermark_alone=alone)
+                ) is not None:
+                    alone = False
                     await stream.send_message(encode_frame(batch))
                     counters = self.counters
                     counters.batches_sent += 1
@@ -611,6 +628,7 @@ class Replication:
                         counters.records_sent += len(batch.records)
                     else:
                         counters.commits_sent += 1
+                link.draining = None
             if not any(
                 owned.core.is_replica(member) or owned.core.is_former(member)
                 for owned in self.owned.values()

@@ -27,6 +27,11 @@ Theory of operation:
     reconnect) moves ``sent`` back to the replica's acknowledged watermark
     so the unacknowledged tail is sent again; the replica ignores records
     it already has. ``sent`` is None while a replica needs a snapshot.
+
+    The committed watermark rides on every batch. A batch carrying it alone
+    is handed out only once it covers everything sent to that replica: an
+    earlier one would cost the replica a frame, a log write and an
+    acknowledgement to learn what the next batch tells it anyway.
 """
 
 from __future__ import annotations
@@ -162,12 +167,18 @@ class OwnerTopic:
         """Every record up to this sequence number is committed."""
         return self.quorum.committed
 
-    def outgoing(self, replica: str, limit: int = 1024) -> Batch | None:
+    def outgoing(
+        self, replica: str, limit: int = 1024, *, watermark_alone: bool = True
+    ) -> Batch | None:
         """What to send ``replica`` now, or None when it has everything.
 
         Args:
             replica: a current replica.
             limit: records per batch at most.
+            watermark_alone: whether a batch of no record, only a newer
+                committed watermark, is worth sending. A sender that has
+                just sent records passes False: the acknowledgements that
+                raised the watermark meanwhile will ride on its next batch.
         """
         if replica not in self._sent:
             return None
@@ -191,7 +202,13 @@ class OwnerTopic:
             return self.outgoing(replica, limit)
         records = tuple(record for _, record in itertools.islice(log, start, start + limit))
         commit = self._commit_for(sent + len(records))
-        if not records and self._told_commit[replica] >= commit:
+        if not records and (
+            not watermark_alone or self._told_commit[replica] >= commit or commit < sent
+        ):
+            # Nothing new, or a watermark that does not yet cover what the
+            # replica was sent: the batch that follows carries it. A batch
+            # for the watermark alone is worth a frame only once it covers
+            # everything sent (the replica then forgets every abortable ID).
             return None
         self._sent[replica] = sent + len(records)
         self._told_commit[replica] = commit
