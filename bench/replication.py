@@ -158,6 +158,10 @@ def main() -> None:
     parser.add_argument("--failover-messages", type=int, default=20_000)
     parser.add_argument("--profile", default="lan", choices=["lan", "local", "wan"])
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; prints the median")
+    parser.add_argument(
+        "--factors", type=int, nargs="+", default=[1, 2, 3], help="factors to measure (1 first)"
+    )
+    parser.add_argument("--no-failover", action="store_true", help="skip the failover measurement")
     args = parser.parse_args()
     with status.ticking():
         measure(args)
@@ -169,12 +173,14 @@ def measure(args: argparse.Namespace) -> None:
         f"{'factor':>6} {'batch':>6} {'msgs/s':>10} {'vs factor 1':>12}"
         f" {'owner cpu ms/1k':>16} {'others cpu ms/1k':>17} {'batches/pub':>12}"
     )
-    for factor in (1, 2, 3):
+    for factor in args.factors:
         with tempfile.TemporaryDirectory(prefix="shoal-bench-repl-") as tmp:
             nodes = start_cluster(Path(tmp), factor, args.profile)
             try:
                 owner = nodes[0]
                 for batch, total in ((200, args.messages), (1, args.batch1_messages)):
+                    if total <= 0:
+                        continue
                     runs = []
                     for run in range(args.repeat):
                         status.show(
@@ -194,17 +200,20 @@ def measure(args: argparse.Namespace) -> None:
                         runs.append((rate, used[0], sum(used[1:]), sent))
                     rate = statistics.median(r[0] for r in runs)
                     rates[factor, batch] = rate
+                    ratio = rate / rates.get((1, batch), rate)
                     per_k = 1e6 / total  # seconds per run -> ms per 1,000 messages
                     owner_cpu = statistics.median(r[1] for r in runs) * per_k
                     others_cpu = statistics.median(r[2] for r in runs) * per_k
                     sent = statistics.median(r[3] for r in runs)
                     status.say(
-                        f"{factor:>6} {batch:>6} {rate:>10,.0f} {rate / rates[1, batch]:>11.2f}x"
+                        f"{factor:>6} {batch:>6} {rate:>10,.0f} {ratio:>11.2f}x"
                         f" {owner_cpu:>16.1f} {others_cpu:>17.1f} {sent:>12.2f}"
                     )
             finally:
                 for node in nodes:
                     node.kill()
+    if args.no_failover:
+        return
     with tempfile.TemporaryDirectory(prefix="shoal-bench-failover-") as tmp:
         status.show("failover: SIGKILL of an owner, waiting for its adopter")
         listed, delivered = failover(Path(tmp), args.failover_messages, args.profile)

@@ -683,8 +683,7 @@ class Replication:
                 continue
             if not isinstance(frame, Batch):
                 raise RemoteProtocolError("an owner sent something other than a batch")
-            if not is_valid_topic_name(frame.topic):
-                raise RemoteProtocolError(f"replication batch names topic {frame.topic!r}")
+            # `decode_frame` refuses a frame whose topic is not a valid name.
             key = (owner, frame.topic)
             self.counters.batches_received += 1
             self.released.discard(key)  # in its set again: the release is void
@@ -793,7 +792,12 @@ class Replication:
                 self.broker.get_or_create_channel(name, channel, now)
             defer = max(record.due - now, 0.0) if record.due else 0.0
             topic.put_published(
-                record.ids, record.bodies, record.timestamp, now, defer, record.channels
+                tuple(record.ids),
+                tuple(record.bodies),
+                record.timestamp,
+                now,
+                defer,
+                record.channels,
             )
             if owned is not None:
                 owned.core.append(record, clock, awaited=False)

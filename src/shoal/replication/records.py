@@ -17,6 +17,8 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from shoal.replication.replica import Snapshot
 
 __all__ = [
@@ -38,7 +40,9 @@ class Publish:
 
     Attributes:
         ids: the message IDs the owner gave them, in order.
-        bodies: their bodies, in step with ``ids``.
+        bodies: their bodies, in step with ``ids``. Tuples on the owner;
+            as decoded from a frame, `shoal.replication.packed.PackedField`
+            views cut only when read.
         timestamp: publish time, nanoseconds since the epoch.
         due: wall time before which the messages are not deliverable (DPUB),
             0.0 when they are deliverable at once.
@@ -47,8 +51,8 @@ class Publish:
             topic paused); a later `Pump` moves them.
     """
 
-    ids: tuple[bytes, ...]
-    bodies: tuple[bytes, ...]
+    ids: Sequence[bytes]
+    bodies: Sequence[bytes]
     timestamp: int
     due: float = 0.0
     channels: tuple[str, ...] | None = None
@@ -67,7 +71,7 @@ class Finish:
     """Clients of ``channel`` finished these messages (FIN): they are done there."""
 
     channel: str
-    ids: tuple[bytes, ...]
+    ids: Sequence[bytes]
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -51,6 +51,7 @@ from itertools import repeat
 from typing import TYPE_CHECKING, TypeAlias
 
 from shoal.errors import RemoteProtocolError
+from shoal.replication.packed import total_size
 from shoal.replication.records import (
     Abort,
     ChannelCreated,
@@ -62,7 +63,7 @@ from shoal.replication.records import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     from shoal.replication.records import Batch, Record
 
@@ -110,7 +111,7 @@ class Snapshot:
 
     applied: int
     records: tuple[Record, ...]
-    tentative: dict[int, tuple[bytes, ...]]
+    tentative: dict[int, Sequence[bytes]]
 
 
 class ReplicaTopic:
@@ -126,7 +127,7 @@ class ReplicaTopic:
         self.channels: dict[str, None] = {}
         self._messages: dict[bytes, _Held] = {}
         self._backlog: collections.deque[bytes] = collections.deque()
-        self._tentative: dict[int, tuple[bytes, ...]] = {}
+        self._tentative: dict[int, Sequence[bytes]] = {}
         self._held_bytes = 0
         # Publishes applied but not yet stored in ``_messages``, in order,
         # and the bytes of their bodies (an upper bound until stored: an
@@ -160,7 +161,7 @@ class ReplicaTopic:
         fresh = self._fresh
         counted = self._fresh_counted
         if counted < len(fresh):
-            self._fresh_bytes += sum(sum(map(len, record.bodies)) for record in fresh[counted:])
+            self._fresh_bytes += sum(total_size(record.bodies) for record in fresh[counted:])
             self._fresh_counted = len(fresh)
         return self._held_bytes + self._fresh_bytes
 
