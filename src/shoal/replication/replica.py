@@ -51,7 +51,7 @@ from itertools import repeat
 from typing import TYPE_CHECKING, TypeAlias
 
 from shoal.errors import RemoteProtocolError
-from shoal.replication.packed import total_size
+from shoal.replication.packed import PackedField, total_size
 from shoal.replication.records import (
     Abort,
     ChannelCreated,
@@ -70,12 +70,27 @@ if TYPE_CHECKING:
 __all__ = ["OwedMessage", "ReplicaTopic", "Snapshot", "receive"]
 
 
-#: A held message: ``(body, timestamp, due, owed)``; ``owed`` is a tuple of
+#: A held message: ``(bodies, index, timestamp, due, owed)``: its body is
+#: ``bodies[index]``, the bodies of the publish that carried it (so storing
+#: it cuts no body out of a frame); ``owed`` is a tuple of
 #: channel names, or None while the message sits in the topic backlog. A
 #: tuple of untracked values, so the garbage collector stops tracking it:
 #: a replica (and an owner's mirror) holds every unfinished message, and
 #: one tracked object per message made each collection walk all of them.
-_Held: TypeAlias = "tuple[bytes, int, float, tuple[str, ...] | None]"
+_Held: TypeAlias = "tuple[Sequence[bytes], int, int, float, tuple[str, ...] | None]"
+
+#: Frame bytes held messages may keep alive, beyond this many times the
+#: bytes of the messages themselves (plus `RETAINED_SLACK`), before
+#: `ReplicaTopic` copies its held bodies out of their frames.
+RETAINED_FACTOR = 4
+RETAINED_SLACK = 1 << 20
+
+
+def _body_size(bodies: Sequence[bytes], index: int) -> int:
+    """Bytes of ``bodies[index]``, without cutting a packed block."""
+    if type(bodies) is PackedField:
+        return bodies.lengths[index]
+    return len(bodies[index])
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +150,9 @@ class ReplicaTopic:
         self._fresh: list[Publish] = []
         self._fresh_bytes = 0
         self._fresh_counted = 0  # how many of them ``_fresh_bytes`` counts
+        # Bytes of the packed blocks stored messages point into (an upper
+        # bound of the frame bytes they keep alive): see `_compact`.
+        self._retained = 0
 
     def __len__(self) -> int:
         self._store_fresh()
@@ -202,7 +220,7 @@ class ReplicaTopic:
                 for msg_id in [
                     msg_id
                     for msg_id, held in self._messages.items()
-                    if held[3] is not None and channel in held[3]
+                    if held[4] is not None and channel in held[4]
                 ]:
                     self._finish(msg_id, channel)
                 if deleted:
@@ -211,13 +229,13 @@ class ReplicaTopic:
                 self._messages.clear()
                 self._backlog.clear()
                 self._tentative.clear()
-                self._held_bytes = 0
+                self._held_bytes = self._retained = 0
                 self.channels.clear()
             case TopicDropped(deleted=False):
                 # Only the backlog: what the owner put in channels stays owed.
                 for msg_id in self._backlog:
                     held = self._messages.get(msg_id)
-                    if held is not None and held[3] is None:
+                    if held is not None and held[4] is None:
                         self._remove(msg_id)
                 self._backlog.clear()
             case Abort(seq=aborted):
@@ -250,6 +268,8 @@ class ReplicaTopic:
         self._fresh_bytes = self._fresh_counted = 0
         for record in fresh:
             self._store(record)
+        if self._retained > RETAINED_FACTOR * self._held_bytes + RETAINED_SLACK:
+            self._compact()
 
     def _store(self, record: Publish) -> None:
         owed = record.channels
@@ -260,25 +280,59 @@ class ReplicaTopic:
         before = len(messages)
         if messages.keys().isdisjoint(ids):
             # The usual case, a batch of new IDs: one C-level pass stores it
-            # (the loop below costs a third of a replica's apply time).
-            held = zip(bodies, repeat(timestamp), repeat(due), repeat(owed), strict=False)
+            # (the loop below costs a third of a replica's apply time), and
+            # each message points at its body: none is cut out of a frame.
+            held = zip(
+                repeat(bodies),
+                range(len(ids)),
+                repeat(timestamp),
+                repeat(due),
+                repeat(owed),
+                strict=False,
+            )
             messages.update(zip(ids, held, strict=True))
             if len(messages) - before == len(ids):
-                self._held_bytes += sum(map(len, bodies))
+                size = total_size(bodies)
+                self._held_bytes += size
+                if type(bodies) is PackedField:
+                    self._retained += size
                 if owed is None:
                     self._backlog.extend(ids)
                 return
             for msg_id in ids:  # an ID repeated within the batch: redo it one by one
                 messages.pop(msg_id, None)
         added = 0
-        for msg_id, body in zip(ids, bodies, strict=True):
+        for index, msg_id in enumerate(ids):
             if msg_id in messages:
                 continue
-            messages[msg_id] = (body, timestamp, due, owed)
-            added += len(body)
+            messages[msg_id] = (bodies, index, timestamp, due, owed)
+            added += _body_size(bodies, index)
             if owed is None:
                 self._backlog.append(msg_id)
         self._held_bytes += added
+        if added and type(bodies) is PackedField:
+            self._retained += bodies.size
+
+    def _compact(self) -> None:
+        """Copy held bodies out of their frames, so finished messages' frames are freed.
+
+        A held message keeps the whole frame that carried it alive. Once
+        those frames could hold far more than the held messages (counted
+        as they are stored, never decreased), each held body gets its own
+        bytes. It runs after at least ``RETAINED_FACTOR`` times the held
+        bytes were stored since the last time, so its cost per byte
+        received is bounded.
+        """
+        messages = self._messages
+        for msg_id, (bodies, index, timestamp, due, owed) in messages.items():
+            if type(bodies) is PackedField:
+                messages[msg_id] = ((bodies[index],), 0, timestamp, due, owed)
+        self._retained = 0
+
+    @property
+    def retained_bytes(self) -> int:
+        """Frame bytes held messages may keep alive (see `_compact`)."""
+        return self._retained
 
     def _pump(self, count: int, channels: tuple[str, ...]) -> None:
         backlog = self._backlog
@@ -289,35 +343,35 @@ class ReplicaTopic:
             held = messages.get(msg_id)
             if held is None:  # aborted while in the backlog
                 continue
-            messages[msg_id] = (held[0], held[1], held[2], channels)
+            messages[msg_id] = (held[0], held[1], held[2], held[3], channels)
             moved += 1
 
     def _finish(self, msg_id: bytes, channel: str) -> None:
         held = self._messages.get(msg_id)
         if held is None:
             return
-        owed = held[3]
+        owed = held[4]
         if owed is None or channel not in owed:
             return
         left = tuple(name for name in owed if name != channel)
         if left:
-            self._messages[msg_id] = (held[0], held[1], held[2], left)
+            self._messages[msg_id] = (held[0], held[1], held[2], held[3], left)
         else:
             self._remove(msg_id)
 
     def _remove(self, msg_id: bytes) -> None:
         held = self._messages.pop(msg_id, None)
         if held is not None:
-            self._held_bytes -= len(held[0])
+            self._held_bytes -= _body_size(held[0], held[1])
             # A backlog entry of a removed message is skipped by `_pump`.
 
     def owed(self) -> Iterator[OwedMessage]:
         """Every held message, in publish order."""
         self._store_fresh()
-        for msg_id, (body, timestamp, due, owed) in self._messages.items():
+        for msg_id, (bodies, index, timestamp, due, owed) in self._messages.items():
             yield OwedMessage(
                 id=msg_id,
-                body=body,
+                body=bodies[index],
                 timestamp=timestamp,
                 due=due,
                 channels=None if owed is None else frozenset(owed),
