@@ -19,6 +19,10 @@ replicas) spent per 1,000 messages published, from /proc. Each row is
 the median of --repeat runs. The last column is the batch frames the
 owner sent per publish (MPUB or PUB), all replicas together (``/stats``
 ``replication.frames``): publishes that arrive together share one.
+
+``--factors 1 2 --batch1-messages 0 --no-failover`` measures only what the
+target is about (factor 2 against factor 1 at batch 200), for alternating
+runs against another build of the package.
 """
 
 from __future__ import annotations

@@ -13,10 +13,11 @@ Rules:
    `shoal.replication.records`).
 
 Theory of operation:
-    Messages live in one insertion-ordered dict ``id -> (body, timestamp,
-    due, owed)``, where ``owed`` is the tuple of channel names still owing
-    the message, or None for a message the owner holds in the topic's
-    backlog. Insertion order is publish order, so adoption hands messages to
+    Messages live in one insertion-ordered dict ``id -> (bodies, index,
+    timestamp, due, owed)``: the body is ``bodies[index]``, the bodies of
+    the publish that carried it, and ``owed`` is the tuple of channel names
+    still owing the message, or None for a message the owner holds in the
+    topic's backlog. Insertion order is publish order, so adoption hands messages to
     the adopting broker in the order the owner would have delivered them.
     The backlog is a deque of IDs in the same order, so a `Pump` of n moves
     the n oldest in O(n).
@@ -30,6 +31,16 @@ Theory of operation:
     publishes with no FIN between them is stored once, when the next FIN,
     pump or catch-up comes, and one bulk pass over many publishes costs no
     more than the same passes one at a time.
+
+    On a replica a decoded publish's IDs and bodies are views of the frame
+    (`shoal.replication.packed`), and storing a message points at its body
+    there instead of cutting it out: a publish acknowledged, then finished,
+    has its IDs cut (they key the dict) but never a body. A held message
+    keeps its whole frame alive, so once the frame bytes stored since the
+    last copy exceed `RETAINED_FACTOR` times the held bytes (plus
+    `RETAINED_SLACK`), every held body is copied out (`_compact`): memory
+    stays within a constant factor of what is held, at a cost per byte
+    received that is bounded.
 
     Publishes not yet known to be committed keep their IDs by sequence
     number (``commit`` forgets them), so an `Abort` finds its messages
