@@ -1,5 +1,7 @@
 """A replica cuts a publish's IDs and bodies out of the frame only when it reads them."""
 
+import pytest
+
 from shoal.replication import receive
 from shoal.replication.codec import decode_frame, encode_frame
 from shoal.replication.packed import PackedField
@@ -18,7 +20,9 @@ def publish_batch(first: int, start: int, count: int, size: int = 10) -> Batch:
     return Batch(topic="t", first=first, records=(record,), commit=first - 1)
 
 
-def decoded(batch: Batch) -> Batch:
+def decoded(batch: Batch, *, wire: bool = True) -> Batch:
+    if not wire:
+        return batch
     frame = decode_frame(encode_frame(batch))
     assert isinstance(frame, Batch)
     return frame
@@ -100,9 +104,11 @@ def test_a_held_message_reads_its_body_from_the_frame() -> None:
     ]
 
 
-def test_held_bodies_leave_their_frames_once_those_could_hold_far_more() -> None:
-    # One message of each 1,000-message frame stays unfinished: without
-    # copying, the frames would keep 1,000 times its bytes alive.
+@pytest.mark.parametrize("wire", [True, False], ids=["replica", "mirror"])
+def test_held_bodies_leave_their_publishes_once_those_could_hold_far_more(wire: bool) -> None:
+    # One message of each 1,000-message publish stays unfinished: without
+    # the copy pass, the frames (on a replica) or the publishes' tuples (on
+    # an owner's mirror) would keep 1,000 times its bytes alive.
     size = 100
     per_frame = 1000
     frame_bytes = per_frame * size
@@ -113,12 +119,13 @@ def test_held_bodies_leave_their_frames_once_those_could_hold_far_more() -> None
     frames = 100
     for frame in range(frames):
         before = replica.retained_bytes
-        replica = receive(replica, decoded(publish_batch(seq, frame * per_frame, per_frame, size)))
+        batch = publish_batch(seq, frame * per_frame, per_frame, size)
+        replica = receive(replica, decoded(batch, wire=wire))
         finished = tuple(message_id(frame * per_frame + n) for n in range(1, per_frame))
         fin = Batch(
             topic="t", first=seq + 1, records=(Finish(channel="c", ids=finished),), commit=seq
         )
-        replica = receive(replica, decoded(fin))
+        replica = receive(replica, decoded(fin, wire=wire))
         seq += 2
         compactions += replica.retained_bytes < before
         # Checked as each frame is stored, when it is held whole.

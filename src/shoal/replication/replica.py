@@ -36,11 +36,11 @@ Theory of operation:
     (`shoal.replication.packed`), and storing a message points at its body
     there instead of cutting it out: a publish acknowledged, then finished,
     has its IDs cut (they key the dict) but never a body. A held message
-    keeps its whole frame alive, so once the frame bytes stored since the
-    last copy exceed `RETAINED_FACTOR` times the held bytes (plus
-    `RETAINED_SLACK`), every held body is copied out (`_compact`): memory
-    stays within a constant factor of what is held, at a cost per byte
-    received that is bounded.
+    keeps the bodies of its whole publish alive (its frame, on a replica),
+    so once the bytes of the publishes stored since the last pass exceed
+    `RETAINED_FACTOR` times the held bytes (plus `RETAINED_SLACK`), every
+    held body is referenced alone (`_compact`): memory stays within a
+    constant factor of what is held, at a bounded cost per byte stored.
 
     Publishes not yet known to be committed keep their IDs by sequence
     number (``commit`` forgets them), so an `Abort` finds its messages
@@ -161,8 +161,8 @@ class ReplicaTopic:
         self._fresh: list[Publish] = []
         self._fresh_bytes = 0
         self._fresh_counted = 0  # how many of them ``_fresh_bytes`` counts
-        # Bytes of the packed blocks stored messages point into (an upper
-        # bound of the frame bytes they keep alive): see `_compact`.
+        # Bytes of the publishes' bodies that stored messages point into
+        # (an upper bound of what they keep alive): see `_compact`.
         self._retained = 0
 
     def __len__(self) -> int:
@@ -305,7 +305,7 @@ class ReplicaTopic:
             if len(messages) - before == len(ids):
                 size = total_size(bodies)
                 self._held_bytes += size
-                if type(bodies) is PackedField:
+                if len(bodies) > 1:
                     self._retained += size
                 if owed is None:
                     self._backlog.extend(ids)
@@ -321,28 +321,29 @@ class ReplicaTopic:
             if owed is None:
                 self._backlog.append(msg_id)
         self._held_bytes += added
-        if added and type(bodies) is PackedField:
-            self._retained += bodies.size
+        if added and len(bodies) > 1:
+            self._retained += total_size(bodies)
 
     def _compact(self) -> None:
-        """Copy held bodies out of their frames, so finished messages' frames are freed.
+        """Copy held bodies out of their publishes, so finished messages' bytes are freed.
 
-        A held message keeps the whole frame that carried it alive. Once
-        those frames could hold far more than the held messages (counted
-        as they are stored, never decreased), each held body gets its own
-        bytes. It runs after at least ``RETAINED_FACTOR`` times the held
+        A held message keeps the bodies of its whole publish alive (on a
+        replica the whole frame that carried it; on an owner's mirror the
+        publish's tuple). Once those could hold far more than the held
+        messages (counted as they are stored, never decreased), each held
+        body is referenced alone. It runs after at least ``RETAINED_FACTOR`` times the held
         bytes were stored since the last time, so its cost per byte
         received is bounded.
         """
         messages = self._messages
         for msg_id, (bodies, index, timestamp, due, owed) in messages.items():
-            if type(bodies) is PackedField:
+            if len(bodies) > 1:
                 messages[msg_id] = ((bodies[index],), 0, timestamp, due, owed)
         self._retained = 0
 
     @property
     def retained_bytes(self) -> int:
-        """Frame bytes held messages may keep alive (see `_compact`)."""
+        """Bytes of bodies held messages may keep alive (see `_compact`)."""
         return self._retained
 
     def _pump(self, count: int, channels: tuple[str, ...]) -> None:
