@@ -164,6 +164,7 @@ def test_fin_of_unknown_id_is_non_fatal(node: NodeProcess) -> None:
         (b"IDENTIFY\n" + struct.pack(">i", 5) + b"{nope", b"E_BAD_BODY"),
         (b"RDY 5\n", b"E_INVALID"),
         (b"FIN short\n", b"E_INVALID"),
+        (b"FIN 0123456789abcdef\n", b"E_INVALID"),  # before SUB
     ],
 )
 def test_bad_input_gives_its_error_frame_and_closes(

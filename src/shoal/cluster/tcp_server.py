@@ -287,9 +287,10 @@ class Connection:
             wake = False
             published = False
             # A run of FINs is taken whole (`CommandDecoder.next_fins`), except
-            # right after a publish: publishers rarely send FINs, and skipping
-            # the look costs nothing but a FIN parsed on its own.
-            look_for_fins = True
+            # before SUB and right after a publish: publishers rarely send
+            # FINs, and skipping the look costs nothing but a FIN parsed on its
+            # own (before SUB, refused as `finish_many` would refuse it).
+            look_for_fins = client.channel is not None
             try:
                 # Bounded by the data received: every pass consumes a command
                 # or ends the loop.
