@@ -35,8 +35,11 @@ scheduler after every read that found data (a pass of the run loop and an
 usually sent its next command by the time the answer to the last one is
 written, so that yield was a third of the connection's work per command.
 The reader waits (`trio.lowlevel.wait_readable`) only when the socket is
-empty, and otherwise yields once every `READS_PER_CHECKPOINT` reads or
-`CHECKPOINT_BYTES`, so a busy connection still cannot starve the others.
+empty. Otherwise it reads on without yielding while no other task is ready
+to run (`ReadyTasks`, an instrument counting them: a pump its publish woke
+runs before the next read), and for at most `READS_PER_CHECKPOINT` reads or
+`CHECKPOINT_BYTES`, so that connections whose data arrived meanwhile, which
+only a pass of the run loop finds, are not starved either.
 
 Upgrades. When IDENTIFY negotiates TLS, snappy or deflate, the reader sends
 the IDENTIFY response in the clear, then (holding the write lock, so no
@@ -92,7 +95,7 @@ if TYPE_CHECKING:
     from shoal.queue.channel import Channel
     from shoal.queue.config import QueueConfig
 
-__all__ = ["Connection", "TCPServer"]
+__all__ = ["Connection", "ReadyTasks", "TCPServer"]
 
 log = logging.getLogger("shoal.tcp")
 
@@ -104,6 +107,34 @@ RECEIVE_SIZE = 256 * 1024
 READS_PER_CHECKPOINT = 16
 #: ... or until they add up to this many bytes.
 CHECKPOINT_BYTES = 256 * 1024
+
+
+class ReadyTasks(trio.abc.Instrument):
+    """Counts the tasks that trio made runnable and that have not run yet.
+
+    A reader that finds more data waiting reads on without yielding only
+    while this count is 0: once another task is ready (a pump its publish
+    woke, the scan loop, a connection whose data arrived), the reader yields
+    before its next read, so that task runs first.
+
+    The count comes from two instrument hooks: `task_scheduled` adds one,
+    `before_task_step` takes one. Tasks already waiting to run when the
+    instrument is installed are not counted, so it never goes below 0.
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+        """One more task is ready to run."""
+        self.count += 1
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        """A ready task runs."""
+        if self.count:
+            self.count -= 1
 
 
 class Connection:
@@ -259,12 +290,18 @@ class Connection:
         receive = self.stream.receive_some
         current_time = trio.current_time
         wait_readable = trio.lowlevel.wait_readable
+        ready = self.server.ready_tasks
+        checkpoint = trio.lowlevel.checkpoint
         # Reads, and bytes read, since the reader last yielded.
         reads = taken = 0
         while True:
-            if reads >= READS_PER_CHECKPOINT:
+            if ready.count or reads >= READS_PER_CHECKPOINT:
                 reads = taken = 0
-                await trio.lowlevel.checkpoint()
+                await checkpoint()
+                if ready.count:
+                    # trio runs the tasks made ready together in a random
+                    # order: once more, and those that were ready have run.
+                    await checkpoint()
             data: bytes | bytearray | None = self._read_now()
             if data is None:
                 reads = taken = 0
@@ -525,6 +562,8 @@ class TCPServer:
         #: Durable mode: awaited before publishes are answered (the disk
         #: queues' group commit); raises `BackendError` when it fails.
         self.commit: Callable[[], Awaitable[None]] | None = None
+        #: Tasks ready to run, counted while `serve` runs (see `ReadyTasks`).
+        self.ready_tasks = ReadyTasks()
 
     def new_decoder(self) -> CommandDecoder:
         """A decoder with this server's limits, expecting the V2 magic first."""
@@ -597,10 +636,14 @@ class TCPServer:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept connections on ``listeners`` until cancelled."""
-        async with trio.open_nursery() as nursery:
-            for listener in listeners:
-                nursery.start_soon(self._accept_loop, listener, nursery)
-            task_status.started()
+        trio.lowlevel.add_instrument(self.ready_tasks)
+        try:
+            async with trio.open_nursery() as nursery:
+                for listener in listeners:
+                    nursery.start_soon(self._accept_loop, listener, nursery)
+                task_status.started()
+        finally:
+            trio.lowlevel.remove_instrument(self.ready_tasks)
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         async with listener:
