@@ -294,13 +294,15 @@ class Connection:
         checkpoint = trio.lowlevel.checkpoint
         # Reads, and bytes read, since the reader last yielded.
         reads = taken = 0
+        # Whether the last read's commands made another task ready.
+        woke = False
         while True:
             if ready.count or reads >= READS_PER_CHECKPOINT:
                 reads = taken = 0
                 await checkpoint()
-                if ready.count:
+                if woke and ready.count:
                     # trio runs the tasks made ready together in a random
-                    # order: once more, and those that were ready have run.
+                    # order: once more, and the ones this read woke have run.
                     await checkpoint()
             data: bytes | bytearray | None = self._read_now()
             if data is None:
@@ -319,6 +321,7 @@ class Connection:
                 return
             taken += len(data)
             reads = reads + 1 if taken < CHECKPOINT_BYTES else READS_PER_CHECKPOINT
+            ready_before = ready.count
             decoder.receive_data(data)
             out: list[bytes] = []
             wake = False
@@ -387,6 +390,7 @@ class Connection:
                 sent = self._write_now(reply)
                 if sent != len(reply):
                     await self._send_rest(reply, sent)
+            woke = ready.count > ready_before
 
     async def _committed(self) -> bool:
         """In durable mode, wait until this read's publishes are fsynced before any OK goes out.
