@@ -46,7 +46,6 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
-import io
 import re
 import sys
 import types
@@ -169,6 +168,14 @@ class CodecLimits:
     meta_max_size: int = 512
     max_push_pull_members: int = 65_536
     max_app_message_size: int = 1024 * 1024
+    #: What `_prescan` allows in a packet and in a stream under these limits:
+    #: derived once here rather than on every datagram.
+    packet_shape: _Shape = dataclasses.field(init=False, repr=False, compare=False)
+    stream_shape: _Shape = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "packet_shape", _packet_shape(self))
+        object.__setattr__(self, "stream_shape", _stream_shape(self))
 
     @classmethod
     def from_config(cls, config: MembershipConfig) -> CodecLimits:
@@ -400,14 +407,18 @@ def _prescan(data: bytes, offset: int, shape: _Shape) -> None:
     end = len(data)
     pos = offset
     widest = shape.widest
+    deepest = len(widest)
     max_items = shape.max_items
     items = 1
-    pending = [1]  # items still to read at each open level, the root first
-    while pending:
-        if not pending[-1]:
-            pending.pop()
+    remaining = 1  # items still to read at the innermost open level
+    outer: list[int] = []  # the same for each enclosing level, the root first
+    while True:
+        if not remaining:
+            if not outer:
+                break
+            remaining = outer.pop()
             continue
-        pending[-1] -= 1
+        remaining -= 1
         if pos >= end:
             raise CodecError("cbor", "truncated CBOR")
         head = data[pos]
@@ -424,22 +435,25 @@ def _prescan(data: bytes, offset: int, shape: _Shape) -> None:
             pos += size
         else:
             raise CodecError("cbor", "indefinite-length or reserved CBOR head")
-        if major in (2, 3):
+        if major < 2 or major == 7:
+            continue  # integers, simple values and floats: the head is all
+        if major < 4:
             if arg > end - pos:
                 raise CodecError("cbor", f"a string of {arg} bytes with {end - pos} left")
             pos += arg
-        elif major in (4, 5):
+        elif major < 6:
             count = arg << 1 if major == 5 else arg
-            level = len(pending) - 1
-            if level >= len(widest):
-                raise CodecError("cbor", f"nested deeper than {len(widest)}")
+            level = len(outer)
+            if level >= deepest:
+                raise CodecError("cbor", f"nested deeper than {deepest}")
             if count > widest[level] or count > end - pos:
                 raise CodecError("limit", f"a container of {count} items at depth {level + 1}")
             items += count
             if items > max_items:
                 raise CodecError("limit", f"more than {max_items} CBOR items")
-            pending.append(count)
-        elif major == 6:
+            outer.append(remaining)
+            remaining = count
+        else:
             raise CodecError("cbor", "CBOR tags are not part of the protocol")
     if pos != end:
         raise CodecError("trailing", f"{end - pos} bytes after the message")
@@ -447,18 +461,19 @@ def _prescan(data: bytes, offset: int, shape: _Shape) -> None:
 
 def _parse_cbor(data: bytes, offset: int, shape: _Shape) -> Any:
     _prescan(data, offset, shape)
-    stream = io.BytesIO(data)
-    stream.seek(offset)
-    decoder = cbor2.CBORDecoder(
-        stream,
-        tag_hook=_reject_tag,
-        semantic_decoders=_REJECT_SEMANTIC,
-        max_depth=_MAX_DEPTH,
-        allow_indefinite=False,
-        allow_duplicate_keys=False,
-    )
+    # The prescan has found exactly one item spanning the rest of ``data``,
+    # so one `cbor2.loads` reads all of it (and no trailing bytes are left
+    # to check for); the options below refuse again what the prescan
+    # already did, as a second line of defence.
     try:
-        value = decoder.decode()
+        value = cbor2.loads(
+            data[offset:],
+            tag_hook=_reject_tag,
+            semantic_decoders=_REJECT_SEMANTIC,
+            max_depth=_MAX_DEPTH,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+        )
     except CodecError:
         raise
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
@@ -467,8 +482,6 @@ def _parse_cbor(data: bytes, offset: int, shape: _Shape) -> Any:
         if isinstance(cause, CodecError):
             raise cause from None
         raise CodecError("cbor", str(exc)) from None
-    if stream.tell() != len(data):
-        raise CodecError("trailing", f"{len(data) - stream.tell()} bytes after the message")
     return value
 
 
@@ -806,7 +819,7 @@ def decode_packet(data: bytes, limits: CodecLimits) -> list[Message]:
             not trusted for the rest). No other exception escapes.
     """
     _check_frame(data, limits.max_packet_size)
-    items = _parse_cbor(data, 1, _packet_shape(limits))
+    items = _parse_cbor(data, 1, limits.packet_shape)
     if type(items) is not list or not items:
         raise _shape("a packet must be a non-empty array of messages")
     if len(items) > MAX_PACKET_MESSAGES:
@@ -837,7 +850,7 @@ def decode_stream(
         recalled = _recall_push_pull(data, limits)
         if recalled is not None:
             return recalled
-    message = _message(_parse_cbor(data, 1, _stream_shape(limits)), limits, codes)
+    message = _message(_parse_cbor(data, 1, limits.stream_shape), limits, codes)
     if type(message) is PushPull:
         _remember_table(data, limits, message)
     return message

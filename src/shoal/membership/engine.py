@@ -508,6 +508,28 @@ def _member_builder() -> Callable[
 _member = _member_builder()
 
 
+def _joined_builder() -> Callable[[Member], MemberJoined]:
+    """Return a function building a `MemberJoined`, as `_member_builder` does a `Member`.
+
+    A node that learns a table of n members raises n of them.
+    """
+    try:
+        set_member = vars(MemberJoined)["member"].__set__
+    except (KeyError, AttributeError):
+        return lambda member: MemberJoined(member=member)
+    new = object.__new__
+
+    def build(member: Member) -> MemberJoined:
+        event = new(MemberJoined)
+        set_member(event, member)
+        return event
+
+    return build
+
+
+_joined = _joined_builder()
+
+
 class _Node:
     """The mutable record of one member (the public face is `Member`).
 
@@ -1911,9 +1933,8 @@ class Membership:
         self, name: str, address: Address, meta: Mapping[str, str], incarnation: int, now: float
     ) -> None:
         """Add a member new to us, alive, and raise its `MemberJoined`."""
-        node = _Node(name, address, meta, incarnation, _ALIVE, now)
-        self._add_node(node)
-        self._events.append(MemberJoined(member=node.snapshot()))
+        self._add_node(_Node(name, address, meta, incarnation, _ALIVE, now))
+        self._events.append(_joined(_member(name, address, _ALIVE, incarnation, meta, now)))
 
     def _add_node(self, node: _Node) -> None:
         self._nodes[node.name] = node
