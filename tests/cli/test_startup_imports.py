@@ -19,10 +19,21 @@ NOT_AT_STARTUP = (
     "tomllib",
 )
 
-#: Modules a started node imports only when asked for them: prometheus-client
-#: (and the stdlib HTTP server it brings) on the first scrape or statsd push,
-#: cramjam for the first snappy connection, the statsd pusher when configured.
-NOT_UNTIL_USED = ("prometheus_client", "http.server", "cramjam", "shoal.cluster.statsd")
+#: Modules a started node imports only when asked for them: the metrics
+#: collector and prometheus-client (and the stdlib HTTP server it brings) on
+#: the first scrape or statsd push, importlib.resources for the first request
+#: of the cluster page, cramjam for the first snappy connection, the statsd
+#: pusher when configured, the auth client when auth servers are.
+NOT_UNTIL_USED = (
+    "shoal.cluster.metrics",
+    "prometheus_client",
+    "http.server",
+    "importlib.resources",
+    "cramjam",
+    "shoal.cluster.statsd",
+    "shoal.cluster.auth",
+    "shoal.queue.auth",
+)
 
 #: Runs ``shoal node`` as the console script does and, once the node has
 #: written its ready file (every listener bound, /ping answering), records
@@ -108,7 +119,7 @@ def test_started_node_has_not_imported_what_only_a_request_needs(tmp_path: Path)
     state = json.loads(out.read_text())
     loaded = state["modules"]
     assert "shoal.cluster.node" in loaded
-    assert "shoal.cluster.metrics" in loaded  # /metrics is routed, not yet rendered
+    assert "shoal.cluster.operations" in loaded  # /metrics is routed, not yet rendered
     for module in (*NOT_AT_STARTUP, *NOT_UNTIL_USED):
         assert not [m for m in loaded if m == module or m.startswith(module + ".")], module
     # The import ran with the collector off and its objects were frozen after.

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from shoal import __version__
-from shoal.cluster.auth import AuthClient
 from shoal.cluster.housekeeping import scan_loop, sync_loop
 from shoal.cluster.http_api import NodeHTTPAPI, NodeInfo, new_router
 from shoal.cluster.http_guard import publish_auth, tls_required
@@ -48,6 +47,7 @@ from shoal.cluster.tls import server_context
 from shoal.config import parse_address
 
 if TYPE_CHECKING:
+    from shoal.cluster.auth import AuthClient
     from shoal.cluster.membership_driver import MembershipDriver
     from shoal.config import NodeConfig
     from shoal.queue.protocol import ClientV2
@@ -94,7 +94,12 @@ class Node:
             auth_required=bool(config.auth_http_addresses),
         )
         self.ssl_context = server_context(config.tls) if config.tls.enabled else None
-        auth = AuthClient(config.auth_http_addresses) if config.auth_http_addresses else None
+        auth: AuthClient | None = None
+        if config.auth_http_addresses:
+            # Only a node with auth servers imports their client (start-up cost).
+            from shoal.cluster.auth import AuthClient
+
+            auth = AuthClient(config.auth_http_addresses)
         self.data = DataPath(
             config,
             queue_config=queue_config,

@@ -6,6 +6,10 @@
 ``--statsd-address``, the statsd pusher (`shoal.cluster.statsd`) to the
 node's HTTP router and nursery. It reads the node only through its public
 attributes, at scrape time, so nothing here costs anything per message.
+
+The metrics module (its collector and record classes) is imported on the
+first scrape, or at start only when statsd pushes: a node answers ``/ping``
+sooner for every module it does not import before.
 """
 
 from __future__ import annotations
@@ -14,16 +18,18 @@ import functools
 import time
 from typing import TYPE_CHECKING
 
-from shoal.cluster.metrics import MetricsSources, NodeCollector, metrics_handler
 from shoal.cluster.page import PageMember, add_page_routes
 from shoal.config import parse_address
 from shoal.membership.state import MemberState
 from shoal.queue import stats
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     import trio
 
-    from shoal.cluster.http_server import Router
+    from shoal.cluster.http_server import Request, Response, Router
+    from shoal.cluster.metrics import MetricsSources, NodeCollector
     from shoal.cluster.node import Node
 
 __all__ = ["serve_operations"]
@@ -33,14 +39,14 @@ _LIVE = (MemberState.ALIVE, MemberState.SUSPECT)
 
 def serve_operations(node: Node, router: Router, nursery: trio.Nursery) -> None:
     """Add the operator routes to ``router`` and start the statsd pusher if configured."""
-    collector = NodeCollector(_metrics_sources(node))
-    router.add("GET", "/metrics", metrics_handler(collector), log=False)
+    router.add("GET", "/metrics", _first_scrape_imports(node), log=False)
     add_page_routes(router, functools.partial(_page_members, node))
     config = node.config
     if config.statsd_address:
         # Only a node that pushes to statsd imports the pusher.
         from shoal.cluster.statsd import run_statsd, statsd_prefix
 
+        collector = _collector(node)
         http = node.addresses["http"]
         prefix = statsd_prefix(
             config.statsd_prefix, config.broadcast_address, parse_address(http)[1] if http else 0
@@ -57,7 +63,30 @@ def serve_operations(node: Node, router: Router, nursery: trio.Nursery) -> None:
         )
 
 
+def _first_scrape_imports(node: Node) -> Callable[[Request], Awaitable[Response]]:
+    """A ``GET /metrics`` handler that builds the real one on its first request."""
+    handler: Callable[[Request], Awaitable[Response]] | None = None
+
+    async def metrics(request: Request) -> Response:
+        nonlocal handler
+        if handler is None:  # no await before the assignment: built once
+            from shoal.cluster.metrics import metrics_handler
+
+            handler = metrics_handler(_collector(node))
+        return await handler(request)
+
+    return metrics
+
+
+def _collector(node: Node) -> NodeCollector:
+    from shoal.cluster.metrics import NodeCollector
+
+    return NodeCollector(_metrics_sources(node))
+
+
 def _metrics_sources(node: Node) -> MetricsSources:
+    from shoal.cluster.metrics import MetricsSources
+
     def registry_owners() -> int:
         return len(node.routing.registry.owners()) if node.routing is not None else 0
 

@@ -16,7 +16,7 @@ row. A dead member is not asked.
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
+import functools
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -52,17 +52,20 @@ class PageMember:
     http: str
 
 
+@functools.cache
 def _page() -> bytes:
+    """The page's bytes, read on its first request (not at start-up)."""
+    import importlib.resources
+
     return (importlib.resources.files("shoal.cluster") / "static" / "index.html").read_bytes()
 
 
 def add_page_routes(router: Router, members: Callable[[], list[PageMember]]) -> None:
     """Serve the page at ``/`` and its fan-out at ``/cluster/stats`` on ``router``."""
-    body = _page()
 
     def index(request: Request) -> Response:
         del request
-        return Response(status=200, body=body, content_type=HTML_CONTENT_TYPE)
+        return Response(status=200, body=_page(), content_type=HTML_CONTENT_TYPE)
 
     async def cluster_stats(request: Request) -> Response:
         # The HTTP client is imported on first use: a node that never serves
