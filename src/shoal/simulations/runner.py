@@ -43,8 +43,8 @@ while the registries share each owner's preformed state until one changes
 it (`shoal.registry.StateImage`), leaving about 70 bytes a pair (a slot in
 the registry's table and in its cached digest): 225 MB peak at 1000 without
 the registry and 295 MB with it (675 MB when each registry held copies); 60
-virtual seconds at 10,000 nodes without the registry took 750 s of CPU (most
-of it the preformed start) and 16.3 GB.
+virtual seconds at 10,000 nodes without the registry took 480 s of CPU
+(750 s before the same work; most of it the preformed start) and 16.3 GB.
 `shoal.simulations.sweep` runs many seeds in parallel processes.
 """
 
