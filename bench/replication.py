@@ -16,7 +16,9 @@ Clients and nodes share the machine: on a small one the figures are the
 ratio between rows more than absolute rates. The CPU columns are steadier
 on a loaded machine: the CPU time the owner and the other two nodes (its
 replicas) spent per 1,000 messages published, from /proc. Each row is
-the median of --repeat runs.
+the median of --repeat runs. The last column is the batch frames the
+owner sent per publish (MPUB or PUB), all replicas together (``/stats``
+``replication.frames``): publishes that arrive together share one.
 """
 
 from __future__ import annotations
@@ -75,6 +77,12 @@ def cpu_seconds(node: NodeProcess) -> float:
         fields = fh.read().rsplit(")", 1)[1].split()
     # utime and stime are fields 14 and 15 of stat(5); fields[0] is field 3.
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def batches_sent(node: NodeProcess) -> int:
+    """Batch frames the node sent its replicas so far."""
+    _status, stats = get(node.http, "/stats?format=json")
+    return int(stats["replication"]["frames"]["batches_sent"])
 
 
 def publish(node: NodeProcess, topic: str, total: int, batch: int, size: int, conns: int) -> float:
@@ -159,7 +167,7 @@ def measure(args: argparse.Namespace) -> None:
     rates: dict[tuple[int, int], float] = {}
     status.say(
         f"{'factor':>6} {'batch':>6} {'msgs/s':>10} {'vs factor 1':>12}"
-        f" {'owner cpu ms/1k':>16} {'others cpu ms/1k':>17}"
+        f" {'owner cpu ms/1k':>16} {'others cpu ms/1k':>17} {'batches/pub':>12}"
     )
     for factor in (1, 2, 3):
         with tempfile.TemporaryDirectory(prefix="shoal-bench-repl-") as tmp:
@@ -175,20 +183,24 @@ def measure(args: argparse.Namespace) -> None:
                         topic = f"b{batch}r{run}"  # a fresh topic: every run starts alike
                         post(owner.http, f"/topic/create?topic={topic}")
                         post(owner.http, f"/channel/create?topic={topic}&channel=c")
+                        frames = batches_sent(owner)
                         before = [cpu_seconds(node) for node in nodes]
                         rate = publish(owner, topic, total, batch, args.size, args.connections)
                         used = [
                             cpu_seconds(node) - was for node, was in zip(nodes, before, strict=True)
                         ]
-                        runs.append((rate, used[0], sum(used[1:])))
+                        publishes = total // args.connections * args.connections / batch
+                        sent = (batches_sent(owner) - frames) / publishes
+                        runs.append((rate, used[0], sum(used[1:]), sent))
                     rate = statistics.median(r[0] for r in runs)
                     rates[factor, batch] = rate
                     per_k = 1e6 / total  # seconds per run -> ms per 1,000 messages
                     owner_cpu = statistics.median(r[1] for r in runs) * per_k
                     others_cpu = statistics.median(r[2] for r in runs) * per_k
+                    sent = statistics.median(r[3] for r in runs)
                     status.say(
                         f"{factor:>6} {batch:>6} {rate:>10,.0f} {rate / rates[1, batch]:>11.2f}x"
-                        f" {owner_cpu:>16.1f} {others_cpu:>17.1f}"
+                        f" {owner_cpu:>16.1f} {others_cpu:>17.1f} {sent:>12.2f}"
                     )
             finally:
                 for node in nodes:

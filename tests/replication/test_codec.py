@@ -144,3 +144,24 @@ def test_codec_refuses_a_packed_publish_whose_bodies_overrun() -> None:
     forged = data[:-7] + (1000).to_bytes(4, "big") + data[-3:]
     with pytest.raises(RemoteProtocolError):
         decode_frame(forged)
+
+
+@pytest.mark.parametrize(
+    "bodies",
+    [
+        (b"same",) * 3,  # equal sizes: the kept format
+        (b"a", b"", b"ccc"),  # mixed sizes: a format of their own
+        (b"",) * 2,
+        (),
+    ],
+)
+def test_codec_packed_publish_bodies_of_equal_and_mixed_sizes(bodies: tuple[bytes, ...]) -> None:
+    ids = tuple(bytes([65 + i]) * 16 for i in range(len(bodies)))
+    for _ in range(2):  # the second time through the kept format
+        batch = Batch(
+            topic="t",
+            first=1,
+            records=(Publish(ids=ids, bodies=bodies, timestamp=1, channels=("c",)),),
+            commit=0,
+        )
+        assert decode_frame(encode_frame(batch)) == batch

@@ -174,6 +174,10 @@ def test_former_replica_is_released_only_once_the_newcomer_holds_the_log_end() -
     pump(owner, replicas)
     owner.set_replicas(["new"])  # a member that outranks "old" joined
     assert owner.formers == frozenset({"old"})
+    assert (owner.has_formers, owner.is_former("old")) == (True, True)
+    assert not owner.is_replica("old")
+    assert owner.is_replica("new")
+    assert not owner.is_former("new")
     assert owner.releasable() == []  # "new" holds nothing yet
     owner.append(publish(2), 0.0)
     assert owner.outgoing("old") is None  # no longer sent anything
@@ -182,6 +186,8 @@ def test_former_replica_is_released_only_once_the_newcomer_holds_the_log_end() -
     assert owner.releasable() == ["old"]
     owner.released("old")
     assert owner.formers == frozenset()
+    assert not owner.has_formers
+    assert not owner.is_former("old")
 
 
 def test_former_replica_that_rejoins_the_set_is_not_released() -> None:
@@ -192,3 +198,23 @@ def test_former_replica_that_rejoins_the_set_is_not_released() -> None:
     owner.set_replicas(["old"])  # the newcomer died before it was caught up
     assert owner.formers == frozenset({"new"})
     assert "old" not in owner.releasable()
+
+
+def test_owner_sends_a_watermark_alone_only_once_it_covers_what_was_sent() -> None:
+    owner = OwnerTopic("t", required=1, timeout=5.0)
+    owner.set_replicas(["r"])
+    assert owner.outgoing("r") is not None  # the catch-up snapshot
+    owner.append(publish(1), 0.0)
+    owner.append(publish(2), 0.0)
+    assert owner.outgoing("r", limit=1) is not None
+    assert owner.outgoing("r", limit=1) is not None
+    owner.ack("r", 1)
+    # Committed 1 of the 2 sent: the next batch with a record carries it.
+    assert owner.outgoing("r") is None
+    owner.ack("r", 2)
+    # A sender that has just sent records leaves the watermark to its next batch.
+    assert owner.outgoing("r", watermark_alone=False) is None
+    batch = owner.outgoing("r")
+    assert batch is not None
+    assert (batch.records, batch.commit) == ((), 2)
+    assert owner.outgoing("r") is None

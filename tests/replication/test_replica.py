@@ -185,3 +185,32 @@ def test_replica_publish_of_held_or_repeated_ids_keeps_the_first() -> None:
     assert r.held_bytes == len(b"body-1") + len(b"two") + len(b"x")
     r.apply(4, Pump(count=5, channels=("a",)))
     assert held(r) == {b"1": {"a"}, b"2": {"a"}, b"3": {"a"}}
+
+
+def test_replica_stores_publishes_only_once_their_messages_are_needed() -> None:
+    r = fed(ChannelCreated(channel="a"), publish("1", "2"), publish("3"))
+    # The round trip of a publish stores nothing per message.
+    assert r.fresh_publishes == 2
+    assert r.held_bytes_bound == 3 * len(b"body-1")
+    r.apply(4, ChannelCreated(channel="b"))
+    assert r.fresh_publishes == 2  # a record that touches no message stores nothing
+    r.apply(5, Finish(channel="a", ids=(b"2",)))
+    assert r.fresh_publishes == 0
+    assert held(r) == {b"1": {"a"}, b"3": {"a"}}
+
+
+def test_replica_size_bound_counts_an_id_published_twice_until_stored() -> None:
+    r = fed(publish("1"), publish("1"))
+    assert r.held_bytes_bound == 2 * len(b"body-1")
+    assert r.held_bytes == len(b"body-1")  # storing keeps the first copy only
+    assert r.held_bytes_bound == r.held_bytes
+    assert r.fresh_publishes == 0
+
+
+def test_replica_deleted_topic_forgets_fresh_publishes_without_storing_them() -> None:
+    r = fed(publish("1"), publish("2"), TopicDropped(deleted=True))
+    assert r.fresh_publishes == 0
+    assert len(r) == 0
+    assert r.held_bytes == r.held_bytes_bound == 0
+    r.apply(4, publish("3"))
+    assert held(r) == {b"3": {"a"}}

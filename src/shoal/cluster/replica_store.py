@@ -115,7 +115,7 @@ class ReplicaStore:
         fh.write(_LENGTH.pack(len(frame)) + frame)
         fh.flush()
         self._sizes[key] += _LENGTH.size + len(frame)
-        if self._sizes[key] > REWRITE_FACTOR * held.held_bytes + REWRITE_SLACK:
+        if self._sizes[key] > REWRITE_FACTOR * held.held_bytes_bound + REWRITE_SLACK:
             await self._rewrite(key, held)
         elif self.durable:
             await trio.to_thread.run_sync(os.fsync, fh.fileno())

@@ -31,9 +31,10 @@ Rules:
 
 Theory of operation:
     The TCP and HTTP publish paths call `Replicator.publish`, which appends
-    the record, wakes the links and waits for the record's fate until its
-    deadline; at the deadline it calls `OwnerTopic.expire`, which fails it
-    (and every older one past its deadline) and appends the `Abort`.
+    the record, wakes the links and waits for the record's fate. One task
+    (`Replication._expire_publishes`) calls `OwnerTopic.expire` at the
+    oldest deadline, which fails every publish past its deadline and
+    appends their `Abort`s.
     FINs arrive through `Channel.on_finish` and are batched per channel
     into one `Finish` record when a link next sends (or every
     `FIN_BATCH` FINs). Channel creation and deletion come from the
@@ -90,7 +91,7 @@ if TYPE_CHECKING:
     from shoal.queue.broker import Broker, BrokerEvent
     from shoal.queue.topic import Topic
 
-__all__ = ["REPLICATION_TAG", "Replication", "Replicator", "start_replication"]
+__all__ = ["REPLICATION_TAG", "Replication", "Replicator", "StreamCounters", "start_replication"]
 
 log = logging.getLogger("shoal.replication")
 
@@ -131,6 +132,33 @@ class _Pending:
     channels: tuple[str, ...] | None
     done: trio.Event = dataclasses.field(default_factory=trio.Event)
     ok: bool = False
+
+
+@dataclasses.dataclass(slots=True)
+class StreamCounters:
+    """Frames on this node's replication streams, for ``/stats`` (``replication.frames``).
+
+    A publish's round trip is one batch out and one acknowledgement back
+    per replica when nothing else is under way; under load several
+    publishes share a batch and an acknowledgement. These count them, so
+    frames per publish can be checked rather than timed.
+
+    Attributes:
+        batches_sent: batch frames sent to replicas (snapshots included).
+        records_sent: records in them (a snapshot counts as one).
+        commits_sent: batches among them that carry no record, only the
+            committed watermark (sent when something else woke the link).
+        acks_received: acknowledgements read from replicas.
+        batches_received: batch frames applied from owners.
+        acks_sent: acknowledgements sent to owners.
+    """
+
+    batches_sent: int = 0
+    records_sent: int = 0
+    commits_sent: int = 0
+    acks_received: int = 0
+    batches_received: int = 0
+    acks_sent: int = 0
 
 
 class _Owned:
@@ -219,6 +247,10 @@ class _Link:
         self.wake = trio.Event()
         self.scope = trio.CancelScope()
         self.connected = False
+        # The topic whose batches the sender is sending right now: it sends
+        # that topic's records until none is left, so a publish to it needs
+        # no wake-up (which would cost a pass and a watermark-only batch).
+        self.draining: str | None = None
 
 
 class Replication:
@@ -265,10 +297,14 @@ class Replication:
         self.adopted: dict[tuple[str, str], int] = {}
         self.adopted_messages = 0
         self.failed_publishes = 0
+        self.counters = StreamCounters()
         # Set by `hand_over`: publishes are refused and no link is opened again.
         self.leaving = False
         self.handed_over: list[str] = []
         self._acked = trio.Event()
+        # What `_expire_publishes` sleeps until, and what wakes it sooner.
+        self._expiry_at = math.inf
+        self._expiry_wake = trio.Event()
         # The view `_decide_copies` last decided from.
         self._seen: tuple[frozenset[object], ...] | None = None
         #: Announces adoptions in the registry and drops what others adopted.
@@ -309,8 +345,37 @@ class Replication:
             for topic in list(self.broker.topics.values()):
                 self._attach(topic)
             self._place()
+            nursery.start_soon(self._expire_publishes)
             task_status.started()
             await trio.sleep_forever()
+
+    async def _expire_publishes(self) -> None:
+        """Fail the publishes of every owned topic at their deadline.
+
+        One task for all, rather than a deadline on each waiting publish: a
+        publish's round trip then enters no cancel scope. It sleeps until
+        the oldest deadline it knows of; a publish wakes it only when its
+        topic's oldest deadline comes sooner (the task had nothing to wait
+        for). A deadline passed by publishes that committed meanwhile costs
+        one wake-up, which finds nothing to fail.
+        """
+        while True:
+            self._expiry_at = min(
+                (
+                    deadline
+                    for owned in self.owned.values()
+                    if (deadline := owned.core.next_deadline()) is not None
+                ),
+                default=math.inf,
+            )
+            self._expiry_wake = trio.Event()
+            with trio.move_on_at(self._expiry_at):
+                await self._expiry_wake.wait()
+            now = trio.current_time()
+            for owned in list(self.owned.values()):
+                deadline = owned.core.next_deadline()
+                if deadline is not None and deadline <= now:
+                    owned.expire()
 
     # -- owner side -------------------------------------------------------------
 
@@ -414,15 +479,14 @@ class Replication:
         owned.pending[seq] = waiting
         owned.settle()
         if not waiting.done.is_set():
-            self._wake_links()
-        # Bounded: each pass ends at the oldest deadline, and `expire` fails
-        # every publish past it, ours included once its own deadline passed.
-        while not waiting.done.is_set():
+            for link in self.links.values():
+                if link.draining != topic.name:
+                    link.wake.set()
             deadline = owned.core.next_deadline()
-            with trio.move_on_at(deadline if deadline is not None else math.inf):
-                await waiting.done.wait()
-            if not waiting.done.is_set():
-                owned.expire()
+            if deadline is not None and deadline < self._expiry_at:
+                self._expiry_wake.set()
+            # Bounded: `_expire_publishes` fails it at its deadline.
+            await waiting.done.wait()
         if not waiting.ok:
             self.failed_publishes += 1
         return waiting.ok
@@ -527,6 +591,12 @@ class Replication:
                 await trio.sleep(RETRY_INTERVAL)
 
     async def _send_loop(self, stream: MessageStream, link: _Link) -> None:
+        try:
+            await self._send_passes(stream, link)
+        finally:
+            link.draining = None  # a broken stream sends nothing more
+
+    async def _send_passes(self, stream: MessageStream, link: _Link) -> None:
         member = link.member
         announced: set[str] = set()
         while True:
@@ -535,18 +605,32 @@ class Replication:
                 if member in owned.core.releasable():
                     await stream.send_message(encode_frame(Release(topic=name)))
                     owned.core.released(member)
-                if member not in owned.core.quorum.replicas:
+                if not owned.core.is_replica(member):
                     continue
                 if name not in announced:
                     factor = self.factor_of(name)
                     await stream.send_message(encode_frame(Factor(topic=name, factor=factor)))
                     announced.add(name)
                 owned.flush_fins()
+                link.draining = name
+                alone = True
                 # Bounded: each batch advances what was sent to the member.
-                while (batch := owned.core.outgoing(member, BATCH_RECORDS)) is not None:
+                while (
+                    batch := owned.core.outgoing(member, BATCH_RECORDS, watermark_alone=alone)
+                ) is not None:
+                    alone = False
                     await stream.send_message(encode_frame(batch))
+                    counters = self.counters
+                    counters.batches_sent += 1
+                    if batch.snapshot is not None:
+                        counters.records_sent += 1
+                    elif batch.records:
+                        counters.records_sent += len(batch.records)
+                    else:
+                        counters.commits_sent += 1
+                link.draining = None
             if not any(
-                member in owned.core.quorum.replicas or member in owned.core.formers
+                owned.core.is_replica(member) or owned.core.is_former(member)
                 for owned in self.owned.values()
             ):
                 # Released from every topic: nothing more to send it.
@@ -561,11 +645,12 @@ class Replication:
             frame = decode_frame(await stream.receive_message())
             match frame:
                 case Ack(topic=topic, seq=seq):
+                    self.counters.acks_received += 1
                     owned = self.owned.get(topic)
                     if owned is not None:
                         owned.core.ack(member, seq)
                         owned.settle()
-                        if owned.core.formers:
+                        if owned.core.has_formers:
                             self._wake_links()  # a former replica may be released
                     self._acked.set()
                 case Resync(topic=topic):
@@ -601,6 +686,7 @@ class Replication:
             if not is_valid_topic_name(frame.topic):
                 raise RemoteProtocolError(f"replication batch names topic {frame.topic!r}")
             key = (owner, frame.topic)
+            self.counters.batches_received += 1
             self.released.discard(key)  # in its set again: the release is void
             try:
                 held = receive(self.held.get(key), frame)
@@ -620,6 +706,7 @@ class Replication:
                     )
                     return
             await stream.send_message(encode_frame(Ack(topic=frame.topic, seq=held.applied)))
+            self.counters.acks_sent += 1
 
     # -- failover ---------------------------------------------------------------
 
@@ -817,6 +904,7 @@ class Replication:
             ],
             "adopted_messages": self.adopted_messages,
             "failed_publishes": self.failed_publishes,
+            "frames": dataclasses.asdict(self.counters),
             **({"adoptions": self.adoptions.statistics()} if self.adoptions is not None else {}),
         }
 

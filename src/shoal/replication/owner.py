@@ -27,6 +27,11 @@ Theory of operation:
     reconnect) moves ``sent`` back to the replica's acknowledged watermark
     so the unacknowledged tail is sent again; the replica ignores records
     it already has. ``sent`` is None while a replica needs a snapshot.
+
+    The committed watermark rides on every batch. A batch carrying it alone
+    is handed out only once it covers everything sent to that replica: an
+    earlier one would cost the replica a frame, a log write and an
+    acknowledgement to learn what the next batch tells it anyway.
 """
 
 from __future__ import annotations
@@ -96,6 +101,19 @@ class OwnerTopic:
         """Former replicas not yet released: they keep their copies."""
         return frozenset(self._former)
 
+    @property
+    def has_formers(self) -> bool:
+        """Whether any former replica awaits its release (no set built, for hot paths)."""
+        return bool(self._former)
+
+    def is_replica(self, name: str) -> bool:
+        """Whether ``name`` is a current replica (no set built, for hot paths)."""
+        return name in self.quorum.watermarks
+
+    def is_former(self, name: str) -> bool:
+        """Whether ``name`` is a former replica not yet released."""
+        return name in self._former
+
     def releasable(self) -> list[str]:
         """Former replicas whose copies the current set now covers.
 
@@ -106,7 +124,7 @@ class OwnerTopic:
         """
         if not self._former:
             return []
-        marks = self.quorum.statistics().watermarks.values()
+        marks = self.quorum.watermarks.values()
         need = max(self.quorum.required, 1)
         return sorted(
             name
@@ -138,7 +156,7 @@ class OwnerTopic:
             awaited = isinstance(record, Publish)
         seq = self.quorum.append(now, awaited=awaited)
         self.mirror.apply(seq, record)
-        if self.quorum.replicas:
+        if self.quorum.watermarks:
             self._log.append((seq, record))
         if self.quorum.committed >= seq:
             self.mirror.commit(seq)
@@ -149,12 +167,18 @@ class OwnerTopic:
         """Every record up to this sequence number is committed."""
         return self.quorum.committed
 
-    def outgoing(self, replica: str, limit: int = 1024) -> Batch | None:
+    def outgoing(
+        self, replica: str, limit: int = 1024, *, watermark_alone: bool = True
+    ) -> Batch | None:
         """What to send ``replica`` now, or None when it has everything.
 
         Args:
             replica: a current replica.
             limit: records per batch at most.
+            watermark_alone: whether a batch of no record, only a newer
+                committed watermark, is worth sending. A sender that has
+                just sent records passes False: the acknowledgements that
+                raised the watermark meanwhile will ride on its next batch.
         """
         if replica not in self._sent:
             return None
@@ -178,7 +202,13 @@ class OwnerTopic:
             return self.outgoing(replica, limit)
         records = tuple(record for _, record in itertools.islice(log, start, start + limit))
         commit = self._commit_for(sent + len(records))
-        if not records and self._told_commit[replica] >= commit:
+        if not records and (
+            not watermark_alone or self._told_commit[replica] >= commit or commit < sent
+        ):
+            # Nothing new, or a watermark that does not yet cover what the
+            # replica was sent: the batch that follows carries it. A batch
+            # for the watermark alone is worth a frame only once it covers
+            # everything sent (the replica then forgets every abortable ID).
             return None
         self._sent[replica] = sent + len(records)
         self._told_commit[replica] = commit
@@ -221,7 +251,7 @@ class OwnerTopic:
         """The stream to ``replica`` broke: send again what it did not acknowledge."""
         if replica not in self._sent:
             return
-        mark = self.quorum.statistics().watermarks.get(replica, 0)
+        mark = self.quorum.watermarks.get(replica, 0)
         oldest = self._log[0][0] if self._log else self.quorum.appended + 1
         self._sent[replica] = mark if mark >= oldest - 1 else None
 
@@ -254,7 +284,7 @@ class OwnerTopic:
         # Replicas waiting for a snapshot need no log; the others need every
         # record they have not acknowledged, and uncommitted records may
         # still have to be sent to a replica that replaces a dead one.
-        marks = self.quorum.statistics().watermarks
+        marks = self.quorum.watermarks
         floor = min(
             (mark for name, mark in marks.items() if self._sent.get(name) is not None),
             default=self.quorum.appended,

@@ -37,12 +37,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import types
 from typing import TYPE_CHECKING
 
 from shoal.errors import LocalProtocolError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
 __all__ = ["Quorum", "QuorumStatistics"]
 
@@ -87,6 +88,7 @@ class Quorum:
         self._committed = 0
         self._failed_count = 0
         self._watermarks: dict[str, int] = {}
+        self._watermarks_view = types.MappingProxyType(self._watermarks)
         # (seq, deadline) of uncommitted, unfailed records, in order.
         self._pending: collections.deque[tuple[int, float]] = collections.deque()
 
@@ -99,6 +101,11 @@ class Quorum:
     def committed(self) -> int:
         """Every record up to this sequence number is committed."""
         return self._committed
+
+    @property
+    def watermarks(self) -> Mapping[str, int]:
+        """Each current replica's acknowledged watermark: a live, read-only view, no copy."""
+        return self._watermarks_view
 
     @property
     def replicas(self) -> frozenset[str]:

@@ -21,6 +21,16 @@ Theory of operation:
     The backlog is a deque of IDs in the same order, so a `Pump` of n moves
     the n oldest in O(n).
 
+    A `Publish` costs O(1) when it is applied: its record joins a list of
+    *fresh* publishes, and its messages enter the dict only when something
+    needs them (any other record, `owed`, `len`, `snapshot`, `held_bytes`),
+    all fresh publishes at once and in order, so the result is exactly as
+    if each had been stored when applied. A replica's round trip (and the
+    owner's, for its mirror) thus stores nothing per message: a stream of
+    publishes with no FIN between them is stored once, when the next FIN,
+    pump or catch-up comes, and one bulk pass over many publishes costs no
+    more than the same passes one at a time.
+
     Publishes not yet known to be committed keep their IDs by sequence
     number (``commit`` forgets them), so an `Abort` finds its messages
     without a scan. A `Finish` costs O(1) per ID; dropping a channel scans
@@ -117,10 +127,42 @@ class ReplicaTopic:
         self._messages: dict[bytes, _Held] = {}
         self._backlog: collections.deque[bytes] = collections.deque()
         self._tentative: dict[int, tuple[bytes, ...]] = {}
-        self.held_bytes = 0
+        self._held_bytes = 0
+        # Publishes applied but not yet stored in ``_messages``, in order,
+        # and the bytes of their bodies (an upper bound until stored: an
+        # ID already held is not stored twice).
+        self._fresh: list[Publish] = []
+        self._fresh_bytes = 0
+        self._fresh_counted = 0  # how many of them ``_fresh_bytes`` counts
 
     def __len__(self) -> int:
+        self._store_fresh()
         return len(self._messages)
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of the bodies held."""
+        self._store_fresh()
+        return self._held_bytes
+
+    @property
+    def fresh_publishes(self) -> int:
+        """Publishes applied whose messages are not stored yet (see the theory of operation)."""
+        return len(self._fresh)
+
+    @property
+    def held_bytes_bound(self) -> int:
+        """At least `held_bytes`, without storing the fresh publishes (for cheap size checks).
+
+        Counted when asked (each fresh publish once), so an owner's mirror,
+        which is never asked, does not count at all.
+        """
+        fresh = self._fresh
+        counted = self._fresh_counted
+        if counted < len(fresh):
+            self._fresh_bytes += sum(sum(map(len, record.bodies)) for record in fresh[counted:])
+            self._fresh_counted = len(fresh)
+        return self._held_bytes + self._fresh_bytes
 
     def apply(self, seq: int, record: Record) -> bool:
         """Apply the owner's record numbered ``seq``.
@@ -138,9 +180,16 @@ class ReplicaTopic:
                 f"replication record {seq} of {self.topic!r} follows {self.applied}"
             )
         self.applied = seq
+        if type(record) is Publish:
+            self._publish(seq, record)
+            return True
+        if self._fresh and type(record) is not ChannelCreated:
+            if type(record) is TopicDropped and record.deleted:
+                self._fresh.clear()
+                self._fresh_bytes = self._fresh_counted = 0
+            else:
+                self._store_fresh()
         match record:
-            case Publish():
-                self._publish(seq, record)
             case Pump(count=count, channels=channels):
                 self._pump(count, channels)
             case Finish(channel=channel, ids=ids):
@@ -161,7 +210,7 @@ class ReplicaTopic:
                 self._messages.clear()
                 self._backlog.clear()
                 self._tentative.clear()
-                self.held_bytes = 0
+                self._held_bytes = 0
                 self.channels.clear()
             case TopicDropped(deleted=False):
                 # Only the backlog: what the owner put in channels stays owed.
@@ -186,13 +235,27 @@ class ReplicaTopic:
             # Owed to no channel (only ephemeral ones took it): nothing to hold.
             self._tentative[seq] = ()
             return
-        messages = self._messages
-        timestamp = record.timestamp
-        due = record.due
         ids, bodies = record.ids, record.bodies
         if len(ids) != len(bodies):
             raise ValueError(f"publish record {seq}: {len(ids)} IDs but {len(bodies)} bodies")
         self._tentative[seq] = ids
+        self._fresh.append(record)
+
+    def _store_fresh(self) -> None:
+        """Store the messages of the fresh publishes, in the order they were applied."""
+        if not self._fresh:
+            return
+        fresh, self._fresh = self._fresh, []
+        self._fresh_bytes = self._fresh_counted = 0
+        for record in fresh:
+            self._store(record)
+
+    def _store(self, record: Publish) -> None:
+        owed = record.channels
+        messages = self._messages
+        timestamp = record.timestamp
+        due = record.due
+        ids, bodies = record.ids, record.bodies
         before = len(messages)
         if messages.keys().isdisjoint(ids):
             # The usual case, a batch of new IDs: one C-level pass stores it
@@ -200,7 +263,7 @@ class ReplicaTopic:
             held = zip(bodies, repeat(timestamp), repeat(due), repeat(owed), strict=False)
             messages.update(zip(ids, held, strict=True))
             if len(messages) - before == len(ids):
-                self.held_bytes += sum(map(len, bodies))
+                self._held_bytes += sum(map(len, bodies))
                 if owed is None:
                     self._backlog.extend(ids)
                 return
@@ -214,7 +277,7 @@ class ReplicaTopic:
             added += len(body)
             if owed is None:
                 self._backlog.append(msg_id)
-        self.held_bytes += added
+        self._held_bytes += added
 
     def _pump(self, count: int, channels: tuple[str, ...]) -> None:
         backlog = self._backlog
@@ -244,11 +307,12 @@ class ReplicaTopic:
     def _remove(self, msg_id: bytes) -> None:
         held = self._messages.pop(msg_id, None)
         if held is not None:
-            self.held_bytes -= len(held[0])
+            self._held_bytes -= len(held[0])
             # A backlog entry of a removed message is skipped by `_pump`.
 
     def owed(self) -> Iterator[OwedMessage]:
         """Every held message, in publish order."""
+        self._store_fresh()
         for msg_id, (body, timestamp, due, owed) in self._messages.items():
             yield OwedMessage(
                 id=msg_id,
@@ -265,6 +329,7 @@ class ReplicaTopic:
         for seq, record in enumerate(snapshot.records, 1):
             replica.apply(seq, record)
         replica.applied = snapshot.applied
+        replica._store_fresh()
         replica._tentative = {
             seq: tuple(msg_id for msg_id in ids if msg_id in replica._messages)
             for seq, ids in snapshot.tentative.items()
