@@ -20,6 +20,9 @@ Workloads (rates are messages per second, 200-byte bodies by default):
 - ``pub-200-disk``: MPUB of 200, default ``--mem-queue-size`` (spills).
 - ``pub-1``: one PUB per round trip; also the server's CPU time per
   message (utime + stime of the server process over the run).
+- ``mpub-1``: one MPUB of one message per round trip (what nsq's
+  ``bench_writer`` sends with a batch size of 1, the issue's figures), with
+  the same two figures.
 - ``consume-mem``, ``consume-disk``: a pre-filled topic drained by one
   connection at RDY 2500 that FINs every message (memory / default queue);
   also the server's CPU time per message drained.
@@ -66,6 +69,8 @@ QUOTED_NSQD: dict[tuple[str, str], float] = {
     ("pub-200-disk", "msgs/s"): 104_000,
     ("pub-1", "msgs/s"): 16_900,
     ("pub-1", "server CPU us/msg"): 36.0,
+    ("mpub-1", "msgs/s"): 16_900,
+    ("mpub-1", "server CPU us/msg"): 36.0,
     ("consume-mem", "msgs/s"): 153_000,
     ("consume-disk", "msgs/s"): 88_000,
     ("idle-subscribers", "MPUB 200 msgs/s"): 387_000,
@@ -77,6 +82,8 @@ QUOTED_SHOAL_BEFORE: dict[tuple[str, str], float] = {
     ("pub-200-disk", "msgs/s"): 168_000,
     ("pub-1", "msgs/s"): 4_960,
     ("pub-1", "server CPU us/msg"): 127.0,
+    ("mpub-1", "msgs/s"): 4_960,
+    ("mpub-1", "server CPU us/msg"): 127.0,
     ("consume-mem", "msgs/s"): 260_000,
     ("consume-disk", "msgs/s"): 44_000,
     ("idle-subscribers", "MPUB 200 msgs/s"): 9_900,
@@ -174,14 +181,16 @@ class Options:
     rate: int
 
 
-def _publish(server: Server, topic: str, batch: int, opts: Options) -> tuple[float, float]:
+def _publish(
+    server: Server, topic: str, batch: int, opts: Options, *, mpub: bool = False
+) -> tuple[float, float]:
     """Publish from one connection for ``runfor``; returns (msgs/s, server CPU us/msg)."""
     cpu = server.cpu_seconds()
     with multiprocessing.Pool(1) as pool:
         start_at = time.time() + 0.3
         (sent,) = pool.starmap(
             nsqbench.writer_loop,
-            [(server.tcp, topic, opts.size, batch, opts.runfor, start_at)],
+            [(server.tcp, topic, opts.size, batch, opts.runfor, start_at, 1, mpub)],
         )
     cpu = server.cpu_seconds() - cpu
     return sent / opts.runfor, cpu / sent * 1e6 if sent else float("nan")
@@ -224,6 +233,11 @@ def pub_200(server: Server, opts: Options) -> dict[str, float]:
 
 def pub_1(server: Server, opts: Options) -> dict[str, float]:
     rate, cpu = _publish(server, "bench", 1, opts)
+    return {"msgs/s": rate, "server CPU us/msg": cpu}
+
+
+def mpub_1(server: Server, opts: Options) -> dict[str, float]:
+    rate, cpu = _publish(server, "bench", 1, opts, mpub=True)
     return {"msgs/s": rate, "server CPU us/msg": cpu}
 
 
@@ -352,6 +366,7 @@ WORKLOADS: dict[str, Workload] = {
     "pub-200": Workload(pub_200, BIG_QUEUE),
     "pub-200-disk": Workload(pub_200, DEFAULT_QUEUE),
     "pub-1": Workload(pub_1, BIG_QUEUE, {"server CPU us/msg"}),
+    "mpub-1": Workload(mpub_1, BIG_QUEUE, {"server CPU us/msg"}),
     "consume-mem": Workload(_consume, BIG_QUEUE, {"server CPU us/msg"}),
     "consume-disk": Workload(_consume, DEFAULT_QUEUE, {"server CPU us/msg"}),
     "idle-subscribers": Workload(idle_subscribers, BIG_QUEUE),

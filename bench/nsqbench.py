@@ -135,16 +135,20 @@ def writer_loop(
     duration: float,
     start_at: float,
     pipeline: int = 1,
+    mpub: bool = False,
 ) -> int:
     """Publish for ``duration`` seconds as bench_writer does; return messages sent.
 
     With ``pipeline`` > 1 that many commands are written before their ``OK``s
     are read, as asynchronous publishers (pynsq's Writer, go-nsq's
-    PublishAsync) do; 1 is bench_writer's strict request and response.
+    PublishAsync) do; 1 is bench_writer's strict request and response. A
+    batch of one is a PUB, or with ``mpub`` an MPUB of one, which is what
+    bench_writer sends.
     """
     sock = connect(address)
     body = b"a" * size
-    one = mpub_command(topic, [body] * batch) if batch > 1 else pub_command(topic, body)
+    many = batch > 1 or mpub
+    one = mpub_command(topic, [body] * batch) if many else pub_command(topic, body)
     command = one * pipeline
     reader = FrameReader(sock)
     while time.time() < start_at:

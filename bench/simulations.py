@@ -28,7 +28,7 @@ g10        idle traffic per node at N=100, with and without the registry
 scale      wall and CPU time and peak memory of a 120 s crash run at N=100,
            300, 1000 (each in a fresh process, so peaks do not mix), against
            the target of 20 s wall and 600 MB at N=1000; with --nodes 10000,
-           also a 60 s run at N=10,000 without the registry (about 750 s of
+           also a 60 s run at N=10,000 without the registry (about 480 s of
            CPU and 16.3 GB), only when the machine has the memory it needs.
            Memory grows as N^2: every engine holds a record of every member
            (about 160 bytes each, names and addresses shared between

@@ -159,6 +159,25 @@ def test_mpub_ignores_declared_body_length() -> None:
     assert decode(wire) == [Mpub("t", [b"a", b"bb"])]
 
 
+def test_mpub_of_one_whole_in_one_read_is_followed_by_the_next_command() -> None:
+    wire = encode_command(Mpub("t", [b"body"])) + b"NOP\n"
+    assert decode(wire) == [Mpub("t", [b"body"]), Nop()]
+
+
+def test_mpub_of_one_ignores_declared_body_length() -> None:
+    wire = b"MPUB t\n" + i32(1) + i32(1) + sized(b"abc") + b"NOP\n"
+    assert decode(wire) == [Mpub("t", [b"abc"]), Nop()]
+
+
+def test_mpub_of_one_waits_for_its_whole_body() -> None:
+    wire = encode_command(Mpub("t", [b"body"]))
+    dec = decoder()
+    dec.receive_data(wire[:-1])
+    assert dec.next_command() is None
+    dec.receive_data(wire[-1:])
+    assert drain(dec) == [Mpub("t", [b"body"])]
+
+
 def test_mpub_decodes_large_batch() -> None:
     bodies = [bytes([i % 256]) * 200 for i in range(200)]
     assert decode(encode_command(Mpub("t", bodies))) == [Mpub("t", bodies)]
@@ -434,6 +453,17 @@ def test_mpub_nonpositive_message_is_bad_message() -> None:
 def test_mpub_message_too_big_is_bad_message() -> None:
     err = refused(b"MPUB t\n" + i32(30) + i32(1) + i32(17), max_msg_size=16)
     assert_refused(err, "E_BAD_MESSAGE", "MPUB message too big 17 > 16")
+
+
+def test_mpub_of_one_message_too_big_is_bad_message_whole_or_split() -> None:
+    wire = b"MPUB t\n" + i32(4 + 4 + 17) + i32(1) + sized(b"x" * 17)
+    err = refused(wire, max_msg_size=16)
+    assert_refused(err, "E_BAD_MESSAGE", "MPUB message too big 17 > 16")
+    dec = decoder(max_msg_size=16)
+    dec.receive_data(wire[:19])  # up to the message size: refused before its body
+    with pytest.raises(FatalClientError) as info:
+        dec.next_command()
+    assert_refused(info.value, "E_BAD_MESSAGE", "MPUB message too big 17 > 16")
 
 
 def test_mpub_messages_beyond_max_body_are_bad_body() -> None:

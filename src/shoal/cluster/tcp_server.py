@@ -29,6 +29,18 @@ to the socket when no other write is under way; only what the socket does
 not take at once waits, under the lock and its deadline. Either way the
 bytes leave in the order the writes were made.
 
+Reads go straight to the socket too. trio's ``receive_some`` yields to the
+scheduler after every read that found data (a pass of the run loop and an
+``epoll_wait``), and a client that publishes one message per round trip has
+usually sent its next command by the time the answer to the last one is
+written, so that yield was a third of the connection's work per command.
+The reader waits (`trio.lowlevel.wait_readable`) only when the socket is
+empty. Otherwise it reads on without yielding while no other task is ready
+to run (`ReadyTasks`, an instrument counting them: a pump its publish woke
+runs before the next read), and for at most `READS_PER_CHECKPOINT` reads or
+`CHECKPOINT_BYTES`, so that connections whose data arrived meanwhile, which
+only a pass of the run loop finds, are not starved either.
+
 Upgrades. When IDENTIFY negotiates TLS, snappy or deflate, the reader sends
 the IDENTIFY response in the clear, then (holding the write lock, so no
 heartbeat slips in) wraps the stream in each layer in nsqd's order and sends
@@ -83,12 +95,46 @@ if TYPE_CHECKING:
     from shoal.queue.channel import Channel
     from shoal.queue.config import QueueConfig
 
-__all__ = ["Connection", "TCPServer"]
+__all__ = ["Connection", "ReadyTasks", "TCPServer"]
 
 log = logging.getLogger("shoal.tcp")
 
 #: Bytes asked of the socket per read: big enough for a 200-message MPUB.
 RECEIVE_SIZE = 256 * 1024
+
+#: Reads the reader may serve in a row without yielding to the node's other
+#: tasks, while data is there each time it reads ...
+READS_PER_CHECKPOINT = 16
+#: ... or until they add up to this many bytes.
+CHECKPOINT_BYTES = 256 * 1024
+
+
+class ReadyTasks(trio.abc.Instrument):
+    """Counts the tasks that trio made runnable and that have not run yet.
+
+    A reader that finds more data waiting reads on without yielding only
+    while this count is 0: once another task is ready (a pump its publish
+    woke, the scan loop, a connection whose data arrived), the reader yields
+    before its next read, so that task runs first.
+
+    The count comes from two instrument hooks: `task_scheduled` adds one,
+    `before_task_step` takes one. Tasks already waiting to run when the
+    instrument is installed are not counted, so it never goes below 0.
+    """
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+        """One more task is ready to run."""
+        self.count += 1
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        """A ready task runs."""
+        if self.count:
+            self.count -= 1
 
 
 class Connection:
@@ -102,9 +148,9 @@ class Connection:
     def __init__(self, server: TCPServer, stream: trio.SocketStream, client: ClientV2) -> None:
         self.server = server
         self.stream: trio.abc.Stream = stream
-        # The socket for direct writes; None once a TLS or compression layer
-        # sits between the connection and the socket.
-        self._socket_stream: trio.SocketStream | None = stream
+        # The socket's descriptor for direct reads and writes; -1 once a TLS
+        # or compression layer sits between the connection and the socket.
+        self._fd = stream.socket.fileno()
         self._common_name = ""
         self.client = client
         self._send_lock = trio.Lock()
@@ -132,22 +178,44 @@ class Connection:
             trio.BrokenResourceError: the connection is broken.
             trio.ClosedResourceError: the socket was closed.
         """
+        sent = self._write_now(data)
+        if sent != len(data):
+            await self._send_rest(data, sent)
+
+    def _write_now(self, data: bytes) -> int:
+        """Write what the socket takes at once, when no other write is under way.
+
+        Returns:
+            The bytes written (0 when the socket's buffer is full), or -1 when
+            the data must wait its turn: a write is under way, or a layer sits
+            on the socket.
+
+        Raises:
+            trio.BrokenResourceError: the connection is broken.
+        """
+        fd = self._fd
+        if fd < 0 or self._send_lock.locked():
+            return -1
+        try:
+            return os.write(fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
+    async def _send_rest(self, data: bytes, sent: int) -> None:
+        """Send what `_write_now` did not (``sent`` bytes of ``data``, or -1: none, not tried).
+
+        Raises:
+            As `send`.
+        """
         lock = self._send_lock
         interval = self.client.heartbeat_interval
         timeout = interval if interval > 0 else math.inf
-        raw = self._socket_stream
-        fd = raw.socket.fileno() if raw is not None else -1
-        if not lock.locked() and fd >= 0:
-            try:
-                sent = os.write(fd, data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-            if sent == len(data):
-                return
-            # Take the lock before any checkpoint, so no other write can slip
-            # in between the two parts.
+        if sent >= 0:
+            # The lock was free when `_write_now` wrote, and nothing has
+            # yielded since: take it before any checkpoint, so no other write
+            # can slip in between the two parts.
             lock.acquire_nowait()
             try:
                 with trio.fail_after(timeout):
@@ -195,26 +263,74 @@ class Connection:
                 scope.shield = True
                 await self.stream.aclose()
 
+    def _read_now(self) -> bytes | None:
+        """Read what the socket holds without waiting.
+
+        Returns:
+            The bytes read (empty at end of stream), or None when nothing is
+            there yet or a layer sits on the socket.
+
+        Raises:
+            trio.BrokenResourceError: the connection is broken.
+        """
+        fd = self._fd
+        if fd < 0:
+            return None
+        try:
+            return os.read(fd, RECEIVE_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
     async def _read(self) -> None:
         decoder = self.server.new_decoder()
         client = self.client
         decoder.precheck = client.check_state
         receive = self.stream.receive_some
         current_time = trio.current_time
+        wait_readable = trio.lowlevel.wait_readable
+        ready = self.server.ready_tasks
+        checkpoint = trio.lowlevel.checkpoint
+        # Reads, and bytes read, since the reader last yielded.
+        reads = taken = 0
+        # Whether the last read's commands made another task ready.
+        woke = False
         while True:
-            self._reading_since = current_time()
-            data = await receive(RECEIVE_SIZE)
-            self._reading_since = math.inf
+            if ready.count or reads >= READS_PER_CHECKPOINT:
+                reads = taken = 0
+                await checkpoint()
+                if woke and ready.count:
+                    # trio runs the tasks made ready together in a random
+                    # order: once more, and the ones this read woke have run.
+                    await checkpoint()
+            data: bytes | bytearray | None = self._read_now()
+            if data is None:
+                reads = taken = 0
+                self._reading_since = current_time()
+                fd = self._fd
+                if fd < 0:
+                    data = await receive(RECEIVE_SIZE)
+                else:
+                    await wait_readable(fd)
+                    data = self._read_now()
+                self._reading_since = math.inf
+                if data is None:
+                    continue  # woken, yet nothing to read: wait again
             if not data:
                 return
+            taken += len(data)
+            reads = reads + 1 if taken < CHECKPOINT_BYTES else READS_PER_CHECKPOINT
+            ready_before = ready.count
             decoder.receive_data(data)
             out: list[bytes] = []
             wake = False
             published = False
             # A run of FINs is taken whole (`CommandDecoder.next_fins`), except
-            # right after a publish: publishers rarely send FINs, and skipping
-            # the look costs nothing but a FIN parsed on its own.
-            look_for_fins = True
+            # before SUB and right after a publish: publishers rarely send
+            # FINs, and skipping the look costs nothing but a FIN parsed on its
+            # own (before SUB, refused as `finish_many` would refuse it).
+            look_for_fins = client.channel is not None
             try:
                 # Bounded by the data received: every pass consumes a command
                 # or ends the loop.
@@ -262,17 +378,21 @@ class Connection:
             except FatalClientError as err:
                 log.info("client %s: %s %s", client.remote_address, err.code, err.description)
                 out.append(err.frame())
-                if await self._committed(published=published):
+                if not published or await self._committed():
                     await self.send(b"".join(out))
                 return
             if wake:
                 self._wake.set()
-            if not await self._committed(published=published):
+            if published and self.server.commit is not None and not await self._committed():
                 return
             if out:
-                await self.send(b"".join(out) if len(out) > 1 else out[0])
+                reply = b"".join(out) if len(out) > 1 else out[0]
+                sent = self._write_now(reply)
+                if sent != len(reply):
+                    await self._send_rest(reply, sent)
+            woke = ready.count > ready_before
 
-    async def _committed(self, *, published: bool) -> bool:
+    async def _committed(self) -> bool:
         """In durable mode, wait until this read's publishes are fsynced before any OK goes out.
 
         Returns:
@@ -280,7 +400,7 @@ class Connection:
             every answer of this read, and the connection must end.
         """
         commit = self.server.commit
-        if not published or commit is None:
+        if commit is None:
             return True
         try:
             await commit()
@@ -299,7 +419,7 @@ class Connection:
         """
         client = self.client
         async with self._send_lock:
-            self._socket_stream = None
+            self._fd = -1
             for layer in upgrades:
                 if layer == TLS:
                     context = self.server.ssl_context
@@ -446,6 +566,8 @@ class TCPServer:
         #: Durable mode: awaited before publishes are answered (the disk
         #: queues' group commit); raises `BackendError` when it fails.
         self.commit: Callable[[], Awaitable[None]] | None = None
+        #: Tasks ready to run, counted while `serve` runs (see `ReadyTasks`).
+        self.ready_tasks = ReadyTasks()
 
     def new_decoder(self) -> CommandDecoder:
         """A decoder with this server's limits, expecting the V2 magic first."""
@@ -518,10 +640,14 @@ class TCPServer:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Accept connections on ``listeners`` until cancelled."""
-        async with trio.open_nursery() as nursery:
-            for listener in listeners:
-                nursery.start_soon(self._accept_loop, listener, nursery)
-            task_status.started()
+        trio.lowlevel.add_instrument(self.ready_tasks)
+        try:
+            async with trio.open_nursery() as nursery:
+                for listener in listeners:
+                    nursery.start_soon(self._accept_loop, listener, nursery)
+                task_status.started()
+        finally:
+            trio.lowlevel.remove_instrument(self.ready_tasks)
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         async with listener:

@@ -66,6 +66,19 @@ class QueuedBroadcast:
         self.entry: tuple[int, int, QueuedBroadcast] = (-len(message), -item_id, self)
 
 
+def _forget(item: QueuedBroadcast) -> None:
+    """Break the cycle between a message leaving the queue and its entry.
+
+    The entry holds the item and the item its entry: left alone, every
+    message sent its last time would wait for the cyclic collector.
+    """
+    item.entry = _FORGOTTEN
+
+
+#: What a message that left the queue holds instead of its entry.
+_FORGOTTEN: tuple[int, int, QueuedBroadcast] = QueuedBroadcast("", b"", 0).entry
+
+
 class TransmitLimitedQueue:
     """Named broadcasts waiting to be piggybacked, each sent a bounded number of times."""
 
@@ -106,11 +119,14 @@ class TransmitLimitedQueue:
         index = bisect.bisect_left(tier, old.entry)
         if index < len(tier) and tier[index] is old.entry:
             del tier[index]
+            _forget(old)
             if not tier:
                 del self._tiers[old.transmits]
 
     def clear(self) -> None:
         """Drop every queued message."""
+        for item in self._by_key.values():
+            _forget(item)
         self._tiers.clear()
         self._by_key.clear()
 
@@ -171,9 +187,11 @@ class TransmitLimitedQueue:
         for item in taken:
             item.transmits += 1
             if by_key.get(item.key) is not item:
+                _forget(item)
                 continue
             if item.transmits >= transmit_limit * item.repeats:
                 del by_key[item.key]
+                _forget(item)
             else:
                 moved.setdefault(item.transmits, []).append(item.entry)
         for transmits, entries in moved.items():

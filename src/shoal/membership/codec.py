@@ -46,7 +46,6 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
-import io
 import re
 import sys
 import types
@@ -169,6 +168,14 @@ class CodecLimits:
     meta_max_size: int = 512
     max_push_pull_members: int = 65_536
     max_app_message_size: int = 1024 * 1024
+    #: What `_prescan` allows in a packet and in a stream under these limits:
+    #: derived once here rather than on every datagram.
+    packet_shape: _Shape = dataclasses.field(init=False, repr=False, compare=False)
+    stream_shape: _Shape = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "packet_shape", _packet_shape(self))
+        object.__setattr__(self, "stream_shape", _stream_shape(self))
 
     @classmethod
     def from_config(cls, config: MembershipConfig) -> CodecLimits:
@@ -235,29 +242,56 @@ def encode_message(message: Message) -> bytes:
     return cbor2.dumps(item)
 
 
-def encode_table(members: Iterable[PushPullEntry]) -> bytes:
+#: Encoded push-pull records without metadata, by (name, address,
+#: incarnation, state): see `encode_table`.
+_RECORDS: Final[dict[tuple[str, Address, int, MemberState], bytes]] = {}
+
+#: Most records `_RECORDS` holds before it starts afresh: a few versions of
+#: every member of the largest cluster, a few megabytes at most.
+MAX_ENCODED_RECORDS: Final = 1 << 17
+
+#: The metadata every record without any is encoded with (never modified).
+_EMPTY: Final[dict[str, str]] = {}
+
+
+def encode_table(
+    members: Iterable[tuple[str, Address, int, MemberState, Mapping[str, str]]],
+) -> bytes:
     """Return the CBOR array of push-pull records (the ``members`` field).
 
-    Kept separate so an engine can encode its table once and reuse it until a
-    record changes: the table is the bulk of every push-pull.
+    ``members`` are `PushPullEntry` records or plain tuples of the same five
+    fields. Kept separate so an engine can encode its table once and reuse
+    it until a record changes: the table is the bulk of every push-pull.
+
+    A record without metadata (the usual case) is encoded once and then
+    taken from `_RECORDS`: a table changes a few records at a time, so
+    re-encoding one after a change costs a lookup per unchanged record
+    instead of an encoding (a seventh of the time at a thousand members),
+    and a simulator's engines, which hold the same records, share the work.
+    The bytes are exactly what encoding the whole list at once gives.
     """
     wire = _STATE_TO_WIRE
-    # Tuples encode as arrays, and an address is already a (host, port)
-    # tuple: one new object per record instead of three, which halves the
-    # cost of encoding a large table. Empty metadata shares one empty dict.
-    empty: dict[str, str] = {}
-    return cbor2.dumps(
-        [
-            (
-                name,
-                address if type(address) is tuple else tuple(address),
-                incarnation,
-                wire[state],
-                (meta if type(meta) is dict else dict(meta)) if meta else empty,
-            )
-            for name, address, incarnation, state, meta in members
-        ]
-    )
+    records = _RECORDS
+    known = records.get
+    dumps = cbor2.dumps
+    parts: list[bytes] = []
+    append = parts.append
+    for name, address, incarnation, state, meta in members:
+        # Tuples encode as arrays, and an address is already a (host, port)
+        # tuple: one new object per record instead of three.
+        if type(address) is not tuple:
+            address = tuple(address)  # type: ignore[assignment]
+        if meta:
+            append(dumps((name, address, incarnation, wire[state], dict(meta))))
+            continue
+        key = (name, address, incarnation, state)
+        part = known(key)
+        if part is None:
+            if len(records) >= MAX_ENCODED_RECORDS:
+                records.clear()
+            part = records[key] = dumps((name, address, incarnation, wire[state], _EMPTY))
+        append(part)
+    return _array_header(len(parts)) + b"".join(parts)
 
 
 def _push_pull_bytes(source: str, join: bool, reply: bool, table: bytes, app_state: bytes) -> bytes:
@@ -277,7 +311,9 @@ def _array_header(count: int) -> bytes:
         return bytes((0x80 | count,))
     if count < 256:
         return bytes((0x98, count))
-    return bytes((0x99, count >> 8, count & 0xFF))
+    if count < 65536:
+        return bytes((0x99, count >> 8, count & 0xFF))
+    return b"\x9a" + count.to_bytes(4, "big")
 
 
 def encode_packet(parts: Sequence[bytes]) -> bytes:
@@ -371,14 +407,18 @@ def _prescan(data: bytes, offset: int, shape: _Shape) -> None:
     end = len(data)
     pos = offset
     widest = shape.widest
+    deepest = len(widest)
     max_items = shape.max_items
     items = 1
-    pending = [1]  # items still to read at each open level, the root first
-    while pending:
-        if not pending[-1]:
-            pending.pop()
+    remaining = 1  # items still to read at the innermost open level
+    outer: list[int] = []  # the same for each enclosing level, the root first
+    while True:
+        if not remaining:
+            if not outer:
+                break
+            remaining = outer.pop()
             continue
-        pending[-1] -= 1
+        remaining -= 1
         if pos >= end:
             raise CodecError("cbor", "truncated CBOR")
         head = data[pos]
@@ -395,22 +435,25 @@ def _prescan(data: bytes, offset: int, shape: _Shape) -> None:
             pos += size
         else:
             raise CodecError("cbor", "indefinite-length or reserved CBOR head")
-        if major in (2, 3):
+        if major < 2 or major == 7:
+            continue  # integers, simple values and floats: the head is all
+        if major < 4:
             if arg > end - pos:
                 raise CodecError("cbor", f"a string of {arg} bytes with {end - pos} left")
             pos += arg
-        elif major in (4, 5):
+        elif major < 6:
             count = arg << 1 if major == 5 else arg
-            level = len(pending) - 1
-            if level >= len(widest):
-                raise CodecError("cbor", f"nested deeper than {len(widest)}")
+            level = len(outer)
+            if level >= deepest:
+                raise CodecError("cbor", f"nested deeper than {deepest}")
             if count > widest[level] or count > end - pos:
                 raise CodecError("limit", f"a container of {count} items at depth {level + 1}")
             items += count
             if items > max_items:
                 raise CodecError("limit", f"more than {max_items} CBOR items")
-            pending.append(count)
-        elif major == 6:
+            outer.append(remaining)
+            remaining = count
+        else:
             raise CodecError("cbor", "CBOR tags are not part of the protocol")
     if pos != end:
         raise CodecError("trailing", f"{end - pos} bytes after the message")
@@ -418,18 +461,19 @@ def _prescan(data: bytes, offset: int, shape: _Shape) -> None:
 
 def _parse_cbor(data: bytes, offset: int, shape: _Shape) -> Any:
     _prescan(data, offset, shape)
-    stream = io.BytesIO(data)
-    stream.seek(offset)
-    decoder = cbor2.CBORDecoder(
-        stream,
-        tag_hook=_reject_tag,
-        semantic_decoders=_REJECT_SEMANTIC,
-        max_depth=_MAX_DEPTH,
-        allow_indefinite=False,
-        allow_duplicate_keys=False,
-    )
+    # The prescan has found exactly one item spanning the rest of ``data``,
+    # so one `cbor2.loads` reads all of it (and no trailing bytes are left
+    # to check for); the options below refuse again what the prescan
+    # already did, as a second line of defence.
     try:
-        value = decoder.decode()
+        value = cbor2.loads(
+            data[offset:],
+            tag_hook=_reject_tag,
+            semantic_decoders=_REJECT_SEMANTIC,
+            max_depth=_MAX_DEPTH,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+        )
     except CodecError:
         raise
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as exc:
@@ -438,8 +482,6 @@ def _parse_cbor(data: bytes, offset: int, shape: _Shape) -> Any:
         if isinstance(cause, CodecError):
             raise cause from None
         raise CodecError("cbor", str(exc)) from None
-    if stream.tell() != len(data):
-        raise CodecError("trailing", f"{len(data) - stream.tell()} bytes after the message")
     return value
 
 
@@ -777,7 +819,7 @@ def decode_packet(data: bytes, limits: CodecLimits) -> list[Message]:
             not trusted for the rest). No other exception escapes.
     """
     _check_frame(data, limits.max_packet_size)
-    items = _parse_cbor(data, 1, _packet_shape(limits))
+    items = _parse_cbor(data, 1, limits.packet_shape)
     if type(items) is not list or not items:
         raise _shape("a packet must be a non-empty array of messages")
     if len(items) > MAX_PACKET_MESSAGES:
@@ -808,7 +850,7 @@ def decode_stream(
         recalled = _recall_push_pull(data, limits)
         if recalled is not None:
             return recalled
-    message = _message(_parse_cbor(data, 1, _stream_shape(limits)), limits, codes)
+    message = _message(_parse_cbor(data, 1, limits.stream_shape), limits, codes)
     if type(message) is PushPull:
         _remember_table(data, limits, message)
     return message

@@ -502,6 +502,9 @@ class CommandDecoder:
         """
         if self._errored:
             raise LocalProtocolError("command decoder is unusable after a fatal client error")
+        if self._pos >= len(self._buf):
+            # Every state waits for at least one more byte.
+            return None
         try:
             command = self._next()
         except FatalClientError:
@@ -733,6 +736,33 @@ class CommandDecoder:
             raise _fatal(E_INVALID, "MPUB insufficient number of parameters")
         # nsqd repeats the code inside this one description; clients may match it.
         self._topic = self._topic_name("MPUB", params[1], prefix=f"{E_BAD_TOPIC} ")
+        # When the body size and message count are here and valid, go straight
+        # to the messages, as the MPUB_SIZE and MPUB_COUNT states would (any
+        # error is left to them, so it is raised exactly as it would be).
+        buf = self._buf
+        pos = self._pos
+        avail = len(buf) - pos
+        if avail >= 8:
+            declared, count = _TWO_INT32.unpack_from(buf, pos)
+            if 0 < declared <= self._max_body_size and 0 < count <= self._max_mpub_count:
+                if count == 1 and avail >= 12:
+                    # A batch of one, whole and valid: the one publisher's
+                    # hot path (go-nsq's bench_writer sends nothing else).
+                    (size,) = _INT32.unpack_from(buf, pos + 8)
+                    if (
+                        0 < size <= self._max_msg_size
+                        and 8 + size <= self._max_body_size
+                        and avail - 12 >= size
+                    ):
+                        self._pos = pos + 12
+                        return Mpub(self._topic, [self._take(size)])
+                self._pos = pos + 8
+                self._mpub_declared = declared - 4
+                self._mpub_count = count
+                self._mpub_total = 4
+                self._bodies = []
+                self._state = _MPUB_MESSAGES
+                return self._next_mpub_messages()
         self._state = _MPUB_SIZE
         return None
 

@@ -33,16 +33,18 @@ which the codec decodes once, so a merge is a walk of n records); the
 preformed start costs O(n^2) once (n engines learning n members, n
 registries learning n owners), with the cyclic garbage collector paused, and
 what it built frozen out of the collector during the run. 120 virtual
-seconds of the crash scenario take about 1.3 s of CPU at n=100, 5 s at 300
-and 17-26 s at 1000 (`bench/simulations.py scale`; wall time is longer on a
-loaded machine). Memory is O(n^2) too: every engine holds a record of every
-member (about 170 bytes, the names and addresses shared between engines),
+seconds of the crash scenario take about 0.8 s of CPU at n=100, 4 s at 300
+and 12-14 s at 1000 (`bench/simulations.py scale`; wall time is longer on a
+loaded machine; 19-22 s at 1000 while every probe left a reference cycle
+for the collector and every push-pull table was encoded whole). Memory is
+O(n^2) too: every engine holds a record of every member (about 170 bytes,
+the names and addresses shared between engines),
 while the registries share each owner's preformed state until one changes
 it (`shoal.registry.StateImage`), leaving about 70 bytes a pair (a slot in
 the registry's table and in its cached digest): 225 MB peak at 1000 without
 the registry and 295 MB with it (675 MB when each registry held copies); 60
-virtual seconds at 10,000 nodes without the registry took 750 s of CPU (most
-of it the preformed start) and 16.3 GB.
+virtual seconds at 10,000 nodes without the registry took 480 s of CPU
+(750 s before the same work; most of it the preformed start) and 16.3 GB.
 `shoal.simulations.sweep` runs many seeds in parallel processes.
 """
 
@@ -253,9 +255,11 @@ def _collector_paused() -> Iterator[None]:
 def _built_objects_frozen() -> Iterator[None]:
     """Exempt everything built so far from the cyclic collector inside the block.
 
-    A run keeps the collector (timers and their closures make cycles that
-    only it frees), but its full collections would otherwise walk every
-    engine's member table each time: a quarter of a 1,000-node run's CPU.
+    A run keeps the collector (a crashed engine and its timers' callbacks
+    make cycles that only it frees), but its full collections would
+    otherwise walk every engine's member table each time: a quarter of a
+    1,000-node run's CPU. Little else is left for it: the engine's
+    per-probe objects make no cycles (`tests/membership/test_hot_paths.py`).
     Frozen objects are still freed by reference counting; afterwards they
     are collectable as before.
     """
