@@ -33,14 +33,47 @@ def test_batcher_sends_a_lone_publish_at_once_as_pub() -> None:
 def test_batcher_gathers_while_the_topic_is_in_flight() -> None:
     batcher: PublishBatcher[int] = PublishBatcher(depth=1)
     (first,) = batcher.add("t", b"a", 0)
-    assert [batcher.add("t", b"%d" % i, i) for i in range(1, 6)] == [[]] * 5
-    assert batcher.gathering("t") == 5
+    assert [batcher.add("t", b"%d" % i, i) for i in range(1, 3)] == [[]] * 2
+    assert batcher.gathering("t") == 2
     (second,) = batcher.answered(first)
-    assert second.waiters == [1, 2, 3, 4, 5]
-    assert decode(second.encode()) == Mpub("t", [b"1", b"2", b"3", b"4", b"5"])
-    assert (batcher.commands, batcher.messages) == (2, 6)
+    assert second.waiters == [1, 2]
+    assert decode(second.encode()) == Mpub("t", [b"1", b"2"])
+    assert (batcher.commands, batcher.messages) == (2, 3)
     assert batcher.answered(second) == []
     assert batcher.in_flight("t") == 0
+
+
+def test_batcher_sends_at_most_half_of_the_messages_in_play() -> None:
+    batcher: PublishBatcher[int] = PublishBatcher(depth=1)
+    (first,) = batcher.add("t", b"a", 0)
+    for i in range(1, 6):
+        batcher.add("t", b"%d" % i, i)
+    # One answered and five gathering: six in play, so three leave.
+    (second,) = batcher.answered(first)
+    assert second.waiters == [1, 2, 3]
+    assert decode(second.encode()) == Mpub("t", [b"1", b"2", b"3"])
+    assert second.size == 3 * 5
+    assert batcher.gathering("t") == 2
+    # Two gathering behind an answered three: they leave whole.
+    (third,) = batcher.answered(second)
+    assert third.waiters == [4, 5]
+    assert batcher.gathering("t") == 0
+
+
+def test_batcher_evens_out_publishers_that_wait_for_their_answers() -> None:
+    """64 tasks that start together: 1 and 63 at first, then two batches of 32."""
+    batcher: PublishBatcher[int] = PublishBatcher(depth=1)
+    out = [batch for caller in range(64) for batch in batcher.add("t", b"x", caller)]
+    in_flight = list(out)
+    sizes = [len(batch) for batch in out]
+    for _ in range(6):
+        answered = in_flight.pop(0)
+        released = batcher.answered(answered)
+        for caller in answered.waiters:  # each caller publishes again
+            released += batcher.add("t", b"x", caller)
+        in_flight += released
+        sizes += [len(batch) for batch in released]
+    assert sizes == [1, 32, 32, 32, 32, 32, 32]
 
 
 def test_batcher_depth_lets_that_many_go_alone() -> None:

@@ -11,9 +11,12 @@ Rules:
        A publish that finds that many in flight joins the topic's gathering
        batch instead of going out alone.
     2. The gathering batch goes out as soon as one of its topic's commands
-       is answered (OK or error), so a batch gathers for exactly one round
-       trip: a lone publisher's message leaves at once, and the batches grow
-       with the number of concurrent publishers.
+       is answered (OK or error), so a batch gathers for one round trip: a
+       lone publisher's message leaves at once, and the batches grow with
+       the number of concurrent publishers. But it takes at most half of
+       the messages in play, its own and the answered batch's (whose
+       callers are free to publish again and join the next batch): the
+       rest keep gathering for one more answer.
     3. A batch never holds more than ``max_bytes`` of message data (each
        body plus its 4-byte size); a body that would take it past goes out
        at once, in flight limit or not, and the body starts the next batch.
@@ -26,6 +29,17 @@ Rules:
        ``max_bytes`` never joins a batch: it goes out alone as a ``PUB``, so
        the node's ``E_BAD_MESSAGE`` is its caller's alone. ``max_bytes`` 0
        turns gathering off: every publish is its own ``PUB``.
+
+Why rule 2 halves: publishers that each wait for their answer before the
+next publish come back as a group, the callers of the batch just answered.
+Sending the whole gathering batch would keep the groups as they first
+formed: 64 tasks starting together make a ``PUB`` of one and an ``MPUB`` of
+63, and the client then handles 63 callers while the node has one message
+to store, and waits while the node stores 63. Halving makes the two batches
+in turn equal within one round trip (1 and 63, then 32 and 32), so the
+client wakes one half while the node stores the other. Publishers that do
+not wait lose nothing: a gathering batch no larger than the answered one
+leaves whole, so a steady stream settles on whole batches.
 
 The batcher holds no I/O: `PublishBatcher.add` and `PublishBatcher.answered`
 return the batches to send now, in the order they must go on the wire, and
@@ -81,6 +95,17 @@ class Batch(Generic[W]):
     def __len__(self) -> int:
         """Messages in the batch."""
         return len(self.bodies)
+
+    def split(self, count: int) -> Batch[W]:
+        """Move the first ``count`` messages out into a new batch (not sent) and return it."""
+        head: Batch[W] = Batch(self.topic)
+        head.bodies = self.bodies[:count]
+        head.waiters = self.waiters[:count]
+        del self.bodies[:count]
+        del self.waiters[:count]
+        head.size = sum(len(body) for body in head.bodies) + 4 * count
+        self.size -= head.size
+        return head
 
     def encode(self) -> bytes:
         """The command: ``PUB`` for one body, ``MPUB`` for more."""
@@ -178,6 +203,9 @@ class PublishBatcher(Generic[W]):
         state.in_flight -= 1
         gathering = state.gathering
         if gathering is not None and state.in_flight < self._depth:
+            half = (len(batch.bodies) + len(gathering.bodies) + 1) // 2
+            if len(gathering.bodies) > half:
+                return [self._send(state, gathering.split(half))]  # rule 2: the first half
             return [self._send(state, gathering)]  # rule 2
         if not state.in_flight and gathering is None:
             del self._topics[batch.topic]  # a topic published once costs nothing later

@@ -50,6 +50,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -386,11 +387,20 @@ class Connection:
         self._stream = stream
         self._config = config
         self._decoder = FrameDecoder(config.max_frame_size)
+        self._fd = stream.socket.fileno()
         self._send_lock = trio.Lock()
         self._outgoing: list[bytes] = []
         self._outgoing_size = 0
+        # The tail of a write the socket took only part of; while it is set
+        # only the writer task writes (it waits for room), so order holds.
+        self._unsent: memoryview | None = None
+        # True while the reader handles one read's frames: what it queues
+        # then (answers releasing a publish batch, NOP) leaves with the
+        # write it makes at the end of the read, without waking the writer.
+        self._reading = False
         self._has_output = trio.Event()
-        self._drained = trio.Event()
+        # Made by a caller that waits for the queue to drain; None otherwise.
+        self._drained: trio.Event | None = None
         self._pending: collections.deque[_Pending | _BatchAnswer] = collections.deque()
         self._batcher: PublishBatcher[_Pending] = PublishBatcher(config.publish_batch_bytes)
         self._closed = trio.Event()
@@ -443,7 +453,8 @@ class Connection:
             return
         self._close_reason = reason
         self._closed.set()
-        self._drained.set()
+        self._unsent = None
+        self._wake_drained()
         self._reader_scope.cancel()
         self._message_send.close()
         while self._pending:
@@ -519,48 +530,76 @@ class Connection:
                 self._mark_closed(self._fatal_reason or reason or "closed by the node")
 
     async def _read_frames(self) -> None:
-        """Parse every whole frame of each read in one pass.
+        """Parse every whole frame of each read in one pass, then write what it released.
 
         Message frames, nearly all of a consumer's traffic, are decoded here
         into `Message` directly (no intermediate record) and handed over
         without a checkpoint each; other frames go through `_on_frame`.
+
+        The socket is read with the system call itself, and waited on only
+        when a read comes back short (the kernel had no more): a read then
+        costs one scheduling pass, where ``receive_some`` costs two and a
+        read that finds nothing. Answers release the publish batches that
+        gathered behind them, and those leave in one write from here, with
+        no hop to the writer task.
         """
         decoder = self._decoder
         next_frame = decoder.next_frame
-        receive_some = self._stream.receive_some
+        read = os.read
+        fd = self._fd
+        wait_readable = trio.lowlevel.wait_readable
         unpack_head = _MESSAGE_HEAD.unpack_from
         message_type = FrameType.MESSAGE
+        full = True  # nothing known yet: try reading before waiting
         while True:
-            data = await receive_some(RECEIVE_SIZE)
+            self._reading = True
+            try:
+                while (frame := next_frame()) is not None:
+                    ftype, data = frame
+                    if ftype is not message_type:
+                        self._on_frame(ftype, data)
+                        continue
+                    if len(data) < _MESSAGE_HEAD_SIZE:
+                        raise RemoteProtocolError(f"message frame of {len(data)} bytes")
+                    timestamp, attempts = unpack_head(data)
+                    message = Message(data[10:26], data[26:], timestamp, attempts, self)
+                    sink = self._sink
+                    if sink is not None:
+                        sink(message)
+                        continue
+                    # The channel holds max_rdy_count, so this normally never
+                    # waits, and a read's worth of messages is queued without a
+                    # checkpoint per message.
+                    try:
+                        self._message_send.send_nowait(message)
+                    except trio.WouldBlock:
+                        self._reading = False
+                        self._flush_nowait()
+                        await self._message_send.send(message)
+                        self._reading = True
+            finally:
+                self._reading = False
+            if self._outgoing:
+                self._flush_nowait()
+            if full:
+                await trio.lowlevel.checkpoint()  # more is likely waiting: others run first
+            else:
+                await wait_readable(fd)  # the last read emptied the socket
+            try:
+                data = read(fd, RECEIVE_SIZE)
+            except BlockingIOError:
+                full = False
+                continue
             if not data:
                 raise trio.BrokenResourceError("the node closed the connection")
             decoder.receive_data(data)
-            while (frame := next_frame()) is not None:
-                ftype, data = frame
-                if ftype is not message_type:
-                    await self._on_frame(ftype, data)
-                    continue
-                if len(data) < _MESSAGE_HEAD_SIZE:
-                    raise RemoteProtocolError(f"message frame of {len(data)} bytes")
-                timestamp, attempts = unpack_head(data)
-                message = Message(data[10:26], data[26:], timestamp, attempts, self)
-                sink = self._sink
-                if sink is not None:
-                    sink(message)
-                    continue
-                # The channel holds max_rdy_count, so this normally never
-                # waits, and a read's worth of messages is queued without a
-                # checkpoint per message.
-                try:
-                    self._message_send.send_nowait(message)
-                except trio.WouldBlock:
-                    await self._message_send.send(message)
+            full = len(data) == RECEIVE_SIZE
 
-    async def _on_frame(self, ftype: FrameType, data: bytes) -> None:
+    def _on_frame(self, ftype: FrameType, data: bytes) -> None:
         """A response or error frame (the reader decodes message frames itself)."""
         if ftype == FrameType.RESPONSE:
             if data == _HEARTBEAT:
-                await self._write(_NOP)
+                self._write_nowait(_NOP)
             elif self._pending:
                 self._pending.popleft().resolve(data)
             else:
@@ -588,8 +627,8 @@ class Connection:
         waits for the answer next anyway (one scheduling pass per command
         saved).
         """
-        while self._outgoing_size >= self._config.max_buffered and not self.closed:
-            await self._drained.wait()
+        if self._outgoing_size >= self._config.max_buffered:
+            await self._wait_drained()
         if self._closed.is_set():
             raise ConnectionClosed(self.address, self._close_reason)
         if pending is not None:
@@ -604,7 +643,9 @@ class Connection:
         """Queue ``data`` for the writer task at once, whatever is buffered.
 
         Only for commands whose volume something else bounds (FIN: the
-        messages in flight); everything else goes through `_write`.
+        messages in flight; a publish batch: its callers); everything else
+        goes through `_write`. Queued by the reader while it handles a read,
+        ``data`` leaves with the reader's own write at the end of the read.
 
         Raises:
             ConnectionClosed: the connection is gone.
@@ -613,45 +654,91 @@ class Connection:
             raise ConnectionClosed(self.address, self._close_reason)
         self._outgoing.append(data)
         self._outgoing_size += len(data)
-        self._has_output.set()
+        if not self._reading:
+            self._has_output.set()
+
+    async def _wait_drained(self) -> None:
+        """Return once the queue is below ``max_buffered`` or the connection ended."""
+        while self._outgoing_size >= self._config.max_buffered and not self._closed.is_set():
+            if self._drained is None:
+                self._drained = trio.Event()
+            await self._drained.wait()
+
+    def _wake_drained(self) -> None:
+        drained = self._drained
+        if drained is not None:
+            self._drained = None
+            drained.set()
 
     async def _write_loop(self) -> None:
         while True:
             await self._has_output.wait()
+            self._has_output = trio.Event()
             # Let the tasks that are ready run first: while they keep queueing
             # (a consumer finishing a run of messages, concurrent publishers)
             # their commands join this write. Stops at the first pass that
             # adds nothing, so a lone command waits one scheduling pass.
             for _ in range(_COALESCE_PASSES):
+                if self._unsent is not None or not self._outgoing:
+                    break
                 queued = self._outgoing_size
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 if self._outgoing_size == queued:
                     break
             await self._flush()
 
-    async def _flush(self) -> None:
-        """Send everything queued, in as few writes as it takes.
+    def _flush_nowait(self) -> None:
+        """Write everything queued in one system call, without waiting.
 
-        Each write is shielded and bounded by ``write_timeout``: a write
-        either completes or the connection is given up as stuck.
+        The usual case on a socket with room: no task switch, no timeout
+        scope. What the socket does not take is left in ``_unsent`` for the
+        writer task, which waits for room (`_flush`); until then nothing
+        else is written, so commands keep their order.
+        """
+        if self._unsent is not None or not self._outgoing or self._closed.is_set():
+            return
+        outgoing = self._outgoing
+        data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
+        outgoing.clear()
+        self._outgoing_size = 0
+        self._wake_drained()
+        self._writes += 1
+        try:
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            self._mark_closed(f"connection lost ({_describe(exc)})")
+            return
+        if sent < len(data):
+            self._unsent = memoryview(data)[sent:]
+            self._has_output.set()
+
+    async def _flush(self) -> None:
+        """Send everything queued, waiting for room in the socket if need be.
+
+        Waiting is shielded and bounded by ``write_timeout``: a write either
+        completes or the connection is given up as stuck.
         """
         async with self._send_lock:
-            while self._outgoing and not self._closed.is_set():
-                data = b"".join(self._outgoing)
-                self._outgoing.clear()
-                self._outgoing_size = 0
-                self._has_output = trio.Event()
-                self._drained.set()
-                self._drained = trio.Event()
+            while not self._closed.is_set():
+                self._flush_nowait()
+                if self._unsent is None:
+                    return
                 failure = "write timed out"
                 with trio.CancelScope(shield=True), trio.move_on_after(self._config.write_timeout):
-                    self._writes += 1
-                    try:
-                        await self._stream.send_all(data)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                        failure = f"connection lost ({_describe(exc)})"
+                    while (unsent := self._unsent) is not None:
+                        try:
+                            await trio.lowlevel.wait_writable(self._fd)
+                            sent = os.write(self._fd, unsent)
+                        except BlockingIOError:
+                            continue
+                        except (trio.ClosedResourceError, OSError) as exc:
+                            failure = f"connection lost ({_describe(exc)})"
+                            break
+                        self._unsent = unsent[sent:] if sent < len(unsent) else None
                     else:
-                        continue
+                        continue  # all of it went: take what was queued meanwhile
                 self._mark_closed(failure)
 
     async def _command(self, command: Command | bytes) -> bytes:
@@ -697,8 +784,7 @@ class Connection:
                 self._valid_topics.clear()
             self._valid_topics.add(topic)
         if self._outgoing_size >= self._config.max_buffered or self._closed.is_set():
-            while self._outgoing_size >= self._config.max_buffered and not self._closed.is_set():
-                await self._drained.wait()
+            await self._wait_drained()
             if self._closed.is_set():
                 raise ConnectionClosed(self.address, self._close_reason)
         waiter = _Pending()
@@ -729,9 +815,12 @@ class Connection:
 
     def _send_batch(self, batch: Batch[_Pending]) -> None:
         """Queue a batch the batcher released, with the slot its answer resolves."""
-        if self._closed.is_set():
+        if self._closed.is_set() or self._fatal_reason:
+            # Gone, or going: the node closes the connection after the error
+            # it just sent, so the batch would be written for nothing.
+            reason = self._close_reason or self._fatal_reason
             for waiter in batch.waiters:
-                waiter.fail(ConnectionClosed(self.address, self._close_reason))
+                waiter.fail(ConnectionClosed(self.address, reason))
             return
         self._pending.append(_BatchAnswer(self, batch))
         self._write_nowait(batch.encode())
