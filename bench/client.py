@@ -21,13 +21,28 @@ Starts its own nodes on loopback and prints:
 - the time from publishing the first message of a new topic on node 2 to a
   `Consumer` that was already waiting on node 1 receiving it (the long-poll
   discovery path), over ``--discovery-rounds`` topics.
+
+A/B against another client: ``--baseline DIR`` names a source tree of
+shoal (a checkout of another commit, with ``src/shoal``). The nodes start
+once; the client figures are then measured ``--pairs`` times for each
+client in turn (this tree's and the baseline's, alternating which goes
+first), each run in a fresh process importing ``shoal.client`` from its
+tree, against the same nodes. A busy machine moves both alike, so the
+medians and their ratio (this / baseline) are the comparison to read:
+
+    git worktree add ../shoal-base main
+    python bench/client.py --messages 100000 --baseline ../shoal-base --pairs 3
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
+import subprocess
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
@@ -44,6 +59,8 @@ from shoal.testing.fake_node import http_address, running_cluster
 from shoal.testing.progress import StatusLine
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from shoal.testing.process import NodeProcess
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -51,6 +68,17 @@ _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 #: On a terminal only: stdout is the figures.
 status = StatusLine("bench/client.py")
+
+#: The sections an A/B run sums up, as their figure lines begin.
+AB_SECTIONS = ("publish,", "mpublish,", "consume,")
+_FIGURE = re.compile(
+    r"^(?P<name>[a-z][^:]*?):\s+(?P<rate>\d+) msgs/s(?:.*?client CPU (?P<cpu>[\d.]+) us/msg)?"
+)
+
+
+def topic(name: str) -> str:
+    """``name`` made this process's own, so A/B runs on the same nodes never share a topic."""
+    return f"{name}_{os.getpid()}"
 
 
 def _cpu() -> float:
@@ -72,8 +100,8 @@ def _process_cpu(pid: int) -> float | None:
 class CpuMeter:
     """CPU seconds spent by this process and by a node between `start` and `per_message`."""
 
-    def __init__(self, node: NodeProcess | None) -> None:
-        self._pid = node.proc.pid if node is not None and node.proc is not None else None
+    def __init__(self, node_pid: int | None) -> None:
+        self._pid = node_pid
         self._client = 0.0
         self._node: float | None = None
 
@@ -103,7 +131,7 @@ async def publish_rates(
         count = max(1, messages // 10)
         start = trio.current_time()
         for _ in range(count):
-            await producer.publish("bench_seq", body)
+            await producer.publish(topic("bench_seq"), body)
         elapsed = trio.current_time() - start
         status.say(
             f"publish, one at a time:      {count / elapsed:10.0f} msgs/s ({count} messages)"
@@ -117,7 +145,7 @@ async def publish_rates(
 
         async def worker() -> None:
             for _ in range(per_task):
-                await producer.publish("bench_pub", body)
+                await producer.publish(topic("bench_pub"), body)
 
         async with trio.open_nursery() as nursery:
             for _ in range(concurrency):
@@ -137,7 +165,7 @@ async def publish_rates(
         start = trio.current_time()
         batches = messages // batch
         for _ in range(batches):
-            await producer.mpublish("bench_pub", [body] * batch)
+            await producer.mpublish(topic("bench_pub"), [body] * batch)
         elapsed = trio.current_time() - start
         total = batches * batch
         status.say(
@@ -159,7 +187,7 @@ async def consume_rate(node: str, expected: int, max_in_flight: int, meter: CpuM
         if received == expected:
             done.set()
 
-    consumer = Consumer("bench_pub", "bench", handle, nodes=node, config=config)
+    consumer = Consumer(topic("bench_pub"), "bench", handle, nodes=node, config=config)
     meter.start()
     async with trio.open_nursery() as nursery:
         await nursery.start(consumer.run)
@@ -185,11 +213,11 @@ async def consume_rate(node: str, expected: int, max_in_flight: int, meter: CpuM
 async def iterate_rate(node: str, expected: int, max_in_flight: int, meter: CpuMeter) -> None:
     async with open_producer(node, config=ProducerConfig(discover=False)) as producer:
         for _ in range(expected // 100):
-            await producer.mpublish("bench_iter", [b"x" * 100] * 100)
+            await producer.mpublish(topic("bench_iter"), [b"x" * 100] * 100)
     expected = expected // 100 * 100
     config = ConsumerConfig(max_in_flight=max_in_flight)
     seen = 0
-    async with open_consumer("bench_iter", "c", nodes=node, config=config) as consumer:
+    async with open_consumer(topic("bench_iter"), "c", nodes=node, config=config) as consumer:
         start: float | None = None
         async for msg in consumer:
             if start is None:
@@ -214,7 +242,7 @@ async def discovery_times(consumer_node: str, producer_node: str, rounds: int) -
     config = ProducerConfig(discover=False)
     async with open_producer(producer_node, config=config) as producer:
         for index in range(rounds):
-            topic = f"bench_new_{index}"
+            topic_name = topic(f"bench_new_{index}")
             got = trio.Event()
             arrived: list[float] = []
 
@@ -224,12 +252,12 @@ async def discovery_times(consumer_node: str, producer_node: str, rounds: int) -
                 arrived.append(trio.current_time())
                 got.set()
 
-            consumer = Consumer(topic, "c", handle, nodes=consumer_node)
+            consumer = Consumer(topic_name, "c", handle, nodes=consumer_node)
             async with trio.open_nursery() as nursery:
                 await nursery.start(consumer.run)
                 await trio.sleep(0.3)  # the consumer now waits in its long poll
                 published = trio.current_time()
-                await producer.publish(topic, b"hello")
+                await producer.publish(topic_name, b"hello")
                 with trio.fail_after(60):
                     await got.wait()
                 times.append(arrived[0] - published)
@@ -245,12 +273,63 @@ async def main_async(args: argparse.Namespace, nodes: list[str], meter: CpuMeter
     status.show(f"consuming {total:,} with a handler, then iterating")
     await consume_rate(nodes[0], total, args.max_in_flight, meter)
     await iterate_rate(nodes[0], min(total, args.messages), args.max_in_flight, meter)
+    if args.discovery_rounds <= 0:
+        return
     status.show("timing discovery of new producers")
     times = await discovery_times(nodes[0], nodes[1], args.discovery_rounds)
     status.say(
         f"new producer -> first message: median {statistics.median(times) * 1000:.0f} ms, "
         f"max {max(times) * 1000:.0f} ms over {len(times)} topics"
     )
+
+
+def client_run(tree: Path, argv: Sequence[str], nodes: list[str], node_pid: int | None) -> str:
+    """Run the client figures in a fresh process importing shoal from ``tree``; its stdout."""
+    env = dict(os.environ, PYTHONPATH=str(tree / "src"))
+    command = [sys.executable, __file__, *argv, "--nodes", ",".join(nodes)]
+    if node_pid is not None:
+        command += ["--node-pid", str(node_pid)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"client run against {tree} failed:\n{done.stderr}")
+    return done.stdout
+
+
+def ab_compare(args: argparse.Namespace, argv: list[str], procs: list[NodeProcess]) -> None:
+    """Interleave runs of this tree's client and the baseline's; print both and the medians."""
+    trees = {"this": Path(__file__).resolve().parent.parent, "base": Path(args.baseline)}
+    if not (trees["base"] / "src" / "shoal" / "client").is_dir():
+        raise SystemExit(f"{args.baseline} has no src/shoal/client")
+    nodes = [http_address(p) for p in procs]
+    node_pid = procs[0].proc.pid if procs[0].proc is not None else None
+    figures: dict[tuple[str, str], list[tuple[float, float | None]]] = {}
+    for pair in range(args.pairs):
+        order = ["this", "base"] if pair % 2 == 0 else ["base", "this"]
+        for label in order:
+            status.show(f"pair {pair + 1} of {args.pairs}: {label}")
+            for line in client_run(trees[label], argv, nodes, node_pid).splitlines():
+                status.say(f"{label}  {line}")
+                match = _FIGURE.match(line)
+                if match and match["name"].startswith(AB_SECTIONS):
+                    cpu = float(match["cpu"]) if match["cpu"] else None
+                    figures.setdefault((match["name"], label), []).append(
+                        (float(match["rate"]), cpu)
+                    )
+    status.say(f"medians over {args.pairs} pairs (this / base):")
+    for name in dict.fromkeys(name for name, _ in figures):
+        this, base = figures.get((name, "this"), []), figures.get((name, "base"), [])
+        if not this or not base:
+            continue
+        rate_this = statistics.median(r for r, _ in this)
+        rate_base = statistics.median(r for r, _ in base)
+        text = f"  {name + ':':30s} {rate_this:8.0f} / {rate_base:8.0f} msgs/s"
+        text += f" ({rate_this / rate_base:.2f}x)"
+        cpu_this = [c for _, c in this if c is not None]
+        cpu_base = [c for _, c in base if c is not None]
+        if cpu_this and cpu_base:
+            mine, theirs = statistics.median(cpu_this), statistics.median(cpu_base)
+            text += f"; client CPU {mine:.1f} / {theirs:.1f} us/msg ({mine / theirs:.2f}x)"
+        status.say(text)
 
 
 def main() -> None:
@@ -262,10 +341,33 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--max-in-flight", type=int, default=200)
-    parser.add_argument("--discovery-rounds", type=int, default=5)
+    parser.add_argument(
+        "--discovery-rounds", type=int, default=None, help="5 by default, 0 in A/B runs"
+    )
+    parser.add_argument("--baseline", help="source tree of a client to compare against")
+    parser.add_argument("--pairs", type=int, default=3, help="A/B runs of each client")
+    parser.add_argument("--nodes", help=argparse.SUPPRESS)  # an A/B run's client process
+    parser.add_argument("--node-pid", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.nodes:
+        args.discovery_rounds = args.discovery_rounds or 0
+        trio.run(main_async, args, args.nodes.split(","), CpuMeter(args.node_pid))
+        return
     with status.ticking(), running_cluster(2, "--mem-queue-size", "1000000") as procs:
-        trio.run(main_async, args, [http_address(p) for p in procs], CpuMeter(procs[0]))
+        if args.baseline:
+            args.discovery_rounds = args.discovery_rounds or 0
+            argv = [
+                f"--messages={args.messages}", f"--size={args.size}",
+                f"--concurrency={args.concurrency}", f"--batch={args.batch}",
+                f"--max-in-flight={args.max_in_flight}",
+                f"--discovery-rounds={args.discovery_rounds}",
+            ]  # fmt: skip
+            ab_compare(args, argv, procs)
+            return
+        if args.discovery_rounds is None:
+            args.discovery_rounds = 5
+        pid = procs[0].proc.pid if procs[0].proc is not None else None
+        trio.run(main_async, args, [http_address(p) for p in procs], CpuMeter(pid))
 
 
 if __name__ == "__main__":

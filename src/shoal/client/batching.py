@@ -8,18 +8,22 @@ share a command: `PublishBatcher` decides which.
 
 Rules:
     1. Per topic, at most ``depth`` publish commands are unanswered at once.
-       A publish that finds that many in flight joins the topic's gathering
-       batch instead of going out alone.
-    2. The gathering batch goes out as soon as one of its topic's commands
-       is answered (OK or error), so a batch gathers for one round trip: a
-       lone publisher's message leaves at once, and the batches grow with
-       the number of concurrent publishers. But it takes at most half of
-       the messages in play, its own and the answered batch's (whose
-       callers are free to publish again and join the next batch): the
-       rest keep gathering for one more answer.
+       A publish that finds room joins the topic's gathering batch, which
+       leaves with the connection's next write (`PublishBatcher.release`),
+       so the publishes made in one scheduling pass share it. That write
+       takes the first half (rounded up); the rest gathers on, for an
+       answer (rule 2).
+    2. A publish that finds no room joins the gathering batch too, which
+       then goes out as soon as one of its topic's commands is answered (OK
+       or error), so a batch gathers for one round trip: a lone publisher's
+       message leaves at once, and the batches grow with the number of
+       concurrent publishers. But it takes at most half of the messages in
+       play, its own and the answered batch's (whose callers are free to
+       publish again and join the next batch): the rest keep gathering for
+       one more answer.
     3. A batch never holds more than ``max_bytes`` of message data (each
-       body plus its 4-byte size); a body that would take it past goes out
-       at once, in flight limit or not, and the body starts the next batch.
+       body plus its 4-byte size); a body that would take it past sends the
+       batch at once, in flight limit or not, and starts the next batch.
     4. A batch of one is a ``PUB``; more is an ``MPUB``, which the node
        stores atomically. Its answer, ``OK`` or an error, is the answer of
        every publish in it, as if each had been a ``PUB``: an error fails
@@ -30,22 +34,23 @@ Rules:
        the node's ``E_BAD_MESSAGE`` is its caller's alone. ``max_bytes`` 0
        turns gathering off: every publish is its own ``PUB``.
 
-Why rule 2 halves: publishers that each wait for their answer before the
-next publish come back as a group, the callers of the batch just answered.
-Sending the whole gathering batch would keep the groups as they first
-formed: 64 tasks starting together make a ``PUB`` of one and an ``MPUB`` of
-63, and the client then handles 63 callers while the node has one message
-to store, and waits while the node stores 63. Halving makes the two batches
-in turn equal within one round trip (1 and 63, then 32 and 32), so the
-client wakes one half while the node stores the other. Publishers that do
-not wait lose nothing: a gathering batch no larger than the answered one
-leaves whole, so a steady stream settles on whole batches.
+Why rules 1 and 2 halve: publishers that each wait for their answer before
+the next publish come back as a group, the callers of the batch just
+answered, all woken in one scheduling pass. Sent whole, a group stays one:
+64 tasks that start together would make one ``MPUB`` of 64 after another,
+and client and node would take turns, each idle while the other works on
+all 64. Sending a group's first half splits it into two that alternate:
+the client wakes one half's callers while the node stores the other half.
+Groups that formed unevenly (a first publisher alone, 63 behind it) are
+evened out by rule 2 within one round trip (1 and 63, then 32 and 32).
+Publishers that do not wait lose little: a gathering batch no larger than
+the answered one leaves whole, so a steady stream settles on whole batches.
 
-The batcher holds no I/O: `PublishBatcher.add` and `PublishBatcher.answered`
-return the batches to send now, in the order they must go on the wire, and
-the connection writes them and routes each answer back. Each publish carries
-an opaque waiter (the connection's way of waking the caller), which the
-batch hands back with its answer.
+The batcher holds no I/O: `PublishBatcher.add`, `PublishBatcher.answered`
+and `PublishBatcher.release` return the batches to send now, in the order
+they must go on the wire, and the connection writes them and routes each
+answer back. Each publish carries an opaque waiter (the connection's way of
+waking the caller), which the batch hands back with its answer.
 """
 
 from __future__ import annotations
@@ -134,13 +139,13 @@ class PublishBatcher(Generic[W]):
         max_bytes: most message bytes in one gathered batch; 0 sends every
             publish alone.
         depth: most unanswered publish commands per topic before publishes
-            gather.
+            gather for an answer.
 
     Raises:
         LocalProtocolError: ``max_bytes`` is negative or ``depth`` below 1.
     """
 
-    __slots__ = ("_depth", "_max_bytes", "_topics", "commands", "messages")
+    __slots__ = ("_depth", "_max_bytes", "_ready", "_topics", "added", "commands", "messages")
 
     def __init__(
         self, max_bytes: int = DEFAULT_MAX_BATCH_BYTES, depth: int = DEFAULT_PUBLISH_DEPTH
@@ -150,8 +155,16 @@ class PublishBatcher(Generic[W]):
         self._max_bytes = max_bytes
         self._depth = depth
         self._topics: dict[str, _Topic[W]] = {}
+        # Topics whose gathering batch started with room in flight (rule 1).
+        self._ready: list[str] = []
+        self.added = 0  # publishes taken
         self.commands = 0  # batches handed out (PUB or MPUB commands)
         self.messages = 0  # messages in them
+
+    @property
+    def ready(self) -> bool:
+        """True when `release` may have a batch to send (call it before the next write)."""
+        return bool(self._ready)
 
     def in_flight(self, topic: str) -> int:
         """Commands of ``topic`` handed out and not yet answered."""
@@ -159,7 +172,7 @@ class PublishBatcher(Generic[W]):
         return 0 if state is None else state.in_flight
 
     def gathering(self, topic: str) -> int:
-        """Messages of ``topic`` waiting for the next batch to leave."""
+        """Messages of ``topic`` waiting for their batch to leave."""
         state = self._topics.get(topic)
         return 0 if state is None or state.gathering is None else len(state.gathering)
 
@@ -167,26 +180,46 @@ class PublishBatcher(Generic[W]):
         """Take one publish; return the batches to write now, in order.
 
         The publish is answered with the batch it joined (its waiter is in
-        that batch's ``waiters``), whether that batch leaves now or later.
+        that batch's ``waiters``), whether that batch leaves now or later:
+        with an answer (rule 2) or with the next write (rule 1, `ready`).
         """
+        self.added += 1
         state = self._topics.get(topic)
         if state is None:
             state = self._topics[topic] = _Topic()
         size = len(body) + 4
         if not body or size > self._max_bytes:
             return [self._alone(state, topic, body, waiter)]  # rule 5
-        out: list[Batch[W]] = []
         batch = state.gathering
+        out: list[Batch[W]] = []
         if batch is not None and batch.size + size > self._max_bytes:
             out.append(self._send(state, batch))  # rule 3
             batch = None
         if batch is None:
-            if state.in_flight < self._depth and not out:
-                return [self._alone(state, topic, body, waiter)]  # rule 1: room in flight
             batch = state.gathering = Batch(topic)
+            if state.in_flight < self._depth:
+                self._ready.append(topic)  # rule 1: leaves with the next write
         batch.bodies.append(body)
         batch.waiters.append(waiter)
         batch.size += size
+        return out
+
+    def release(self) -> list[Batch[W]]:
+        """The batches that leave with this write (rule 1): write them now, in order."""
+        out: list[Batch[W]] = []
+        for topic in self._ready:
+            state = self._topics.get(topic)
+            if state is None or state.in_flight >= self._depth:
+                continue
+            gathering = state.gathering
+            if gathering is None:
+                continue
+            count = len(gathering.bodies)
+            if count > 1:
+                out.append(self._send(state, gathering.split((count + 1) // 2)))
+            else:
+                out.append(self._send(state, gathering))
+        self._ready.clear()
         return out
 
     def answered(self, batch: Batch[W]) -> list[Batch[W]]:
@@ -215,6 +248,7 @@ class PublishBatcher(Generic[W]):
         """Remove and return every batch not yet handed out (the connection ended)."""
         batches = [s.gathering for s in self._topics.values() if s.gathering is not None]
         self._topics.clear()
+        self._ready.clear()
         return batches
 
     def _alone(self, state: _Topic[W], topic: str, body: bytes, waiter: W) -> Batch[W]:

@@ -678,23 +678,32 @@ class Connection:
             # (a consumer finishing a run of messages, concurrent publishers)
             # their commands join this write. Stops at the first pass that
             # adds nothing, so a lone command waits one scheduling pass.
+            batcher = self._batcher
             for _ in range(_COALESCE_PASSES):
-                if self._unsent is not None or not self._outgoing:
+                if self._unsent is not None or not (self._outgoing or batcher.ready):
                     break
-                queued = self._outgoing_size
+                queued = (self._outgoing_size, batcher.added)
                 await trio.lowlevel.cancel_shielded_checkpoint()
-                if self._outgoing_size == queued:
+                if (self._outgoing_size, batcher.added) == queued:
                     break
             await self._flush()
 
-    def _flush_nowait(self) -> None:
+    def _flush_nowait(self, *, release: bool = False) -> None:
         """Write everything queued in one system call, without waiting.
+
+        ``release``: publish batches that wait for the next write
+        (`PublishBatcher.release`) join this one; only the writer task,
+        once the ready tasks had their pass, asks for them, so publishes
+        made in one pass share a batch.
 
         The usual case on a socket with room: no task switch, no timeout
         scope. What the socket does not take is left in ``_unsent`` for the
         writer task, which waits for room (`_flush`); until then nothing
         else is written, so commands keep their order.
         """
+        if release and self._batcher.ready and not self._closed.is_set():
+            for batch in self._batcher.release():
+                self._send_batch(batch)
         if self._unsent is not None or not self._outgoing or self._closed.is_set():
             return
         outgoing = self._outgoing
@@ -722,7 +731,7 @@ class Connection:
         """
         async with self._send_lock:
             while not self._closed.is_set():
-                self._flush_nowait()
+                self._flush_nowait(release=True)
                 if self._unsent is None:
                     return
                 failure = "write timed out"
@@ -788,10 +797,14 @@ class Connection:
             if self._closed.is_set():
                 raise ConnectionClosed(self.address, self._close_reason)
         waiter = _Pending()
-        batches = self._batcher.add(topic, body, waiter)
+        batcher = self._batcher
+        batches = batcher.add(topic, body, waiter)
         if batches:
             for batch in batches:
                 self._send_batch(batch)
+            self._has_output.set()
+        elif batcher.ready:
+            self._has_output.set()  # the batch leaves with the next write
         # `waiter.wait()` written out: one coroutine fewer per publish.
         if waiter.settled:
             await trio.lowlevel.checkpoint()
@@ -814,7 +827,11 @@ class Connection:
         )
 
     def _send_batch(self, batch: Batch[_Pending]) -> None:
-        """Queue a batch the batcher released, with the slot its answer resolves."""
+        """Queue a batch the batcher released, with the slot its answer resolves.
+
+        Does not wake the writer: the caller does, or writes itself (the
+        reader after a read, `_flush_nowait` releasing batches).
+        """
         if self._closed.is_set() or self._fatal_reason:
             # Gone, or going: the node closes the connection after the error
             # it just sent, so the batch would be written for nothing.
@@ -823,7 +840,9 @@ class Connection:
                 waiter.fail(ConnectionClosed(self.address, reason))
             return
         self._pending.append(_BatchAnswer(self, batch))
-        self._write_nowait(batch.encode())
+        data = batch.encode()
+        self._outgoing.append(data)
+        self._outgoing_size += len(data)
 
     def _batch_answered(self, batch: Batch[_Pending]) -> None:
         for ready in self._batcher.answered(batch):
