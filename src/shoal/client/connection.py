@@ -361,8 +361,15 @@ class _BatchAnswer:
         self.batch = batch
 
     def resolve(self, data: bytes) -> None:
+        # `_Pending.resolve` written out: this runs once per published message.
+        reschedule = trio.lowlevel.reschedule
         for waiter in self.batch.waiters:
-            waiter.resolve(data)
+            waiter.data = data
+            waiter.settled = True
+            task = waiter._task
+            if task is not None:
+                waiter._task = None
+                reschedule(task)
         self._conn._batch_answered(self.batch)
 
     def fail(self, error: BaseException) -> None:
@@ -404,6 +411,7 @@ class Connection:
         self._pending: collections.deque[_Pending | _BatchAnswer] = collections.deque()
         self._batcher: PublishBatcher[_Pending] = PublishBatcher(config.publish_batch_bytes)
         self._closed = trio.Event()
+        self._ended = False  # `_closed` is set: read per publish, so a plain attribute
         self._close_reason = ""
         self._fatal_reason = ""
         self._reader_scope = trio.CancelScope()
@@ -423,7 +431,7 @@ class Connection:
     @property
     def closed(self) -> bool:
         """True once the connection has ended."""
-        return self._closed.is_set()
+        return self._ended
 
     @property
     def close_reason(self) -> str:
@@ -449,8 +457,9 @@ class Connection:
         return self._config.msg_timeout or 60.0
 
     def _mark_closed(self, reason: str) -> None:
-        if self._closed.is_set():
+        if self._ended:
             return
+        self._ended = True
         self._close_reason = reason
         self._closed.set()
         self._unsent = None
@@ -629,7 +638,7 @@ class Connection:
         """
         if self._outgoing_size >= self._config.max_buffered:
             await self._wait_drained()
-        if self._closed.is_set():
+        if self._ended:
             raise ConnectionClosed(self.address, self._close_reason)
         if pending is not None:
             self._pending.append(pending)
@@ -650,7 +659,7 @@ class Connection:
         Raises:
             ConnectionClosed: the connection is gone.
         """
-        if self._closed.is_set():
+        if self._ended:
             raise ConnectionClosed(self.address, self._close_reason)
         self._outgoing.append(data)
         self._outgoing_size += len(data)
@@ -659,7 +668,7 @@ class Connection:
 
     async def _wait_drained(self) -> None:
         """Return once the queue is below ``max_buffered`` or the connection ended."""
-        while self._outgoing_size >= self._config.max_buffered and not self._closed.is_set():
+        while self._outgoing_size >= self._config.max_buffered and not self._ended:
             if self._drained is None:
                 self._drained = trio.Event()
             await self._drained.wait()
@@ -701,10 +710,10 @@ class Connection:
         writer task, which waits for room (`_flush`); until then nothing
         else is written, so commands keep their order.
         """
-        if release and self._batcher.ready and not self._closed.is_set():
+        if release and self._batcher.ready and not self._ended:
             for batch in self._batcher.release():
                 self._send_batch(batch)
-        if self._unsent is not None or not self._outgoing or self._closed.is_set():
+        if self._unsent is not None or not self._outgoing or self._ended:
             return
         outgoing = self._outgoing
         data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
@@ -729,8 +738,11 @@ class Connection:
         Waiting is shielded and bounded by ``write_timeout``: a write either
         completes or the connection is given up as stuck.
         """
+        self._flush_nowait(release=True)
+        if self._unsent is None:
+            return  # the usual case: no lock, no timeout scope
         async with self._send_lock:
-            while not self._closed.is_set():
+            while not self._ended:
                 self._flush_nowait(release=True)
                 if self._unsent is None:
                     return
@@ -792,9 +804,9 @@ class Connection:
             if len(self._valid_topics) >= _VALID_TOPICS:
                 self._valid_topics.clear()
             self._valid_topics.add(topic)
-        if self._outgoing_size >= self._config.max_buffered or self._closed.is_set():
+        if self._outgoing_size >= self._config.max_buffered or self._ended:
             await self._wait_drained()
-            if self._closed.is_set():
+            if self._ended:
                 raise ConnectionClosed(self.address, self._close_reason)
         waiter = _Pending()
         batcher = self._batcher
@@ -832,7 +844,7 @@ class Connection:
         Does not wake the writer: the caller does, or writes itself (the
         reader after a read, `_flush_nowait` releasing batches).
         """
-        if self._closed.is_set() or self._fatal_reason:
+        if self._ended or self._fatal_reason:
             # Gone, or going: the node closes the connection after the error
             # it just sent, so the batch would be written for nothing.
             reason = self._close_reason or self._fatal_reason

@@ -308,35 +308,35 @@ class Producer:
         """
         if defer > 0:
             return await self._send(topic, key, 1, lambda c: c.dpub(topic, body, defer))
-        op = lambda c: c.pub(topic, body)  # noqa: E731
         if self._down_until:
-            return await self._send(topic, key, 1, op)
+            return await self._send(topic, key, 1, lambda c: c.pub(topic, body))
         # The usual case written out (every node up, the first choice's
         # connection open): a publish is one call deep, not three.
         hash_key = topic if key is None else key
         hash_bytes = hash_key if isinstance(hash_key, bytes) else hash_key.encode()
         ordered = self.strategy.order(self._endpoints, hash_bytes)
-        if not ordered:
-            return await self._send(topic, key, 1, op, ordered=ordered)
-        endpoint = ordered[0]
-        conn = self._connections.get(endpoint.tcp_address)
-        if conn is None or conn.closed:
-            return await self._send(topic, key, 1, op, ordered=ordered)
-        try:
-            await conn.pub(topic, body)
-        except NSQError as exc:
-            if exc.code not in _NODE_FAILURES:
-                raise
-            error: Exception = exc
-        except NodeUnavailable as exc:
-            error = exc
-        else:
-            self._published += 1
-            return endpoint
-        self._failed(endpoint, error)
-        tried = {endpoint.tcp_address}
-        errors = [f"{endpoint.tcp_address}: {error}"]
-        return await self._send(topic, key, 1, op, tried=tried, errors=errors)
+        if ordered:
+            endpoint = ordered[0]
+            conn = self._connections.get(endpoint.tcp_address)
+            if conn is not None and not conn.closed:
+                try:
+                    await conn.pub(topic, body)
+                except NSQError as exc:
+                    if exc.code not in _NODE_FAILURES:
+                        raise
+                    error: Exception = exc
+                except NodeUnavailable as exc:
+                    error = exc
+                else:
+                    self._published += 1
+                    return endpoint
+                self._failed(endpoint, error)
+                tried = {endpoint.tcp_address}
+                errors = [f"{endpoint.tcp_address}: {error}"]
+                return await self._send(
+                    topic, key, 1, lambda c: c.pub(topic, body), tried=tried, errors=errors
+                )
+        return await self._send(topic, key, 1, lambda c: c.pub(topic, body), ordered=ordered)
 
     async def mpublish(
         self, topic: str, bodies: Sequence[bytes], *, key: bytes | str | None = None

@@ -68,8 +68,8 @@ class RoundRobin:
 
     def order(self, endpoints: Sequence[Endpoint], key: bytes) -> list[Endpoint]:
         """Rotate the list by one more than last time."""
-        if not endpoints:
-            return []
+        if len(endpoints) < 2:
+            return list(endpoints)
         start = self._next % len(endpoints)
         self._next = start + 1
         return [*endpoints[start:], *endpoints[:start]]
