@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 from typing import TYPE_CHECKING
 
@@ -135,6 +136,47 @@ async def test_concurrent_publishes_share_mpubs(nursery: trio.Nursery) -> None:
     assert (stats.publish_commands, stats.writes) == (2, 2)
 
 
+class TaskSteps(trio.abc.Instrument):
+    """Counts the scheduling steps of each task, by the last part of its name."""
+
+    def __init__(self) -> None:
+        self.steps: collections.Counter[str] = collections.Counter()
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps[task.name.rsplit(".", 1)[-1]] += 1
+
+
+async def test_publishers_that_wait_cost_one_write_and_one_wakeup_per_batch(
+    nursery: trio.Nursery,
+) -> None:
+    script, address = await start_script(nursery, ok_to_pubs)
+    counter = TaskSteps()
+
+    async def publisher(conn: Connection, index: int) -> None:
+        for _ in range(20):
+            await conn.pub("t", b"%d" % index)
+
+    async with open_connection(address) as conn:
+        trio.lowlevel.add_instrument(counter)
+        try:
+            async with trio.open_nursery() as inner:
+                for index in range(64):
+                    inner.start_soon(publisher, conn, index)
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+        stats = conn.statistics()
+    steps = counter.steps
+    # Two batches of 32 in turn, each one command in one write.
+    assert [len(c.bodies) for c in script.commands if isinstance(c, Mpub)] == [32] * 40
+    assert (stats.published, stats.publish_commands, stats.writes) == (64 * 20, 40, 40)
+    # One wake-up per publish (plus each task's first step); the reader wakes
+    # once per answer and writes the next batch itself, so the writer task
+    # only sent the first.
+    assert steps["publisher"] == 64 * 20 + 64
+    assert steps["_read_loop"] <= 40 + 2
+    assert steps["_write_loop"] <= 3
+
+
 async def test_publish_batch_bytes_zero_sends_one_pub_per_message(nursery: trio.Nursery) -> None:
     script, address = await start_script(nursery, ok_to_pubs)
     config = ConnectionConfig(publish_batch_bytes=0)
@@ -231,6 +273,58 @@ async def test_a_cancelled_publish_still_leaves_with_its_batch(nursery: trio.Nur
     assert scope.cancelled_caught
     assert [type(c) for c in script.commands] == [Pub, Mpub]
     assert sorted(published(script.commands)) == [b"cancelled", b"first", b"kept"]
+
+
+async def test_what_a_full_socket_cannot_take_waits_and_keeps_its_order(
+    nursery: trio.Nursery,
+) -> None:
+    reading = trio.Event()
+
+    async def reply(script: Script, command: Command) -> None:
+        if isinstance(command, Pub):
+            await reading.wait()  # the server stops reading: the socket fills
+        await script.send(encode_response(b"OK"))
+
+    script, address = await start_script(nursery, reply)
+    bodies = [[bytes([n]) * 1_000_000] * 3 for n in range(2)]
+    async with open_connection(address) as conn, trio.open_nursery() as inner:
+        inner.start_soon(conn.pub, "t", b"first")
+        with trio.fail_after(10):
+            while conn._batcher.in_flight("t") < 1:  # noqa: ASYNC110 - the task publishes
+                await trio.sleep(0.01)
+            for batch in bodies:
+                inner.start_soon(conn.mpub, "t", batch)
+            while conn._unsent is None:  # noqa: ASYNC110 - the socket fills
+                await trio.sleep(0.01)
+        reading.set()
+    first, *rest = script.commands
+    assert first == Pub("t", b"first")
+    # Each MPUB arrived whole (the two tasks may have queued in either order).
+    mpubs = sorted((c for c in rest if isinstance(c, Mpub)), key=lambda c: c.bodies[0][:1])
+    assert mpubs == [Mpub("t", batch) for batch in bodies]
+    assert len(rest) == 2
+    assert conn.statistics().writes > 3  # some commands took more than one write
+
+
+async def test_a_write_that_cannot_finish_in_write_timeout_closes(nursery: trio.Nursery) -> None:
+    async def reply(script: Script, command: Command) -> None:
+        await trio.sleep_forever()  # never reads again
+
+    _, address = await start_script(nursery, reply)
+    config = ConnectionConfig(write_timeout=0.2)
+
+    async def first(conn: Connection) -> None:
+        with pytest.raises(ConnectionClosed):
+            await conn.pub("t", b"first")
+
+    async with open_connection(address, config) as conn, trio.open_nursery() as inner:
+        inner.start_soon(first, conn)
+        with trio.fail_after(20):
+            while conn._batcher.in_flight("t") < 1:  # noqa: ASYNC110 - the task publishes
+                await trio.sleep(0.01)
+            with pytest.raises(ConnectionClosed):
+                await conn.mpub("t", [b"x" * 1_000_000] * 16)  # more than the socket buffers
+    assert conn.close_reason == "write timed out"
 
 
 async def test_fin_nowait_queues_fins_that_leave_in_one_write(nursery: trio.Nursery) -> None:

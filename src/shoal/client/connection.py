@@ -7,10 +7,10 @@ the ``async with`` block lasts.
 
 Theory of operation:
     Commands that the node answers (``PUB``, ``MPUB``, ``DPUB``, ``SUB``,
-    ``CLS``) are pipelined: a caller appends a pending slot and writes its
-    command under one send lock, so the order of slots is the order of
-    commands on the wire, and the reader resolves the oldest slot with each
-    response or error frame, in the order the node answers. Heartbeats are
+    ``CLS``) are pipelined: a caller appends a pending slot as it queues its
+    command, so the order of slots is the order of commands on the wire,
+    and the reader resolves the oldest slot with each response or error
+    frame, in the order the node answers. Heartbeats are
     answered with ``NOP`` by the reader itself and never reach a slot.
     ``E_FIN_FAILED``, ``E_REQ_FAILED`` and ``E_TOUCH_FAILED`` are the only
     non-fatal errors (docs/nsq.md §0 trap 7) and belong to commands that have no
@@ -20,17 +20,33 @@ Theory of operation:
     the callable a consumer gave `Connection.deliver_to`; every whole frame
     of a read is parsed in one pass.
 
-    Concurrent `Connection.pub` calls of a topic share commands: while one
-    is unanswered, the others gather into one ``MPUB`` that leaves when it
-    is answered (`shoal.client.batching`), and that answer is every
-    caller's.
+    Concurrent `Connection.pub` calls of a topic share commands
+    (`shoal.client.batching`): the publishes of one scheduling pass leave
+    together with the next write, and those made while their topic's
+    command is unanswered gather into one ``MPUB`` that leaves when it is
+    answered. A command's answer is every caller's, and wakes each of them
+    once, from the reader, in one loop.
 
     Callers never write to the socket themselves: commands are queued and a
-    writer task sends whatever has accumulated in one write, so concurrent
+    writer task sends whatever has accumulated in one write, once the tasks
+    that were ready have had a scheduling pass to add theirs, so concurrent
     publishes and a consumer's stream of ``FIN`` cost one system call per
     batch rather than per command, and a cancelled caller can never leave
-    half a command on the wire. Each write is shielded and bounded by
-    `ConnectionConfig.write_timeout`; a full queue
+    half a command on the wire. The write is the non-blocking system call
+    itself: while the socket has room (the usual case) it costs no task
+    switch and no timeout scope. The reader writes too, at the end of each
+    read, what handling the read queued (the publish batches its answers
+    released, a heartbeat's ``NOP``): those need no wait for other tasks,
+    so a batch of publishers costs one reader wake-up and one write per
+    round trip, and the writer task is not woken at all. The reader reads
+    with the system call too, and waits for the socket only after a short
+    read: one scheduling pass per read.
+
+    When the socket is full, what it did not take waits for the writer
+    task, and nothing else is written until it has gone, so commands keep
+    their order. That wait is shielded and bounded by
+    `ConnectionConfig.write_timeout`: a write either completes or the
+    connection is given up as stuck. A full queue
     (`ConnectionConfig.max_buffered`) makes callers wait, so a slow node
     pushes back. Leaving the ``async with`` block flushes what is queued.
 
@@ -104,7 +120,6 @@ DEFAULT_MAX_RDY_COUNT = 2500
 _VALID_TOPICS = 1024
 # Most scheduling passes the writer waits for more commands before a write.
 _COALESCE_PASSES = 32
-# Topics whose PUB line a connection remembers.
 _HEARTBEAT = b"_heartbeat_"
 # A message frame's data: timestamp and attempts, then the ID, then the body.
 _MESSAGE_HEAD = HEADER
@@ -751,6 +766,7 @@ class Connection:
                     while (unsent := self._unsent) is not None:
                         try:
                             await trio.lowlevel.wait_writable(self._fd)
+                            self._writes += 1
                             sent = os.write(self._fd, unsent)
                         except BlockingIOError:
                             continue
