@@ -148,11 +148,11 @@ class ConnectionConfig:
             wait for it to drain (backpressure from a slow node).
         max_frame_size: largest frame accepted from the node, in bytes.
         publish_batch_bytes: most message bytes that concurrent `Connection.pub`
-            calls gather into one ``MPUB`` while earlier publishes of their
-            topic are in flight (see `shoal.client.batching`); an error
-            answer then fails every publish of the batch. 0 sends each
-            publish as its own ``PUB``. Keep it below the node's
-            ``max_body_size``.
+            calls gather into one ``MPUB``, made in one scheduling pass or
+            while earlier publishes of their topic are in flight (see
+            `shoal.client.batching`); an error answer then fails every
+            publish of the batch. 0 sends each publish as its own ``PUB``.
+            Keep it below the node's ``max_body_size``.
     """
 
     client_id: str = ""
@@ -200,8 +200,9 @@ class ConnectionStatistics:
     """A snapshot of a connection's counters, where batching shows.
 
     Attributes:
-        writes: socket writes; each carries every command queued since the
-            one before.
+        writes: socket writes (system calls); each carries every command
+            queued since the one before, or the rest of one the socket took
+            only part of.
         fins: ``FIN`` commands queued.
         rdys: ``RDY`` commands queued.
         publish_commands: ``PUB`` or gathered ``MPUB`` commands `Connection.pub`
@@ -798,9 +799,10 @@ class Connection:
     async def pub(self, topic: str, body: bytes) -> None:
         """Publish one message and wait for ``OK``.
 
-        Publishes of a topic that arrive while earlier ones are unanswered
-        share one ``MPUB`` (`ConnectionConfig.publish_batch_bytes`,
-        `shoal.client.batching`), answered for all of them at once.
+        Publishes of a topic made in one scheduling pass, or while earlier
+        ones are unanswered, share one ``MPUB``
+        (`ConnectionConfig.publish_batch_bytes`, `shoal.client.batching`),
+        answered for all of them at once.
 
         Raises:
             ValueError: ``topic`` is not a valid topic name (checked here: a
