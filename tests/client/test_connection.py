@@ -25,7 +25,8 @@ from shoal.queue.commands import (
     Req,
     Sub,
 )
-from shoal.queue.frames import encode_error, encode_response
+from shoal.queue.frames import encode_error, encode_message_frame, encode_response
+from shoal.queue.message import Message as QueueMessage
 from shoal.testing.fake_node import http_address
 from shoal.testing.process import NodeProcess
 
@@ -339,6 +340,39 @@ async def test_fin_nowait_queues_fins_that_leave_in_one_write(nursery: trio.Nurs
         stats = conn.statistics()
     assert script.commands == [Fin(msg_id) for msg_id in ids]
     assert (stats.fins, stats.writes) == (5, 1)
+
+
+async def test_message_frames_split_anywhere_reach_the_sink_whole_and_in_order(
+    nursery: trio.Nursery,
+) -> None:
+    bodies = [b"m%d-" % i + b"x" * (i * 7 % 50) for i in range(60)]
+    frames = [
+        encode_message_frame(QueueMessage(b"%016d" % i, b, 0, 1)) for i, b in enumerate(bodies)
+    ]
+    frames.insert(30, encode_response(b"_heartbeat_"))  # a frame the decoder handles
+    stream_bytes = b"".join(frames)
+
+    async def reply(script: Script, command: Command) -> None:
+        if isinstance(command, Sub):
+            await script.send(encode_response(b"OK"))
+        elif isinstance(command, Rdy):
+            # Pieces that end mid-frame, mid-header and on boundaries.
+            for start in range(0, len(stream_bytes), 97):
+                await script.send(stream_bytes[start : start + 97])
+                await trio.sleep(0.001)
+
+    script, address = await start_script(nursery, reply)
+    received: list[Message] = []
+    async with open_connection(address) as conn:
+        conn.deliver_to(received.append)
+        await conn.sub("t", "c")
+        await conn.rdy(60)
+        with trio.fail_after(10):
+            while len(received) < 60 or Nop() not in script.commands:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+    assert [m.body for m in received] == bodies
+    assert [m.id for m in received] == [b"%016d" % i for i in range(60)]
+    assert all(m.attempts == 1 for m in received)
 
 
 async def test_non_fatal_errors_do_not_consume_a_reply(nursery: trio.Nursery) -> None:
