@@ -23,8 +23,14 @@ NOT_AT_STARTUP = (
 #: collector and prometheus-client (and the stdlib HTTP server it brings) on
 #: the first scrape or statsd push, importlib.resources for the first request
 #: of the cluster page, cramjam for the first snappy connection, the statsd
-#: pusher when configured, the auth client when auth servers are.
+#: pusher when configured, the auth client when auth servers are; the
+#: replication service and its cores on a replicated topic's first need
+#: (none here: factor 1, an empty data path).
 NOT_UNTIL_USED = (
+    "shoal.cluster.replication",
+    "shoal.cluster.adoptions",
+    "shoal.cluster.replica_store",
+    "shoal.replication",
     "shoal.cluster.metrics",
     "prometheus_client",
     "http.server",
