@@ -101,7 +101,7 @@ class WatchStatistics:
     watchers: int
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class _Counters:
     established: int = 0
     closures: int = 0

@@ -375,7 +375,7 @@ class MembershipStatistics:
     left: int
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(slots=True, eq=False, repr=False)
 class _Counters:
     packets_received: int = 0
     packets_sent: int = 0
