@@ -275,7 +275,7 @@ class MembershipDelegate(Protocol):
         ...
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class MembershipStatistics:
     """A snapshot of the engine's counters (all monotonic except the last group).
 
