@@ -272,7 +272,7 @@ class Node:
         """Start replication now if a topic here may be replicated, else on its first need.
 
         A node whose topics all have factor 1 and that holds no copies never
-        runs the service; importing it is a tenth of the start-up's imports.
+        runs the service; importing it is about 15% of shoal's own import work.
         """
         if self._replicates_at_start():
             from shoal.cluster.replication import start_replication
