@@ -17,7 +17,15 @@ from shoal.membership.config import MembershipConfig
 from shoal.queue.config import QueueConfig
 from shoal.queue.diskqueue import DiskQueueConfig
 
-__all__ = ["MAX_REPLICATION_FACTOR", "TAG_PREFIX", "NodeConfig", "parse_address"]
+__all__ = [
+    "FACTORS_FILE",
+    "MAX_REPLICATION_FACTOR",
+    "REPLICAS_DIRECTORY",
+    "REPLICATION_TAG",
+    "TAG_PREFIX",
+    "NodeConfig",
+    "parse_address",
+]
 
 #: Membership metadata keys starting with this are member tags; the node's
 #: own keys (``b``, ``t``, ``h``, ``l``: addresses and ports) never do.
@@ -26,6 +34,16 @@ TAG_PREFIX = "#"
 #: Most copies a topic may ask for: the placement ranks every member for
 #: each topic, and more copies than this buys nothing but write traffic.
 MAX_REPLICATION_FACTOR = 9
+
+#: Stream tag of the replication stream on the gossip port. Here, not in
+#: `shoal.cluster.replication`, so that a node routes the tag without
+#: importing the service it loads only on a replicated topic's first need.
+REPLICATION_TAG = 0x72
+#: Under the data path: the topics' own replication factors, and the
+#: directory of the copies this node holds as a replica. A node that finds
+#: either (or a factor above 1) starts replication with itself.
+FACTORS_FILE = "replication.json"
+REPLICAS_DIRECTORY = "replicas"
 
 
 def parse_address(text: str, *, what: str = "address") -> tuple[str, int]:

@@ -23,8 +23,14 @@ NOT_AT_STARTUP = (
 #: collector and prometheus-client (and the stdlib HTTP server it brings) on
 #: the first scrape or statsd push, importlib.resources for the first request
 #: of the cluster page, cramjam for the first snappy connection, the statsd
-#: pusher when configured, the auth client when auth servers are.
+#: pusher when configured, the auth client when auth servers are; the
+#: replication service and its cores on a replicated topic's first need
+#: (none here: factor 1, an empty data path).
 NOT_UNTIL_USED = (
+    "shoal.cluster.replication",
+    "shoal.cluster.adoptions",
+    "shoal.cluster.replica_store",
+    "shoal.replication",
     "shoal.cluster.metrics",
     "prometheus_client",
     "http.server",
@@ -97,8 +103,8 @@ def test_lazy_commands_still_run_and_list() -> None:
         assert f"  {name} " in listing
 
 
-@pytest.mark.slow
-def test_started_node_has_not_imported_what_only_a_request_needs(tmp_path: Path) -> None:
+def _modules_of_started_node(tmp_path: Path, *extra: str) -> dict[str, object]:
+    """Start a node on ``tmp_path / "data"``; what it had imported once ready."""
     ready, out = tmp_path / "ready.json", tmp_path / "modules.json"
     flags = [
         "--tcp-address", "127.0.0.1:0",
@@ -107,6 +113,7 @@ def test_started_node_has_not_imported_what_only_a_request_needs(tmp_path: Path)
         "--lookup-http-address", "127.0.0.1:0",
         "--data-path", str(tmp_path / "data"),
         "--ready-file", str(ready),
+        *extra,
     ]  # fmt: skip
     run = subprocess.run(
         [sys.executable, "-c", _RECORDING_NODE, str(ready), str(out), *flags],
@@ -116,11 +123,40 @@ def test_started_node_has_not_imported_what_only_a_request_needs(tmp_path: Path)
         timeout=90,
     )
     assert run.returncode == 0, run.stderr
-    state = json.loads(out.read_text())
+    state: dict[str, object] = json.loads(out.read_text())
+    return state
+
+
+@pytest.mark.slow
+def test_started_node_has_not_imported_what_only_a_request_needs(tmp_path: Path) -> None:
+    state = _modules_of_started_node(tmp_path)
     loaded = state["modules"]
+    assert isinstance(loaded, list)
     assert "shoal.cluster.node" in loaded
     assert "shoal.cluster.operations" in loaded  # /metrics is routed, not yet rendered
     for module in (*NOT_AT_STARTUP, *NOT_UNTIL_USED):
         assert not [m for m in loaded if m == module or m.startswith(module + ".")], module
     # The import ran with the collector off and its objects were frozen after.
+    assert isinstance(state["frozen"], int)
     assert state["frozen"] > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cause", ["factor", "factors file", "held copies"])
+def test_a_node_that_may_replicate_at_start_starts_replication_before_ready(
+    tmp_path: Path, cause: str
+) -> None:
+    # Before it serves: a restarted owner must learn its topics' adoptions first.
+    data = tmp_path / "data"
+    data.mkdir()
+    extra: tuple[str, ...] = ()
+    if cause == "factor":
+        extra = ("--replication-factor", "2")
+    elif cause == "factors file":
+        (data / "replication.json").write_text('{"t": 2}')
+    else:
+        (data / "replicas").mkdir()
+        (data / "replicas" / "6f.t.log").write_bytes(b"")
+    loaded = _modules_of_started_node(tmp_path, *extra)["modules"]
+    assert isinstance(loaded, list)
+    assert "shoal.cluster.replication" in loaded

@@ -143,7 +143,7 @@ def _journal_generations(name: str, file_names: Iterable[str]) -> dict[int, str]
     return out
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(slots=True, eq=False, repr=False)
 class _Segment:
     """A segment before the write segment: its final size, unread records and holes."""
 
@@ -153,7 +153,7 @@ class _Segment:
     holes: collections.deque[Hole] = dataclasses.field(default_factory=collections.deque)
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(slots=True, eq=False, repr=False)
 class SyncJob:
     """What one sync of one queue must do off the event loop (see `DiskQueue.prepare_sync`).
 

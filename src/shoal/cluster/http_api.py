@@ -104,7 +104,7 @@ def new_router() -> Router:
     return Router(headers=NSQ_HEADERS)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class NodeInfo:
     """What ``/info`` reports about the node, known once its listeners are bound.
 

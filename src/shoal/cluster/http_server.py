@@ -236,7 +236,7 @@ class Route:
     log: bool = True
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(slots=True, eq=False, repr=False)
 class _Match:
     route: Route | None
     params: dict[str, str]

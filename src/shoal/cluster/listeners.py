@@ -48,7 +48,7 @@ def port_of(address: str | None) -> int:
     return parse_address(address)[1] if address else 0
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(slots=True, eq=False, repr=False)
 class NodeListeners:
     """The node's bound listeners, by service (empty when not served)."""
 

@@ -40,7 +40,6 @@ from shoal import __version__
 from shoal.cluster.http_server import Request, Response, Router
 from shoal.config import TAG_PREFIX
 from shoal.queue.names import is_valid_channel_name, is_valid_topic_name
-from shoal.replication.placement import replicas
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -146,6 +145,9 @@ class LookupAPI:
         factor = self.routing.registry.factor(producer.node, topic)
         if factor <= 1:
             return {}  # an unreplicated topic keeps nsqlookupd's shape exactly
+        # Imported by the first lookup of a replicated topic, not at start-up.
+        from shoal.replication.placement import replicas
+
         fields: dict[str, Any] = {
             "replication_factor": factor,
             "replicas": list(replicas(producer.node, topic, brokers, factor)),

@@ -111,7 +111,7 @@ StreamHandler: TypeAlias = Callable[[MessageStream, Address], Awaitable[None]]
 NoticeListener: TypeAlias = Callable[[str, Address, str], None]
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class MembershipDriverStatistics:
     """A snapshot of the driver's socket-level counters and the engine's.
 

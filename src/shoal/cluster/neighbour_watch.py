@@ -76,7 +76,7 @@ class _Outcome(enum.Enum):
     RETRY = "retry"  # no watch was set up; dial again later
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class WatchStatistics:
     """A snapshot of the watch counters (monotonic, except the two gauges).
 
@@ -101,7 +101,7 @@ class WatchStatistics:
     watchers: int
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False, repr=False)
 class _Counters:
     established: int = 0
     closures: int = 0

@@ -40,15 +40,15 @@ from shoal.cluster.membership_log import MembershipLog
 from shoal.cluster.metadata import DataPath
 from shoal.cluster.operations import serve_operations
 from shoal.cluster.operator_api import OperatorAPI
-from shoal.cluster.replication import Replication, start_replication
 from shoal.cluster.routing import TopicRouting, node_gossip
 from shoal.cluster.tcp_server import TCPServer
 from shoal.cluster.tls import server_context
-from shoal.config import parse_address
+from shoal.config import FACTORS_FILE, REPLICAS_DIRECTORY, REPLICATION_TAG, parse_address
 
 if TYPE_CHECKING:
     from shoal.cluster.auth import AuthClient
-    from shoal.cluster.membership_driver import MembershipDriver
+    from shoal.cluster.membership_driver import MembershipDriver, MessageStream
+    from shoal.cluster.replication import Replication
     from shoal.config import NodeConfig
     from shoal.queue.protocol import ClientV2
     from shoal.registry import Producer
@@ -129,6 +129,7 @@ class Node:
         self.routing: TopicRouting | None = None
         self.members: MembersAPI | None = None
         self.replication: Replication | None = None
+        self._nursery: trio.Nursery | None = None
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -190,9 +191,10 @@ class Node:
             extra_stats=self._extra_stats,
         )
         self.http_api.commit = self.tcp.commit
+        self._nursery = nursery
         lookup = await self._start_gossip(nursery)
         if config.broker:
-            self.replication = await start_replication(self, nursery)
+            await self._start_replication(nursery)
         lookup.add_read_routes(self.http_api.router)
         assert self.members is not None
         self.members.add_routes(self.http_api.router)
@@ -264,6 +266,57 @@ class Node:
             nursery.start_soon(self._join, list(config.seeds))
         return lookup
 
+    # -- replication ------------------------------------------------------------
+
+    async def _start_replication(self, nursery: trio.Nursery) -> None:
+        """Start replication now if a topic here may be replicated, else on its first need.
+
+        A node whose topics all have factor 1 and that holds no copies never
+        runs the service; importing it is about 15% of shoal's own import work.
+        """
+        if self._replicates_at_start():
+            from shoal.cluster.replication import start_replication
+
+            self.replication = await start_replication(self, nursery)
+            return
+        assert self.driver is not None
+        self.driver.add_stream_handler(
+            REPLICATION_TAG, self._serve_replication_stream, long_lived=True
+        )
+        self.http_api.set_replication_factor = self._set_replication_factor
+
+    def _replicates_at_start(self) -> bool:
+        """A factor above 1, or the data path keeps topics' factors or held copies."""
+        if self.config.replication_factor > 1:
+            return True
+        path = self.config.data_path
+        if path is None:
+            return False
+        if os.path.exists(os.path.join(path, FACTORS_FILE)):
+            return True
+        try:
+            return bool(os.listdir(os.path.join(path, REPLICAS_DIRECTORY)))
+        except FileNotFoundError:
+            return False
+
+    def replication_service(self) -> Replication:
+        """The replication service, loaded and started on the first call if it was not."""
+        if self.replication is None:
+            from shoal.cluster.replication import attach_replication
+
+            assert self._nursery is not None
+            log.info("starting replication on its first need")
+            self.replication = attach_replication(self, self._nursery)
+        return self.replication
+
+    async def _serve_replication_stream(self, stream: MessageStream, peer: Any) -> None:
+        """An owner opened a replication stream to this node: load the service for it."""
+        await self.replication_service().serve_stream(stream, peer)
+
+    def _set_replication_factor(self, topic: str, factor: int) -> None:
+        """``/topic/create?replication_factor=N``: loads the service, which keeps the factor."""
+        self.replication_service().set_factor(topic, factor)
+
     async def _join(self, seeds: list[str]) -> None:
         assert self.driver is not None
         try:
@@ -296,8 +349,8 @@ class Node:
                 "damage": self.data.damage(),
             },
         }
-        if self.replication is not None:
-            extra["replication"] = self.replication.statistics()
+        if self.config.broker and self._nursery is not None:
+            extra["replication"] = self.replication_service().statistics()
         return extra
 
     # -- hooks ------------------------------------------------------------------

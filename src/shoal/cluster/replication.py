@@ -62,7 +62,7 @@ import trio
 
 from shoal.cluster.adoptions import Adoptions, id_ranges
 from shoal.cluster.replica_store import ReplicaStore
-from shoal.config import MAX_REPLICATION_FACTOR
+from shoal.config import FACTORS_FILE, MAX_REPLICATION_FACTOR, REPLICAS_DIRECTORY, REPLICATION_TAG
 from shoal.errors import LocalProtocolError, RemoteProtocolError
 from shoal.membership.state import MemberState
 from shoal.queue.broker import ChannelCreated as ChannelCreatedEvent
@@ -91,12 +91,17 @@ if TYPE_CHECKING:
     from shoal.queue.broker import Broker, BrokerEvent
     from shoal.queue.topic import Topic
 
-__all__ = ["REPLICATION_TAG", "Replication", "Replicator", "StreamCounters", "start_replication"]
+__all__ = [
+    "REPLICATION_TAG",
+    "Replication",
+    "Replicator",
+    "StreamCounters",
+    "attach_replication",
+    "start_replication",
+]
 
 log = logging.getLogger("shoal.replication")
 
-#: Stream tag of the replication stream on the gossip port.
-REPLICATION_TAG = 0x72
 #: Records per batch: small enough that a batch of MPUBs stays far below
 #: the stream's message limit, big enough to amortise a frame.
 BATCH_RECORDS = 64
@@ -335,19 +340,25 @@ class Replication:
 
     # -- service ----------------------------------------------------------------
 
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Own the links; replicate the topics that exist already, then follow events."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            self.driver.add_stream_handler(REPLICATION_TAG, self._serve_owner, long_lived=True)
-            self.driver.add_listener(self._on_member_event)
-            self.broker.add_listener(self._on_broker_event)
-            for topic in list(self.broker.topics.values()):
-                self._attach(topic)
-            self._place()
-            nursery.start_soon(self._expire_publishes)
-            task_status.started()
-            await trio.sleep_forever()
+    def start(self, nursery: trio.Nursery) -> None:
+        """Replicate the topics that exist already, then follow events; links run in ``nursery``.
+
+        Synchronous, so that a request that first needs replication (a
+        replicated topic's creation, ``/stats``) finds it running before its
+        own next step. Streams on `REPLICATION_TAG` go to `serve_stream`,
+        routed by the caller (`start_replication` or the node's lazy start).
+        """
+        self._nursery = nursery
+        self.driver.add_listener(self._on_member_event)
+        self.broker.add_listener(self._on_broker_event)
+        for topic in list(self.broker.topics.values()):
+            self._attach(topic)
+        self._place()
+        nursery.start_soon(self._expire_publishes)
+
+    async def serve_stream(self, stream: MessageStream, peer: Any) -> None:
+        """The handler of `REPLICATION_TAG` streams: an owner sending to this replica."""
+        await self._serve_owner(stream, peer)
 
     async def _expire_publishes(self) -> None:
         """Fail the publishes of every owned topic at their deadline.
@@ -963,26 +974,43 @@ def _save_factors(path: str, factors: dict[str, int]) -> None:
 
 
 async def start_replication(node: Node, nursery: trio.Nursery) -> Replication:
-    """Start a node's replication service and wire it into its publish paths.
+    """Start a node's replication service as the node starts, and route its streams.
 
-    Inert while every topic's factor is 1 (``docs/replication.md``).
+    For a node that has replicated topics or holds copies when it starts; a
+    restarted owner learns the adoptions of its topics before it serves.
+    """
+    assert node.driver is not None
+    replication = attach_replication(node, nursery)
+    node.driver.add_stream_handler(REPLICATION_TAG, replication.serve_stream, long_lived=True)
+    if replication.adoptions is not None:
+        restored = any(replication.factor_of(name) > 1 for name in node.broker.topics)
+        await replication.adoptions.wait_for_view(needed=restored and bool(node.config.seeds))
+    return replication
+
+
+def attach_replication(node: Node, nursery: trio.Nursery) -> Replication:
+    """Build a node's replication service, start it in ``nursery`` and wire it in.
+
+    Synchronous (see `Replication.start`); streams on `REPLICATION_TAG` are
+    the caller's to route to `Replication.serve_stream`. Inert while every
+    topic's factor is 1 (``docs/replication.md``).
     """
     assert node.driver is not None
     config = node.config
     data_path = config.data_path
     store = None
     if data_path is not None:
-        store = ReplicaStore(os.path.join(data_path, "replicas"), durable=config.durable)
+        store = ReplicaStore(os.path.join(data_path, REPLICAS_DIRECTORY), durable=config.durable)
     replication = Replication(
         node.driver.name,
         node.broker,
         node.driver,
         config,
         store=store,
-        factors_path=None if data_path is None else os.path.join(data_path, "replication.json"),
+        factors_path=None if data_path is None else os.path.join(data_path, FACTORS_FILE),
         kick_backlog=node.kick_backlog,
     )
-    await nursery.start(replication.serve)
+    replication.start(nursery)
     routing = node.routing
     if routing is not None:
         routing.factor_of = replication.factor_of
@@ -998,9 +1026,6 @@ async def start_replication(node: Node, nursery: trio.Nursery) -> Replication:
         )
         replication.adoptions = adoptions
         nursery.start_soon(adoptions.run)
-        # A restarted owner learns the adoptions of its topics before it serves.
-        restored = any(replication.factor_of(name) > 1 for name in node.broker.topics)
-        await adoptions.wait_for_view(needed=restored and bool(config.seeds))
     node.tcp.replicator = replication
     node.http_api.replicator = replication
     node.http_api.set_replication_factor = replication.set_factor

@@ -164,7 +164,7 @@ class Transport(Protocol):
         ...
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(slots=True, eq=False, repr=False)
 class TransportCounters:
     """What crossed the gossip port (see `MembershipDriverStatistics`)."""
 

@@ -275,7 +275,7 @@ class MembershipDelegate(Protocol):
         ...
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class MembershipStatistics:
     """A snapshot of the engine's counters (all monotonic except the last group).
 
@@ -375,7 +375,7 @@ class MembershipStatistics:
     left: int
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(slots=True, eq=False, repr=False)
 class _Counters:
     packets_received: int = 0
     packets_sent: int = 0

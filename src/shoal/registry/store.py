@@ -260,7 +260,7 @@ class OwnerDelta:
     entries: list[Entry]
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(slots=True, eq=False, repr=False)
 class _Slot:
     # Never changed once stored (a newer write stores a new slot), so the
     # slots of a shared state may be shared by its private copies too.
@@ -269,7 +269,7 @@ class _Slot:
     written_at: float  # local time the tombstone was stored, for GC
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass(slots=True, eq=False, repr=False)
 class _State:
     generation: int
     entries: dict[str, _Slot] = dataclasses.field(default_factory=dict)
