@@ -358,6 +358,17 @@ class BurstNode:
             frames.append(encode_message_frame(QueueMessage(msg_id, b"body", 0, 1)))
         return b"".join(frames)
 
+    async def serve(self, nursery: trio.Nursery, topic: str) -> FakeNode:
+        """Listen on a loopback port, and return a lookup that lists it as ``topic``'s producer."""
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        nursery.start_soon(trio.serve_listeners, self.handle, listeners)
+        fake = FakeNode()
+        await nursery.start(fake.serve)
+        tcp_port = listeners[0].socket.getsockname()[1]
+        http_port = int(fake.address.rsplit(":", 1)[1])
+        fake.set_topic(topic, [producer_entry("127.0.0.1", tcp_port, http_port)])
+        return fake
+
     async def handle(self, stream: trio.SocketStream) -> None:
         decoder = CommandDecoder(
             max_msg_size=1 << 20, max_body_size=1 << 22, max_req_timeout_ms=3_600_000,
@@ -390,13 +401,7 @@ async def test_consume_fins_a_burst_in_one_write_and_sends_rdy_once(
     nursery: trio.Nursery, form: str
 ) -> None:
     node = BurstNode(burst=7, rounds=5)
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    nursery.start_soon(trio.serve_listeners, node.handle, listeners)
-    fake = FakeNode()
-    await nursery.start(fake.serve)
-    tcp_port = listeners[0].socket.getsockname()[1]
-    http_port = int(fake.address.rsplit(":", 1)[1])
-    fake.set_topic("cons_burst", [producer_entry("127.0.0.1", tcp_port, http_port)])
+    fake = await node.serve(nursery, "cons_burst")
     config = ConsumerConfig(max_in_flight=100)
 
     if form == "handler":
@@ -433,13 +438,7 @@ async def test_consume_fins_a_burst_in_one_write_and_sends_rdy_once(
 
 async def test_iteration_ends_when_the_consumer_stops(nursery: trio.Nursery) -> None:
     node = BurstNode(burst=3, rounds=1)
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    nursery.start_soon(trio.serve_listeners, node.handle, listeners)
-    fake = FakeNode()
-    await nursery.start(fake.serve)
-    tcp_port = listeners[0].socket.getsockname()[1]
-    http_port = int(fake.address.rsplit(":", 1)[1])
-    fake.set_topic("cons_end", [producer_entry("127.0.0.1", tcp_port, http_port)])
+    fake = await node.serve(nursery, "cons_end")
     bodies = []
     async with open_consumer("cons_end", "c", nodes=fake.address) as it:
         with trio.fail_after(20):

@@ -79,14 +79,19 @@ async def read_oks(stream: trio.SocketStream, decoder: FrameDecoder, count: int)
     raise AssertionError(f"{got} of {count} OKs")
 
 
+async def publisher(nursery: trio.Nursery) -> tuple[trio.SocketStream, FrameDecoder]:
+    """A server, and a connection to it that has published once (creating the topic)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", await serve(nursery))
+    decoder = FrameDecoder()
+    await stream.send_all(MAGIC_V2 + PUB)
+    await read_oks(stream, decoder, 1)
+    return stream, decoder
+
+
 async def test_pub_answered_before_the_next_costs_its_connection_one_wakeup() -> None:
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            port = await serve(nursery)
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            decoder = FrameDecoder()
-            await stream.send_all(MAGIC_V2 + PUB)  # creates the topic
-            await read_oks(stream, decoder, 1)
+            stream, decoder = await publisher(nursery)
             counter = StepCounter()
             trio.lowlevel.add_instrument(counter)
             try:
@@ -136,11 +141,7 @@ async def test_commands_waiting_when_read_cost_one_wakeup_per_checkpoint_run(
 ) -> None:
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            port = await serve(nursery)
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
-            decoder = FrameDecoder()
-            await stream.send_all(MAGIC_V2 + PUB)  # creates the topic
-            await read_oks(stream, decoder, 1)
+            stream, decoder = await publisher(nursery)
             chain = Chain(monkeypatch, stream.socket.fileno(), 40)
             counter = StepCounter()
             trio.lowlevel.add_instrument(counter)

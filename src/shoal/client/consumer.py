@@ -529,15 +529,24 @@ class Consumer:
             mine.insert(0, current)
         return mine
 
+    def _gives_up(self, msg: Message) -> bool:
+        """Whether ``msg`` is past ``max_attempts``; if so, say so and count it.
+
+        The caller finishes it, as nsqd's clients do, so it is not redelivered.
+        """
+        attempts = self.config.max_attempts
+        if not attempts or msg.attempts <= attempts:
+            return False
+        log.warning(
+            "giving up on message %s of %s after %d attempts",
+            msg.id.decode(), self.topic, msg.attempts,
+        )  # fmt: skip
+        self._counts["given_up"] += 1
+        return True
+
     async def _handle(self, msg: Message) -> None:
         try:
-            attempts = self.config.max_attempts
-            if attempts and msg.attempts > attempts:
-                log.warning(
-                    "giving up on message %s of %s after %d attempts",
-                    msg.id.decode(), self.topic, msg.attempts,
-                )  # fmt: skip
-                self._counts["given_up"] += 1
+            if self._gives_up(msg):
                 await _answer(msg.fin())
                 return
             try:
@@ -596,17 +605,11 @@ class Consumer:
                 current.fin_nowait()
             except ConnectionClosed as exc:
                 log.debug("could not answer a message: %s", exc)
-        attempts = self.config.max_attempts
         while True:
             if self._ready:
                 await trio.lowlevel.checkpoint_if_cancelled()
                 msg = self._ready.popleft()
-                if attempts and msg.attempts > attempts:
-                    log.warning(
-                        "giving up on message %s of %s after %d attempts",
-                        msg.id.decode(), self.topic, msg.attempts,
-                    )  # fmt: skip
-                    self._counts["given_up"] += 1
+                if self._gives_up(msg):
                     with contextlib.suppress(ConnectionClosed):
                         msg.fin_nowait()
                     continue
