@@ -24,9 +24,9 @@ from shoal.replication.records import (
     Publish,
     Pump,
     Record,
+    Snapshot,
     TopicDropped,
 )
-from shoal.replication.replica import Snapshot
 
 names = st.from_regex(r"[a-z0-9_.-]{1,20}", fullmatch=True)
 msg_ids = st.binary(min_size=16, max_size=16)

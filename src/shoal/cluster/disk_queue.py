@@ -69,13 +69,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import errno
 import itertools
 import os
 import re
 from typing import TYPE_CHECKING
 
+import msgspec
 import trio
 
 from shoal.errors import LocalProtocolError
@@ -143,18 +143,16 @@ def _journal_generations(name: str, file_names: Iterable[str]) -> dict[int, str]
     return out
 
 
-@dataclasses.dataclass(slots=True, eq=False, repr=False)
-class _Segment:
+class _Segment(msgspec.Struct, eq=False):
     """A segment before the write segment: its final size, unread records and holes."""
 
     number: int
     size: int
     unread: int
-    holes: collections.deque[Hole] = dataclasses.field(default_factory=collections.deque)
+    holes: collections.deque[Hole] = msgspec.field(default_factory=collections.deque)
 
 
-@dataclasses.dataclass(slots=True, eq=False, repr=False)
-class SyncJob:
+class SyncJob(msgspec.Struct, eq=False):
     """What one sync of one queue must do off the event loop (see `DiskQueue.prepare_sync`).
 
     `run` touches only what the job owns: duplicated descriptors, and files
@@ -166,7 +164,7 @@ class SyncJob:
     directory: str
     meta_path: str | None = None
     meta: bytes = b""
-    retire: list[str] = dataclasses.field(default_factory=list)
+    retire: list[str] = msgspec.field(default_factory=list)
     fsync_dir: bool = False
 
     def run(self) -> None:

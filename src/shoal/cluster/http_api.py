@@ -38,6 +38,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 import trio.lowlevel
 
@@ -104,8 +105,7 @@ def new_router() -> Router:
     return Router(headers=NSQ_HEADERS)
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True, eq=False)
-class NodeInfo:
+class NodeInfo(msgspec.Struct, frozen=True, kw_only=True, eq=False):
     """What ``/info`` reports about the node, known once its listeners are bound.
 
     Attributes:

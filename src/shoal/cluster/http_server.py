@@ -56,15 +56,17 @@ import json
 import logging
 import time
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import h11
+import msgspec
 import trio
 
 from shoal.errors import ConfigError, LocalProtocolError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable, Sequence
+    from collections.abc import Iterable, Sequence
 
 __all__ = [
     "JSON_CONTENT_TYPE",
@@ -135,8 +137,7 @@ class HTTPConfig:
             raise ConfigError("max-connections must be at least 1")
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Request:
+class Request(msgspec.Struct, frozen=True, kw_only=True):
     """One complete HTTP request.
 
     Attributes:
@@ -157,7 +158,7 @@ class Request:
     query: dict[str, list[str]]
     headers: list[tuple[str, str]]
     body: bytes = b""
-    params: dict[str, str] = dataclasses.field(default_factory=dict)
+    params: dict[str, str] = msgspec.field(default_factory=dict)
     remote: str = ""
 
     def arg(self, name: str) -> str | None:
@@ -174,8 +175,7 @@ class Request:
         return None
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Response:
+class Response(msgspec.Struct, frozen=True, kw_only=True):
     """What a handler answers.
 
     ``Content-Length`` is always set by the server, so bodies are never
@@ -209,11 +209,10 @@ class Response:
 
 
 #: A request handler: plain functions for quick answers, coroutines to wait.
-Handler: TypeAlias = "Callable[[Request], Response | Awaitable[Response]]"
+Handler: TypeAlias = Callable[[Request], Response | Awaitable[Response]]
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Route:
+class Route(msgspec.Struct, frozen=True, kw_only=True):
     """One (method, path) entry of a `Router`.
 
     Attributes:
@@ -236,8 +235,7 @@ class Route:
     log: bool = True
 
 
-@dataclasses.dataclass(slots=True, eq=False, repr=False)
-class _Match:
+class _Match(msgspec.Struct, eq=False):
     route: Route | None
     params: dict[str, str]
     reply: Response | None  # 404, 405 or OPTIONS answered by the router itself

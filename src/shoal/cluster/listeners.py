@@ -8,13 +8,13 @@ form, which harnesses parse, and written to the ready file.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import tempfile
 from typing import TYPE_CHECKING
 
+import msgspec
 import trio
 
 from shoal.cluster.lookup_api import format_address
@@ -48,8 +48,7 @@ def port_of(address: str | None) -> int:
     return parse_address(address)[1] if address else 0
 
 
-@dataclasses.dataclass(slots=True, eq=False, repr=False)
-class NodeListeners:
+class NodeListeners(msgspec.Struct, eq=False):
     """The node's bound listeners, by service (empty when not served)."""
 
     tcp: list[trio.SocketListener]

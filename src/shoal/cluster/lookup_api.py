@@ -28,12 +28,12 @@ acknowledged). A topic of factor 1 is answered exactly as nsqlookupd does.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import math
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 
 from shoal import __version__
@@ -325,9 +325,9 @@ class LookupAPI:
 
 
 def _plain(value: Any) -> Any:
-    """A statistics snapshot as JSON-ready data (dataclasses, mappings, enums)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    """A statistics snapshot as JSON-ready data (structs, mappings, enums)."""
+    if isinstance(value, msgspec.Struct):
+        return {name: _plain(getattr(value, name)) for name in value.__struct_fields__}
     if isinstance(value, dict) or hasattr(value, "items"):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

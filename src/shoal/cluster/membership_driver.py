@@ -55,13 +55,13 @@ datagram and stream message is sealed; a datagram grows by
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Final, TypeAlias
 
+import msgspec
 import trio
 
 from shoal.cluster.gossip_guard import (
@@ -77,14 +77,14 @@ from shoal.config import parse_address
 from shoal.errors import ConfigError, LocalProtocolError, RemoteProtocolError
 from shoal.membership import Address, Event, Membership
 from shoal.membership.codec import PROTOCOL_VERSION
+from shoal.membership.engine import MembershipStatistics
 from shoal.membership.keyring import SEAL_OVERHEAD
 from shoal.membership.state import MemberState
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+    from collections.abc import AsyncIterator, Iterable, Sequence
 
     from shoal.membership import Member, MembershipConfig, MembershipDelegate
-    from shoal.membership.engine import MembershipStatistics
     from shoal.membership.keyring import Keyring
 
 __all__ = [
@@ -111,8 +111,7 @@ StreamHandler: TypeAlias = Callable[[MessageStream, Address], Awaitable[None]]
 NoticeListener: TypeAlias = Callable[[str, Address, str], None]
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True, eq=False)
-class MembershipDriverStatistics:
+class MembershipDriverStatistics(msgspec.Struct, frozen=True, kw_only=True, eq=False):
     """A snapshot of the driver's socket-level counters and the engine's.
 
     Attributes:
@@ -324,7 +323,7 @@ class MembershipDriver:
         return MembershipDriverStatistics(
             engine=self.engine.statistics(),
             watch=self._neighbour_watch.statistics(),
-            **dataclasses.asdict(self._counters),
+            **msgspec.structs.asdict(self._counters),
             dropped=dict(self._drops),
         )
 

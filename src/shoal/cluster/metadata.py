@@ -32,7 +32,6 @@ Rules:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import json
 import logging
@@ -41,6 +40,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 
 from shoal.cluster.disk_queue import DiskBackendFactory, disk_backend_factory
@@ -91,16 +91,14 @@ LOCK_FILE_NAME = "shoal.lock"
 MAX_METADATA_SIZE = 64 * 1024 * 1024
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelMeta:
+class ChannelMeta(msgspec.Struct, frozen=True, kw_only=True):
     """A durable channel and whether it is paused."""
 
     name: str
     paused: bool = False
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class TopicMeta:
+class TopicMeta(msgspec.Struct, frozen=True, kw_only=True):
     """A durable topic, whether it is paused, and its durable channels."""
 
     name: str
@@ -108,8 +106,7 @@ class TopicMeta:
     channels: tuple[ChannelMeta, ...] = ()
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class NodeMetadata:
+class NodeMetadata(msgspec.Struct, frozen=True, kw_only=True):
     """The content of ``shoal.dat``.
 
     Attributes:
@@ -315,7 +312,7 @@ def restore_metadata(data_path: str | os.PathLike[str]) -> tuple[NodeMetadata | 
         have = {channel.name for channel in known.channels}
         extra = sorted(channel_names - have)
         rebuilt += [f"{topic_name}:{channel}" for channel in extra]
-        topics[topic_name] = dataclasses.replace(
+        topics[topic_name] = msgspec.structs.replace(
             known, channels=known.channels + tuple(ChannelMeta(name=c) for c in extra)
         )
     version = meta.version if meta is not None else ""

@@ -43,9 +43,9 @@ import enum
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, TypeAlias
 
+import msgspec
 import trio
 
 from shoal.cluster.refusals import is_refused
@@ -76,8 +76,7 @@ class _Outcome(enum.Enum):
     RETRY = "retry"  # no watch was set up; dial again later
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class WatchStatistics:
+class WatchStatistics(msgspec.Struct, frozen=True, eq=False):
     """A snapshot of the watch counters (monotonic, except the two gauges).
 
     Attributes:
@@ -101,8 +100,7 @@ class WatchStatistics:
     watchers: int
 
 
-@dataclass(slots=True, eq=False, repr=False)
-class _Counters:
+class _Counters(msgspec.Struct, eq=False):
     established: int = 0
     closures: int = 0
     goodbyes: int = 0

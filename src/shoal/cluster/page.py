@@ -15,10 +15,10 @@ row. A dead member is not asked.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import TYPE_CHECKING, Any, Final
 
+import msgspec
 import trio
 
 from shoal.cluster.http_server import Response
@@ -37,8 +37,7 @@ MAX_PARALLEL: Final = 16
 HTML_CONTENT_TYPE: Final = "text/html; charset=utf-8"
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class PageMember:
+class PageMember(msgspec.Struct, frozen=True, kw_only=True):
     """A member as the fan-out needs it.
 
     Attributes:

@@ -50,7 +50,6 @@ Theory of operation:
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import logging
 import math
@@ -58,6 +57,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgspec
 import trio
 
 from shoal.cluster.adoptions import Adoptions, id_ranges
@@ -126,8 +126,7 @@ class Replicator(Protocol):
         ...  # pragma: no cover
 
 
-@dataclasses.dataclass(slots=True)
-class _Pending:
+class _Pending(msgspec.Struct):
     """A publish waiting for its record to commit."""
 
     ids: tuple[bytes, ...]
@@ -135,12 +134,11 @@ class _Pending:
     timestamp: int
     defer: float
     channels: tuple[str, ...] | None
-    done: trio.Event = dataclasses.field(default_factory=trio.Event)
+    done: trio.Event = msgspec.field(default_factory=trio.Event)
     ok: bool = False
 
 
-@dataclasses.dataclass(slots=True)
-class StreamCounters:
+class StreamCounters(msgspec.Struct):
     """Frames on this node's replication streams, for ``/stats`` (``replication.frames``).
 
     A publish's round trip is one batch out and one acknowledgement back
@@ -919,7 +917,7 @@ class Replication:
             ],
             "adopted_messages": self.adopted_messages,
             "failed_publishes": self.failed_publishes,
-            "frames": dataclasses.asdict(self.counters),
+            "frames": msgspec.structs.asdict(self.counters),
             **({"adoptions": self.adoptions.statistics()} if self.adoptions is not None else {}),
         }
 

@@ -64,10 +64,10 @@ side; both get a `MessageStream`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import struct
 from typing import TYPE_CHECKING, Final, Protocol
 
+import msgspec
 import trio
 
 from shoal.errors import LocalProtocolError, RemoteProtocolError
@@ -164,8 +164,7 @@ class Transport(Protocol):
         ...
 
 
-@dataclasses.dataclass(slots=True, eq=False, repr=False)
-class TransportCounters:
+class TransportCounters(msgspec.Struct, eq=False):
     """What crossed the gossip port (see `MembershipDriverStatistics`)."""
 
     packets_received: int = 0

@@ -52,6 +52,7 @@ import types
 from typing import TYPE_CHECKING, Any, Final
 
 import cbor2
+import msgspec
 
 from shoal.errors import RemoteProtocolError
 from shoal.membership.messages import (
@@ -364,8 +365,7 @@ _ITEMS_PER_RECORD: Final = 16
 _MAX_FIELDS: Final = 6
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Shape:
+class _Shape(msgspec.Struct, frozen=True):
     """What `_prescan` allows: containers per nesting level, items in all."""
 
     #: Largest container (in items, a map's keys and values both counted) at

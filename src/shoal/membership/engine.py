@@ -97,11 +97,12 @@ false deaths, slow convergence or wasted work, and each named where it lives:
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Protocol
+
+import msgspec
 
 from shoal.errors import LocalProtocolError, RemoteProtocolError
 from shoal.membership.awareness import Awareness
@@ -275,8 +276,7 @@ class MembershipDelegate(Protocol):
         ...
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True, eq=False)
-class MembershipStatistics:
+class MembershipStatistics(msgspec.Struct, frozen=True, kw_only=True, eq=False):
     """A snapshot of the engine's counters (all monotonic except the last group).
 
     Attributes:
@@ -375,8 +375,7 @@ class MembershipStatistics:
     left: int
 
 
-@dataclasses.dataclass(slots=True, eq=False, repr=False)
-class _Counters:
+class _Counters(msgspec.Struct, eq=False):
     packets_received: int = 0
     packets_sent: int = 0
     bytes_received: int = 0
@@ -442,71 +441,6 @@ class _Suspected:
         self.verifying = False
 
 
-#: The fields `_member` sets, in its argument order: every field of `Member`.
-_MEMBER_FIELDS = ("name", "address", "state", "incarnation", "meta", "state_changed_at")
-
-
-def _member_builder() -> Callable[
-    [str, Address, MemberState, int, Mapping[str, str], float], Member
-]:
-    """Return a function building a `Member` from its fields, in `_MEMBER_FIELDS` order.
-
-    Every event and every `Membership.member` answer carries a fresh
-    snapshot, and a node that learns a table of n members raises n events:
-    the frozen dataclass's ``__init__`` (a call of ``object.__setattr__`` per
-    field) took a third of a preformed simulator start. Setting the slots
-    through their descriptors builds the same object in 40% of the time.
-    `Member` is a slotted dataclass: were it to lose its slots, looking up
-    the descriptors would fail at import, not fall back to something slower.
-    """
-    slots = vars(Member)
-    set_name, set_address, set_state, set_incarnation, set_meta, set_changed = (
-        slots[field].__set__ for field in _MEMBER_FIELDS
-    )
-    new = object.__new__
-
-    def build(
-        name: str,
-        address: Address,
-        state: MemberState,
-        incarnation: int,
-        meta: Mapping[str, str],
-        changed: float,
-    ) -> Member:
-        member = new(Member)
-        set_name(member, name)
-        set_address(member, address)
-        set_state(member, state)
-        set_incarnation(member, incarnation)
-        set_meta(member, meta)
-        set_changed(member, changed)
-        return member
-
-    return build
-
-
-_member = _member_builder()
-
-
-def _joined_builder() -> Callable[[Member], MemberJoined]:
-    """Return a function building a `MemberJoined`, as `_member_builder` does a `Member`.
-
-    A node that learns a table of n members raises n of them.
-    """
-    set_member = vars(MemberJoined)["member"].__set__
-    new = object.__new__
-
-    def build(member: Member) -> MemberJoined:
-        event = new(MemberJoined)
-        set_member(event, member)
-        return event
-
-    return build
-
-
-_joined = _joined_builder()
-
-
 class _Node:
     """The mutable record of one member (the public face is `Member`).
 
@@ -542,8 +476,14 @@ class _Node:
         self.suspected: _Suspected | None = None
 
     def snapshot(self) -> Member:
-        return _member(
-            self.name, self.address, self.state, self.incarnation, self.meta, self.state_changed_at
+        # A `msgspec.Struct`: built in C, so a snapshot per event costs little.
+        return Member(
+            name=self.name,
+            address=self.address,
+            state=self.state,
+            incarnation=self.incarnation,
+            meta=self.meta,
+            state_changed_at=self.state_changed_at,
         )
 
 
@@ -1110,7 +1050,7 @@ class Membership:
         """Return a snapshot of the counters."""
         counts = self._counts
         return MembershipStatistics(
-            **dataclasses.asdict(self._stats),
+            **msgspec.structs.asdict(self._stats),
             dropped=dict(self._drops),
             health_score=self._awareness.score,
             incarnation=self._self.incarnation,
@@ -1919,7 +1859,15 @@ class Membership:
     ) -> None:
         """Add a member new to us, alive, and raise its `MemberJoined`."""
         self._add_node(_Node(name, address, meta, incarnation, _ALIVE, now))
-        self._events.append(_joined(_member(name, address, _ALIVE, incarnation, meta, now)))
+        member = Member(
+            name=name,
+            address=address,
+            state=_ALIVE,
+            incarnation=incarnation,
+            meta=meta,
+            state_changed_at=now,
+        )
+        self._events.append(MemberJoined(member=member))
 
     def _add_node(self, node: _Node) -> None:
         self._nodes[node.name] = node

@@ -1,6 +1,6 @@
 """What the engine tells its driver about other members.
 
-Events are frozen, slotted, keyword-only dataclasses; never subclass them, and
+Events are frozen, keyword-only `msgspec.Struct` types; never subclass them, and
 dispatch on ``type(event)`` (or ``match``). Each carries a `Member` snapshot
 taken when the event happened. The engine queues them in order; the driver
 drains them with ``Membership.events()``.
@@ -27,12 +27,10 @@ its ``member`` carries the new metadata.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING
+import msgspec
 
-if TYPE_CHECKING:
-    from shoal.membership.messages import Address
-    from shoal.membership.state import Member
+from shoal.membership.messages import Address
+from shoal.membership.state import Member
 
 __all__ = [
     "Event",
@@ -47,22 +45,19 @@ __all__ = [
 ]
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class MemberJoined:
+class MemberJoined(msgspec.Struct, frozen=True, kw_only=True):
     """A member became alive: first seen, or back after being dead or having left."""
 
     member: Member
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class MemberUpdated:
+class MemberUpdated(msgspec.Struct, frozen=True, kw_only=True):
     """An alive member announced a new address or new metadata."""
 
     member: Member
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class MemberSuspected:
+class MemberSuspected(msgspec.Struct, frozen=True, kw_only=True):
     """A member is suspected of having failed; it may still refute.
 
     Attributes:
@@ -75,15 +70,13 @@ class MemberSuspected:
     accuser: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class MemberRecovered:
+class MemberRecovered(msgspec.Struct, frozen=True, kw_only=True):
     """A suspect member refuted the suspicion and is alive again."""
 
     member: Member
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class MemberFailed:
+class MemberFailed(msgspec.Struct, frozen=True, kw_only=True):
     """A member was declared dead.
 
     Attributes:
@@ -96,22 +89,19 @@ class MemberFailed:
     declared_by: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class MemberLeft:
+class MemberLeft(msgspec.Struct, frozen=True, kw_only=True):
     """A member left the cluster gracefully."""
 
     member: Member
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class MemberReaped:
+class MemberReaped(msgspec.Struct, frozen=True, kw_only=True):
     """A dead or left member was forgotten after ``dead_retention``."""
 
     member: Member
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class NameConflict:
+class NameConflict(msgspec.Struct, frozen=True, kw_only=True):
     """A node at another address claimed the name of a member we still hold.
 
     The claim was ignored (docs/membership.md §1.3). For our own name the

@@ -1,4 +1,4 @@
-"""The gossip protocol's messages, as frozen dataclasses, and their wire type numbers.
+"""The gossip protocol's messages, as frozen `msgspec.Struct` types, and their wire numbers.
 
 Rules:
 
@@ -23,13 +23,13 @@ Which transport carries what:
 
 from __future__ import annotations
 
-import dataclasses
 import enum
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
-if TYPE_CHECKING:
-    from collections.abc import Mapping
+import msgspec
 
+if TYPE_CHECKING:
     from shoal.membership.state import MemberState
 
 __all__ = [
@@ -68,8 +68,7 @@ class MessageType(enum.IntEnum):
     REFUSED = 9
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Ping:
+class Ping(msgspec.Struct, frozen=True, kw_only=True):
     """A probe; the receiver answers with ``Ack(seq)`` if it is ``target``.
 
     Attributes:
@@ -84,8 +83,7 @@ class Ping:
     source: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class PingReq:
+class PingReq(msgspec.Struct, frozen=True, kw_only=True):
     """Ask the receiver to probe ``target`` on the sender's behalf (SWIM ping-req).
 
     Attributes:
@@ -105,22 +103,19 @@ class PingReq:
     source: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Ack:
+class Ack(msgspec.Struct, frozen=True, kw_only=True):
     """Answer to a ``Ping``, or relayed answer to a ``PingReq``."""
 
     seq: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Nack:
+class Nack(msgspec.Struct, frozen=True, kw_only=True):
     """An indirect helper's report that the target did not answer in time."""
 
     seq: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Alive:
+class Alive(msgspec.Struct, frozen=True, kw_only=True):
     """Member ``name`` is alive at ``address`` with this incarnation and metadata."""
 
     incarnation: int
@@ -129,8 +124,7 @@ class Alive:
     meta: Mapping[str, str]
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Suspect:
+class Suspect(msgspec.Struct, frozen=True, kw_only=True):
     """``source`` suspects member ``name`` at this incarnation."""
 
     incarnation: int
@@ -138,8 +132,7 @@ class Suspect:
     source: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Refused:
+class Refused(msgspec.Struct, frozen=True, kw_only=True):
     """``source``'s probe of member ``name`` was refused by the member's host.
 
     A suspicion with evidence: a host that answers a probe with an ICMP port
@@ -155,8 +148,7 @@ class Refused:
     source: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Dead:
+class Dead(msgspec.Struct, frozen=True, kw_only=True):
     """``source`` declares member ``name`` dead; ``source == name`` means it left."""
 
     incarnation: int
@@ -167,7 +159,7 @@ class Dead:
 class PushPullEntry(NamedTuple):
     """One member record of a push-pull table.
 
-    A named tuple rather than a dataclass like the messages: a table carries a
+    A named tuple rather than a struct like the messages: a table carries a
     record per member, thousands in a large cluster, on every push-pull.
 
     Attributes:
@@ -185,8 +177,7 @@ class PushPullEntry(NamedTuple):
     meta: Mapping[str, str]
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class PushPull:
+class PushPull(msgspec.Struct, frozen=True, kw_only=True):
     """A full-state exchange: the sender's member table and application state.
 
     Attributes:
@@ -205,8 +196,7 @@ class PushPull:
     app_state: bytes
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class UserMsg:
+class UserMsg(msgspec.Struct, frozen=True, kw_only=True):
     """An application broadcast; a newer one with the same ``key`` supersedes it."""
 
     key: str

@@ -36,14 +36,12 @@ answer, so every transition rule has one home and one table-driven test.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
-if TYPE_CHECKING:
-    from collections.abc import Mapping
+import msgspec
 
-    from shoal.membership.messages import Address
+from shoal.membership.messages import Address
 
 __all__ = [
     "MAX_INCARNATION",
@@ -68,8 +66,7 @@ class MemberState(enum.StrEnum):
     LEFT = "left"
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Member:
+class Member(msgspec.Struct, frozen=True, kw_only=True):
     """A snapshot of one member as this node sees it.
 
     Attributes:
@@ -85,8 +82,12 @@ class Member:
     address: Address
     state: MemberState
     incarnation: int
-    meta: Mapping[str, str] = dataclasses.field(hash=False)
+    meta: Mapping[str, str]
     state_changed_at: float
+
+    def __hash__(self) -> int:
+        # ``meta`` is an unhashable mapping: hash the rest (equal members hash equal).
+        return hash((self.name, self.address, self.state, self.incarnation, self.state_changed_at))
 
 
 def alive_applies(known_incarnation: int, incoming_incarnation: int) -> bool:

@@ -34,9 +34,10 @@ Theory of operation:
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from shoal.queue.backend import memory_backend_factory
 from shoal.queue.channel import EPHEMERAL_SUFFIX, Channel
@@ -60,46 +61,40 @@ __all__ = [
 ]
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class TopicCreated:
+class TopicCreated(msgspec.Struct, frozen=True, kw_only=True):
     """A topic now exists on this node."""
 
     topic: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class TopicDeleted:
+class TopicDeleted(msgspec.Struct, frozen=True, kw_only=True):
     """A topic and all its channels are gone from this node."""
 
     topic: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelCreated:
+class ChannelCreated(msgspec.Struct, frozen=True, kw_only=True):
     """A channel now exists on this node."""
 
     topic: str
     channel: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelDeleted:
+class ChannelDeleted(msgspec.Struct, frozen=True, kw_only=True):
     """A channel is gone from this node (also sent for each channel of a deleted topic)."""
 
     topic: str
     channel: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class TopicPaused:
+class TopicPaused(msgspec.Struct, frozen=True, kw_only=True):
     """A topic's pause state was set (sent on every pause or unpause request)."""
 
     topic: str
     paused: bool
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelPaused:
+class ChannelPaused(msgspec.Struct, frozen=True, kw_only=True):
     """A channel's pause state was set (sent on every pause or unpause request)."""
 
     topic: str

@@ -1,6 +1,6 @@
 """Client-to-server commands of the NSQ TCP protocol V2 (docs/nsq.md §1.1, §1.3).
 
-One frozen dataclass per wire verb, `encode_command` to write them, and
+One frozen `msgspec.Struct` per wire verb, `encode_command` to write them, and
 `CommandDecoder`, a sans-IO parser in the style of h11: the connection feeds
 it bytes with `CommandDecoder.receive_data` and pulls commands with
 `CommandDecoder.next_command` until it returns ``None`` (need more data).
@@ -53,10 +53,11 @@ sign), and an empty parameter reads as 0.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import struct
 from typing import TYPE_CHECKING, TypeAlias
+
+import msgspec
 
 from shoal.errors import LocalProtocolError
 from shoal.queue.errors import (
@@ -100,8 +101,7 @@ __all__ = [
 MAX_LINE_SIZE = 4096
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Identify:
+class Identify(msgspec.Struct, frozen=True):
     """``IDENTIFY``: client metadata and feature negotiation.
 
     Attributes:
@@ -111,31 +111,27 @@ class Identify:
     body: bytes
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Auth:
+class Auth(msgspec.Struct, frozen=True):
     """``AUTH``: the secret to check with the auth server."""
 
     secret: bytes
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Sub:
+class Sub(msgspec.Struct, frozen=True):
     """``SUB``: subscribe this connection to a channel of a topic."""
 
     topic: str
     channel: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Pub:
+class Pub(msgspec.Struct, frozen=True):
     """``PUB``: publish one message."""
 
     topic: str
     body: bytes
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Mpub:
+class Mpub(msgspec.Struct, frozen=True):
     """``MPUB``: publish a batch atomically.
 
     Attributes:
@@ -148,8 +144,7 @@ class Mpub:
     bodies: list[bytes]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Dpub:
+class Dpub(msgspec.Struct, frozen=True):
     """``DPUB``: publish one message held back for ``defer_ms`` milliseconds."""
 
     topic: str
@@ -157,22 +152,19 @@ class Dpub:
     body: bytes
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Rdy:
+class Rdy(msgspec.Struct, frozen=True):
     """``RDY``: the most messages this connection will hold in flight."""
 
     count: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Fin:
+class Fin(msgspec.Struct, frozen=True):
     """``FIN``: the message with this 16-byte ID was handled."""
 
     id: bytes
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Req:
+class Req(msgspec.Struct, frozen=True):
     """``REQ``: put the message back, deliverable again after ``timeout_ms``.
 
     Attributes:
@@ -185,20 +177,17 @@ class Req:
     timeout_ms: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Touch:
+class Touch(msgspec.Struct, frozen=True):
     """``TOUCH``: extend the deadline of the message with this 16-byte ID."""
 
     id: bytes
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Cls:
+class Cls(msgspec.Struct, frozen=True):
     """``CLS``: stop delivering; the server answers ``CLOSE_WAIT``."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Nop:
+class Nop(msgspec.Struct, frozen=True):
     """``NOP``: does nothing; clients send it to answer heartbeats."""
 
 

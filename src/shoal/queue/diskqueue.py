@@ -40,6 +40,8 @@ import struct
 import zlib
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from shoal.errors import ConfigError, LocalProtocolError
 from shoal.fields import setting
 from shoal.queue.message import HEADER_SIZE
@@ -150,8 +152,7 @@ def max_record_size(max_msg_size: int) -> int:
 # --- records -------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Record:
+class Record(msgspec.Struct, frozen=True):
     """One intact record.
 
     Attributes:
@@ -163,8 +164,7 @@ class Record:
     end: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Corrupt:
+class Corrupt(msgspec.Struct, frozen=True):
     """Bytes that are not a valid record.
 
     Attributes:
@@ -275,8 +275,7 @@ def decode_records(
     return payloads, offset
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Hole:
+class Hole(msgspec.Struct, frozen=True):
     """Bytes of a segment that hold no intact record, between two that do (or the end).
 
     Attributes:
@@ -457,8 +456,7 @@ def parse_segment_number(name: str, file_name: str) -> int | None:
 # --- the position file ---------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class QueueMeta:
+class QueueMeta(msgspec.Struct, frozen=True, kw_only=True):
     """What the position file records at a sync.
 
     Attributes:
@@ -576,8 +574,7 @@ def decode_deferred(payload: bytes) -> tuple[float, bytes] | None:
 # --- recovery ------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class RecoveryPlan:
+class RecoveryPlan(msgspec.Struct, frozen=True, kw_only=True):
     """Where a queue resumes after a start, before its segments are scanned.
 
     Attributes:

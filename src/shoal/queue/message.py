@@ -16,9 +16,10 @@ only if node IDs are.
 
 from __future__ import annotations
 
-import dataclasses
 import struct
 from typing import TYPE_CHECKING, TypeAlias
+
+import msgspec
 
 from shoal.errors import LocalProtocolError, RemoteProtocolError
 
@@ -51,8 +52,7 @@ _SEQ_MASK = (1 << _SEQ_BITS) - 1
 _SEQ_HEX = [b"%03x" % seq for seq in range(_SEQ_MASK + 1)]
 
 
-@dataclasses.dataclass(slots=True, eq=False)
-class Message:
+class Message(msgspec.Struct, eq=False):
     """One message as topics and channels hold it.
 
     Attributes:

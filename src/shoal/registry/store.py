@@ -58,11 +58,11 @@ are hidden, while their non-ephemeral keys remain, as nsqlookupd's do.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 import cbor2
+import msgspec
 
 from shoal.errors import RemoteProtocolError
 from shoal.queue.names import is_ephemeral
@@ -106,8 +106,7 @@ MAX_ADOPTION_RANGES = 16
 _ID_LENGTH = 16
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class NodeInfo:
+class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
     """How clients reach a node's broker (the producer fields of docs/nsq.md §3.1)."""
 
     broadcast_address: str
@@ -158,8 +157,7 @@ def _is_port(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Producer:
+class Producer(msgspec.Struct, frozen=True):
     """One node holding a topic, as /lookup and /nodes describe it."""
 
     node: str
@@ -171,8 +169,7 @@ class Producer:
         return f"{self.info.broadcast_address}:{self.info.http_port}"
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Adoption:
+class Adoption(msgspec.Struct, frozen=True, kw_only=True):
     """One adoption of a dead owner's topic, as the adopter announced it.
 
     The adopter took every message it held of the owner's topic: a prefix
@@ -231,8 +228,7 @@ def _ranges(value: Any) -> list[list[Any]]:
     ]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(msgspec.Struct, frozen=True):
     """One key of one owner's state at one version."""
 
     key: str
@@ -240,8 +236,7 @@ class Entry:
     version: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class OwnerDelta:
+class OwnerDelta(msgspec.Struct, frozen=True):
     """What one owner's state has that a peer lacks.
 
     Attributes:
@@ -260,8 +255,7 @@ class OwnerDelta:
     entries: list[Entry]
 
 
-@dataclasses.dataclass(slots=True, eq=False, repr=False)
-class _Slot:
+class _Slot(msgspec.Struct, eq=False):
     # Never changed once stored (a newer write stores a new slot), so the
     # slots of a shared state may be shared by its private copies too.
     value: Any
@@ -269,10 +263,9 @@ class _Slot:
     written_at: float  # local time the tombstone was stored, for GC
 
 
-@dataclasses.dataclass(slots=True, eq=False, repr=False)
-class _State:
+class _State(msgspec.Struct, eq=False):
     generation: int
-    entries: dict[str, _Slot] = dataclasses.field(default_factory=dict)
+    entries: dict[str, _Slot] = msgspec.field(default_factory=dict)
     watermark: int = 0
     # Versions seen above the watermark (gaps below them still missing);
     # None when there are none, as nearly always: an empty set costs 216
@@ -303,8 +296,7 @@ class _State:
         )
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class StateImage:
+class StateImage(msgspec.Struct, frozen=True):
     """One owner's whole state, frozen, to be installed into many registries at once.
 
     A simulator holds a registry per node, and each of them a state of every

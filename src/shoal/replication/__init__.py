@@ -13,7 +13,8 @@ is the contract they implement.
 from shoal.replication.owner import OwnerTopic
 from shoal.replication.placement import adopter, rank, replicas, weight
 from shoal.replication.quorum import Quorum, QuorumStatistics
-from shoal.replication.replica import OwedMessage, ReplicaTopic, Snapshot, receive
+from shoal.replication.records import Snapshot
+from shoal.replication.replica import OwedMessage, ReplicaTopic, receive
 
 __all__ = [
     "OwedMessage",

@@ -52,12 +52,13 @@ written with it replay.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import functools
 import math
 import struct
 from typing import TYPE_CHECKING, Final
+
+import msgspec
 
 from shoal.errors import LocalProtocolError, RemoteProtocolError
 from shoal.queue.message import ID_SIZE
@@ -71,9 +72,9 @@ from shoal.replication.records import (
     Finish,
     Publish,
     Pump,
+    Snapshot,
     TopicDropped,
 )
-from shoal.replication.replica import Snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -115,23 +116,20 @@ class _RecordType(enum.IntEnum):
     PACKED = 8
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Ack:
+class Ack(msgspec.Struct, frozen=True, kw_only=True):
     """The replica holds every record of ``topic`` up to ``seq``."""
 
     topic: str
     seq: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Resync:
+class Resync(msgspec.Struct, frozen=True, kw_only=True):
     """The replica cannot apply what it got for ``topic``: send a snapshot."""
 
     topic: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Factor:
+class Factor(msgspec.Struct, frozen=True, kw_only=True):
     """The owner keeps ``factor`` copies of ``topic``, its own included.
 
     Sent before a topic's first batch on every connection, so a replica
@@ -143,8 +141,7 @@ class Factor:
     factor: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Release:
+class Release(msgspec.Struct, frozen=True, kw_only=True):
     """The owner's current replicas hold everything this former replica held of ``topic``.
 
     Sent to a member that left the topic's replica set, once the set has

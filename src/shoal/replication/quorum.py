@@ -36,9 +36,10 @@ Theory of operation:
 from __future__ import annotations
 
 import collections
-import dataclasses
 import types
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from shoal.errors import LocalProtocolError
 
@@ -48,8 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["Quorum", "QuorumStatistics"]
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class QuorumStatistics:
+class QuorumStatistics(msgspec.Struct, frozen=True, kw_only=True):
     """A snapshot of a stream's replication state.
 
     Attributes:

@@ -7,19 +7,16 @@ never re-runs the owner's topic logic (paused topics, channels created
 between a publish and a pump, ephemeral channels left out), and the owner
 stays the single source of truth for where a message is owed.
 
-The records are frozen, slotted, keyword-only dataclasses, never
-subclassed; their wire encoding lives with the replication stream.
+The records are frozen, keyword-only `msgspec.Struct` types, never
+subclassed; their wire encoding lives with the replication stream. A
+`Snapshot` stands for every record up to a point.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
 
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    from shoal.replication.replica import Snapshot
+import msgspec
 
 __all__ = [
     "Abort",
@@ -30,12 +27,12 @@ __all__ = [
     "Publish",
     "Pump",
     "Record",
+    "Snapshot",
     "TopicDropped",
 ]
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Publish:
+class Publish(msgspec.Struct, frozen=True, kw_only=True):
     """Messages were published (PUB, MPUB, DPUB, HTTP /pub and /mpub).
 
     Attributes:
@@ -58,39 +55,34 @@ class Publish:
     channels: tuple[str, ...] | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Pump:
+class Pump(msgspec.Struct, frozen=True, kw_only=True):
     """The owner moved its ``count`` oldest backlog messages into ``channels``."""
 
     count: int
     channels: tuple[str, ...]
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Finish:
+class Finish(msgspec.Struct, frozen=True, kw_only=True):
     """Clients of ``channel`` finished these messages (FIN): they are done there."""
 
     channel: str
     ids: Sequence[bytes]
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelCreated:
+class ChannelCreated(msgspec.Struct, frozen=True, kw_only=True):
     """A channel appeared on the owner's topic; it is owed only later messages."""
 
     channel: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ChannelDropped:
+class ChannelDropped(msgspec.Struct, frozen=True, kw_only=True):
     """A channel was emptied or deleted: nothing it held is owed any more."""
 
     channel: str
     deleted: bool
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class TopicDropped:
+class TopicDropped(msgspec.Struct, frozen=True, kw_only=True):
     """The topic was deleted, or its own backlog emptied.
 
     Deleted (``deleted=True``): nothing of the topic is owed any more.
@@ -102,8 +94,7 @@ class TopicDropped:
     deleted: bool
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Abort:
+class Abort(msgspec.Struct, frozen=True, kw_only=True):
     """The publish recorded at sequence ``seq`` failed: forget its messages.
 
     The owner answered that publish with an error (not enough replicas in
@@ -116,8 +107,7 @@ class Abort:
 Record = Publish | Pump | Finish | ChannelCreated | ChannelDropped | TopicDropped | Abort
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Batch:
+class Batch(msgspec.Struct, frozen=True, kw_only=True):
     """What an owner sends one replica of one topic in one go.
 
     Attributes:
@@ -135,3 +125,19 @@ class Batch:
     records: tuple[Record, ...]
     commit: int
     snapshot: Snapshot | None = None
+
+
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """A replica's whole state, as records, standing for every record to ``applied``.
+
+    Attributes:
+        applied: the last sequence number the snapshot includes.
+        records: channels, then held messages in publish order (see
+            `ReplicaTopic.snapshot`).
+        tentative: the IDs of each publish not yet known to be committed, by
+            its sequence number, so a later `Abort` still finds them.
+    """
+
+    applied: int
+    records: tuple[Record, ...]
+    tentative: dict[int, Sequence[bytes]]

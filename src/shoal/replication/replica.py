@@ -57,9 +57,10 @@ Theory of operation:
 from __future__ import annotations
 
 import collections
-import dataclasses
 from itertools import repeat
 from typing import TYPE_CHECKING, TypeAlias
+
+import msgspec
 
 from shoal.errors import RemoteProtocolError
 from shoal.replication.packed import PackedField, total_size
@@ -70,15 +71,17 @@ from shoal.replication.records import (
     Finish,
     Publish,
     Pump,
+    Record,
+    Snapshot,
     TopicDropped,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-    from shoal.replication.records import Batch, Record
+    from shoal.replication.records import Batch
 
-__all__ = ["OwedMessage", "ReplicaTopic", "Snapshot", "receive"]
+__all__ = ["OwedMessage", "ReplicaTopic", "receive"]
 
 
 #: A held message: ``(bodies, index, timestamp, due, owed)``: its body is
@@ -104,8 +107,7 @@ def _body_size(bodies: Sequence[bytes], index: int) -> int:
     return len(bodies[index])
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class OwedMessage:
+class OwedMessage(msgspec.Struct, frozen=True, kw_only=True):
     """One held message, as adoption hands it to a broker.
 
     Attributes:
@@ -121,23 +123,6 @@ class OwedMessage:
     timestamp: int
     due: float
     channels: frozenset[str] | None
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Snapshot:
-    """A replica's whole state, as records, standing for every record to ``applied``.
-
-    Attributes:
-        applied: the last sequence number the snapshot includes.
-        records: channels, then held messages in publish order (see
-            `ReplicaTopic.snapshot`).
-        tentative: the IDs of each publish not yet known to be committed, by
-            its sequence number, so a later `Abort` still finds them.
-    """
-
-    applied: int
-    records: tuple[Record, ...]
-    tentative: dict[int, Sequence[bytes]]
 
 
 class ReplicaTopic:
