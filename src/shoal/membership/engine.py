@@ -1858,16 +1858,9 @@ class Membership:
         self, name: str, address: Address, meta: Mapping[str, str], incarnation: int, now: float
     ) -> None:
         """Add a member new to us, alive, and raise its `MemberJoined`."""
-        self._add_node(_Node(name, address, meta, incarnation, _ALIVE, now))
-        member = Member(
-            name=name,
-            address=address,
-            state=_ALIVE,
-            incarnation=incarnation,
-            meta=meta,
-            state_changed_at=now,
-        )
-        self._events.append(MemberJoined(member=member))
+        node = _Node(name, address, meta, incarnation, _ALIVE, now)
+        self._add_node(node)
+        self._events.append(MemberJoined(member=node.snapshot()))
 
     def _add_node(self, node: _Node) -> None:
         self._nodes[node.name] = node
