@@ -97,6 +97,7 @@ false deaths, slow convergence or wasted work, and each named where it lives:
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -612,6 +613,12 @@ class Membership:
         self._dead: dict[str, _Node] = {}
         self._remembered: dict[str, tuple[Address, float]] = {}
         self._seeds: list[Address] = []
+        # Peers that refused our join because they hold our name at another
+        # address: the delay before asking again (see `_retry_refused_join`),
+        # and those we will ask again (one timer per peer, whatever the
+        # number of refusals).
+        self._refused_joins: dict[Address, float] = {}
+        self._rejoins_due: set[Address] = set()
         self._leaving = False
         self._table: bytes | None = None  # encoded push-pull records, see _push_pull_bytes
         self._catch_ups_left = 0
@@ -765,7 +772,9 @@ class Membership:
             self._on_ack(message, now)
         elif isinstance(message, PushPull):
             if self._join_refused(message):
+                self._retry_refused_join(src, now)
                 return
+            self._refused_joins.pop(src, None)
             known = (len(self._nodes), self._counts[_ALIVE])
             self._merge_push_pull(message, now, asked=True)
             if self._catch_up_pending:
@@ -1656,6 +1665,34 @@ class Membership:
             )
         )
         return True
+
+    def _retry_refused_join(self, peer: Address, now: float) -> None:
+        """Ask ``peer`` again soon: the holder of our name it knows may be dying.
+
+        A node restarted at a new address (a rescheduled container, a new
+        gossip port) is refused while its old self is still alive or suspect
+        in the peer's view. Once that old self is declared dead, within a
+        few probe intervals of the crash, the name may move; waiting for the
+        healing loop would add up to ``reconnect_interval`` more (5 to 11 s
+        measured between two processes). So a refused join is retried after
+        ``probe_interval``, then at doubling delays up to
+        ``reconnect_interval``, until a reply takes us in. A true impostor,
+        the real node alive, costs the peer a few push-pulls more.
+        """
+        if self._leaving or peer in self._rejoins_due:
+            return
+        config = self._config
+        delay = self._refused_joins.get(peer, config.probe_interval)
+        self._refused_joins[peer] = min(delay * 2, config.reconnect_interval)
+        self._rejoins_due.add(peer)
+        self._schedule(now + delay, functools.partial(self._rejoin, peer))
+
+    def _rejoin(self, peer: Address, now: float) -> None:
+        self._rejoins_due.discard(peer)
+        if self._leaving or peer not in self._refused_joins:
+            return  # taken in meanwhile, or leaving
+        self._stats.reconnect_attempts += 1
+        self._open_push_pull(peer, join=True)
 
     def _join_refused(self, message: PushPull) -> bool:
         """A push-pull reply lists our name, alive at another address: we were refused.
