@@ -244,9 +244,13 @@ def startup(runs: int, *, compile_first: bool = True) -> None:
     try:
         for i in range(runs):
             status.show(f"start-up run {i + 1} of {runs}")
+            # A name of its own: the default (address and TCP port) would be
+            # an earlier run's if the kernel handed out the same port again,
+            # and the seed would hold that name until its old self is dead.
             node = NodeProcess(
-                "--data-path", str(root / f"n{i}"), "--seed", seed.gossip, workdir=root
-            )
+                "--data-path", str(root / f"n{i}"), "--seed", seed.gossip,
+                "--node-name", f"startup-{i}", workdir=root,
+            )  # fmt: skip
             ready = node.ready_file
             started = time.monotonic()
             node.start_nowait()
