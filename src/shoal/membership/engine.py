@@ -83,7 +83,14 @@ false deaths, slow convergence or wasted work, and each named where it lives:
 * a refutation also goes straight back to whoever sent the accusation, and a
   stale accusation re-announces our current incarnation;
 * a fresh joiner does not re-gossip the whole table it learned, and instead
-  runs up to three catch-up push-pulls right after joining;
+  runs up to three catch-up push-pulls right after joining; it also sends
+  its own ``alive`` straight to the members it learned (`_announce`, at
+  most 32), so they list it at once rather than a gossip round per hop
+  later;
+* a join refused because the peer holds our name at another address (a
+  node restarted elsewhere before its old self was declared dead) is
+  retried after ``probe_interval``, doubling up to ``reconnect_interval``
+  (`_retry_refused_join`), so the name moves soon after the old self dies;
 * the first periodic push-pull is spread over the scaled interval;
 * incarnations far beyond the one held are ignored (state rule 5), so no
   forged message can push a member to the top of the range where its
