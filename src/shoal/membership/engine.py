@@ -1149,13 +1149,13 @@ class Membership:
         self._stats.broadcasts_queued += 1
         self._arm_gossip(now)
 
-    def _queue_self_alive(self, now: float) -> None:
+    def _self_alive(self) -> Alive:
+        """Our own ``alive`` at our current incarnation."""
         me = self._self
-        self._queue_broadcast(
-            me.name,
-            Alive(incarnation=me.incarnation, name=me.name, address=me.address, meta=me.meta),
-            now,
-        )
+        return Alive(incarnation=me.incarnation, name=me.name, address=me.address, meta=me.meta)
+
+    def _queue_self_alive(self, now: float) -> None:
+        self._queue_broadcast(self._name, self._self_alive(), now)
 
     def _queue_app(self, key: str, data: bytes, now: float) -> None:
         encoded = encode_message(UserMsg(key=key, data=data))
@@ -1690,18 +1690,7 @@ class Membership:
         piggybacked, so the broadcast queue is untouched.
         """
         me = self._self
-        packet = encode_packet(
-            [
-                encode_message(
-                    Alive(
-                        incarnation=me.incarnation,
-                        name=self._name,
-                        address=self._address,
-                        meta=me.meta,
-                    )
-                )
-            ]
-        )
+        packet = encode_packet([encode_message(self._self_alive())])
 
         def other_live(node: _Node) -> bool:
             return node.state is _ALIVE and node is not me and node.address != peer
@@ -1806,8 +1795,7 @@ class Membership:
             self._catch_up_soon(now)
         elif self._name not in self._broadcasts:
             self._queue_self_alive(now)
-        me = self._self
-        alive = Alive(incarnation=me.incarnation, name=me.name, address=me.address, meta=me.meta)
+        alive = self._self_alive()
         accuser_node = self._nodes.get(accuser)
         # A dict, not a set: the order of the sends decides which queued
         # broadcasts ride in each packet, and a set of addresses iterates in
