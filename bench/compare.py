@@ -3,6 +3,7 @@
     python bench/compare.py                        # every workload, shoal alone
     python bench/compare.py --nsqd /usr/local/bin/nsqd --pairs 3
     python bench/compare.py --workload idle-subscribers --idle 1000
+    python bench/compare.py --workload pub-1 --floor --pairs 3
 
 Each workload runs against a fresh server per measurement, on loopback,
 with the raw V2 client loops of `nsqbench` (nsq's ``bench_writer`` and
@@ -32,6 +33,14 @@ Workloads (rates are messages per second, 200-byte bodies by default):
 - ``latency``: PUBs at a fixed ``--rate`` to a consumer at RDY 100 with the
   default output buffer; p50 and p99 publish-to-receive time.
 
+With ``--floor``, the single-message workloads (``pub-1``, ``mpub-1``) also
+run against the reference responders of `floor` in every pair: servers that
+answer each publish with ``OK`` and do nothing else, in C (when ``cc`` is
+there), in Python over epoll, and in Python under trio as shoal's reader
+waits. A second table gives their figures and shoal's ratio to each: what a
+round trip itself costs on this machine in the same window, against what
+shoal spends on it.
+
 Figures from a shared or busy machine are noisy; the pairs show how much.
 """
 
@@ -54,6 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import floor
 import nsqbench
 
 from shoal.testing.process import NodeProcess
@@ -91,6 +101,9 @@ QUOTED_SHOAL_BEFORE: dict[tuple[str, str], float] = {
     ("latency", "p99 ms"): 8.0,
 }
 
+#: The workloads `--floor` also runs against the reference responders.
+FLOOR_WORKLOADS = ("pub-1", "mpub-1")
+
 BIG_QUEUE = 100_000_000
 DEFAULT_QUEUE = 10_000
 
@@ -122,51 +135,67 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_listening(address: tuple[str, int], proc: subprocess.Popen[bytes]) -> None:
+def _wait_listening(address: tuple[str, int], proc: subprocess.Popen[bytes], name: str) -> None:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"nsqd exited with {proc.returncode}")
+            raise RuntimeError(f"{name} exited with {proc.returncode}")
         with contextlib.suppress(OSError), socket.create_connection(address, timeout=1):
             return
         time.sleep(0.02)
-    raise RuntimeError("nsqd did not listen in 20 s")
+    raise RuntimeError(f"{name} did not listen in 20 s")
 
 
 @contextlib.contextmanager
-def start(kind: str, nsqd: str | None, mem_queue_size: int) -> Iterator[Server]:
-    """A fresh shoal node or nsqd on loopback with this memory queue size."""
+def _running(
+    kind: str, argv: list[str], tcp: tuple[str, int], http: tuple[str, int]
+) -> Iterator[Server]:
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_listening(tcp, proc, kind)
+        yield Server(kind, tcp, http, proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def start(
+    kind: str, nsqd: str | None, mem_queue_size: int, floor_c: list[str] | None = None
+) -> Iterator[Server]:
+    """A fresh shoal node, nsqd or reference responder on loopback."""
     if kind == "shoal":
         with NodeProcess("--mem-queue-size", str(mem_queue_size)) as node:
             assert node.proc is not None
             yield Server("shoal", node.tcp, node.http, node.proc.pid)
         return
+    if kind.startswith("floor-"):
+        tcp = ("127.0.0.1", _free_port())
+        responder = kind.removeprefix("floor-")
+        prefix = floor_c if responder == "c" else floor.command(responder)
+        assert prefix is not None
+        with _running(kind, [*prefix, str(tcp[1])], tcp, tcp) as server:
+            yield server
+        return
     assert nsqd is not None
     with tempfile.TemporaryDirectory(prefix="nsqd-bench-") as data:
         tcp = ("127.0.0.1", _free_port())
         http = ("127.0.0.1", _free_port())
-        proc = subprocess.Popen(
-            [
-                nsqd,
-                f"--tcp-address={tcp[0]}:{tcp[1]}",
-                f"--http-address={http[0]}:{http[1]}",
-                f"--data-path={data}",
-                f"--mem-queue-size={mem_queue_size}",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            _wait_listening(tcp, proc)
-            yield Server("nsqd", tcp, http, proc.pid)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        argv = [
+            nsqd,
+            f"--tcp-address={tcp[0]}:{tcp[1]}",
+            f"--http-address={http[0]}:{http[1]}",
+            f"--data-path={data}",
+            f"--mem-queue-size={mem_queue_size}",
+        ]
+        with _running("nsqd", argv, tcp, http) as server:
+            yield server
 
 
 # -- workloads ----------------------------------------------------------------
@@ -258,22 +287,39 @@ def idle_subscribers(server: Server, opts: Options) -> dict[str, float]:
     The two alternate for three rounds each on the same server and the best
     of each side is compared, so a burst of load from elsewhere on the
     machine does not pass for a cost of the subscribers.
+
+    Every run starts with the same memory: nobody consumes, so a run leaves
+    its messages in the channel, and a machine whose pages cost a fault the
+    first time they are touched (a virtual machine's guest, where that fault
+    goes to the host) would make each later run pay for memory the earlier
+    ones did not. So a warm-up publish to a scratch topic touches the
+    memory of one run (its topic is deleted after), and each measured run's
+    channel is emptied after it.
     """
     figures: dict[str, float] = {}
     rounds = Options(opts.size, opts.runfor / 3, opts.messages, opts.idle, opts.rate)
+    warm_up = Options(opts.size, 2 * rounds.runfor, opts.messages, opts.idle, opts.rate)
     for label, batch in (("MPUB 200", 200), ("PUB", 1)):
-        base_topic, idle_topic = f"base{batch}", f"idle{batch}"
-        for topic in (base_topic, idle_topic):
+        base_topic, idle_topic, warm_topic = f"base{batch}", f"idle{batch}", f"warm{batch}"
+        for topic in (base_topic, idle_topic, warm_topic):
             server.post(f"/topic/create?topic={topic}")
             server.post(f"/channel/create?topic={topic}&channel=ch")
+        _publish(server, warm_topic, batch, warm_up)
+        server.post(f"/topic/delete?topic={warm_topic}")
         socks = _idle_subscribers(server, idle_topic, opts.idle)
+
+        def run(topic: str, batch: int = batch) -> tuple[float, float]:
+            figures = _publish(server, topic, batch, rounds)
+            server.post(f"/channel/empty?topic={topic}&channel=ch")
+            return figures
+
         try:
             base, loaded = 0.0, 0.0
             base_cpu, loaded_cpu = math.inf, math.inf
             for _ in range(3):
-                rate, cpu = _publish(server, base_topic, batch, rounds)
+                rate, cpu = run(base_topic)
                 base, base_cpu = max(base, rate), min(base_cpu, cpu)
-                rate, cpu = _publish(server, idle_topic, batch, rounds)
+                rate, cpu = run(idle_topic)
                 loaded, loaded_cpu = max(loaded, rate), min(loaded_cpu, cpu)
         finally:
             for sock in socks:
@@ -401,6 +447,11 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1_000_000, help="queued for consume")
     parser.add_argument("--idle", type=int, default=1000, help="idle subscribers (RDY 0)")
     parser.add_argument("--rate", type=int, default=5000, help="latency workload msgs/s")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run pub-1 and mpub-1 against the reference responders (bench/floor.py)",
+    )
     args = parser.parse_args()
     if args.nsqd and not shutil.which(args.nsqd):
         parser.error(f"--nsqd: {args.nsqd} is not an executable")
@@ -408,16 +459,22 @@ def main() -> None:
     kinds = ["shoal", "nsqd"] if args.nsqd else ["shoal"]
     names = args.workload or list(WORKLOADS)
     results: dict[tuple[str, str, str], list[float]] = {}
-    for name in names:
-        workload = WORKLOADS[name]
-        for pair in range(args.pairs):
-            for kind in kinds:
-                with start(kind, args.nsqd, workload.mem_queue_size) as server:
-                    figures = workload.run(server, opts)
-                shown = ", ".join(f"{k} {v:,.3g}" for k, v in figures.items())
-                print(f"[{name} #{pair + 1} {kind}] {shown}", file=sys.stderr, flush=True)
-                for key, value in figures.items():
-                    results.setdefault((name, key, kind), []).append(value)
+    with contextlib.ExitStack() as stack:
+        floor_c = stack.enter_context(floor.c_responder()) if args.floor else None
+        floors = [f"floor-{kind}" for kind in floor.KINDS if kind != "c" or floor_c is not None]
+        if args.floor and floor_c is None:
+            print("compare.py: no C compiler (cc) on PATH: no floor-c", file=sys.stderr)
+        for name in names:
+            workload = WORKLOADS[name]
+            runs = kinds + floors if args.floor and name in FLOOR_WORKLOADS else kinds
+            for pair in range(args.pairs):
+                for kind in runs:
+                    with start(kind, args.nsqd, workload.mem_queue_size, floor_c) as server:
+                        figures = workload.run(server, opts)
+                    shown = ", ".join(f"{k} {v:,.3g}" for k, v in figures.items())
+                    print(f"[{name} #{pair + 1} {kind}] {shown}", file=sys.stderr, flush=True)
+                    for key, value in figures.items():
+                        results.setdefault((name, key, kind), []).append(value)
     other = "nsqd" if args.nsqd else "nsqd (quoted)"
     print(f"\n| workload | figure | shoal | {other} | ratio shoal/nsqd | shoal before (quoted) |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -439,7 +496,22 @@ def main() -> None:
                 f"| {name} | {key} | {_span(mine)} | {_span(theirs)} | {_span(ratios)} "
                 f"| {_span([before]) if before is not None else '-'} |"
             )
+    if args.floor:
+        _print_floors(results, names)
     print(f"\n({os.cpu_count()} CPUs; each cell is the min-max over the pairs)")
+
+
+def _print_floors(results: dict[tuple[str, str, str], list[float]], names: list[str]) -> None:
+    """The reference responders' figures, and shoal's ratio to each, pair by pair."""
+    print("\n| workload | figure | responder | responder's figure | ratio shoal/responder |")
+    print("| --- | --- | --- | --- | --- |")
+    for name in names:
+        for (n, key, kind), theirs in results.items():
+            if n != name or not kind.startswith("floor-"):
+                continue
+            mine = results.get((name, key, "shoal"), [])
+            ratios = [a / b for a, b in zip(mine, theirs, strict=False) if b]
+            print(f"| {name} | {key} | {kind} | {_span(theirs)} | {_span(ratios)} |")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,166 @@
+"""Reference responders: the least a server spends per publish round trip here.
+
+    python bench/floor.py epoll PORT     # Python, a plain epoll loop
+    python bench/floor.py trio PORT      # Python under trio, shoal's reader pattern
+    python bench/floor.py c PORT         # C, blocking reads (built with cc)
+
+Each serves one NSQ V2 connection at a time on 127.0.0.1:PORT and answers
+``OK`` to every ``PUB`` or ``MPUB`` (a line, a 4-byte size, that many bytes)
+and does nothing else: no topic, no message, no ID. What it spends per
+round trip is the cost of the round trip itself on this machine: the
+system calls, the loopback delivery that wakes the client, and the
+sleeping and waking of the server, plus the event loop in the Python ones.
+
+`compare.py --floor` runs them beside shoal with the same client, in the
+same window, so the single-message rows (``pub-1``, ``mpub-1``) can be read
+against what the machine allows at that moment: its speed swings by a
+factor of two from one hour to the next, and an absolute figure alone says
+little.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+OK_FRAME = b"\x00\x00\x00\x06\x00\x00\x00\x00OK"
+KINDS = ("c", "epoll", "trio")
+READ_SIZE = 256 * 1024
+
+
+class Answerer:
+    """Counts the complete publish commands in what it is fed; the magic goes first."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.magic = False
+
+    def feed(self, data: bytes) -> int:
+        """Take ``data``; return how many commands it completed."""
+        buf = self.buf + data
+        pos = 0
+        if not self.magic:
+            if len(buf) < 4:
+                self.buf = buf
+                return 0
+            pos = 4
+            self.magic = True
+        done = 0
+        while True:
+            newline = buf.find(b"\n", pos)
+            if newline < 0 or len(buf) < newline + 5:
+                break
+            end = newline + 5 + int.from_bytes(buf[newline + 1 : newline + 5], "big")
+            if len(buf) < end:
+                break
+            pos = end
+            done += 1
+        self.buf = buf[pos:]
+        return done
+
+
+def _listen(port: int) -> socket.socket:
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen()
+    return server
+
+
+def serve_epoll(port: int) -> None:
+    """One connection at a time: read until empty, then ``epoll_wait``."""
+    server = _listen(port)
+    while True:
+        conn, _ = server.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.setblocking(False)
+        fd = conn.fileno()
+        answerer = Answerer()
+        with select.epoll() as poller:
+            poller.register(fd, select.EPOLLIN)
+            while True:
+                try:
+                    data = os.read(fd, READ_SIZE)
+                except BlockingIOError:
+                    poller.poll()
+                    continue
+                if not data:
+                    break
+                done = answerer.feed(data)
+                if done:
+                    os.write(fd, OK_FRAME * done)
+        conn.close()
+
+
+def serve_trio(port: int) -> None:
+    """As shoal's reader does: read straight from the socket, wait in trio when empty."""
+    import trio
+
+    async def handle(stream: trio.SocketStream) -> None:
+        fd = stream.socket.fileno()
+        answerer = Answerer()
+        while True:
+            try:
+                data = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)
+                continue
+            if not data:
+                return
+            done = answerer.feed(data)
+            if done:
+                os.write(fd, OK_FRAME * done)
+
+    async def main() -> None:
+        await trio.serve_tcp(handle, port, host="127.0.0.1")
+
+    trio.run(main)
+
+
+@contextlib.contextmanager
+def c_responder() -> Iterator[list[str] | None]:
+    """The command that runs ``floor.c`` built with ``cc``; None without a compiler."""
+    compiler = shutil.which("cc")
+    if compiler is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="shoal-floor-") as tmp:
+        binary = Path(tmp) / "floor"
+        source = Path(__file__).with_name("floor.c")
+        subprocess.run([compiler, "-O2", "-o", str(binary), str(source)], check=True)
+        yield [str(binary)]
+
+
+def command(kind: str) -> list[str]:
+    """The argv prefix (before the port) of the Python responder ``kind``."""
+    return [sys.executable, str(Path(__file__).resolve()), kind]
+
+
+def main() -> None:
+    if len(sys.argv) != 3 or sys.argv[1] not in KINDS:
+        sys.exit(f"usage: floor.py {{{'|'.join(KINDS)}}} PORT")
+    kind, port = sys.argv[1], int(sys.argv[2])
+    if kind == "c":
+        with c_responder() as argv:
+            if argv is None:
+                sys.exit("floor.py: no C compiler (cc) on PATH")
+            with contextlib.suppress(KeyboardInterrupt):
+                subprocess.run([*argv, str(port)], check=False)
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        (serve_epoll if kind == "epoll" else serve_trio)(port)
+
+
+if __name__ == "__main__":
+    main()
