@@ -35,9 +35,9 @@ Workloads (rates are messages per second, 200-byte bodies by default):
 
 With ``--floor``, the single-message workloads (``pub-1``, ``mpub-1``) also
 run against the reference responders of `floor` in every pair: servers that
-answer each publish with ``OK`` and do nothing else, in C (when ``cc`` is
-there), in Python over epoll, and in Python under trio as shoal's reader
-waits. A second table gives their figures and shoal's ratio to each: what a
+answer each publish with ``OK`` and do nothing else, in C and in Go (each
+when its compiler is there), in Python over epoll, and in Python under trio
+as shoal's reader waits. A second table gives their figures and shoal's ratio to each: what a
 round trip itself costs on this machine in the same window, against what
 shoal spends on it.
 
@@ -167,7 +167,10 @@ def _running(
 
 @contextlib.contextmanager
 def start(
-    kind: str, nsqd: str | None, mem_queue_size: int, floor_c: list[str] | None = None
+    kind: str,
+    nsqd: str | None,
+    mem_queue_size: int,
+    built: dict[str, list[str]] | None = None,
 ) -> Iterator[Server]:
     """A fresh shoal node, nsqd or reference responder on loopback."""
     if kind == "shoal":
@@ -178,8 +181,7 @@ def start(
     if kind.startswith("floor-"):
         tcp = ("127.0.0.1", _free_port())
         responder = kind.removeprefix("floor-")
-        prefix = floor_c if responder == "c" else floor.command(responder)
-        assert prefix is not None
+        prefix = (built or {}).get(responder) or floor.command(responder)
         with _running(kind, [*prefix, str(tcp[1])], tcp, tcp) as server:
             yield server
         return
@@ -460,16 +462,20 @@ def main() -> None:
     names = args.workload or list(WORKLOADS)
     results: dict[tuple[str, str, str], list[float]] = {}
     with contextlib.ExitStack() as stack:
-        floor_c = stack.enter_context(floor.c_responder()) if args.floor else None
-        floors = [f"floor-{kind}" for kind in floor.KINDS if kind != "c" or floor_c is not None]
-        if args.floor and floor_c is None:
-            print("compare.py: no C compiler (cc) on PATH: no floor-c", file=sys.stderr)
+        built: dict[str, list[str]] = {}
+        for kind in floor.COMPILED if args.floor else ():
+            argv = stack.enter_context(floor.compiled(kind))
+            if argv is None:
+                print(f"compare.py: no {floor.COMPILED[kind][0]}: no floor-{kind}", file=sys.stderr)
+            else:
+                built[kind] = argv
+        floors = [f"floor-{k}" for k in floor.KINDS if k in built or k not in floor.COMPILED]
         for name in names:
             workload = WORKLOADS[name]
             runs = kinds + floors if args.floor and name in FLOOR_WORKLOADS else kinds
             for pair in range(args.pairs):
                 for kind in runs:
-                    with start(kind, args.nsqd, workload.mem_queue_size, floor_c) as server:
+                    with start(kind, args.nsqd, workload.mem_queue_size, built) as server:
                         figures = workload.run(server, opts)
                     shown = ", ".join(f"{k} {v:,.3g}" for k, v in figures.items())
                     print(f"[{name} #{pair + 1} {kind}] {shown}", file=sys.stderr, flush=True)

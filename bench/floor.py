@@ -1,15 +1,19 @@
 """Reference responders: the least a server spends per publish round trip here.
 
+    python bench/floor.py c PORT         # C, blocking reads (built with cc)
+    python bench/floor.py go PORT        # Go's netpoller, as nsqd (built with go)
     python bench/floor.py epoll PORT     # Python, a plain epoll loop
     python bench/floor.py trio PORT      # Python under trio, shoal's reader pattern
-    python bench/floor.py c PORT         # C, blocking reads (built with cc)
 
 Each serves one NSQ V2 connection at a time on 127.0.0.1:PORT and answers
 ``OK`` to every ``PUB`` or ``MPUB`` (a line, a 4-byte size, that many bytes)
 and does nothing else: no topic, no message, no ID. What it spends per
 round trip is the cost of the round trip itself on this machine: the
 system calls, the loopback delivery that wakes the client, and the
-sleeping and waking of the server, plus the event loop in the Python ones.
+sleeping and waking of the server, plus the runtime's scheduler in the Go
+one (nsqd's, and the nearest stand-in for nsqd where there is none) and the
+event loop in the Python ones. The compiled ones are built when used, and
+are left out where their compiler is missing (Debian: gcc, golang-go).
 
 `compare.py --floor` runs them beside shoal with the same client, in the
 same window, so the single-message rows (``pub-1``, ``mpub-1``) can be read
@@ -35,7 +39,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 OK_FRAME = b"\x00\x00\x00\x06\x00\x00\x00\x00OK"
-KINDS = ("c", "epoll", "trio")
+KINDS = ("c", "go", "epoll", "trio")
+#: The compiled responders: the compiler, and its arguments before the output path.
+COMPILED = {"c": ("cc", ["-O2", "-o"]), "go": ("go", ["build", "-o"])}
 READ_SIZE = 256 * 1024
 
 
@@ -129,16 +135,18 @@ def serve_trio(port: int) -> None:
 
 
 @contextlib.contextmanager
-def c_responder() -> Iterator[list[str] | None]:
-    """The command that runs ``floor.c`` built with ``cc``; None without a compiler."""
-    compiler = shutil.which("cc")
-    if compiler is None:
+def compiled(kind: str) -> Iterator[list[str] | None]:
+    """The command (before the port) that runs ``floor.<kind>`` built; None without its compiler."""
+    compiler, args = COMPILED[kind]
+    path = shutil.which(compiler)
+    if path is None:
         yield None
         return
     with tempfile.TemporaryDirectory(prefix="shoal-floor-") as tmp:
         binary = Path(tmp) / "floor"
-        source = Path(__file__).with_name("floor.c")
-        subprocess.run([compiler, "-O2", "-o", str(binary), str(source)], check=True)
+        source = Path(__file__).with_name(f"floor.{kind}")
+        env = {**os.environ, "GOCACHE": str(Path(tmp) / "cache"), "GOPATH": str(Path(tmp) / "go")}
+        subprocess.run([path, *args, str(binary), str(source)], check=True, cwd=tmp, env=env)
         yield [str(binary)]
 
 
@@ -151,10 +159,10 @@ def main() -> None:
     if len(sys.argv) != 3 or sys.argv[1] not in KINDS:
         sys.exit(f"usage: floor.py {{{'|'.join(KINDS)}}} PORT")
     kind, port = sys.argv[1], int(sys.argv[2])
-    if kind == "c":
-        with c_responder() as argv:
+    if kind in COMPILED:
+        with compiled(kind) as argv:
             if argv is None:
-                sys.exit("floor.py: no C compiler (cc) on PATH")
+                sys.exit(f"floor.py: no {COMPILED[kind][0]} on PATH to build floor.{kind}")
             with contextlib.suppress(KeyboardInterrupt):
                 subprocess.run([*argv, str(port)], check=False)
         return
