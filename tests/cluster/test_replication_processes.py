@@ -93,22 +93,34 @@ def trio_cluster(tmp_path: Path) -> Iterator[Trio]:
 
 
 class Publisher(threading.Thread):
-    """MPUBs numbered bodies to one node until told to stop; remembers what got OK."""
+    """MPUBs numbered bodies to one node until told to stop; remembers what got OK.
 
-    def __init__(self, node: NodeProcess, topic: str, total: int) -> None:
+    With ``hold_at``, it waits before the message of that number until
+    `resume` is set, so a test can act while publishing is known to be
+    unfinished, however fast the machine is.
+    """
+
+    def __init__(
+        self, node: NodeProcess, topic: str, total: int, *, hold_at: int | None = None
+    ) -> None:
         super().__init__(daemon=True)
         self.node = node
         self.topic = topic
         self.total = total
+        self.hold_at = hold_at
         self.acked: list[bytes] = []
         self.refused = 0
         self.broken = False
         self.stop = threading.Event()
+        self.resume = threading.Event()
 
     def run(self) -> None:
         try:
             with NsqConnection(self.node.tcp, timeout=15) as conn:
                 for start in range(0, self.total, BATCH):
+                    if self.hold_at is not None and start >= self.hold_at:
+                        self.hold_at = None
+                        self.resume.wait(60)
                     if self.stop.is_set():
                         return
                     bodies = [b"m%06d" % i for i in range(start, min(start + BATCH, self.total))]
@@ -219,7 +231,7 @@ def test_a_replica_killed_during_publishing_is_replaced_and_nothing_is_lost(
     total = 6_000
     assert post(a.http, "/topic/create?topic=jobs") == 200
     assert post(a.http, "/channel/create?topic=jobs&channel=work") == 200
-    publisher = Publisher(a, "jobs", total)
+    publisher = Publisher(a, "jobs", total, hold_at=total // 4)
     publisher.start()
     eventually(lambda: len(publisher.acked) >= total // 4)
     (first,) = replicas_of(a, "jobs")
@@ -227,6 +239,9 @@ def test_a_replica_killed_during_publishing_is_replaced_and_nothing_is_lost(
     survivor = next(n for n in (cluster.b, cluster.c) if n is not victim)
     victim.kill()
     acked_at_kill = len(publisher.acked)
+    # Publishing goes on from the kill: the rest is sent to a topic that has
+    # just lost its replica.
+    publisher.resume.set()
     publisher.join(40)
     assert not publisher.is_alive()
     assert not publisher.broken
