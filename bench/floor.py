@@ -75,6 +75,20 @@ class Answerer:
         self.buf = buf[pos:]
         return done
 
+    def answer(self, fd: int) -> bool:
+        """Read what ``fd`` holds and answer what it completes; False at end of stream.
+
+        Raises:
+            BlockingIOError: nothing to read yet (the caller waits, its own way).
+        """
+        data = os.read(fd, READ_SIZE)
+        if not data:
+            return False
+        done = self.feed(data)
+        if done:
+            os.write(fd, OK_FRAME * done)
+        return True
+
 
 def _listen(port: int) -> socket.socket:
     server = socket.socket()
@@ -97,15 +111,10 @@ def serve_epoll(port: int) -> None:
             poller.register(fd, select.EPOLLIN)
             while True:
                 try:
-                    data = os.read(fd, READ_SIZE)
+                    if not answerer.answer(fd):
+                        break
                 except BlockingIOError:
                     poller.poll()
-                    continue
-                if not data:
-                    break
-                done = answerer.feed(data)
-                if done:
-                    os.write(fd, OK_FRAME * done)
         conn.close()
 
 
@@ -118,15 +127,10 @@ def serve_trio(port: int) -> None:
         answerer = Answerer()
         while True:
             try:
-                data = os.read(fd, READ_SIZE)
+                if not answerer.answer(fd):
+                    return
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(fd)
-                continue
-            if not data:
-                return
-            done = answerer.feed(data)
-            if done:
-                os.write(fd, OK_FRAME * done)
 
     async def main() -> None:
         await trio.serve_tcp(handle, port, host="127.0.0.1")
