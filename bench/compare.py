@@ -29,7 +29,8 @@ Workloads (rates are messages per second, 200-byte bodies by default):
   also the server's CPU time per message drained.
 - ``idle-subscribers``: MPUB of 200 and PUB to a channel with ``--idle``
   subscribers at RDY 0, each also as a ratio to the same server's rate to
-  a channel without them (same run, alternating, best of three each).
+  a channel without them (same run, alternating, best of three each, every
+  run on memory a warm-up touched, so neither side pays the first touch).
 - ``latency``: PUBs at a fixed ``--rate`` to a consumer at RDY 100 with the
   default output buffer; p50 and p99 publish-to-receive time.
 
