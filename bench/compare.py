@@ -38,9 +38,9 @@ With ``--floor``, the single-message workloads (``pub-1``, ``mpub-1``) also
 run against the reference responders of `floor` in every pair: servers that
 answer each publish with ``OK`` and do nothing else, in C and in Go (each
 when its compiler is there), in Python over epoll, and in Python under trio
-as shoal's reader waits. A second table gives their figures and shoal's ratio to each: what a
-round trip itself costs on this machine in the same window, against what
-shoal spends on it.
+as shoal's reader waits. A second table gives their figures and shoal's
+ratio to each: what a round trip itself costs on this machine in the same
+window, against what shoal spends on it.
 
 Figures from a shared or busy machine are noisy; the pairs show how much.
 """
@@ -312,9 +312,9 @@ def idle_subscribers(server: Server, opts: Options) -> dict[str, float]:
         socks = _idle_subscribers(server, idle_topic, opts.idle)
 
         def run(topic: str, batch: int = batch) -> tuple[float, float]:
-            figures = _publish(server, topic, batch, rounds)
+            measured = _publish(server, topic, batch, rounds)
             server.post(f"/channel/empty?topic={topic}&channel=ch")
-            return figures
+            return measured
 
         try:
             base, loaded = 0.0, 0.0

@@ -5,9 +5,10 @@
     python bench/floor.py epoll PORT     # Python, a plain epoll loop
     python bench/floor.py trio PORT      # Python under trio, shoal's reader pattern
 
-Each serves one NSQ V2 connection at a time on 127.0.0.1:PORT and answers
-``OK`` to every ``PUB`` or ``MPUB`` (a line, a 4-byte size, that many bytes)
-and does nothing else: no topic, no message, no ID. What it spends per
+Each listens on 127.0.0.1:PORT (C and epoll serve one connection at a
+time) and answers ``OK`` to every ``PUB`` or ``MPUB`` (a line, a 4-byte
+size, that many bytes) after the V2 magic, and does nothing else: no topic,
+no message, no ID. What it spends per
 round trip is the cost of the round trip itself on this machine: the
 system calls, the loopback delivery that wakes the client, and the
 sleeping and waking of the server, plus the runtime's scheduler in the Go
