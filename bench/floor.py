@@ -36,10 +36,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shoal.queue.frames import OK_FRAME
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-OK_FRAME = b"\x00\x00\x00\x06\x00\x00\x00\x00OK"
 KINDS = ("c", "go", "epoll", "trio")
 #: The compiled responders: the compiler, and its arguments before the output path.
 COMPILED = {"c": ("cc", ["-O2", "-o"]), "go": ("go", ["build", "-o"])}
@@ -161,7 +162,7 @@ def command(kind: str) -> list[str]:
 
 
 def main() -> None:
-    if len(sys.argv) != 3 or sys.argv[1] not in KINDS:
+    if len(sys.argv) != 3 or sys.argv[1] not in KINDS or not sys.argv[2].isdigit():
         sys.exit(f"usage: floor.py {{{'|'.join(KINDS)}}} PORT")
     kind, port = sys.argv[1], int(sys.argv[2])
     if kind in COMPILED:
